@@ -1,0 +1,43 @@
+"""The BIO tag scheme: what a valid tag is, and how a tag sequence becomes entity chunks.
+
+Chunking follows seqeval's default (conlleval-compatible) mode, because that is how every published
+NER/slot-filling number is computed: an `I-X` that does not continue an entity of type X (it follows `O`,
+the start of the sentence, or an entity of another type) *starts* a new entity instead of being dropped.
+"""
+
+IGNORE_INDEX = -100  # label id that cross-entropy skips: special tokens, padding, continuation sub-tokens
+
+
+def split_tag(tag):
+    """'B-PER' -> ('B', 'PER'); 'O' -> ('O', ''). Raises ValueError for anything else."""
+    if tag == "O":
+        return "O", ""
+    prefix, sep, kind = tag.partition("-")
+    if prefix not in ("B", "I") or not sep or not kind:
+        raise ValueError(f"tag {tag!r} is not O, B-TYPE or I-TYPE")
+    return prefix, kind
+
+
+def is_valid_tag(tag):
+    try:
+        split_tag(tag)
+    except ValueError:
+        return False
+    return True
+
+
+def chunks(tags):
+    """Entity chunks of one sentence as (type, first, last) word indices, inclusive, in order."""
+    found = []
+    start, current = None, ""
+    for i, tag in enumerate(tags):
+        prefix, kind = split_tag(tag)
+        continues = prefix == "I" and start is not None and kind == current
+        if start is not None and not continues:
+            found.append((current, start, i - 1))
+            start, current = None, ""
+        if prefix == "B" or (prefix == "I" and not continues):
+            start, current = i, kind
+    if start is not None:
+        found.append((current, start, len(tags) - 1))
+    return found
