@@ -65,11 +65,14 @@ def read_state_dict(path):
         raise UserError(f"not a readable safetensors file ({e})", path) from None
 
 
-def match_state_dict(module, tensors, source, verbose=False):
-    """Load `tensors` (published names) into `module`, demanding every parameter and its exact shape."""
+def match_state_dict(module, tensors, source, verbose=False, rename=canonical_name):
+    """Load `tensors` into `module`, demanding every parameter and its exact shape.
+
+    `rename` maps a file's tensor name to the module's (None = not ours, ignored).
+    """
     renamed, ignored = {}, []
     for name, tensor in tensors.items():
-        ours = canonical_name(name)
+        ours = rename(name)
         if ours is None:
             ignored.append(name)
         else:
@@ -85,7 +88,7 @@ def match_state_dict(module, tensors, source, verbose=False):
         raise UserError(f"tensor shapes do not match the config: {'; '.join(wrong[:8])}", source)
     unused = sorted(set(renamed) - set(expected)) + ignored  # e.g. a pooler we did not build
     if verbose and unused:
-        print(f"{source}: ignored {len(unused)} tensors not used by the encoder: {', '.join(sorted(unused))}")
+        print(f"{source}: ignored {len(unused)} tensors the model does not use: {', '.join(sorted(unused))}")
     module.load_state_dict({k: renamed[k] for k in expected})
 
 

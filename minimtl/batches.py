@@ -1,0 +1,104 @@
+"""From examples to padded tensor batches: encode once, then batch by length.
+
+Kept apart from data.py (which reads and checks files, knowing nothing of tokenizers) because this is
+where text meets the model: sub-token ids, aligned labels, and batch order.
+
+Length bucketing: transformer cost grows with the padded length of a batch, so batching sentences of
+similar length wastes little compute on padding. Sorting the whole split would make every epoch's
+batches identical and their order predictable (short sentences first), which hurts SGD. So: shuffle,
+sort by length only within large chunks, cut into batches, shuffle the batches.
+"""
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from .bio import IGNORE_INDEX
+
+CHUNK_BATCHES = 50  # sort within windows of this many batches: padding falls, order stays random
+
+
+@dataclass
+class Encoded:
+    """One split as lists of ids, ready to batch."""
+
+    input_ids: list[list[int]]
+    first_positions: list[list[int]]  # where each word's prediction is read from
+    tags: list[list[int]] | None  # per position, IGNORE_INDEX where unlabelled; None without a token task
+    labels: list[int] | None  # per sentence; None without a sentence task
+    n_truncated: int  # sentences cut at max_len
+
+    def __len__(self):
+        return len(self.input_ids)
+
+
+def encode_split(aligner, examples, label_vocab, tag_vocab, max_len, all_subtokens=False):
+    encodings = aligner.encode([list(ex.words) for ex in examples], max_len=max_len)
+    tags = None
+    if tag_vocab is not None:
+        tag_to_id = {name: i for i, name in enumerate(tag_vocab.names)}
+        tags = [aligner.labels(enc, ex.tags, tag_to_id, all_subtokens) for enc, ex in zip(encodings, examples)]
+    labels = [label_vocab.id(ex.label) for ex in examples] if label_vocab is not None else None
+    return Encoded([e.input_ids for e in encodings], [e.first_positions for e in encodings], tags, labels,
+                   sum(e.truncated for e in encodings))
+
+
+@dataclass
+class Batch:
+    index: list[int]  # which sentences of the split, in batch order
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T), 1 = real token
+    labels: torch.Tensor | None  # (B,)
+    tags: torch.Tensor | None  # (B, T)
+
+    def to(self, device):
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)
+        return Batch(self.index, move(self.input_ids), move(self.attention_mask), move(self.labels), move(self.tags))
+
+
+def batch_indices(lengths, batch_size, rng=None):
+    """Sentence indices per batch. With `rng` (training): bucketed and shuffled; without: sorted by length."""
+    order = list(range(len(lengths)))
+    if rng is None:
+        order.sort(key=lambda i: lengths[i])
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(order)
+    chunk = batch_size * CHUNK_BATCHES
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(split: Encoded, index, pad_id):
+    T = max(len(split.input_ids[i]) for i in index)
+    input_ids = torch.full((len(index), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(index), T), dtype=torch.long)
+    tags = None if split.tags is None else torch.full((len(index), T), IGNORE_INDEX, dtype=torch.long)
+    for row, i in enumerate(index):
+        n = len(split.input_ids[i])
+        input_ids[row, :n] = torch.tensor(split.input_ids[i])
+        mask[row, :n] = 1
+        if tags is not None:
+            tags[row, :n] = torch.tensor(split.tags[i])
+    labels = None if split.labels is None else torch.tensor([split.labels[i] for i in index])
+    return Batch(list(index), input_ids, mask, labels, tags)
+
+
+def batches(split: Encoded, batch_size, pad_id, rng=None):
+    lengths = [len(ids) for ids in split.input_ids]
+    return [collate(split, index, pad_id) for index in batch_indices(lengths, batch_size, rng)]
+
+
+def padding_fraction(batch_list):
+    """Share of the positions in these batches that are padding."""
+    total = sum(b.attention_mask.numel() for b in batch_list)
+    return 1 - sum(int(b.attention_mask.sum()) for b in batch_list) / max(total, 1)
+
+
+def seeded_rng(seed, epoch):
+    """The batch-order RNG of one epoch: a resumed or repeated run sees exactly the same batches."""
+    return random.Random(seed * 100_003 + epoch)

@@ -1,0 +1,118 @@
+"""A trained model on disk: a self-contained directory that inference can use with nothing else.
+
+    DIR/model.safetensors        encoder (under the published `bert.` names) + both heads
+    DIR/config.json              the encoder's BERT config, plus a "minimtl" section: label vocabularies,
+                                 head settings, max length, training arguments, dev metrics
+    DIR/vocab.txt                the WordPiece vocabulary, and tokenizer_config.json (lower-casing)
+
+Tensors go through safetensors and everything else through JSON, never pickle: loading a checkpoint
+cannot run code. Because the encoder keeps its published names, `load_encoder(DIR)` reads the trained
+backbone like any BERT checkpoint.
+
+Saving is atomic at the directory level: everything is written into a temporary sibling directory,
+flushed to disk, then swapped in by two renames. A crash mid-write leaves the previous checkpoint as it
+was; a crash between the two renames (a window of microseconds) leaves it under a `.NAME.old-*` name,
+which the next load or save puts back.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from .bert import BertEncoder
+from .config import BertConfig
+from .errors import UserError
+from .model import HeadConfig, MultiTaskModel
+from .weights import match_state_dict, read_state_dict
+
+FORMAT_VERSION = 1
+TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
+
+
+def save_checkpoint(directory, model, meta, tokenizer_dir):
+    """Write `model` and its `meta` (JSON-able) to `directory`, replacing what was there atomically."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    _recover(directory)
+    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):  # left by a save that crashed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
+    config = model.bert.config.to_dict()
+    config["minimtl"] = {"format_version": FORMAT_VERSION, **meta}
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    for name in TOKENIZER_FILES:
+        if (Path(tokenizer_dir) / name).is_file():
+            shutil.copyfile(Path(tokenizer_dir) / name, tmp / name)
+    for f in tmp.iterdir():
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+    old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(directory):
+    """Put back a checkpoint that a save interrupted between its two renames."""
+    if directory.exists():
+        return
+    leftovers = sorted(directory.parent.glob(f".{directory.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if leftovers:
+        leftovers[-1].rename(directory)
+
+
+def read_meta(directory):
+    """(BERT config, minimtl section) of a checkpoint directory, validated."""
+    directory = Path(directory)
+    _recover(directory)
+    if not directory.is_dir():
+        raise UserError("no checkpoint here: train one first (python train.py) or pass --checkpoint DIR",
+                        directory)
+    path = directory / "config.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError("checkpoint has no config.json", directory) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"not valid JSON ({e})", path) from None
+    meta = raw.get("minimtl") if isinstance(raw, dict) else None
+    if not isinstance(meta, dict):
+        raise UserError("not a minimtl checkpoint (config.json has no 'minimtl' section)", path)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"checkpoint format {meta.get('format_version')!r} is not the supported "
+                        f"{FORMAT_VERSION}: retrain it with this version of minimtl", path)
+    for key in ("labels", "tags"):
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise UserError(f"'minimtl.{key}' should be a list of names or null", path)
+    if not meta.get("labels") and not meta.get("tags"):
+        raise UserError("the checkpoint has no label vocabulary ('minimtl.labels' and 'minimtl.tags' are empty)",
+                        path)
+    return BertConfig.from_dict(raw, source=path), meta
+
+
+def head_config(meta):
+    heads = meta.get("heads", {})
+    return HeadConfig(n_labels=len(meta.get("labels") or []), n_tags=len(meta.get("tags") or []),
+                      pooling=heads.get("pooling", "cls"), cls_hidden=int(heads.get("cls_hidden", 0)),
+                      dropout=float(heads.get("dropout", 0.1)))
+
+
+def load_checkpoint(directory):
+    """(MultiTaskModel in eval mode, meta) from a directory written by `save_checkpoint`."""
+    directory = Path(directory)
+    config, meta = read_meta(directory)
+    try:
+        model = MultiTaskModel(BertEncoder(config), head_config(meta))
+    except ValueError as e:
+        raise UserError(str(e), directory / "config.json") from None
+    weights = directory / "model.safetensors"
+    match_state_dict(model, read_state_dict(weights), weights, rename=lambda name: name)
+    return model.eval(), meta

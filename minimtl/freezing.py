@@ -1,0 +1,134 @@
+"""Which parameters learn, and how fast: freezing, parameter groups, gradual unfreezing.
+
+The model is cut into units that are frozen or trained as a whole:
+
+    embeddings | layer.0 ... layer.N-1 | cls-head | ner-head
+    \________________ backbone _______/
+
+Freezing a unit is three things, all of them needed: `requires_grad=False` (no gradient is computed or
+stored for it), leaving it out of the optimizer (AdamW's weight decay would otherwise still shrink it), and
+eval mode (MultiTaskModel.train() turns dropout off in frozen units). Trainable parameters are grouped by
+learning rate (the pretrained backbone wants a small one, freshly initialised heads a large one) and by
+weight decay (off for biases and LayerNorm weights: decaying them towards 0 only fights the normalisation).
+"""
+
+from .errors import UserError
+
+FREEZE_MODES = ("none", "all", "backbone", "embeddings", "cls-head", "ner-head")
+
+
+def units(model):
+    """name -> module, bottom to top."""
+    named = {"embeddings": model.bert.embeddings}
+    named.update({f"layer.{i}": layer for i, layer in enumerate(model.bert.layers)})
+    if model.cls_head is not None:
+        named["cls-head"] = model.cls_head
+    if model.ner_head is not None:
+        named["ner-head"] = model.ner_head
+    return named
+
+
+def frozen_units(model, modes, freeze_layers=0):
+    """The unit names that `--freeze MODES --freeze-layers N` freeze."""
+    n_layers = len(model.bert.layers)
+    unknown = [m for m in modes if m not in FREEZE_MODES]
+    if unknown:
+        raise UserError(f"unknown freeze mode {unknown[0]!r}: choose from {', '.join(FREEZE_MODES)}")
+    if not 0 <= freeze_layers <= n_layers:
+        raise UserError(f"--freeze-layers {freeze_layers}: the encoder has {n_layers} layers")
+    if "none" in modes and len(modes) > 1:
+        raise UserError("--freeze none cannot be combined with other modes")
+    backbone = ["embeddings"] + [f"layer.{i}" for i in range(n_layers)]
+    names = set()
+    if "all" in modes:
+        names.update(units(model))
+    if "backbone" in modes:
+        names.update(backbone)
+    if "embeddings" in modes:
+        names.add("embeddings")
+    names.update(head for head in ("cls-head", "ner-head") if head in modes)
+    if freeze_layers:
+        names.update(backbone[: freeze_layers + 1])  # the embeddings sit below layer 0: they go too
+    return {name for name in names if name in units(model)}
+
+
+def set_frozen(model, frozen):
+    """Freeze exactly the named units and thaw all others."""
+    for name, module in units(model).items():
+        for p in module.parameters():
+            p.requires_grad_(name not in frozen)
+
+
+def is_head(unit):
+    return unit.endswith("-head")
+
+
+def parameter_groups(model, lr_backbone, lr_heads, weight_decay, only=None):
+    """AdamW groups of trainable parameters: (backbone | heads) x (decay | no decay).
+
+    `only` restricts to some unit names (for gradual unfreezing, which adds units as they thaw). Each group
+    keeps its peak learning rate as "base_lr", which the training loop scales by the schedule.
+    """
+    groups = {}
+    for unit, module in units(model).items():
+        if only is not None and unit not in only:
+            continue
+        for p in module.parameters():
+            if not p.requires_grad:
+                continue
+            lr = lr_heads if is_head(unit) else lr_backbone
+            decay = weight_decay if p.ndim >= 2 else 0.0  # 1-d tensors are biases and LayerNorm weights
+            key = ("heads" if is_head(unit) else "backbone", decay > 0)
+            groups.setdefault(key, {"params": [], "lr": lr, "base_lr": lr, "weight_decay": decay,
+                                    "name": f"{key[0]}{'' if decay else ' (no decay)'}"})["params"].append(p)
+    return list(groups.values())
+
+
+def parameter_table(model, lr_backbone, lr_heads):
+    """The start-of-training table: one row per unit, then the totals."""
+    rows = [("group", "tensors", "parameters", "% of total", "lr", "frozen?")]
+    total = sum(p.numel() for p in model.parameters())
+    trainable = 0
+    for unit, module in units(model).items():
+        params = list(module.parameters())
+        n = sum(p.numel() for p in params)
+        frozen = not any(p.requires_grad for p in params)
+        trainable += 0 if frozen else n
+        lr = "-" if frozen else f"{lr_heads if is_head(unit) else lr_backbone:g}"
+        rows.append((unit, str(len(params)), f"{n:,}", f"{100 * n / total:.2f}", lr, "yes" if frozen else "no"))
+    rows.append(("trainable", "", f"{trainable:,}", f"{100 * trainable / total:.2f}", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in rows)
+
+
+class UnfreezeSchedule:
+    """`--unfreeze-schedule`: how many top encoder layers train in each epoch.
+
+    "gradual" means heads only in epoch 1, then one more layer from the top each epoch, then the
+    embeddings too (ULMFiT-style: the least general layers move first, so the freshly initialised heads
+    cannot wreck the pretrained lower layers with large early gradients). An explicit list such as
+    "0,2,4,all" gives the count per epoch; the last entry holds for every later epoch.
+    """
+
+    def __init__(self, spec, n_layers):
+        if spec == "gradual":
+            steps = [str(k) for k in range(n_layers + 1)] + ["all"]
+        else:
+            steps = [s.strip() for s in spec.split(",")]
+        self.stages = []
+        for s in steps:
+            if s == "all":
+                self.stages.append(n_layers + 1)  # every layer plus the embeddings
+            elif s.isdigit() and int(s) <= n_layers:
+                self.stages.append(int(s))
+            else:
+                raise UserError(f"--unfreeze-schedule {spec!r}: {s!r} is not 'all' or a layer count "
+                                f"from 0 to {n_layers}")
+        self.n_layers = n_layers
+
+    def frozen_backbone(self, epoch):
+        """Backbone unit names frozen during `epoch` (1-based)."""
+        thawed = self.stages[min(epoch, len(self.stages)) - 1]
+        backbone = ["embeddings"] + [f"layer.{i}" for i in range(self.n_layers)]
+        return set(backbone[: len(backbone) - thawed])
