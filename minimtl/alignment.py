@@ -1,0 +1,289 @@
+"""Tokenization, and the alignment between words and the sub-tokens the model actually sees.
+
+The model reads WordPiece sub-tokens, but labels and predictions belong to words. This module owns
+that mapping, in both directions:
+
+    aligner = Aligner.from_checkpoint("weights/all-MiniLM-L6-v2")
+
+    # training: pre-split words, one tag each -> ids, and one label id per position
+    encs = aligner.encode([["Book", "a", "table", "in", "Paris"]], max_len=128)   # list[Encoding]
+    rows = [aligner.labels(enc, tags, tag_to_id) for enc, tags in zip(encs, all_tags)]
+
+    # inference: raw text -> words with character offsets -> one score row per word -> entity spans
+    words = aligner.split_text(text)             # list[Word(text, start, end)]
+    scores = aligner.predict_words([w.text for w in words], score_fn, max_len=512, stride=128)
+    found = spans(text, words, tags, confidences)  # list[Span]
+
+WordPiece itself comes from the `tokenizers` library, configured exactly like the checkpoint's
+BertTokenizer, so the ids match what the checkpoint was trained on. The alignment is done here:
+
+* A word's label lives on its *first* sub-token; continuation sub-tokens, [CLS] and [SEP] get
+  IGNORE_INDEX (as padding must), so the loss sees each word once (with `all_subtokens`: every sub-token).
+* A word that normalises to nothing (a control character, a zero-width space, a lone combining mark)
+  still gets one [UNK] position: no word is ever dropped, so there is always one prediction per word.
+* Training truncates long sentences and says so; inference slides overlapping windows over long input,
+  so it never drops a word.
+"""
+
+import json
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from tokenizers import PreTokenizedString, Tokenizer, models, normalizers, pre_tokenizers
+
+from minimtl.bio import IGNORE_INDEX, chunks
+from minimtl.errors import UserError
+
+
+class Word(NamedTuple):
+    """A word of raw text: `text == original[start:end]`, offsets in Python characters (code points)."""
+
+    text: str
+    start: int
+    end: int
+
+
+@dataclass
+class Encoding:
+    """One sentence (or one inference window) as the model sees it."""
+
+    input_ids: list[int]  # [CLS] sub-tokens... [SEP], unpadded
+    word_ids: list[int | None]  # index of the word each position belongs to; None for [CLS]/[SEP]
+    first_positions: list[int]  # position of the first sub-token of each word that kept one, in order
+    truncated: bool  # some sub-tokens did not fit in max_len
+
+
+@dataclass(frozen=True)
+class Span:
+    """An entity found in raw text: words first..last (inclusive) and the characters they cover."""
+
+    type: str
+    first_word: int
+    last_word: int
+    start: int
+    end: int
+    text: str  # original[start:end], inner whitespace included
+    confidence: float  # mean probability of the entity's word tags
+
+
+class Aligner:
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        ids = [tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]")]
+        self.cls_id, self.sep_id, self.pad_id, self.unk_id = ids
+
+    @classmethod
+    def from_checkpoint(cls, directory):
+        """The checkpoint's BertTokenizer, rebuilt from `vocab.txt` and `tokenizer_config.json`."""
+        directory = Path(directory)
+        vocab = directory / "vocab.txt"
+        if not vocab.is_file():
+            raise UserError("no vocab.txt: the checkpoint needs its WordPiece vocabulary", path=vocab)
+        lowercase = True  # BertTokenizer's default when the config does not say
+        config_path = directory / "tokenizer_config.json"
+        if config_path.is_file():
+            try:
+                config = json.loads(config_path.read_text(encoding="utf-8"))
+                lowercase = bool(config.get("do_lower_case", True))
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+                raise UserError(f"not a valid tokenizer config: {e}", path=config_path) from None
+        try:
+            # 100 is BertTokenizer's limit: longer words become a single [UNK], as in pretraining.
+            wordpiece = models.WordPiece.from_file(
+                str(vocab), unk_token="[UNK]", max_input_chars_per_word=100
+            )
+        except Exception as e:  # tokenizers raises a plain Exception for an unreadable vocabulary
+            raise UserError(f"cannot read the vocabulary: {e}", path=vocab) from None
+        tokenizer = Tokenizer(wordpiece)
+        # strip_accents=None follows `lowercase`, as in BertTokenizer: uncased models also strip accents.
+        tokenizer.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+        )
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        missing = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") if tokenizer.token_to_id(t) is None]
+        if missing:
+            raise UserError(f"the vocabulary lacks the special tokens {', '.join(missing)}", path=vocab)
+        return cls(tokenizer)
+
+    def _subtokens(self, sentences):
+        """(ids, word_ids) per sentence, without [CLS]/[SEP], every word owning at least one position."""
+        # One batched call: the Rust side normalises, splits and runs WordPiece for all sentences in
+        # parallel. Each word still goes through the pre-tokenizer, so "Paris." is two sub-tokens of one word.
+        encodings = self.tokenizer.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False)
+        out = []
+        for words, e in zip(sentences, encodings):
+            ids, word_ids = e.ids, e.word_ids
+            if len(set(word_ids)) < len(words):  # some word produced no token: give it an [UNK]
+                ids, word_ids = self._fill_empty_words(ids, word_ids, len(words))
+            out.append((ids, word_ids))
+        return out
+
+    def _fill_empty_words(self, ids, word_ids, n_words):
+        filled_ids, filled_words = [], []
+        at = 0
+        for word in range(n_words):
+            if at == len(ids) or word_ids[at] != word:
+                filled_ids.append(self.unk_id)
+                filled_words.append(word)
+            while at < len(ids) and word_ids[at] == word:
+                filled_ids.append(ids[at])
+                filled_words.append(word)
+                at += 1
+        return filled_ids, filled_words
+
+    def _wrap(self, ids, word_ids, truncated):
+        """Add [CLS]/[SEP] around content that already fits, and find each word's first position."""
+        previous = [None] + word_ids[:-1]
+        # +1: position 0 is [CLS]. Word ids are non-decreasing, so a word starts wherever the id changes.
+        first = [i + 1 for i, (w, p) in enumerate(zip(word_ids, previous)) if w != p]
+        return Encoding([self.cls_id, *ids, self.sep_id], [None, *word_ids, None], first, truncated)
+
+    def encode(self, sentences: list[list[str]], max_len: int = 512) -> list[Encoding]:
+        """Encode pre-split sentences for training, truncating each to `max_len` positions."""
+        room = _room(max_len)
+        encodings = []
+        for ids, word_ids in self._subtokens(sentences):
+            truncated = len(ids) > room
+            encodings.append(self._wrap(ids[:room], word_ids[:room], truncated))
+        return encodings
+
+    def labels(self, enc: Encoding, tags: Sequence[str], tag_to_id: Mapping[str, int], all_subtokens=False):
+        """Label ids, one per position of `enc`. Unlabelled positions and unknown tags get IGNORE_INDEX.
+
+        With `all_subtokens`, continuation sub-tokens are labelled too (as HF's run_ner does), with the
+        inside tag: the sub-tokens of a `B-X` word after its first are `I-X`. If `I-X` has no id, they
+        are ignored rather than labelled as `B-X`, which would teach the model a second entity start.
+        """
+        kept = len(enc.first_positions)
+        if len(tags) < kept or (not enc.truncated and len(tags) != kept):
+            raise ValueError(f"{len(tags)} tags for an encoding of {kept} words")
+        out = [IGNORE_INDEX] * len(enc.input_ids)
+        if not all_subtokens:
+            for position, tag in zip(enc.first_positions, tags):
+                out[position] = tag_to_id.get(tag, IGNORE_INDEX)
+            return out
+        previous = None
+        for position, word in enumerate(enc.word_ids):
+            if word is None:
+                continue
+            tag = tags[word]
+            if word == previous and tag.startswith("B-"):
+                tag = "I-" + tag[2:]
+            out[position] = tag_to_id.get(tag, IGNORE_INDEX)
+            previous = word
+        return out
+
+    def split_text(self, text: str) -> list[Word]:
+        """Split raw text into words exactly as BERT does, with character offsets into `text`.
+
+        Splitting the *normalised* text (what the checkpoint's tokenizer does) means CJK characters
+        become one word each, "Paris." becomes "Paris" and ".", and text that normalises away (control
+        characters, zero-width spaces) belongs to no word. The tokenizers library tracks how normalising
+        moved every character, so offsets point into the original string; we ask for them in characters
+        (code points, as Python indexes strings), not in UTF-8 bytes.
+        """
+        pre = PreTokenizedString(text)
+        pre.normalize(self.tokenizer.normalizer.normalize)
+        self.tokenizer.pre_tokenizer.pre_tokenize(pre)
+        bounds = [span for _, span, _ in pre.get_splits(offset_referential="original", offset_type="char")]
+        words = []
+        for i, (start, end) in enumerate(bounds):
+            # Accent stripping deletes combining marks, and a deleted mark at the end of a word falls
+            # outside its offsets: "Jose\u0301" would map to "Jose". Take such marks back into the word.
+            limit = bounds[i + 1][0] if i + 1 < len(bounds) else len(text)
+            while end < limit and unicodedata.category(text[end]).startswith("M"):
+                end += 1
+            words.append(Word(text[start:end], start, end))
+        return words
+
+    def windows(self, words: list[str], max_len: int, stride: int) -> list[tuple[int, Encoding]]:
+        """Overlapping windows covering every word: (index of the window's first word, its encoding).
+
+        Each window holds whole words and at most `max_len` positions; consecutive windows share words
+        worth up to `stride` sub-tokens. A word too long for any window keeps its leading sub-tokens.
+        Input that fits in `max_len` gives one window, identical to `encode([words], max_len)[0]`.
+        """
+        room = _room(max_len)
+        if not 0 <= stride < room:
+            raise UserError(f"stride must be at least 0 and below max_len - 2 = {room}, not {stride}")
+        (ids, word_ids), = self._subtokens([words])
+        ids, word_ids = np.array(ids, dtype=np.int64), np.array(word_ids, dtype=np.int64)
+        starts = np.searchsorted(word_ids, np.arange(len(words)))  # first sub-token of each word
+        counts = np.diff(np.append(starts, len(ids)))
+        cut = counts > room  # words too long for any window: they keep their first `room` sub-tokens
+        keep = np.arange(len(ids)) - starts[word_ids] < room
+        ids, word_ids = ids[keep], word_ids[keep]
+        # before[i]: sub-tokens before word i, so words a..b-1 need before[b] - before[a] positions.
+        before = np.concatenate([[0], np.cumsum(np.minimum(counts, room))])
+        out, first = [], 0
+        while True:
+            end = int(np.searchsorted(before, before[first] + room, side="right")) - 1  # as many words as fit
+            window_ids = ids[before[first] : before[end]].tolist()
+            window_words = (word_ids[before[first] : before[end]] - first).tolist()
+            out.append((first, self._wrap(window_ids, window_words, bool(cut[first:end].any()))))
+            if end == len(words):
+                return out
+            # The next window starts at the earliest word that leaves at most `stride` sub-tokens of overlap,
+            # but always at least one word further on, so the loop ends.
+            first = max(first + 1, int(np.searchsorted(before, before[end] - stride, side="left")))
+
+    def predict_words(
+        self, words: list[str], score_fn: Callable[[list[Encoding]], Sequence], max_len: int = 512, stride: int = 128,
+    ) -> torch.Tensor:
+        """One score row per word, however long the input: (len(words), *score shape) tensor.
+
+        `score_fn` gets all windows' encodings (batch them as you like) and returns per-position scores
+        for each: a padded (windows, positions, ...) tensor or a list of (positions, ...) arrays. A word
+        seen by several windows takes its row from the one where it has the most context: the largest
+        distance, in sub-tokens, to a window edge that cuts the text (the text's own ends are not cuts).
+        """
+        windows = self.windows(words, max_len, stride)
+        scores = score_fn([enc for _, enc in windows])
+        best = np.full(len(words), -1)  # context of the window currently chosen for each word
+        source = np.zeros(len(words), dtype=np.int64)  # which window that is
+        for w, (first, enc) in enumerate(windows):
+            n = len(enc.first_positions)
+            position = np.array(enc.first_positions, dtype=np.int64)
+            last_position = len(enc.input_ids) - 2  # the last content position, before [SEP]
+            # Sub-tokens of context before a word's first sub-token and after its last one in this window.
+            left = position - 1 if first > 0 else np.full(n, len(enc.input_ids))
+            ends = np.append(position[1:] - 1, last_position)
+            right = last_position - ends if first + n < len(words) else np.full(n, len(enc.input_ids))
+            context = np.minimum(left, right)
+            better = context > best[first : first + n]  # strict: ties stay with the earlier window
+            best[first : first + n][better] = context[better]
+            source[first : first + n][better] = w
+        rows = [torch.as_tensor(s) for s in scores]
+        out = torch.empty((len(words), *rows[0].shape[1:]), dtype=rows[0].dtype)
+        for w, (first, enc) in enumerate(windows):
+            mine = np.flatnonzero(source == w)
+            if len(mine):
+                positions = np.array(enc.first_positions)[mine - first]
+                out[torch.from_numpy(mine)] = rows[w][torch.from_numpy(positions)]
+        return out
+
+
+def _room(max_len):
+    """Sub-tokens that fit between [CLS] and [SEP]."""
+    if max_len < 3:
+        raise UserError(f"max_len must be at least 3 ([CLS], one sub-token, [SEP]), not {max_len}")
+    return max_len - 2
+
+
+def spans(text: str, words: Sequence[Word], tags: Sequence[str], confidences: Sequence[float]) -> list[Span]:
+    """Entity spans from one tag and one confidence per word of `text` (as `Aligner.split_text` gave them).
+
+    Invalid BIO sequences are read as seqeval's default mode does (see `minimtl.bio.chunks`).
+    """
+    if not len(words) == len(tags) == len(confidences):
+        raise ValueError(f"{len(words)} words, {len(tags)} tags and {len(confidences)} confidences")
+    out = []
+    for kind, first, last in chunks(tags):
+        start, end = words[first].start, words[last].end
+        confidence = sum(float(c) for c in confidences[first : last + 1]) / (last - first + 1)
+        out.append(Span(kind, first, last, start, end, text[start:end], confidence))
+    return out
