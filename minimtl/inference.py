@@ -1,0 +1,172 @@
+"""Raw text in, a sentence category and entity spans out, from a checkpoint written by training.
+
+    predictor = Predictor.from_checkpoint("runs/latest")
+    for pred in predictor.predict(["Alice went to Paris last summer."]):
+        print(format_prediction(pred))        # or json.dumps(pred.to_json())
+
+The pipeline, per text:
+
+    text -> split_text -> words with character offsets
+         -> overlapping windows of at most max_len sub-tokens (so no length is too long, and no word is lost)
+         -> model -> softmax at each word's first sub-token -> one tag and confidence per word -> spans
+                  -> softmax of the sentence logits, averaged over the text's windows -> category
+
+Windows from all texts are batched together, shortest first, so padding is small and a batch of short
+texts costs one forward pass instead of one per text. Memory is bounded by the batch, not by the input:
+a long text only adds windows, and each window keeps just its sentence probabilities and, per position,
+its best tag and that tag's probability.
+"""
+
+import json
+import unicodedata
+from dataclasses import dataclass
+
+import torch
+
+from .alignment import Aligner, Span, Word, spans
+from .checkpoint import load_checkpoint
+from .errors import UserError
+
+BATCH_SIZE = 32  # windows per forward pass
+TOP_LABELS = 5  # class probabilities reported besides the winner: enough to see what the model hesitated over
+
+
+@dataclass
+class Prediction:
+    text: str
+    words: list[Word]
+    label: str | None = None  # None when the checkpoint has no sentence task
+    label_probability: float | None = None
+    labels: dict[str, float] | None = None  # the TOP_LABELS most probable classes, most probable first
+    tags: list[str] | None = None  # one per word; None when the checkpoint has no token task
+    entities: list[Span] | None = None
+
+    def to_json(self):
+        out = {"text": self.text}
+        if self.label is not None:
+            out.update(label=self.label, label_probability=_round(self.label_probability),
+                       labels={name: _round(p) for name, p in self.labels.items()})
+        if self.entities is not None:
+            out["entities"] = [
+                {"type": s.type, "text": s.text, "start": s.start, "end": s.end,
+                 "confidence": _round(s.confidence), "first_word": s.first_word, "last_word": s.last_word}
+                for s in self.entities
+            ]
+        out["words"] = [w.text for w in self.words]
+        if self.tags is not None:
+            out["tags"] = self.tags
+        return out
+
+
+def _round(p):
+    return round(float(p), 4)  # float32 softmax is not meaningful beyond this
+
+
+class Predictor:
+    def __init__(self, model, meta, aligner: Aligner, device="cpu"):
+        self.model = model.to(device).eval()
+        self.device = device
+        self.aligner = aligner
+        self.labels = meta.get("labels") or None
+        self.tags = meta.get("tags") or None
+        # The length the model was trained on; without it, the most its position embeddings allow.
+        self.max_len = int(meta.get("max_len") or model.bert.config.max_position_embeddings)
+        # Overlap between windows: each word near a cut is read again with a quarter window of context.
+        self.stride = self.max_len // 4
+
+    @classmethod
+    def from_checkpoint(cls, directory, device="cpu"):
+        model, meta = load_checkpoint(directory)
+        return cls(model, meta, Aligner.from_checkpoint(directory), device)
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        """One Prediction per text, in order. An empty or whitespace-only text is a UserError."""
+        for i, text in enumerate(texts, 1):
+            if not text.strip():
+                raise UserError(f"text {i} is empty")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: what undecodable bytes in argv turn into
+                raise UserError(f"text {i} is not valid Unicode (undecodable bytes?)") from None
+        words = [self.aligner.split_text(text) for text in texts]
+        # A text that normalises to zero words (only control characters, say) still gets one window,
+        # [CLS][SEP], so it still gets a sentence category.
+        windows = [self.aligner.windows([w.text for w in ws], self.max_len, self.stride) for ws in words]
+        flat = [enc for text_windows in windows for _, enc in text_windows]
+        cls_probs, ner_best = self._run(flat)
+
+        out, at = [], 0
+        for text, ws, text_windows in zip(texts, words, windows):
+            mine = range(at, at + len(text_windows))
+            at += len(text_windows)
+            pred = Prediction(text, ws)
+            if self.labels is not None:
+                probs = torch.stack([cls_probs[j] for j in mine]).mean(0)  # every window votes equally
+                top = probs.topk(min(TOP_LABELS, len(self.labels)))
+                pred.labels = {self.labels[k]: float(p) for p, k in zip(top.values, top.indices.tolist())}
+                pred.label, pred.label_probability = self.labels[int(top.indices[0])], float(top.values[0])
+            if self.tags is not None:
+                # predict_words picks, for each word, the window where it has the most context. It makes
+                # the windows itself, identical to the ones above, so it only needs their scores back.
+                rows = [ner_best[j] for j in mine]
+                best = self.aligner.predict_words([w.text for w in ws], lambda _: rows, self.max_len, self.stride)
+                pred.tags = [self.tags[int(k)] for k in best[:, 1].tolist()]  # best: (words, 2)
+                pred.entities = spans(text, ws, pred.tags, best[:, 0].tolist())
+            out.append(pred)
+        return out
+
+    def _run(self, encodings):
+        """Per window, in input order: sentence probabilities (C,), and (positions, 2) rows holding each
+        position's most probable tag's probability and id."""
+        cls_probs, ner_best = [None] * len(encodings), [None] * len(encodings)
+        order = sorted(range(len(encodings)), key=lambda j: len(encodings[j].input_ids))
+        with torch.inference_mode():
+            for b in range(0, len(order), BATCH_SIZE):
+                batch_ids = order[b : b + BATCH_SIZE]
+                out = self.model(*self._pad([encodings[j].input_ids for j in batch_ids]))
+                if out.cls_logits is not None:
+                    probs = out.cls_logits.float().softmax(-1).cpu()
+                    for row, j in enumerate(batch_ids):
+                        cls_probs[j] = probs[row]
+                if out.ner_logits is not None:
+                    # Only the best tag is kept, so memory follows the length of the text, not the number
+                    # of tags. float64 holds both the probability and the tag id exactly.
+                    confidence, tag = out.ner_logits.float().softmax(-1).max(-1)
+                    best = torch.stack([confidence.cpu().double(), tag.cpu().double()], -1)  # (B, T, 2)
+                    for row, j in enumerate(batch_ids):
+                        ner_best[j] = best[row, : len(encodings[j].input_ids)]  # without the padding
+        return cls_probs, ner_best
+
+    def _pad(self, rows):
+        """(input_ids, attention_mask) tensors of shape (len(rows), longest row), on the model's device."""
+        input_ids = torch.full((len(rows), max(map(len, rows))), self.aligner.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = torch.tensor(row)
+            attention_mask[i, : len(row)] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+
+def format_prediction(pred: Prediction) -> str:
+    """A few lines for a human: the text, the category, then one aligned line per entity."""
+    lines = [_visible(pred.text)]
+    if pred.label is not None:
+        lines.append(f"  category: {pred.label} ({pred.label_probability:.2f})")
+    if pred.entities is not None:
+        if not pred.entities:
+            lines.append("  (no entities)")
+        rows = [(s.type, _quote(s.text), f"{s.start}-{s.end}", f"{s.confidence:.2f}") for s in pred.entities]
+        widths = [max((len(r[c]) for r in rows), default=0) for c in range(3)]
+        for row in rows:
+            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+    return "\n".join(lines)
+
+
+def _visible(text):
+    """The text with control characters escaped: a stray \\x1b must not drive the terminal."""
+    return "".join(c.encode("unicode_escape").decode() if unicodedata.category(c) == "Cc" else c for c in text)
+
+
+def _quote(text):
+    """Quoted on one line: an entity can span a newline or contain quotes."""
+    return json.dumps(text, ensure_ascii=False)

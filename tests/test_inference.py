@@ -1,0 +1,265 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minimtl.alignment import spans
+from minimtl.bert import BertEncoder
+from minimtl.bio import chunks
+from minimtl.checkpoint import save_checkpoint
+from minimtl.config import BertConfig
+from minimtl.errors import UserError
+from minimtl.inference import Predictor, format_prediction
+from minimtl.model import HeadConfig, MultiTaskModel
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["travel", "food", "music"]
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+MAX_LEN = 32  # small, so that a sentence of a few dozen words already needs several windows
+SENTENCE = "Alice Smith flew from Paris to Berlin last summer, then José went to 東京."
+LONG = " ".join(["Alice met Bob in Paris and they drove to the old town of Berlin ."] * 10)  # 7 windows
+
+
+def build(directory, tokenizer_dir, labels=LABELS, tags=TAGS):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64)
+    model = MultiTaskModel(BertEncoder(config), HeadConfig(n_labels=len(labels or []), n_tags=len(tags or [])))
+    meta = {"labels": labels, "tags": tags, "max_len": MAX_LEN, "heads": {"pooling": "cls"}}
+    save_checkpoint(directory, model, meta, tokenizer_dir=tokenizer_dir)
+    return directory
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The test model is tiny: extra threads only add synchronisation, which costs 20x on a busy machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, checkpoint_dir):
+    return build(tmp_path_factory.mktemp("ckpt") / "small", checkpoint_dir)
+
+
+@pytest.fixture(scope="module")
+def predictor(small):
+    return Predictor.from_checkpoint(small)
+
+
+def test_schema_one_prediction_per_input(predictor):
+    texts = [SENTENCE, "Book a table", LONG]
+    preds = predictor.predict(texts)
+    assert [p.text for p in preds] == texts
+    for p in preds:
+        out = json.loads(json.dumps(p.to_json()))  # JSON-able as it is
+        assert set(out) == {"text", "label", "label_probability", "labels", "entities", "words", "tags"}
+        assert list(out["labels"]) == sorted(LABELS, key=lambda n: -out["labels"][n])  # most probable first
+        assert sum(out["labels"].values()) == pytest.approx(1, abs=1e-3)  # all 3 classes fit in the top 5
+        assert out["label"] == next(iter(out["labels"]))
+        assert out["label_probability"] == max(out["labels"].values())
+        assert len(out["tags"]) == len(out["words"]) and set(out["tags"]) <= set(TAGS)
+        for e in out["entities"]:
+            assert set(e) == {"type", "text", "start", "end", "confidence", "first_word", "last_word"}
+            assert 0 < e["confidence"] <= 1
+
+
+def test_batching_does_not_change_predictions(predictor):
+    # Texts of very different lengths share padded batches; each must come out as if predicted alone.
+    together = predictor.predict([SENTENCE, LONG, "Paris"])
+    for text, pred in zip([SENTENCE, LONG, "Paris"], together):
+        alone, = predictor.predict([text])
+        assert pred.tags == alone.tags
+        assert pred.labels == pytest.approx(alone.labels, abs=1e-5)
+
+
+def test_one_window_equals_a_direct_forward(predictor):
+    pred, = predictor.predict([SENTENCE])
+    words = [w.text for w in pred.words]
+    enc = predictor.aligner.encode([words], max_len=MAX_LEN)[0]
+    assert not enc.truncated and len(enc.input_ids) <= MAX_LEN
+    with torch.no_grad():
+        out = predictor.model(torch.tensor([enc.input_ids]), torch.ones(1, len(enc.input_ids), dtype=torch.long))
+    probs = out.ner_logits[0].softmax(-1)[enc.first_positions]  # (words, tags)
+    assert pred.tags == [TAGS[k] for k in probs.argmax(-1)]
+    expected = spans(SENTENCE, pred.words, pred.tags, probs.max(-1).values.tolist())
+    assert [(s.type, s.start, s.end) for s in pred.entities] == [(s.type, s.start, s.end) for s in expected]
+    assert [s.confidence for s in pred.entities] == pytest.approx([s.confidence for s in expected], abs=1e-6)
+    cls = out.cls_logits[0].softmax(-1)
+    assert pred.labels == pytest.approx({name: float(p) for name, p in zip(LABELS, cls)}, abs=1e-6)
+
+
+def test_sentence_label_of_a_long_text_is_the_mean_over_its_windows(predictor):
+    pred, = predictor.predict([LONG])
+    windows = predictor.aligner.windows([w.text for w in pred.words], MAX_LEN, predictor.stride)
+    assert len(windows) > 2
+    with torch.no_grad():
+        probs = [predictor.model(torch.tensor([e.input_ids]), torch.ones(1, len(e.input_ids), dtype=torch.long))
+                 .cls_logits[0].softmax(-1) for _, e in windows]
+    mean = torch.stack(probs).mean(0)
+    assert pred.labels == pytest.approx({name: float(p) for name, p in zip(LABELS, mean)}, abs=1e-5)
+
+
+def check_alignment(text, pred):
+    assert [text[w.start : w.end] for w in pred.words] == [w.text for w in pred.words]
+    assert [(e.type, e.first_word, e.last_word) for e in pred.entities] == chunks(pred.tags)
+    for e in pred.entities:
+        assert text[e.start : e.end] == e.text
+        assert (e.start, e.end) == (pred.words[e.first_word].start, pred.words[e.last_word].end)
+
+
+def test_entities_slice_the_text_exactly(predictor):
+    texts = [SENTENCE, "  Zoë  and\tMr. O'Neil\n met in São Paulo (Brazil) — 2019!  ", "Jose\u0301 e\u0301te\u0301"]
+    preds = predictor.predict(texts)
+    assert any(p.entities for p in preds)  # random weights, but seeded: the check below is not vacuous
+    for text, pred in zip(texts, preds):
+        check_alignment(text, pred)
+
+
+PIECES = list("abcXYZ éÉñüß東京😀👍🏽.,!?-'\"()\u0301\u200b\x00\x07\x1b\t\n\u3000\u00a0")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.text(st.one_of(st.sampled_from(PIECES), st.characters(exclude_categories=("Cs",))), max_size=60)
+       .filter(str.strip))
+def test_any_text_aligns(predictor, text):
+    pred, = predictor.predict([text])
+    assert len(pred.tags) == len(pred.words)
+    check_alignment(text, pred)
+
+
+def test_ten_thousand_words(predictor):
+    words = ["Alice", "went", "to", "Paris", "with", "Bob", "Smith", "yesterday."]
+    text = " ".join(words[i % len(words)] for i in range(10_000))
+    pred, = predictor.predict([text])
+    assert len(pred.words) == 10_000 + 10_000 // len(words)  # "yesterday." is two words
+    assert len(pred.tags) == len(pred.words)
+    check_alignment(text, pred)
+
+
+def test_emoji_and_control_characters_only(predictor):
+    emoji, control, zero_width = predictor.predict(["😀🎉", "\x01\x02\x7f", "\u200b"])
+    assert [w.text for w in emoji.words] == ["😀🎉"] and len(emoji.tags) == 1  # one [UNK] word
+    for pred in (control, zero_width):  # nothing left after normalising: no words, still a category
+        assert pred.words == [] and pred.tags == [] and pred.entities == []
+        assert pred.label in LABELS
+    assert "\\x01\\x02\\x7f" in format_prediction(control)  # shown escaped, not sent to the terminal
+
+
+@pytest.mark.parametrize("texts, message", [(["Paris", ""], "text 2 is empty"), ([" \t\n"], "text 1 is empty")])
+def test_empty_text_is_a_user_error(predictor, texts, message):
+    with pytest.raises(UserError, match=message):
+        predictor.predict(texts)
+
+
+def test_single_task_checkpoints(tmp_path, checkpoint_dir):
+    sentence_only = Predictor.from_checkpoint(build(tmp_path / "cls", checkpoint_dir, tags=None))
+    token_only = Predictor.from_checkpoint(build(tmp_path / "ner", checkpoint_dir, labels=None))
+    pred, = sentence_only.predict([SENTENCE])
+    assert set(pred.to_json()) == {"text", "label", "label_probability", "labels", "words"}
+    assert "category:" in format_prediction(pred) and "entities" not in format_prediction(pred)
+    pred, = token_only.predict([SENTENCE])
+    assert set(pred.to_json()) == {"text", "entities", "words", "tags"}
+    assert "category:" not in format_prediction(pred)
+
+
+def test_format_prediction(predictor):
+    pred, none = predictor.predict([SENTENCE, "😀"])
+    lines = format_prediction(pred).splitlines()
+    assert lines[0] == SENTENCE
+    assert lines[1] == f"  category: {pred.label} ({pred.label_probability:.2f})"
+    assert len(lines) == 2 + len(pred.entities) > 2
+    for line, e in zip(lines[2:], pred.entities):
+        assert line.split()[0] == e.type and f'"{e.text}"' in line and f"{e.start}-{e.end}" in line
+        assert line.endswith(f"{e.confidence:.2f}")
+    assert len({line.index(f"{e.start}-") for line, e in zip(lines[2:], pred.entities)}) == 1  # aligned
+    assert format_prediction(none).splitlines()[-1] == "  (no entities)"
+
+
+def copy_of(small, directory):
+    directory.mkdir()
+    for f in small.iterdir():
+        (directory / f.name).write_bytes(f.read_bytes())
+    return directory
+
+
+# Each way a checkpoint can be damaged, and what the one-line error must name.
+DAMAGE = {
+    "not_json": (lambda d: (d / "config.json").write_text("{not json"), "config.json"),
+    "version": (lambda d: (d / "config.json").write_text(
+        (d / "config.json").read_text().replace('"format_version": 1', '"format_version": 999')), "999"),
+    "no_vocab": (lambda d: (d / "vocab.txt").unlink(), "vocab.txt"),
+    "truncated": (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
+                  "model.safetensors"),
+    "no_checkpoint": (shutil.rmtree, "no checkpoint"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_damaged_checkpoint_is_a_one_line_user_error(small, tmp_path, case):
+    damage, named = DAMAGE[case]
+    damage(copy_of(small, tmp_path / "ckpt"))
+    with pytest.raises(UserError) as error:
+        Predictor.from_checkpoint(tmp_path / "ckpt")
+    assert named in str(error.value) and "\n" not in str(error.value)
+
+
+# --- the command line ---------------------------------------------------------------------------------
+# Every run pays ~2 s for importing torch, so all runs start at once, and the damage above is checked
+# through the CLI once per kind of error (text, checkpoint, file) rather than once per damage.
+
+def infer(*args):
+    """Start `python infer.py ARGS`; `.communicate(stdin)` gives (stdout, stderr)."""
+    return subprocess.Popen([sys.executable, "infer.py", *map(str, args)], cwd=ROOT, text=True, encoding="utf-8",
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+CLI_TEXTS = [SENTENCE, "😀🎉 \x01 ok"]
+
+
+@pytest.fixture(scope="module")
+def cli(small, tmp_path_factory):
+    """{case: ((stdout, stderr), exit code)} for every command-line run of this file, run in parallel."""
+    root = tmp_path_factory.mktemp("cli")
+    (root / "latin1.txt").write_bytes("fine\ncaf\xe9\n".encode("latin-1"))
+    truncated = copy_of(small, root / "truncated")
+    DAMAGE["truncated"][0](truncated)
+    runs = {
+        "json": (["--checkpoint", small, "--json", *CLI_TEXTS], None),
+        "stdin": (["--checkpoint", small], "\n".join(CLI_TEXTS) + "\n"),  # no text argument, stdin not a TTY
+        "empty": (["--checkpoint", small, "Paris", " \t "], None),
+        "truncated": (["--checkpoint", truncated, "Paris"], None),
+        "no_file": (["--checkpoint", small, "--file", root / "missing.txt"], None),
+        "not_utf8": (["--checkpoint", small, "--file", root / "latin1.txt"], None),
+    }
+    started = {case: (infer(*args), stdin) for case, (args, stdin) in runs.items()}
+    return {case: (p.communicate(stdin), p.returncode) for case, (p, stdin) in started.items()}
+
+
+@pytest.mark.parametrize("case, named", [("empty", "text 2 is empty"), ("truncated", "model.safetensors"),
+                                         ("no_file", "missing.txt: file not found"),
+                                         ("not_utf8", "latin1.txt:2: not UTF-8")])
+def test_cli_errors_are_one_line(cli, case, named):
+    (stdout, stderr), returncode = cli[case]
+    assert returncode == 2 and stdout == ""
+    assert len(stderr.splitlines()) == 1 and stderr.startswith("error: ") and named in stderr, stderr
+
+
+def test_cli_output_is_what_predict_gives(cli, predictor):
+    expected = predictor.predict(CLI_TEXTS)
+    (out, err), returncode = cli["json"]
+    assert returncode == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [p.to_json() for p in expected]
+    (out, err), returncode = cli["stdin"]
+    assert returncode == 0, err
+    assert out == "\n\n".join(format_prediction(p) for p in expected) + "\n"
