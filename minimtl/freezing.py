@@ -1,4 +1,4 @@
-"""Which parameters learn, and how fast: freezing, parameter groups, gradual unfreezing.
+r"""Which parameters learn, and how fast: freezing, parameter groups, gradual unfreezing.
 
 The model is cut into units that are frozen or trained as a whole:
 

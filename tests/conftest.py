@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -12,3 +13,36 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 def checkpoint_dir():
     """The default pretrained checkpoint (config.json, model.safetensors, vocab.txt, tokenizer_config.json)."""
     return fetch_default_weights(quiet=True)  # verifies the sha256 sums; downloads only when missing
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory, checkpoint_dir):
+    """A randomly initialised 2-layer, 32-wide BERT with the real vocabulary: fast to train in tests."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from minimtl import BertConfig, BertEncoder
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    encoder = BertEncoder(config)
+    path = tmp_path_factory.mktemp("tiny-bert")
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, path / "model.safetensors")
+    (path / "config.json").write_text(json.dumps(config.to_dict()))
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        shutil.copyfile(checkpoint_dir / name, path / name)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A small joint data folder (train/dev/test JSONL) taken from the shipped demo set."""
+    demo = ROOT / "minimtl" / "demo"
+    path = tmp_path_factory.mktemp("tiny-data")
+    for split, n in (("train", 48), ("dev", 16), ("test", 16)):
+        lines = (demo / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+        (path / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,341 @@
+"""The training loop, in plain PyTorch: every step is written out here.
+
+    data -> vocabularies -> encoder + heads -> freeze -> AdamW groups
+    for each epoch: (thaw per schedule) -> batches -> forward -> masked multi-task loss -> backward
+                    -> clip -> step -> lr schedule;  evaluate dev -> keep the best checkpoint -> early stop
+    finally: reload the best checkpoint from disk and evaluate the test split
+
+When no encoder parameter is trainable (`--freeze backbone`), the encoder is a fixed function of the
+input, so its hidden states are computed once per sentence and the heads train on that cache: every
+epoch after the first costs almost nothing (features.py).
+"""
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import metrics
+from .alignment import Aligner
+from .batches import batches, encode_split, padding_fraction, seeded_rng
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import LabelVocab, load_data, unknown_labels
+from .errors import UserError
+from .features import FeatureCache
+from .freezing import (UnfreezeSchedule, frozen_units, parameter_groups, parameter_table, set_frozen,
+                       units)
+from .model import POOLINGS, HeadConfig, MultiTaskModel, multitask_loss
+from .weights import DEFAULT_NAME, load_encoder, resolve_weights
+
+DEMO_DATA = Path(__file__).resolve().parent / "demo"
+SELECT_METRICS = ("mean", "label_accuracy", "entity_f1", "frame_accuracy")
+
+
+@dataclass
+class TrainConfig:
+    data: str = str(DEMO_DATA)
+    weights: str = DEFAULT_NAME
+    out: str = "runs/latest"
+    epochs: int = 10
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr_backbone: float = 5e-5
+    lr_heads: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of all optimizer steps spent ramping the learning rate up from 0
+    clip: float = 1.0
+    seed: int = 0
+    freeze: list = field(default_factory=lambda: ["none"])
+    freeze_layers: int = 0
+    unfreeze_schedule: str | None = None
+    w_cls: float = 1.0
+    w_ner: float = 1.0
+    pooling: str = "cls"
+    cls_hidden: int = 0
+    dropout: float = 0.1
+    max_len: int = 128
+    label_all_subtokens: bool = False
+    patience: int = 3  # stop after this many epochs without a better dev score; 0 = never stop early
+    select: str = "mean"
+    device: str = "auto"
+
+    def check(self):
+        """Refuse impossible settings before anything is loaded or written."""
+        for name in ("epochs", "batch_size", "grad_accum", "lr_backbone", "lr_heads", "max_len"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
+        for name in ("weight_decay", "clip", "w_cls", "w_ner", "patience", "freeze_layers"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must not be negative, not {getattr(self, name)}")
+        if self.w_cls == 0 and self.w_ner == 0:
+            raise UserError("--w-cls and --w-ner are both 0: no task would be learned")
+        if not 0 <= self.warmup < 1 or not 0 <= self.dropout < 1:
+            raise UserError("--warmup and --dropout are fractions in [0, 1)")
+        if self.pooling not in POOLINGS:
+            raise UserError(f"--pooling must be one of {', '.join(POOLINGS)}")
+        if self.select not in SELECT_METRICS:
+            raise UserError(f"--select must be one of {', '.join(SELECT_METRICS)}")
+        if self.max_len < 3:
+            raise UserError("--max-len must be at least 3")
+        if self.unfreeze_schedule and (set(self.freeze) - {"none", "cls-head", "ner-head"} or self.freeze_layers):
+            raise UserError("--unfreeze-schedule decides which backbone layers train: combine it only with "
+                            "--freeze cls-head / ner-head")
+
+
+def pick_device(name):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps: no Apple GPU is available here (use --device cpu or auto)")
+    if name not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device must be auto, cpu, cuda or mps, not {name!r}")
+    return torch.device(name)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_factor(step, total, warmup_steps):
+    """Linear warmup from 0, then linear decay to 0: fresh heads start with small, noisy gradients."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total - step) / max(1, total - warmup_steps))
+
+
+def selection_score(scores, select):
+    if select == "mean":
+        # Mean of whichever of sentence accuracy and entity F1 the data has.
+        parts = [scores[k] for k in ("label_accuracy", "entity_f1") if k in scores]
+        return sum(parts) / len(parts)
+    return scores.get(select, 0.0)
+
+
+class Run:
+    """Everything one training run holds: data, model, optimizer, logs."""
+
+    def __init__(self, cfg: TrainConfig, log=print):
+        cfg.check()
+        self.cfg, self.log = cfg, log
+        self.device = pick_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.splits = load_data(cfg.data)
+        self.label_vocab = LabelVocab.from_values(ex.label for ex in self.splits.train) \
+            if self.splits.has_labels else None
+        self.tag_vocab = LabelVocab.from_values(t for ex in self.splits.train for t in ex.tags) \
+            if self.splits.has_tags else None
+        for message in unknown_labels(self.splits, self.label_vocab, self.tag_vocab):
+            log(f"note: {message}")
+        self.weights_dir = resolve_weights(cfg.weights)
+        self.aligner = Aligner.from_checkpoint(self.weights_dir)
+        encoder = load_encoder(self.weights_dir)
+        self.heads = HeadConfig(len(self.label_vocab or []), len(self.tag_vocab or []), cfg.pooling,
+                                cfg.cls_hidden, cfg.dropout)
+        self.model = MultiTaskModel(encoder, self.heads).to(self.device)
+        eval_len = encoder.config.max_position_embeddings  # evaluation never cuts a sentence short
+        self.encoded = {"train": self.encode(self.splits.train, cfg.max_len)}
+        self.encoded["dev"] = self.encode(self.splits.dev, eval_len)
+        if self.splits.test is not None:
+            self.encoded["test"] = self.encode(self.splits.test, eval_len)
+        cut = self.encoded["train"].n_truncated
+        log(f"data: {self.splits.source}: {len(self.splits.train)} train / {len(self.splits.dev)} dev / "
+            f"{len(self.splits.test) if self.splits.test is not None else 'no'} test sentences; "
+            f"{len(self.label_vocab or [])} labels, {len(self.tag_vocab or [])} tags"
+            + (f"; {cut} train sentences cut at --max-len {cfg.max_len}" if cut else ""))
+        n_layers = len(encoder.layers)
+        self.schedule = UnfreezeSchedule(cfg.unfreeze_schedule, n_layers) if cfg.unfreeze_schedule else None
+        self.head_frozen = frozen_units(self.model, cfg.freeze, cfg.freeze_layers)
+        self.cache = FeatureCache(self.model, self.aligner.pad_id, cfg.batch_size, self.device)
+
+    def encode(self, examples, max_len):
+        return encode_split(self.aligner, examples, self.label_vocab, self.tag_vocab, max_len,
+                            self.cfg.label_all_subtokens)
+
+    def frozen_at(self, epoch):
+        if self.schedule is None:
+            return self.head_frozen
+        return self.head_frozen | self.schedule.frozen_backbone(epoch)
+
+    def meta(self, epoch, dev_scores):
+        return {"labels": self.label_vocab.names if self.label_vocab else None,
+                "tags": self.tag_vocab.names if self.tag_vocab else None,
+                "heads": {"pooling": self.heads.pooling, "cls_hidden": self.heads.cls_hidden,
+                          "dropout": self.heads.dropout},
+                "max_len": self.cfg.max_len, "epoch": epoch, "dev": dev_scores,
+                "train_args": asdict(self.cfg)}
+
+    def autocast(self):
+        # bf16 on CUDA halves memory traffic; CPU and MPS stay in fp32, where bf16 is slower or unsupported.
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    @torch.inference_mode()
+    def predict(self, name):
+        """(label names, tag names per word) for one split, in the split's order."""
+        split, examples = self.encoded[name], getattr(self.splits, name)
+        label_ids = [0] * len(split)
+        tag_ids = [[] for _ in range(len(split))]
+        self.model.eval()
+        for batch in batches(split, self.cfg.batch_size * 2, self.aligner.pad_id):
+            batch = batch.to(self.device)
+            with self.autocast():
+                out = self.cache.outputs(name, batch) or self.model(batch.input_ids, batch.attention_mask)
+            for row, i in enumerate(batch.index):
+                if out.cls_logits is not None:
+                    label_ids[i] = int(out.cls_logits[row].argmax())
+                if out.ner_logits is not None:
+                    tag_ids[i] = out.ner_logits[row, split.first_positions[i]].argmax(-1).tolist()
+        labels = [self.label_vocab.names[i] for i in label_ids] if self.label_vocab else None
+        tags = None
+        if self.tag_vocab:
+            # A word past the 512-position limit has no prediction: it is scored as "O", i.e. as a miss.
+            tags = [[self.tag_vocab.names[t] for t in ids] + ["O"] * (len(ex.words) - len(ids))
+                    for ids, ex in zip(tag_ids, examples)]
+        return labels, tags
+
+    def evaluate(self, name):
+        labels, tags = self.predict(name)
+        examples = getattr(self.splits, name)
+        return metrics.evaluate([ex.label for ex in examples] if labels else None, labels,
+                                [list(ex.tags) for ex in examples] if tags else None, tags)
+
+
+def format_scores(scores):
+    names = {"label_accuracy": "acc", "entity_f1": "F1", "frame_accuracy": "frame"}
+    return "  ".join(f"{short} {100 * scores[k]:.2f}" for k, short in names.items() if k in scores)
+
+
+def train(cfg: TrainConfig, log=print):
+    """Run training as configured; returns {"dev": best dev scores, "test": test scores or None, ...}."""
+    run = Run(cfg, log)
+    model, out = run.model, Path(cfg.out)
+    set_frozen(model, run.frozen_at(1))
+    log(parameter_table(model, cfg.lr_backbone, cfg.lr_heads))
+    if not any(p.requires_grad for p in model.parameters()) and run.schedule is None:
+        log("--freeze all: nothing can learn, so this only evaluates the untrained heads on the backbone")
+        return {"dev": run.evaluate("dev"), "test": run.evaluate("test") if "test" in run.encoded else None}
+
+    in_optimizer = {u for u in units(model) if u not in run.frozen_at(1)}
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.lr_backbone, cfg.lr_heads, cfg.weight_decay,
+                                                   only=in_optimizer) or [{"params": [], "base_lr": 0.0}])
+    steps_per_epoch = math.ceil(math.ceil(len(run.encoded["train"]) / cfg.batch_size) / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = max(1, round(cfg.warmup * total_steps))
+    history, best, best_epoch, step = [], -1.0, 0, 0
+
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        frozen = run.frozen_at(epoch)
+        set_frozen(model, frozen)
+        thawed = {u for u in units(model) if u not in frozen} - in_optimizer
+        if thawed:  # gradual unfreezing: newly trainable units join the optimizer with their own groups
+            for group in parameter_groups(model, cfg.lr_backbone, cfg.lr_heads, cfg.weight_decay, only=thawed):
+                optimizer.add_param_group(group)
+            in_optimizer |= thawed
+            log(f"epoch {epoch}: thawed {', '.join(sorted(thawed))}")
+        cached = run.cache.enable(run.encoded, log) if run.cache.possible() else run.cache.disable()
+
+        model.train()
+        train_batches = batches(run.encoded["train"], cfg.batch_size, run.aligner.pad_id,
+                                seeded_rng(cfg.seed, epoch))
+        sums, n_sentences = {}, 0
+        for i, batch in enumerate(train_batches):
+            batch = batch.to(run.device)
+            with run.autocast():
+                outputs = run.cache.outputs("train", batch) or model(batch.input_ids, batch.attention_mask)
+                loss, parts = multitask_loss(outputs, batch.labels, batch.tags, cfg.w_cls, cfg.w_ner)
+            if parts and not math.isfinite(loss.item()):
+                raise UserError(f"the loss became {loss.item()} at epoch {epoch}, step {step}: training "
+                                f"stopped; the last good checkpoint in {out} is kept (try a lower learning rate)")
+            if parts:
+                (loss / cfg.grad_accum).backward()
+            for task, value in parts.items():
+                sums[task] = sums.get(task, 0.0) + value.item() * len(batch.index)
+            n_sentences += len(batch.index)
+            if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(train_batches):
+                if cfg.clip:
+                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                                   cfg.clip)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * lr_factor(step, total_steps, warmup_steps)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+            if sys.stderr.isatty():
+                print(f"\r  epoch {epoch} step {i + 1}/{len(train_batches)}", end="", file=sys.stderr)
+        if sys.stderr.isatty():
+            print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+        train_time = time.perf_counter() - start
+
+        dev = run.evaluate("dev")
+        score = selection_score(dev, cfg.select)
+        improved = score > best
+        if improved:
+            best, best_epoch = score, epoch
+            save_checkpoint(out, model, run.meta(epoch, dev), run.weights_dir)
+        losses = {task: total / n_sentences for task, total in sums.items()}
+        record = {"epoch": epoch, "loss": sum(losses.values()), **{f"loss_{k}": v for k, v in losses.items()},
+                  "dev": dev, "select": score, "best": improved, "lr": optimizer.param_groups[0]["lr"],
+                  "train_seconds": train_time, "sentences_per_second": n_sentences / train_time,
+                  "padding": padding_fraction(train_batches), "feature_cache": cached}
+        history.append(record)
+        write_logs(out, history)
+        log(f"epoch {epoch:>2}/{cfg.epochs}  loss {record['loss']:.4f}  dev {format_scores(dev)}  "
+            f"{record['sentences_per_second']:.0f} sent/s  {time.perf_counter() - start:.1f}s"
+            + ("  *saved" if improved else ""))
+        if cfg.patience and epoch - best_epoch >= cfg.patience:
+            log(f"early stop: no better dev score for {cfg.patience} epochs")
+            break
+
+    results = {"best_epoch": best_epoch, "dev": history[best_epoch - 1]["dev"], "test": None}
+    if "test" in run.encoded:
+        run.model, _ = load_checkpoint(out)  # the best checkpoint, as written: what infer.py will use
+        run.model.to(run.device)
+        run.cache.disable()
+        results["test"] = run.evaluate("test")
+        log(f"test (best epoch {best_epoch}): {format_scores(results['test'])}")
+    write_json(out / "results.json", results)
+    return results
+
+
+def write_json(path, value):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_logs(out, history):
+    """metrics.jsonl (one object per epoch) and, when matplotlib is installed, curves.png."""
+    tmp = out / "metrics.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+    os.replace(tmp, out / "metrics.jsonl")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    epochs = [r["epoch"] for r in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("loss", "loss_cls", "loss_ner"):
+        if key in history[0]:
+            left.plot(epochs, [r[key] for r in history], marker="o", label=key)
+    for key in ("label_accuracy", "entity_f1", "frame_accuracy"):
+        if key in history[0]["dev"]:
+            right.plot(epochs, [r["dev"][key] for r in history], marker="o", label=f"dev {key}")
+    left.set_xlabel("epoch"), right.set_xlabel("epoch"), left.legend(), right.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png")
+    plt.close(fig)

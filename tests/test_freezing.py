@@ -1,0 +1,102 @@
+"""Freezing is real: which units each mode freezes, eval mode, optimizer groups, the unfreeze schedule."""
+
+import pytest
+import torch
+
+from minimtl import BertConfig, BertEncoder, UserError
+from minimtl.freezing import (UnfreezeSchedule, frozen_units, parameter_groups, parameter_table, set_frozen,
+                              units)
+from minimtl.model import HeadConfig, MultiTaskModel
+
+LAYERS = {"layer.0", "layer.1", "layer.2"}
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=32)
+    return MultiTaskModel(BertEncoder(cfg), HeadConfig(n_labels=3, n_tags=5, cls_hidden=8))
+
+
+@pytest.mark.parametrize("modes, layers, expected", [
+    (["none"], 0, set()),
+    (["all"], 0, {"embeddings", *LAYERS, "cls-head", "ner-head"}),
+    (["backbone"], 0, {"embeddings", *LAYERS}),
+    (["embeddings"], 0, {"embeddings"}),
+    (["cls-head"], 0, {"cls-head"}),
+    (["ner-head"], 0, {"ner-head"}),
+    (["embeddings", "ner-head"], 0, {"embeddings", "ner-head"}),
+    (["none"], 2, {"embeddings", "layer.0", "layer.1"}),
+    (["cls-head"], 3, {"embeddings", *LAYERS, "cls-head"}),
+])
+def test_each_freeze_mode_freezes_exactly_its_units(model, modes, layers, expected):
+    frozen = frozen_units(model, modes, layers)
+    assert frozen == expected
+    set_frozen(model, frozen)
+    for name, module in units(model).items():
+        assert all(p.requires_grad == (name not in expected) for p in module.parameters()), name
+
+
+@pytest.mark.parametrize("modes, layers, message", [
+    (["everything"], 0, "unknown freeze mode 'everything'"),
+    (["none"], 4, "--freeze-layers 4: the encoder has 3 layers"),
+    (["none", "backbone"], 0, "cannot be combined"),
+])
+def test_impossible_freezing_is_a_clear_error(model, modes, layers, message):
+    with pytest.raises(UserError, match=message):
+        frozen_units(model, modes, layers)
+
+
+def test_frozen_units_run_in_eval_mode(model):
+    set_frozen(model, {"embeddings", "layer.0", "ner-head"})
+    model.train()
+    assert not model.bert.embeddings.training and not model.bert.layers[0].training
+    assert not model.ner_head.training
+    assert model.bert.layers[1].training and model.cls_head.training
+    model.eval()
+    assert not model.bert.layers[1].training
+
+
+def test_optimizer_groups_hold_only_trainable_parameters_with_the_right_lr_and_decay(model):
+    set_frozen(model, {"embeddings", "layer.0"})
+    groups = parameter_groups(model, lr_backbone=1e-5, lr_heads=1e-3, weight_decay=0.01)
+    in_groups = {id(p) for g in groups for p in g["params"]}
+    assert in_groups == {id(p) for p in model.parameters() if p.requires_grad}
+    by_name = {g["name"]: g for g in groups}
+    assert set(by_name) == {"backbone", "backbone (no decay)", "heads", "heads (no decay)"}
+    assert by_name["heads"]["lr"] == 1e-3 and by_name["backbone"]["lr"] == 1e-5
+    layer = model.bert.layers[1]
+    no_decay = {id(p) for p in by_name["backbone (no decay)"]["params"]}
+    assert id(layer.output.LayerNorm.weight) in no_decay and id(layer.output.dense.bias) in no_decay
+    assert id(layer.output.dense.weight) in {id(p) for p in by_name["backbone"]["params"]}
+    assert all(g["weight_decay"] == 0.0 for g in groups if "no decay" in g["name"])
+
+
+def test_parameter_table_counts_every_parameter(model):
+    set_frozen(model, frozen_units(model, ["backbone"]))
+    table = parameter_table(model, 1e-5, 1e-3).splitlines()
+    assert table[0].split() == ["group", "tensors", "parameters", "%", "of", "total", "lr", "frozen?"]
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert rows["layer.0"][-1] == "yes" and rows["ner-head"][-1] == "no" and rows["ner-head"][-2] == "0.001"
+    heads = sum(p.numel() for p in [*model.cls_head.parameters(), *model.ner_head.parameters()])
+    assert rows["trainable"][1] == f"{heads:,}"
+
+
+def test_gradual_schedule_thaws_one_layer_from_the_top_per_epoch():
+    schedule = UnfreezeSchedule("gradual", 3)
+    backbone = {"embeddings", *LAYERS}
+    assert schedule.frozen_backbone(1) == backbone
+    assert schedule.frozen_backbone(2) == {"embeddings", "layer.0", "layer.1"}
+    assert schedule.frozen_backbone(3) == {"embeddings", "layer.0"}
+    assert schedule.frozen_backbone(4) == {"embeddings"}
+    assert schedule.frozen_backbone(5) == schedule.frozen_backbone(50) == set()
+
+
+def test_explicit_schedule_and_its_errors():
+    schedule = UnfreezeSchedule("0, 2, all", 3)
+    assert [len(schedule.frozen_backbone(e)) for e in (1, 2, 3, 4)] == [4, 2, 0, 0]
+    with pytest.raises(UserError, match="'4' is not 'all' or a layer count from 0 to 3"):
+        UnfreezeSchedule("0,4", 3)
+    with pytest.raises(UserError, match="'top' is not"):
+        UnfreezeSchedule("top", 3)

@@ -1,0 +1,122 @@
+"""The training loop, end to end on a tiny random BERT: freezing holds, runs repeat, files are right."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minimtl import UserError, load_encoder
+from minimtl.model import HeadConfig, MultiTaskModel
+from minimtl.training import TrainConfig, lr_factor, seed_everything, train
+
+
+def run(tiny_data, tiny_weights, out, **overrides):
+    settings = dict(epochs=2, batch_size=8, lr_backbone=1e-3, lr_heads=1e-2) | overrides
+    cfg = TrainConfig(data=str(tiny_data), weights=str(tiny_weights), out=str(out), **settings)
+    lines = []
+    results = train(cfg, log=lines.append)
+    return results, lines
+
+
+def initial_tensors(tiny_weights):
+    return {"bert." + k: v for k, v in load_file(tiny_weights / "model.safetensors").items()}
+
+
+def initial_heads(tiny_weights, saved, seed):
+    """The heads as a run with `seed` initialises them: seeded, after the encoder is built."""
+    seed_everything(seed)
+    heads = HeadConfig(n_labels=saved["cls_head.out.bias"].numel(), n_tags=saved["ner_head.out.bias"].numel())
+    model = MultiTaskModel(load_encoder(tiny_weights), heads)
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("bert.")}
+
+
+def test_frozen_backbone_is_bit_for_bit_unchanged_and_heads_learn(tiny_data, tiny_weights, tmp_path):
+    results, lines = run(tiny_data, tiny_weights, tmp_path / "out", freeze=["backbone"], epochs=1)
+    assert any(line.startswith("feature cache:") for line in lines)
+    saved = load_file(tmp_path / "out" / "model.safetensors")
+    before = initial_tensors(tiny_weights)
+    for name, tensor in before.items():
+        assert torch.equal(saved[name], tensor), name
+    start = initial_heads(tiny_weights, saved, seed=0)
+    assert start.keys() == {k for k in saved if not k.startswith("bert.")}
+    for name, tensor in start.items():
+        assert not torch.equal(saved[name], tensor), name
+    assert results["test"] is not None and 0.0 <= results["test"]["label_accuracy"] <= 1.0
+
+
+def test_freeze_layers_moves_only_the_top_layer_and_heads(tiny_data, tiny_weights, tmp_path):
+    run(tiny_data, tiny_weights, tmp_path / "out", freeze_layers=1, epochs=1)
+    saved, before = load_file(tmp_path / "out" / "model.safetensors"), initial_tensors(tiny_weights)
+    for name, tensor in before.items():
+        frozen = name.startswith(("bert.embeddings.", "bert.encoder.layer.0."))
+        assert torch.equal(saved[name], tensor) == frozen, name
+
+
+def test_freeze_heads_keeps_them_fixed_while_the_backbone_learns(tiny_data, tiny_weights, tmp_path):
+    run(tiny_data, tiny_weights, tmp_path / "a", freeze=["cls-head", "ner-head"], epochs=1, seed=3)
+    run(tiny_data, tiny_weights, tmp_path / "b", freeze=["backbone"], epochs=1, seed=3)
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    # Same seed, so both start from the same heads; (a) never moved them, (b) did.
+    for name, tensor in initial_heads(tiny_weights, a, seed=3).items():
+        assert torch.equal(a[name], tensor) and not torch.equal(b[name], tensor), name
+    before = initial_tensors(tiny_weights)
+    assert not torch.equal(a["bert.encoder.layer.1.output.dense.weight"],
+                           before["bert.encoder.layer.1.output.dense.weight"])
+
+
+def test_unfreeze_schedule_thaws_layers_into_the_optimizer(tiny_data, tiny_weights, tmp_path):
+    _, lines = run(tiny_data, tiny_weights, tmp_path / "out", unfreeze_schedule="0,1,all", epochs=3,
+                   patience=0)
+    assert "epoch 2: thawed layer.1" in lines
+    assert "epoch 3: thawed embeddings, layer.0" in lines
+    assert sum(line.startswith("feature cache:") for line in lines) == 1  # only while all was frozen
+
+
+def test_same_seed_same_metrics(tiny_data, tiny_weights, tmp_path):
+    first, _ = run(tiny_data, tiny_weights, tmp_path / "a", seed=7)
+    second, _ = run(tiny_data, tiny_weights, tmp_path / "b", seed=7)
+    assert first == second
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_writes_checkpoint_logs_and_results(tiny_data, tiny_weights, tmp_path):
+    results, lines = run(tiny_data, tiny_weights, tmp_path / "out", grad_accum=2)
+    out = tmp_path / "out"
+    assert {"model.safetensors", "config.json", "vocab.txt", "metrics.jsonl", "results.json"} <= \
+        {p.name for p in out.iterdir()}
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert {"loss", "dev", "sentences_per_second", "padding"} <= set(records[0])
+    meta = json.loads((out / "config.json").read_text())["minimtl"]
+    assert meta["labels"] and meta["tags"][0] == "O" and meta["train_args"]["grad_accum"] == 2
+    assert json.loads((out / "results.json").read_text()) == results
+    assert any(line.startswith("test (best epoch") for line in lines)
+
+
+def test_freeze_all_only_evaluates(tiny_data, tiny_weights, tmp_path):
+    results, lines = run(tiny_data, tiny_weights, tmp_path / "out", freeze=["all"])
+    assert any("--freeze all: nothing can learn" in line for line in lines)
+    assert not (tmp_path / "out").exists()
+    assert "label_accuracy" in results["dev"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"epochs": 0}, "--epochs must be positive"),
+    ({"lr_heads": -1.0}, "--lr-heads must be positive"),
+    ({"batch_size": 0}, "--batch-size must be positive"),
+    ({"w_cls": 0.0, "w_ner": 0.0}, "both 0"),
+    ({"unfreeze_schedule": "gradual", "freeze": ["backbone"]}, "combine it only with"),
+    ({"freeze_layers": 9}, "--freeze-layers 9: the encoder has 2 layers"),
+])
+def test_bad_settings_fail_before_anything_is_written(tiny_data, tiny_weights, tmp_path, overrides, message):
+    with pytest.raises(UserError, match=message):
+        run(tiny_data, tiny_weights, tmp_path / "out", **overrides)
+    assert not (tmp_path / "out").exists()
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    factors = [lr_factor(step, total=10, warmup_steps=2) for step in range(10)]
+    assert factors[:2] == [0.5, 1.0] and factors[1:] == sorted(factors[1:], reverse=True)
+    assert factors[-1] == pytest.approx(0.125)
