@@ -5,6 +5,8 @@ NER/slot-filling number is computed: an `I-X` that does not continue an entity o
 the start of the sentence, or an entity of another type) *starts* a new entity instead of being dropped.
 """
 
+import torch
+
 IGNORE_INDEX = -100  # label id that cross-entropy skips: special tokens, padding, continuation sub-tokens
 
 
@@ -41,3 +43,39 @@ def chunks(tags):
     if start is not None:
         found.append((current, start, len(tags) - 1))
     return found
+
+
+def transition_mask(tags):
+    """(start_ok (K,), follow_ok (K, K)): which tags may open a sentence, and which may follow which.
+
+    In valid BIO, `I-X` only continues an entity of type X: it may follow `B-X` or `I-X`, nothing else.
+    """
+    parts = [split_tag(t) for t in tags]
+    start_ok = [prefix != "I" for prefix, _ in parts]
+    follow_ok = [[prefix != "I" or (prev_prefix != "O" and prev_kind == kind)
+                  for prefix, kind in parts] for prev_prefix, prev_kind in parts]
+    return start_ok, follow_ok
+
+
+def constrained_decode(log_probs, tags):
+    """The most probable *valid* BIO sequence (Viterbi) for per-word log-probabilities (n, K) -> tag ids.
+
+    A per-word argmax can emit `O I-LOC`, which seqeval reads as a new (usually wrong) entity. Decoding
+    under the BIO constraints costs O(n K^2) and turns such slips into the best valid reading instead.
+    """
+    n, K = log_probs.shape
+    if n == 0:
+        return []
+    start_ok, follow_ok = transition_mask(tags)
+    forbid = torch.tensor(follow_ok).logical_not()  # (K_prev, K)
+    score = log_probs[0].masked_fill(~torch.tensor(start_ok), float("-inf"))  # (K,)
+    back = []
+    for i in range(1, n):
+        candidates = score[:, None].masked_fill(forbid, float("-inf"))  # (K_prev, K)
+        best, arg = candidates.max(0)
+        back.append(arg)
+        score = best + log_probs[i]
+    path = [int(score.argmax())]
+    for arg in reversed(back):
+        path.append(int(arg[path[-1]]))
+    return path[::-1]

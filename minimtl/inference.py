@@ -8,13 +8,14 @@ The pipeline, per text:
 
     text -> split_text -> words with character offsets
          -> overlapping windows of at most max_len sub-tokens (so no length is too long, and no word is lost)
-         -> model -> softmax at each word's first sub-token -> one tag and confidence per word -> spans
+         -> model -> tag log-probabilities at each word's first sub-token -> the best valid BIO sequence
+                     (bio.constrained_decode) -> one tag and confidence per word -> spans
                   -> softmax of the sentence logits, averaged over the text's windows -> category
 
 Windows from all texts are batched together, shortest first, so padding is small and a batch of short
-texts costs one forward pass instead of one per text. Memory is bounded by the batch, not by the input:
-a long text only adds windows, and each window keeps just its sentence probabilities and, per position,
-its best tag and that tag's probability.
+texts costs one forward pass instead of one per text. The model's activations are bounded by the
+batch, not by the input: a long text only adds windows, and each window keeps just its sentence
+probabilities and its (positions, tags) log-probabilities.
 """
 
 import json
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .alignment import Aligner, Span, Word, spans
+from .bio import constrained_decode
 from .checkpoint import load_checkpoint
 from .errors import UserError
 
@@ -93,7 +95,7 @@ class Predictor:
         # [CLS][SEP], so it still gets a sentence category.
         windows = [self.aligner.windows([w.text for w in ws], self.max_len, self.stride) for ws in words]
         flat = [enc for text_windows in windows for _, enc in text_windows]
-        cls_probs, ner_best = self._run(flat)
+        cls_probs, ner_scores = self._run(flat)
 
         out, at = [], 0
         for text, ws, text_windows in zip(texts, words, windows):
@@ -108,17 +110,19 @@ class Predictor:
             if self.tags is not None:
                 # predict_words picks, for each word, the window where it has the most context. It makes
                 # the windows itself, identical to the ones above, so it only needs their scores back.
-                rows = [ner_best[j] for j in mine]
-                best = self.aligner.predict_words([w.text for w in ws], lambda _: rows, self.max_len, self.stride)
-                pred.tags = [self.tags[int(k)] for k in best[:, 1].tolist()]  # best: (words, 2)
-                pred.entities = spans(text, ws, pred.tags, best[:, 0].tolist())
+                rows = [ner_scores[j] for j in mine]
+                log_probs = self.aligner.predict_words([w.text for w in ws], lambda _: rows, self.max_len,
+                                                       self.stride)  # (words, K)
+                ids = constrained_decode(log_probs, self.tags)
+                pred.tags = [self.tags[k] for k in ids]
+                confidence = log_probs[torch.arange(len(ids)), ids].exp() if ids else torch.zeros(0)
+                pred.entities = spans(text, ws, pred.tags, confidence.tolist())
             out.append(pred)
         return out
 
     def _run(self, encodings):
-        """Per window, in input order: sentence probabilities (C,), and (positions, 2) rows holding each
-        position's most probable tag's probability and id."""
-        cls_probs, ner_best = [None] * len(encodings), [None] * len(encodings)
+        """Per window, in input order: sentence probabilities (C,) and tag log-probabilities (positions, K)."""
+        cls_probs, ner_scores = [None] * len(encodings), [None] * len(encodings)
         order = sorted(range(len(encodings)), key=lambda j: len(encodings[j].input_ids))
         with torch.inference_mode():
             for b in range(0, len(order), BATCH_SIZE):
@@ -129,13 +133,10 @@ class Predictor:
                     for row, j in enumerate(batch_ids):
                         cls_probs[j] = probs[row]
                 if out.ner_logits is not None:
-                    # Only the best tag is kept, so memory follows the length of the text, not the number
-                    # of tags. float64 holds both the probability and the tag id exactly.
-                    confidence, tag = out.ner_logits.float().softmax(-1).max(-1)
-                    best = torch.stack([confidence.cpu().double(), tag.cpu().double()], -1)  # (B, T, 2)
+                    log_probs = out.ner_logits.float().log_softmax(-1).cpu()  # (B, T, K)
                     for row, j in enumerate(batch_ids):
-                        ner_best[j] = best[row, : len(encodings[j].input_ids)]  # without the padding
-        return cls_probs, ner_best
+                        ner_scores[j] = log_probs[row, : len(encodings[j].input_ids)]  # without the padding
+        return cls_probs, ner_scores
 
     def _pad(self, rows):
         """(input_ids, attention_mask) tensors of shape (len(rows), longest row), on the model's device."""

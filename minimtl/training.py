@@ -24,6 +24,7 @@ import torch
 
 from . import metrics
 from .alignment import Aligner
+from .bio import constrained_decode
 from .batches import batches, encode_split, padding_fraction, seeded_rng
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import LabelVocab, load_data, unknown_labels
@@ -196,7 +197,8 @@ class Run:
                 if out.cls_logits is not None:
                     label_ids[i] = int(out.cls_logits[row].argmax())
                 if out.ner_logits is not None:
-                    tag_ids[i] = out.ner_logits[row, split.first_positions[i]].argmax(-1).tolist()
+                    log_probs = out.ner_logits[row, split.first_positions[i]].float().log_softmax(-1)
+                    tag_ids[i] = constrained_decode(log_probs, self.tag_vocab.names)
         labels = [self.label_vocab.names[i] for i in label_ids] if self.label_vocab else None
         tags = None
         if self.tag_vocab:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from minimtl.alignment import spans
 from minimtl.bert import BertEncoder
-from minimtl.bio import chunks
+from minimtl.bio import chunks, constrained_decode
 from minimtl.checkpoint import save_checkpoint
 from minimtl.config import BertConfig
 from minimtl.errors import UserError
@@ -89,9 +89,10 @@ def test_one_window_equals_a_direct_forward(predictor):
     assert not enc.truncated and len(enc.input_ids) <= MAX_LEN
     with torch.no_grad():
         out = predictor.model(torch.tensor([enc.input_ids]), torch.ones(1, len(enc.input_ids), dtype=torch.long))
-    probs = out.ner_logits[0].softmax(-1)[enc.first_positions]  # (words, tags)
-    assert pred.tags == [TAGS[k] for k in probs.argmax(-1)]
-    expected = spans(SENTENCE, pred.words, pred.tags, probs.max(-1).values.tolist())
+    log_probs = out.ner_logits[0].log_softmax(-1)[enc.first_positions]  # (words, tags)
+    ids = constrained_decode(log_probs, TAGS)
+    assert pred.tags == [TAGS[k] for k in ids]
+    expected = spans(SENTENCE, pred.words, pred.tags, log_probs[torch.arange(len(ids)), ids].exp().tolist())
     assert [(s.type, s.start, s.end) for s in pred.entities] == [(s.type, s.start, s.end) for s in expected]
     assert [s.confidence for s in pred.entities] == pytest.approx([s.confidence for s in expected], abs=1e-6)
     cls = out.cls_logits[0].softmax(-1)

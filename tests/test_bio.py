@@ -1,0 +1,45 @@
+"""BIO helpers: valid tags, and constrained decoding that is the exact best valid sequence."""
+
+import itertools
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minimtl.bio import constrained_decode, is_valid_tag, transition_mask
+
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def valid(seq):
+    start_ok, follow_ok = transition_mask(TAGS)
+    return start_ok[seq[0]] and all(follow_ok[a][b] for a, b in zip(seq, seq[1:]))
+
+
+def test_tag_shapes():
+    assert all(map(is_valid_tag, ["O", "B-PER", "I-misc_thing"]))
+    assert not any(map(is_valid_tag, ["", "B", "B-", "X-PER", "o", "BPER"]))
+
+
+def test_i_continues_only_its_own_type():
+    start_ok, follow_ok = transition_mask(TAGS)
+    assert start_ok == [True, True, False, True, False]
+    assert follow_ok[1][2] and follow_ok[2][2] and not follow_ok[0][2] and not follow_ok[3][2]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.floats(-8, 0), min_size=5, max_size=5), min_size=1, max_size=5))
+def test_constrained_decode_is_the_best_valid_sequence(rows):
+    log_probs = torch.tensor(rows, dtype=torch.float64)
+    path = constrained_decode(log_probs, TAGS)
+    assert len(path) == len(rows) and valid(path)
+    score = lambda seq: sum(log_probs[i, t].item() for i, t in enumerate(seq))
+    best = max(score(seq) for seq in itertools.product(range(5), repeat=len(rows)) if valid(seq))
+    assert abs(score(path) - best) < 1e-9
+    argmax = log_probs.argmax(-1).tolist()
+    if valid(argmax) and score(argmax) == best:
+        assert score(path) == score(argmax)
+
+
+def test_empty_sentence():
+    assert constrained_decode(torch.zeros(0, 5), TAGS) == []
