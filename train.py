@@ -2,6 +2,7 @@
 
     python train.py --freeze backbone                  # demo data, default weights, heads only
     python train.py --data ../shared/data/snips         # full fine-tuning on SNIPS
+    python train.py --resume runs/latest                # continue an interrupted run exactly
 """
 
 import argparse
@@ -10,7 +11,7 @@ import sys
 from minimtl.errors import UserError
 from minimtl.freezing import FREEZE_MODES
 from minimtl.model import POOLINGS
-from minimtl.training import SELECT_METRICS, TrainConfig, train
+from minimtl.training import SELECT_METRICS, Interrupted, TrainConfig, resume_config, train
 
 D = TrainConfig()
 
@@ -22,7 +23,10 @@ def parse_args(argv=None):
                    "folders, JSONL, CoNLL columns or CSV (default: the shipped demo set)")
     g.add_argument("--weights", default=D.weights, help="a BERT checkpoint directory, or a name under weights/ "
                    f"(default {D.weights}, fetched on first use)")
-    g.add_argument("--out", default=D.out, help=f"checkpoint directory (default {D.out})")
+    g.add_argument("--out", default=D.out, help=f"run directory: best checkpoint, logs, resumable state "
+                   f"(default {D.out})")
+    g.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own settings "
+                   "(from the end of its last finished epoch; give no other option)")
     g.add_argument("--max-len", type=int, default=D.max_len, help="training sentences are cut to this many "
                    f"sub-tokens, and the cut ones counted (default {D.max_len})")
     g.add_argument("--label-all-subtokens", action="store_true",
@@ -63,11 +67,26 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    settings = vars(args)
+    resume = settings.pop("resume")
     try:
-        train(TrainConfig(**vars(args)))
+        if resume:
+            changed = [name for name, value in settings.items() if value != getattr(D, name)]
+            if changed:
+                flag = "--" + changed[0].replace("_", "-")
+                raise UserError(f"--resume continues a run with its own settings: drop {flag}")
+            train(resume_config(resume), resume=True)
+        else:
+            train(TrainConfig(**settings))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        sys.exit(130)  # the shell's code for "stopped by Ctrl-C"
+    except KeyboardInterrupt:  # before training started: nothing was written
+        print("interrupted before training started: nothing was saved", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

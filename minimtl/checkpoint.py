@@ -9,8 +9,8 @@ Tensors go through safetensors and everything else through JSON, never pickle: l
 cannot run code. Because the encoder keeps its published names, `load_encoder(DIR)` reads the trained
 backbone like any BERT checkpoint.
 
-Saving is atomic at the directory level: everything is written into a temporary sibling directory,
-flushed to disk, then swapped in by two renames. A crash mid-write leaves the previous checkpoint as it
+Saving is atomic at the directory level (`atomic_directory`): everything is written into a temporary
+sibling directory, flushed to disk, then swapped in by two renames. A crash mid-write leaves the previous checkpoint as it
 was; a crash between the two renames (a window of microseconds) leaves it under a `.NAME.old-*` name,
 which the next load or save puts back.
 """
@@ -18,6 +18,7 @@ which the next load or save puts back.
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -32,8 +33,17 @@ FORMAT_VERSION = 1
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
 
 
-def save_checkpoint(directory, model, meta, tokenizer_dir):
-    """Write `model` and its `meta` (JSON-able) to `directory`, replacing what was there atomically."""
+MODEL_FILES = ("model.safetensors", "config.json", *TOKENIZER_FILES)
+
+
+@contextmanager
+def atomic_directory(directory, carry=()):
+    """Build the new contents of `directory` in a temporary sibling, then swap it in as a whole.
+
+    Files named in `carry` are hard-linked over from the current directory first (no copy: they are
+    unchanged). Everything is flushed to disk before the swap, so what a reader finds under `directory`
+    is always one complete version, old or new.
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     _recover(directory)
@@ -41,22 +51,42 @@ def save_checkpoint(directory, model, meta, tokenizer_dir):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
     tmp.mkdir()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
-    config = model.bert.config.to_dict()
-    config["minimtl"] = {"format_version": FORMAT_VERSION, **meta}
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    for name in TOKENIZER_FILES:
-        if (Path(tokenizer_dir) / name).is_file():
-            shutil.copyfile(Path(tokenizer_dir) / name, tmp / name)
-    for f in tmp.iterdir():
-        with open(f, "rb") as handle:
-            os.fsync(handle.fileno())
+    try:
+        for name in carry:
+            if (directory / name).is_file():
+                os.link(directory / name, tmp / name)
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as handle:
+                    os.fsync(handle.fileno())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = directory.parent / f".{directory.name}.old-{os.getpid()}"
     if directory.exists():
         directory.rename(old)
     tmp.rename(directory)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_model(directory, model, meta, tokenizer_dir):
+    """The checkpoint files of `model` and its `meta` (JSON-able) into an existing directory."""
+    directory = Path(directory)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    config = model.bert.config.to_dict()
+    config["minimtl"] = {"format_version": FORMAT_VERSION, **meta}
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    for name in TOKENIZER_FILES:
+        if (Path(tokenizer_dir) / name).is_file():
+            shutil.copyfile(Path(tokenizer_dir) / name, directory / name)
+
+
+def save_checkpoint(directory, model, meta, tokenizer_dir):
+    """Write `model` and its `meta` to `directory`, replacing what was there atomically."""
+    with atomic_directory(directory) as tmp:
+        write_model(tmp, model, meta, tokenizer_dir)
 
 
 def _recover(directory):

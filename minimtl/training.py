@@ -16,7 +16,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +26,14 @@ from . import metrics
 from .alignment import Aligner
 from .bio import constrained_decode
 from .batches import batches, encode_split, padding_fraction, seeded_rng
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import MODEL_FILES, atomic_directory, load_checkpoint, write_model
 from .data import LabelVocab, load_data, unknown_labels
 from .errors import UserError
 from .features import FeatureCache
 from .freezing import (UnfreezeSchedule, frozen_units, parameter_groups, parameter_table, set_frozen,
                        units)
 from .model import POOLINGS, HeadConfig, MultiTaskModel, multitask_loss
+from .resume import STATE_DIR, load_state, read_progress, save_state
 from .weights import DEFAULT_NAME, load_encoder, resolve_weights
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo"
@@ -88,6 +89,16 @@ class TrainConfig:
         if self.unfreeze_schedule and (set(self.freeze) - {"none", "cls-head", "ner-head"} or self.freeze_layers):
             raise UserError("--unfreeze-schedule decides which backbone layers train: combine it only with "
                             "--freeze cls-head / ner-head")
+
+
+def resume_config(run_dir):
+    """The settings of the interrupted run in `run_dir`: a resumed run must use exactly the same ones."""
+    saved = read_progress(run_dir)["config"]
+    unknown = set(saved) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise UserError(f"the saved run has settings this version does not know: {', '.join(sorted(unknown))}",
+                        run_dir)
+    return TrainConfig(**{**saved, "out": str(run_dir)})
 
 
 def pick_device(name):
@@ -219,97 +230,150 @@ def format_scores(scores):
     return "  ".join(f"{short} {100 * scores[k]:.2f}" for k, short in names.items() if k in scores)
 
 
-def train(cfg: TrainConfig, log=print):
-    """Run training as configured; returns {"dev": best dev scores, "test": test scores or None, ...}."""
+class Interrupted(Exception):
+    """Ctrl-C during training: the message says what is saved and how to continue."""
+
+
+def sync_optimizer(run, optimizer, epoch, log=None):
+    """Freeze and thaw for `epoch`; units that became trainable join the optimizer (made on first call).
+
+    Gradual unfreezing adds each thawed unit's parameters as new groups. A resumed run replays this for
+    its finished epochs, so its optimizer has the saved state's groups in the same order.
+    """
+    frozen = run.frozen_at(epoch)
+    set_frozen(run.model, frozen)
+    present = {id(p) for g in optimizer.param_groups for p in g["params"]} if optimizer else set()
+    thawed = sorted(u for u, m in units(run.model).items()
+                    if u not in frozen and any(id(p) not in present for p in m.parameters()))
+    groups = parameter_groups(run.model, run.cfg.lr_backbone, run.cfg.lr_heads, run.cfg.weight_decay,
+                              only=set(thawed))
+    if optimizer is None:
+        if not groups:
+            raise UserError(f"nothing is trainable in epoch {epoch}: check --freeze and --unfreeze-schedule")
+        return torch.optim.AdamW(groups)
+    for group in groups:
+        optimizer.add_param_group(group)
+    if thawed and log:
+        log(f"epoch {epoch}: thawed {', '.join(thawed)}")
+    return optimizer
+
+
+def train(cfg: TrainConfig, log=print, resume=False):
+    """Run training as configured (or continue the interrupted run in cfg.out when `resume`).
+
+    Returns {"best_epoch", "dev": best dev scores, "test": test scores of the best checkpoint or None}.
+    """
     run = Run(cfg, log)
     model, out = run.model, Path(cfg.out)
-    set_frozen(model, run.frozen_at(1))
+    progress = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": 0, "history": []}
+    if resume:
+        saved = read_progress(out)
+        progress = {k: saved[k] for k in progress}
+        if progress["epoch"] >= cfg.epochs or saved.get("finished"):
+            raise UserError("this run already finished: nothing to resume", out)
+        optimizer = None
+        for epoch in range(1, progress["epoch"] + 1):
+            optimizer = sync_optimizer(run, optimizer, epoch)
+        load_state(out, model, optimizer, saved)
+        log(f"resuming after epoch {progress['epoch']} (best dev score {progress['best']:.4f} at epoch "
+            f"{progress['best_epoch']})")
+    set_frozen(model, run.frozen_at(progress["epoch"] + 1))
     log(parameter_table(model, cfg.lr_backbone, cfg.lr_heads))
     if not any(p.requires_grad for p in model.parameters()) and run.schedule is None:
         log("--freeze all: nothing can learn, so this only evaluates the untrained heads on the backbone")
         return {"dev": run.evaluate("dev"), "test": run.evaluate("test") if "test" in run.encoded else None}
 
-    in_optimizer = {u for u in units(model) if u not in run.frozen_at(1)}
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.lr_backbone, cfg.lr_heads, cfg.weight_decay,
-                                                   only=in_optimizer) or [{"params": [], "base_lr": 0.0}])
     steps_per_epoch = math.ceil(math.ceil(len(run.encoded["train"]) / cfg.batch_size) / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = max(1, round(cfg.warmup * total_steps))
-    history, best, best_epoch, step = [], -1.0, 0, 0
+    if not resume:
+        optimizer = sync_optimizer(run, None, 1)
+    try:
+        for epoch in range(progress["epoch"] + 1, cfg.epochs + 1):
+            optimizer = sync_optimizer(run, optimizer, epoch, log)
+            record = train_epoch(run, optimizer, epoch, progress, total_steps, warmup_steps)
+            log(f"epoch {epoch:>2}/{cfg.epochs}  loss {record['loss']:.4f}  dev {format_scores(record['dev'])}  "
+                f"{record['sentences_per_second']:.0f} sent/s  {record['seconds']:.1f}s"
+                + ("  *saved" if record["best"] else ""))
+            if cfg.patience and epoch - progress["best_epoch"] >= cfg.patience:
+                log(f"early stop: no better dev score for {cfg.patience} epochs")
+                break
+    except KeyboardInterrupt:
+        # Every finished epoch was saved whole (atomic_directory), and an unfinished save was discarded.
+        done = progress["epoch"]
+        saved = f"the state after epoch {done} is saved; continue with: python train.py --resume {out}" \
+            if done else "no epoch had finished, so nothing was saved"
+        raise Interrupted(f"interrupted during epoch {done + 1}: {saved}") from None
 
-    for epoch in range(1, cfg.epochs + 1):
-        start = time.perf_counter()
-        frozen = run.frozen_at(epoch)
-        set_frozen(model, frozen)
-        thawed = {u for u in units(model) if u not in frozen} - in_optimizer
-        if thawed:  # gradual unfreezing: newly trainable units join the optimizer with their own groups
-            for group in parameter_groups(model, cfg.lr_backbone, cfg.lr_heads, cfg.weight_decay, only=thawed):
-                optimizer.add_param_group(group)
-            in_optimizer |= thawed
-            log(f"epoch {epoch}: thawed {', '.join(sorted(thawed))}")
-        cached = run.cache.enable(run.encoded, log) if run.cache.possible() else run.cache.disable()
-
-        model.train()
-        train_batches = batches(run.encoded["train"], cfg.batch_size, run.aligner.pad_id,
-                                seeded_rng(cfg.seed, epoch))
-        sums, n_sentences = {}, 0
-        for i, batch in enumerate(train_batches):
-            batch = batch.to(run.device)
-            with run.autocast():
-                outputs = run.cache.outputs("train", batch) or model(batch.input_ids, batch.attention_mask)
-                loss, parts = multitask_loss(outputs, batch.labels, batch.tags, cfg.w_cls, cfg.w_ner)
-            if parts and not math.isfinite(loss.item()):
-                raise UserError(f"the loss became {loss.item()} at epoch {epoch}, step {step}: training "
-                                f"stopped; the last good checkpoint in {out} is kept (try a lower learning rate)")
-            if parts:
-                (loss / cfg.grad_accum).backward()
-            for task, value in parts.items():
-                sums[task] = sums.get(task, 0.0) + value.item() * len(batch.index)
-            n_sentences += len(batch.index)
-            if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(train_batches):
-                if cfg.clip:
-                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                                   cfg.clip)
-                for group in optimizer.param_groups:
-                    group["lr"] = group["base_lr"] * lr_factor(step, total_steps, warmup_steps)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-            if sys.stderr.isatty():
-                print(f"\r  epoch {epoch} step {i + 1}/{len(train_batches)}", end="", file=sys.stderr)
-        if sys.stderr.isatty():
-            print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
-        train_time = time.perf_counter() - start
-
-        dev = run.evaluate("dev")
-        score = selection_score(dev, cfg.select)
-        improved = score > best
-        if improved:
-            best, best_epoch = score, epoch
-            save_checkpoint(out, model, run.meta(epoch, dev), run.weights_dir)
-        losses = {task: total / n_sentences for task, total in sums.items()}
-        record = {"epoch": epoch, "loss": sum(losses.values()), **{f"loss_{k}": v for k, v in losses.items()},
-                  "dev": dev, "select": score, "best": improved, "lr": optimizer.param_groups[0]["lr"],
-                  "train_seconds": train_time, "sentences_per_second": n_sentences / train_time,
-                  "padding": padding_fraction(train_batches), "feature_cache": cached}
-        history.append(record)
-        write_logs(out, history)
-        log(f"epoch {epoch:>2}/{cfg.epochs}  loss {record['loss']:.4f}  dev {format_scores(dev)}  "
-            f"{record['sentences_per_second']:.0f} sent/s  {time.perf_counter() - start:.1f}s"
-            + ("  *saved" if improved else ""))
-        if cfg.patience and epoch - best_epoch >= cfg.patience:
-            log(f"early stop: no better dev score for {cfg.patience} epochs")
-            break
-
-    results = {"best_epoch": best_epoch, "dev": history[best_epoch - 1]["dev"], "test": None}
+    results = {"best_epoch": progress["best_epoch"], "dev": progress["history"][progress["best_epoch"] - 1]["dev"],
+               "test": None}
     if "test" in run.encoded:
         run.model, _ = load_checkpoint(out)  # the best checkpoint, as written: what infer.py will use
         run.model.to(run.device)
         run.cache.disable()
         results["test"] = run.evaluate("test")
-        log(f"test (best epoch {best_epoch}): {format_scores(results['test'])}")
+        log(f"test (best epoch {progress['best_epoch']}): {format_scores(results['test'])}")
     write_json(out / "results.json", results)
     return results
+
+
+def train_epoch(run, optimizer, epoch, progress, total_steps, warmup_steps):
+    """One pass over the training split, then dev evaluation and the end-of-epoch save."""
+    cfg, model, out = run.cfg, run.model, Path(run.cfg.out)
+    start = time.perf_counter()
+    cached = run.cache.enable(run.encoded, run.log) if run.cache.possible() else run.cache.disable()
+    model.train()
+    train_start = time.perf_counter()
+    train_batches = batches(run.encoded["train"], cfg.batch_size, run.aligner.pad_id, seeded_rng(cfg.seed, epoch))
+    sums, n_sentences = {}, 0
+    for i, batch in enumerate(train_batches):
+        batch = batch.to(run.device)
+        with run.autocast():
+            outputs = run.cache.outputs("train", batch) or model(batch.input_ids, batch.attention_mask)
+            loss, parts = multitask_loss(outputs, batch.labels, batch.tags, cfg.w_cls, cfg.w_ner)
+        if parts and not math.isfinite(loss.item()):
+            raise UserError(f"the loss became {loss.item()} at epoch {epoch}, step {progress['step']}: training "
+                            f"stopped; the last good checkpoint in {out} is kept (try a lower learning rate)")
+        if parts:
+            (loss / cfg.grad_accum).backward()
+        for task, value in parts.items():
+            sums[task] = sums.get(task, 0.0) + value.item() * len(batch.index)
+        n_sentences += len(batch.index)
+        if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(train_batches):
+            if cfg.clip:
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.clip)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * lr_factor(progress["step"], total_steps, warmup_steps)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress["step"] += 1
+        if sys.stderr.isatty():
+            print(f"\r  epoch {epoch} step {i + 1}/{len(train_batches)}", end="", file=sys.stderr)
+    if sys.stderr.isatty():
+        print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+    train_time = time.perf_counter() - train_start
+
+    dev = run.evaluate("dev")
+    score = selection_score(dev, cfg.select)
+    improved = score > progress["best"]
+    if improved:
+        progress["best"], progress["best_epoch"] = score, epoch
+    losses = {task: total / n_sentences for task, total in sums.items()}
+    record = {"epoch": epoch, "loss": sum(losses.values()), **{f"loss_{k}": v for k, v in losses.items()},
+              "dev": dev, "select": score, "best": improved, "lr": optimizer.param_groups[0]["lr"],
+              "train_seconds": train_time, "sentences_per_second": n_sentences / train_time,
+              "padding": padding_fraction(train_batches), "feature_cache": cached,
+              "seconds": time.perf_counter() - start}
+    progress["history"].append(record)
+    progress["epoch"] = epoch
+    # One atomic swap per epoch: the best model (new, or carried over unchanged), the resumable state and
+    # the logs always describe the same finished epoch.
+    with atomic_directory(out, carry=() if improved else MODEL_FILES) as tmp:
+        if improved:
+            write_model(tmp, model, run.meta(epoch, dev), run.weights_dir)
+        save_state(tmp / STATE_DIR, model, optimizer, {**progress, "config": asdict(cfg)})
+        write_logs(tmp, progress["history"])
+    return record
 
 
 def write_json(path, value):
@@ -320,9 +384,7 @@ def write_json(path, value):
 
 def write_logs(out, history):
     """metrics.jsonl (one object per epoch) and, when matplotlib is installed, curves.png."""
-    tmp = out / "metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
-    os.replace(tmp, out / "metrics.jsonl")
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
     try:
         import matplotlib
         matplotlib.use("Agg")
