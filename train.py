@@ -10,6 +10,7 @@ import sys
 
 from minimtl.errors import UserError
 from minimtl.freezing import FREEZE_MODES
+from minimtl.lora import TARGETS
 from minimtl.model import POOLINGS
 from minimtl.training import SELECT_METRICS, Interrupted, TrainConfig, resume_config, train
 
@@ -40,6 +41,14 @@ def parse_args(argv=None):
     g.add_argument("--unfreeze-schedule", default=D.unfreeze_schedule, metavar="SPEC",
                    help="'gradual' (heads only in epoch 1, then one more encoder layer from the top each "
                    "epoch) or a list of top-layer counts per epoch such as '0,2,4,all'")
+    g = p.add_argument_group("LoRA (see minimtl/lora.py)")
+    g.add_argument("--lora", type=int, default=D.lora, metavar="R", help="train rank-R adapters on a frozen "
+                   "backbone instead of the backbone itself (0 = off); checkpoints hold the merged weights")
+    g.add_argument("--lora-alpha", type=float, default=D.lora_alpha, help="adapter scale is alpha / R")
+    g.add_argument("--lora-dropout", type=float, default=D.lora_dropout)
+    g.add_argument("--lora-targets", nargs="+", default=D.lora_targets, choices=list(TARGETS), metavar="TARGET",
+                   help=f"Linears to adapt in every layer: {', '.join(TARGETS)} (default: query value)")
+    g.add_argument("--lr-lora", type=float, default=D.lr_lora, help="learning rate of the adapters")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=D.epochs)
     g.add_argument("--batch-size", type=int, default=D.batch_size)

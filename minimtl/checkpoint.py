@@ -4,6 +4,7 @@
     DIR/config.json              the encoder's BERT config, plus a "minimtl" section: label vocabularies,
                                  head settings, max length, training arguments, dev metrics
     DIR/vocab.txt                the WordPiece vocabulary, and tokenizer_config.json (lower-casing)
+    DIR/adapters.safetensors     only for LoRA runs: the unmerged adapters (model.safetensors has them merged)
 
 Tensors go through safetensors and everything else through JSON, never pickle: loading a checkpoint
 cannot run code. Because the encoder keeps its published names, `load_encoder(DIR)` reads the trained
@@ -26,6 +27,7 @@ from safetensors.torch import save_file
 from .bert import BertEncoder
 from .config import BertConfig
 from .errors import UserError
+from .lora import adapter_state_dict, merged_state_dict
 from .model import HeadConfig, MultiTaskModel
 from .weights import match_state_dict, read_state_dict
 
@@ -33,7 +35,7 @@ FORMAT_VERSION = 1
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
 
 
-MODEL_FILES = ("model.safetensors", "config.json", *TOKENIZER_FILES)
+MODEL_FILES = ("model.safetensors", "adapters.safetensors", "config.json", *TOKENIZER_FILES)
 
 
 @contextmanager
@@ -73,8 +75,13 @@ def atomic_directory(directory, carry=()):
 def write_model(directory, model, meta, tokenizer_dir):
     """The checkpoint files of `model` and its `meta` (JSON-able) into an existing directory."""
     directory = Path(directory)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # With LoRA, the adapters are folded into plain weights: loading needs no LoRA code. The adapters
+    # themselves are kept beside them, for inspection.
+    tensors = {k: v.detach().cpu().contiguous() for k, v in merged_state_dict(model).items()}
     save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    adapters = adapter_state_dict(model)
+    if adapters:
+        save_file({k: v.cpu().contiguous() for k, v in adapters.items()}, directory / "adapters.safetensors")
     config = model.bert.config.to_dict()
     config["minimtl"] = {"format_version": FORMAT_VERSION, **meta}
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -2,7 +2,7 @@ r"""Which parameters learn, and how fast: freezing, parameter groups, gradual un
 
 The model is cut into units that are frozen or trained as a whole:
 
-    embeddings | layer.0 ... layer.N-1 | cls-head | ner-head
+    embeddings | layer.0 ... layer.N-1 | cls-head | ner-head    (+ adapters, with LoRA: see lora.py)
     \________________ backbone _______/
 
 Freezing a unit is three things, all of them needed: `requires_grad=False` (no gradient is computed or
@@ -13,19 +13,32 @@ weight decay (off for biases and LayerNorm weights: decaying them towards 0 only
 """
 
 from .errors import UserError
+from .lora import lora_parameters
 
 FREEZE_MODES = ("none", "all", "backbone", "embeddings", "cls-head", "ner-head")
 
 
 def units(model):
-    """name -> module, bottom to top."""
-    named = {"embeddings": model.bert.embeddings}
-    named.update({f"layer.{i}": layer for i, layer in enumerate(model.bert.layers)})
-    if model.cls_head is not None:
-        named["cls-head"] = model.cls_head
-    if model.ner_head is not None:
-        named["ner-head"] = model.ner_head
+    """name -> its parameters, bottom to top.
+
+    With LoRA on, the adapters are a unit of their own ("adapters"), taken out of the layers that hold them:
+    they train while the layer weights around them stay frozen.
+    """
+    adapters = lora_parameters(model)
+    inside = {id(p) for p in adapters}
+    modules = {"embeddings": model.bert.embeddings}
+    modules.update({f"layer.{i}": layer for i, layer in enumerate(model.bert.layers)})
+    modules.update({name: head for name, head in (("cls-head", model.cls_head), ("ner-head", model.ner_head))
+                    if head is not None})
+    named = {name: [p for p in m.parameters() if id(p) not in inside] for name, m in modules.items()}
+    if adapters:
+        named["adapters"] = adapters
     return named
+
+
+def kind(unit):
+    """Which learning rate a unit trains with: "heads", "adapters" or "backbone"."""
+    return "heads" if unit.endswith("-head") else "adapters" if unit == "adapters" else "backbone"
 
 
 def frozen_units(model, modes, freeze_layers=0):
@@ -54,47 +67,42 @@ def frozen_units(model, modes, freeze_layers=0):
 
 def set_frozen(model, frozen):
     """Freeze exactly the named units and thaw all others."""
-    for name, module in units(model).items():
-        for p in module.parameters():
+    for name, params in units(model).items():
+        for p in params:
             p.requires_grad_(name not in frozen)
 
 
-def is_head(unit):
-    return unit.endswith("-head")
+def parameter_groups(model, lrs, weight_decay, only=None):
+    """AdamW groups of trainable parameters: (backbone | adapters | heads) x (decay | no decay).
 
-
-def parameter_groups(model, lr_backbone, lr_heads, weight_decay, only=None):
-    """AdamW groups of trainable parameters: (backbone | heads) x (decay | no decay).
-
-    `only` restricts to some unit names (for gradual unfreezing, which adds units as they thaw). Each group
-    keeps its peak learning rate as "base_lr", which the training loop scales by the schedule.
+    `lrs` maps each kind to its learning rate. `only` restricts to some unit names (gradual unfreezing adds
+    units as they thaw). Each group keeps its peak learning rate as "base_lr", which the training loop
+    scales by the schedule.
     """
     groups = {}
-    for unit, module in units(model).items():
+    for unit, params in units(model).items():
         if only is not None and unit not in only:
             continue
-        for p in module.parameters():
+        for p in params:
             if not p.requires_grad:
                 continue
-            lr = lr_heads if is_head(unit) else lr_backbone
             decay = weight_decay if p.ndim >= 2 else 0.0  # 1-d tensors are biases and LayerNorm weights
-            key = ("heads" if is_head(unit) else "backbone", decay > 0)
-            groups.setdefault(key, {"params": [], "lr": lr, "base_lr": lr, "weight_decay": decay,
+            key = (kind(unit), decay > 0)
+            groups.setdefault(key, {"params": [], "lr": lrs[key[0]], "base_lr": lrs[key[0]], "weight_decay": decay,
                                     "name": f"{key[0]}{'' if decay else ' (no decay)'}"})["params"].append(p)
     return list(groups.values())
 
 
-def parameter_table(model, lr_backbone, lr_heads):
+def parameter_table(model, lrs):
     """The start-of-training table: one row per unit, then the totals."""
     rows = [("group", "tensors", "parameters", "% of total", "lr", "frozen?")]
     total = sum(p.numel() for p in model.parameters())
     trainable = 0
-    for unit, module in units(model).items():
-        params = list(module.parameters())
+    for unit, params in units(model).items():
         n = sum(p.numel() for p in params)
         frozen = not any(p.requires_grad for p in params)
         trainable += 0 if frozen else n
-        lr = "-" if frozen else f"{lr_heads if is_head(unit) else lr_backbone:g}"
+        lr = "-" if frozen else f"{lrs[kind(unit)]:g}"
         rows.append((unit, str(len(params)), f"{n:,}", f"{100 * n / total:.2f}", lr, "yes" if frozen else "no"))
     rows.append(("trainable", "", f"{trainable:,}", f"{100 * trainable / total:.2f}", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

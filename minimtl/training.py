@@ -32,6 +32,7 @@ from .errors import UserError
 from .features import FeatureCache
 from .freezing import (UnfreezeSchedule, frozen_units, parameter_groups, parameter_table, set_frozen,
                        units)
+from .lora import DEFAULT_TARGETS, add_lora
 from .model import POOLINGS, HeadConfig, MultiTaskModel, multitask_loss
 from .resume import STATE_DIR, load_state, read_progress, save_state
 from .weights import DEFAULT_NAME, load_encoder, resolve_weights
@@ -50,6 +51,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr_backbone: float = 5e-5
     lr_heads: float = 1e-3
+    lr_lora: float = 5e-4
     weight_decay: float = 0.01
     warmup: float = 0.1  # fraction of all optimizer steps spent ramping the learning rate up from 0
     clip: float = 1.0
@@ -57,6 +59,10 @@ class TrainConfig:
     freeze: list = field(default_factory=lambda: ["none"])
     freeze_layers: int = 0
     unfreeze_schedule: str | None = None
+    lora: int = 0  # LoRA rank; 0 = off
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    lora_targets: list = field(default_factory=lambda: list(DEFAULT_TARGETS))
     w_cls: float = 1.0
     w_ner: float = 1.0
     pooling: str = "cls"
@@ -70,16 +76,18 @@ class TrainConfig:
 
     def check(self):
         """Refuse impossible settings before anything is loaded or written."""
-        for name in ("epochs", "batch_size", "grad_accum", "lr_backbone", "lr_heads", "max_len"):
+        for name in ("epochs", "batch_size", "grad_accum", "lr_backbone", "lr_heads", "lr_lora", "max_len"):
             if not getattr(self, name) > 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
-        for name in ("weight_decay", "clip", "w_cls", "w_ner", "patience", "freeze_layers"):
+        for name in ("weight_decay", "clip", "w_cls", "w_ner", "patience", "freeze_layers", "lora"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must not be negative, not {getattr(self, name)}")
         if self.w_cls == 0 and self.w_ner == 0:
             raise UserError("--w-cls and --w-ner are both 0: no task would be learned")
-        if not 0 <= self.warmup < 1 or not 0 <= self.dropout < 1:
-            raise UserError("--warmup and --dropout are fractions in [0, 1)")
+        if self.lora and self.unfreeze_schedule:
+            raise UserError("--lora keeps the whole backbone frozen: it cannot be combined with --unfreeze-schedule")
+        if not 0 <= self.warmup < 1 or not 0 <= self.dropout < 1 or not 0 <= self.lora_dropout < 1:
+            raise UserError("--warmup, --dropout and --lora-dropout are fractions in [0, 1)")
         if self.pooling not in POOLINGS:
             raise UserError(f"--pooling must be one of {', '.join(POOLINGS)}")
         if self.select not in SELECT_METRICS:
@@ -156,7 +164,11 @@ class Run:
         encoder = load_encoder(self.weights_dir)
         self.heads = HeadConfig(len(self.label_vocab or []), len(self.tag_vocab or []), cfg.pooling,
                                 cfg.cls_hidden, cfg.dropout)
-        self.model = MultiTaskModel(encoder, self.heads).to(self.device)
+        self.model = MultiTaskModel(encoder, self.heads)
+        if cfg.lora:  # wraps the target Linears and freezes every base encoder weight
+            add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        self.model.to(self.device)
+        self.lrs = {"backbone": cfg.lr_backbone, "heads": cfg.lr_heads, "adapters": cfg.lr_lora}
         eval_len = encoder.config.max_position_embeddings  # evaluation never cuts a sentence short
         self.encoded = {"train": self.encode(self.splits.train, cfg.max_len)}
         self.encoded["dev"] = self.encode(self.splits.dev, eval_len)
@@ -169,7 +181,9 @@ class Run:
             + (f"; {cut} train sentences cut at --max-len {cfg.max_len}" if cut else ""))
         n_layers = len(encoder.layers)
         self.schedule = UnfreezeSchedule(cfg.unfreeze_schedule, n_layers) if cfg.unfreeze_schedule else None
-        self.head_frozen = frozen_units(self.model, cfg.freeze, cfg.freeze_layers)
+        self.frozen = frozen_units(self.model, cfg.freeze, cfg.freeze_layers)
+        if cfg.lora:
+            self.frozen |= {"embeddings", *(f"layer.{i}" for i in range(n_layers))}
         self.cache = FeatureCache(self.model, self.aligner.pad_id, cfg.batch_size, self.device)
 
     def encode(self, examples, max_len):
@@ -178,8 +192,8 @@ class Run:
 
     def frozen_at(self, epoch):
         if self.schedule is None:
-            return self.head_frozen
-        return self.head_frozen | self.schedule.frozen_backbone(epoch)
+            return self.frozen
+        return self.frozen | self.schedule.frozen_backbone(epoch)
 
     def meta(self, epoch, dev_scores):
         return {"labels": self.label_vocab.names if self.label_vocab else None,
@@ -243,10 +257,9 @@ def sync_optimizer(run, optimizer, epoch, log=None):
     frozen = run.frozen_at(epoch)
     set_frozen(run.model, frozen)
     present = {id(p) for g in optimizer.param_groups for p in g["params"]} if optimizer else set()
-    thawed = sorted(u for u, m in units(run.model).items()
-                    if u not in frozen and any(id(p) not in present for p in m.parameters()))
-    groups = parameter_groups(run.model, run.cfg.lr_backbone, run.cfg.lr_heads, run.cfg.weight_decay,
-                              only=set(thawed))
+    thawed = sorted(u for u, params in units(run.model).items()
+                    if u not in frozen and any(id(p) not in present for p in params))
+    groups = parameter_groups(run.model, run.lrs, run.cfg.weight_decay, only=set(thawed))
     if optimizer is None:
         if not groups:
             raise UserError(f"nothing is trainable in epoch {epoch}: check --freeze and --unfreeze-schedule")
@@ -278,7 +291,7 @@ def train(cfg: TrainConfig, log=print, resume=False):
         log(f"resuming after epoch {progress['epoch']} (best dev score {progress['best']:.4f} at epoch "
             f"{progress['best_epoch']})")
     set_frozen(model, run.frozen_at(progress["epoch"] + 1))
-    log(parameter_table(model, cfg.lr_backbone, cfg.lr_heads))
+    log(parameter_table(model, run.lrs))
     if not any(p.requires_grad for p in model.parameters()) and run.schedule is None:
         log("--freeze all: nothing can learn, so this only evaluates the untrained heads on the backbone")
         return {"dev": run.evaluate("dev"), "test": run.evaluate("test") if "test" in run.encoded else None}

@@ -9,6 +9,7 @@ from minimtl.freezing import (UnfreezeSchedule, frozen_units, parameter_groups, 
 from minimtl.model import HeadConfig, MultiTaskModel
 
 LAYERS = {"layer.0", "layer.1", "layer.2"}
+LRS = {"backbone": 1e-5, "heads": 1e-3, "adapters": 1e-4}
 
 
 @pytest.fixture
@@ -34,8 +35,8 @@ def test_each_freeze_mode_freezes_exactly_its_units(model, modes, layers, expect
     frozen = frozen_units(model, modes, layers)
     assert frozen == expected
     set_frozen(model, frozen)
-    for name, module in units(model).items():
-        assert all(p.requires_grad == (name not in expected) for p in module.parameters()), name
+    for name, params in units(model).items():
+        assert all(p.requires_grad == (name not in expected) for p in params), name
 
 
 @pytest.mark.parametrize("modes, layers, message", [
@@ -60,7 +61,7 @@ def test_frozen_units_run_in_eval_mode(model):
 
 def test_optimizer_groups_hold_only_trainable_parameters_with_the_right_lr_and_decay(model):
     set_frozen(model, {"embeddings", "layer.0"})
-    groups = parameter_groups(model, lr_backbone=1e-5, lr_heads=1e-3, weight_decay=0.01)
+    groups = parameter_groups(model, LRS, weight_decay=0.01)
     in_groups = {id(p) for g in groups for p in g["params"]}
     assert in_groups == {id(p) for p in model.parameters() if p.requires_grad}
     by_name = {g["name"]: g for g in groups}
@@ -75,7 +76,7 @@ def test_optimizer_groups_hold_only_trainable_parameters_with_the_right_lr_and_d
 
 def test_parameter_table_counts_every_parameter(model):
     set_frozen(model, frozen_units(model, ["backbone"]))
-    table = parameter_table(model, 1e-5, 1e-3).splitlines()
+    table = parameter_table(model, LRS).splitlines()
     assert table[0].split() == ["group", "tensors", "parameters", "%", "of", "total", "lr", "frozen?"]
     rows = {line.split()[0]: line.split() for line in table[1:]}
     assert rows["layer.0"][-1] == "yes" and rows["ner-head"][-1] == "no" and rows["ner-head"][-2] == "0.001"
@@ -100,3 +101,18 @@ def test_explicit_schedule_and_its_errors():
         UnfreezeSchedule("0,4", 3)
     with pytest.raises(UserError, match="'top' is not"):
         UnfreezeSchedule("top", 3)
+
+
+def test_lora_adapters_are_their_own_unit_and_group(model):
+    from minimtl.lora import add_lora, lora_parameters
+
+    add_lora(model.bert, rank=2, alpha=4, dropout=0.0)
+    named = units(model)
+    assert named["adapters"] == lora_parameters(model)
+    assert not any(id(p) in {id(q) for q in named["adapters"]} for p in named["layer.0"])
+    set_frozen(model, {"embeddings", *LAYERS})
+    assert all(p.requires_grad for p in named["adapters"]) and not any(p.requires_grad for p in named["layer.1"])
+    groups = {g["name"]: g for g in parameter_groups(model, LRS, weight_decay=0.01)}
+    assert groups["adapters"]["lr"] == 1e-4 and len(groups["adapters"]["params"]) == 2 * 2 * 3
+    row = next(line.split() for line in parameter_table(model, LRS).splitlines() if line.startswith("adapters"))
+    assert row[2] == f"{3 * 2 * 2 * (16 + 16):,}" and row[-1] == "no"

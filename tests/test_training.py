@@ -120,3 +120,24 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     factors = [lr_factor(step, total=10, warmup_steps=2) for step in range(10)]
     assert factors[:2] == [0.5, 1.0] and factors[1:] == sorted(factors[1:], reverse=True)
     assert factors[-1] == pytest.approx(0.125)
+
+
+def test_lora_trains_adapters_only_and_saves_merged_weights(tiny_data, tiny_weights, tmp_path):
+    _, lines = run(tiny_data, tiny_weights, tmp_path / "out", lora=4, lora_targets=["query", "value"], epochs=1,
+                   lr_lora=1e-2)
+    table = next(line for line in lines if line.startswith("group"))
+    row = next(line.split() for line in table.splitlines() if line.startswith("adapters"))
+    assert row[2] == f"{2 * 2 * 4 * (32 + 32):,}"  # layers x targets x r (in + out)
+    assert not any(line.startswith("feature cache:") for line in lines)  # the encoder is not constant
+    out, before = tmp_path / "out", initial_tensors(tiny_weights)
+    state = load_file(out / "resume" / "model.safetensors")  # unmerged: base weights under ...query.base
+    for name, tensor in before.items():
+        wrapped = name.replace("self.query.", "self.query.base.").replace("self.value.", "self.value.base.")
+        assert torch.equal(state[wrapped], tensor), name
+    merged = load_file(out / "model.safetensors")
+    assert merged.keys() >= before.keys() and not any("lora" in k or ".base." in k for k in merged)
+    for name, tensor in before.items():
+        adapted = name.endswith(("query.weight", "value.weight"))
+        assert torch.equal(merged[name], tensor) != adapted, name
+    assert len(load_file(out / "adapters.safetensors")) == 2 * 2 * 2
+    assert load_encoder(out).config.hidden_size == 32  # a merged checkpoint is a plain BERT checkpoint
