@@ -166,8 +166,8 @@ def resolve_weights(name_or_path, root=WEIGHTS_ROOT):
     for path in (Path(name_or_path), Path(root) / name_or_path):
         if path.is_dir():
             return path
-    raise UserError(f"no checkpoint directory {name_or_path!r} (nor weights/{name_or_path}); "
-                    "see weights/README.md")
+    where = "" if Path(name_or_path).is_absolute() else f" (nor weights/{name_or_path})"
+    raise UserError(f"no checkpoint directory {name_or_path!r}{where}; see weights/README.md")
 
 
 def main():
