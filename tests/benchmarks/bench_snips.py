@@ -1,0 +1,103 @@
+"""SNIPS end to end: `minimtl.training.train` with the default weights, three recipes, test scores and time.
+
+  full    full fine-tuning, the default recipe (TrainConfig defaults, overridable by the flags below)
+  frozen  --freeze backbone: heads only (the backbone's hidden states are cached after one pass)
+  lora    --lora 8: rank-8 adapters on a frozen backbone, plus the heads
+Each recipe trains on ../shared/data/snips (relative to the repo root; 13084 train / 700 dev / 700 test) and
+reports the test scores of its best-dev checkpoint (intent accuracy, slot entity F1, frame accuracy),
+trainable parameters, training-loop seconds (sum over epochs), epoch seconds (with feature caching, dev
+evaluation and saving) and the wall time of the whole `train` call (loading, encoding, test evaluation too).
+
+    python tests/benchmarks/bench_snips.py [--quick] [--only full|frozen|lora] [--epochs N] [--lr-backbone X]
+                                           [--lr-heads X] [--lr-lora X] [--batch-size N] [--seed N] [--runs DIR]
+
+--quick trains 1 epoch on a temporary SNIPS-format slice (first 300 train / 100 dev / 100 test sentences).
+Writes tests/benchmarks/results/snips.json (snips_ONLY.json with --only; .quick.json with --quick).
+"""
+
+import json
+import re
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from common import parser, setup, snips_dir, write_results
+from minimtl.training import TrainConfig, train
+
+RECIPES = {"full": {}, "frozen": {"freeze": ["backbone"]}, "lora": {"lora": 8}}
+OVERRIDES = ("epochs", "lr_backbone", "lr_heads", "lr_lora", "batch_size", "seed", "patience")
+QUICK_SLICE = {"train": 300, "dev": 100, "test": 100}
+
+
+def snips_slice(source, target):
+    """A SNIPS-format folder holding the first QUICK_SLICE sentences of each split."""
+    for split, n in QUICK_SLICE.items():
+        (target / split).mkdir(parents=True)
+        for name in ("seq.in", "seq.out", "label"):
+            lines = (source / split / name).read_text(encoding="utf-8").splitlines(keepends=True)[:n]
+            (target / split / name).write_text("".join(lines), encoding="utf-8")
+    return target
+
+
+def run_recipe(name, cfg):
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        print("\n".join(f"  [{name}] {part}" for part in str(line).splitlines()), flush=True)
+    start = time.perf_counter()
+    results = train(cfg, log)
+    wall = time.perf_counter() - start
+    table = "\n".join(str(line) for line in lines)
+    trainable = int(re.search(r"^trainable\s+([\d,]+)", table, re.M).group(1).replace(",", ""))
+    history = [json.loads(l) for l in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+    test = results["test"]
+    return {"test": {k: test[k] for k in ("label_accuracy", "entity_f1", "frame_accuracy")},
+            "best_epoch": results["best_epoch"], "epochs_run": len(history), "dev": results["dev"],
+            "test_all": test, "trainable_params": trainable,
+            "train_seconds": sum(r["train_seconds"] for r in history),
+            "epoch_seconds": sum(r["seconds"] for r in history), "wall_seconds": wall,
+            "config": asdict(cfg)}
+
+
+def main():
+    p = parser(__doc__, timing=False)
+    p.add_argument("--only", choices=list(RECIPES), help="run one recipe")
+    for name in OVERRIDES:
+        kind = float if name.startswith("lr") else int
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help="default: TrainConfig's")
+    p.add_argument("--runs", default=None, help="keep the run directories under DIR (default: temporary)")
+    args = p.parse_args()
+    setup(args)
+    data = snips_dir(args.data)
+    overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+    if args.quick:
+        overrides.setdefault("epochs", 1)
+    names = [args.only] if args.only else list(RECIPES)
+    results, start = {}, time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-snips-") as tmp:
+        if args.quick:
+            data = snips_slice(data, Path(tmp) / "snips")
+        runs = Path(args.runs) if args.runs else Path(tmp) / "runs"
+        for name in names:
+            cfg = TrainConfig(data=str(data), out=str(runs / name), **{**overrides, **RECIPES[name]})
+            print(f"== {name}: {', '.join(f'{k}={v}' for k, v in {**overrides, **RECIPES[name]}.items()) or 'defaults'}")
+            results[name] = run_recipe(name, cfg)
+    total = time.perf_counter() - start
+
+    print(f"\n{'recipe':<7} {'trainable':>11} {'intent acc':>10} {'slot F1':>8} {'frame acc':>9} {'epochs':>6} "
+          f"{'train s':>8} {'epoch s':>8} {'wall s':>7}")
+    for name, r in results.items():
+        t = r["test"]
+        print(f"{name:<7} {r['trainable_params']:>11,} {100 * t['label_accuracy']:>10.2f} {100 * t['entity_f1']:>8.2f} "
+              f"{100 * t['frame_accuracy']:>9.2f} {r['epochs_run']:>6} {r['train_seconds']:>8.1f} "
+              f"{r['epoch_seconds']:>8.1f} {r['wall_seconds']:>7.1f}")
+    print(f"total wall time {total:.1f}s")
+    write_results("snips" + (f"_{args.only}" if args.only else ""),
+                  {"data": str(args.data), "quick_slice": QUICK_SLICE if args.quick else None,
+                   "total_wall_seconds": total, "recipes": results}, args)
+
+
+if __name__ == "__main__":
+    main()

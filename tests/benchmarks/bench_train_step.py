@@ -1,0 +1,118 @@
+"""Training throughput: one fine-tuning pass of our MultiTaskModel vs a transformers-based JointBERT.
+
+Both start from the default weights (all-MiniLM-L6-v2) and train every parameter for one pass over the first
+2048 SNIPS training sentences (our Aligner's ids for both), batch 32, AdamW lr 5e-5 (torch defaults otherwise;
+no clipping, no schedule), dropout 0.1, in train mode:
+  ours      MultiTaskModel + multitask_loss, in our training order (batches() with an rng: length-bucketed)
+            and in file order
+  theirs    JointBERT-style model written here: transformers BertModel (no pooler) -> dropout -> linear
+            intent head on last_hidden_state[:, 0] and linear slot head on every token; CE + masked CE
+            (ignore_index -100); file-order batches
+Every timed pass builds a fresh model and optimizer (untimed) and they alternate (ours/bucketed, ours/file,
+theirs/file, machine matmul, ...) for --repeats rounds. Reported: median sentences/s, the ratios against
+theirs, and useful training GFLOP/s (6 x non-embedding parameters x real tokens/s) as a fraction of the
+machine's fp32 matmul GFLOP/s measured in the same rounds.
+
+    python tests/benchmarks/bench_train_step.py [--quick] [--repeats N] [--threads N]
+
+Writes tests/benchmarks/results/train_step.json (train_step.quick.json with --quick: 64 sentences, 2 rounds).
+"""
+
+import random
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common import (alternate, file_order, machine_info, matmul_gflops, median, non_embedding_params, parser,
+                    quiet_transformers, setup, snips_train_ids, timed, weights_dir, write_results)
+from minimtl import load_encoder
+from minimtl.batches import batches, collate, padding_fraction
+from minimtl.model import HeadConfig, MultiTaskModel, multitask_loss
+
+BATCH, LR, DROPOUT = 32, 5e-5, 0.1
+
+
+class JointBert(nn.Module):
+    """JointBERT-style (Chen et al. 2019, https://arxiv.org/abs/1902.10909) on transformers.BertModel."""
+
+    def __init__(self, path, n_intents, n_slots):
+        super().__init__()
+        self.bert = quiet_transformers().BertModel.from_pretrained(path, add_pooling_layer=False)
+        self.dropout = nn.Dropout(DROPOUT)
+        self.intent = nn.Linear(self.bert.config.hidden_size, n_intents)
+        self.slot = nn.Linear(self.bert.config.hidden_size, n_slots)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        return self.intent(self.dropout(h[:, 0])), self.slot(self.dropout(h))
+
+
+def joint_loss(out, labels, tags):
+    intent, slots = out
+    return F.cross_entropy(intent, labels) + F.cross_entropy(slots.flatten(0, 1), tags.flatten(), ignore_index=-100)
+
+
+def ours_loss(out, labels, tags):
+    return multitask_loss(out, labels, tags)[0]
+
+
+def train_pass(make_model, loss_fn, batch_list):
+    """Seconds for one pass of forward, loss, backward, AdamW step over `batch_list` (model built untimed)."""
+    torch.manual_seed(0)
+    model = make_model().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+
+    def one_pass():
+        for b in batch_list:
+            loss_fn(model(b.input_ids, b.attention_mask), b.labels, b.tags).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    return timed(one_pass)
+
+
+def main():
+    args = parser(__doc__).parse_args()
+    setup(args)
+    aligner, split, labels, tags = snips_train_ids(64 if args.quick else 2048, args.data)
+    path = weights_dir()
+    make_ours = lambda: MultiTaskModel(load_encoder(path), HeadConfig(len(labels), len(tags), dropout=DROPOUT))
+    make_theirs = lambda: JointBert(path, len(labels), len(tags))
+    orders = {"bucketed": batches(split, BATCH, aligner.pad_id, random.Random(0)),
+              "file": [collate(split, index, aligner.pad_id) for index in file_order(len(split), BATCH)]}
+    params, real_tokens = non_embedding_params(load_encoder(path)), sum(len(ids) for ids in split.input_ids)
+    load = machine_info()["load_average"]
+    print(f"{len(split)} sentences, {real_tokens} real tokens, batch {BATCH}, {len(orders['file'])} steps; "
+          f"{params / 1e6:.2f}M non-embedding parameters; {torch.get_num_threads()} threads; load average {load}")
+
+    train_pass(make_ours, ours_loss, orders["file"][:2])  # warm-up: first-call allocations
+    train_pass(make_theirs, joint_loss, orders["file"][:2])
+    contenders = {"ours/bucketed": lambda: train_pass(make_ours, ours_loss, orders["bucketed"]),
+                  "ours/file": lambda: train_pass(make_ours, ours_loss, orders["file"]),
+                  "theirs/file": lambda: train_pass(make_theirs, joint_loss, orders["file"]),
+                  "matmul GFLOP/s": matmul_gflops}
+    values = alternate(contenders, args.repeats)
+
+    machine = median(values["matmul GFLOP/s"])
+    print(f"\nmachine fp32 matmul (1024^3): {machine:.1f} GFLOP/s (median of {args.repeats} rounds)")
+    print(f"{'run':<14} {'padding':>7} {'sent/s':>7} {'vs theirs':>9} {'useful GFLOP/s':>14} {'of machine':>10}"
+          "   (vs theirs = sent/s ratio, > 1: faster than theirs/file)")
+    theirs_seconds = median(values["theirs/file"])
+    runs = {}
+    for name in ("ours/bucketed", "ours/file", "theirs/file"):
+        seconds = median(values[name])
+        useful = 6 * params * real_tokens / seconds / 1e9
+        runs[name] = {"padding": padding_fraction(orders[name.split("/")[1]]),
+                      "sentences_per_s": len(split) / seconds, "ratio_vs_theirs": theirs_seconds / seconds,
+                      "useful_gflops": useful, "fraction_of_machine": useful / machine, "seconds": values[name]}
+        r = runs[name]
+        print(f"{name:<14} {r['padding']:>7.1%} {r['sentences_per_s']:>7.1f} {r['ratio_vs_theirs']:>9.2f} "
+              f"{useful:>14.1f} {r['fraction_of_machine']:>10.1%}")
+    write_results("train_step", {"sentences": len(split), "batch_size": BATCH, "lr": LR, "real_tokens": real_tokens,
+                                 "non_embedding_params": params, "load_at_start": load,
+                                 "matmul_gflops": {"median": machine, "all": values["matmul GFLOP/s"]},
+                                 "runs": runs}, args)
+
+
+if __name__ == "__main__":
+    main()
