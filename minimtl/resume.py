@@ -3,7 +3,7 @@
 Saved at the end of every epoch into `OUT/resume/`, inside the same atomic directory swap as the rest of
 the run, so the state on disk always belongs to one finished epoch:
 
-    model.safetensors       the weights as they are now (the best ones may be older: they live in OUT/)
+    model.safetensors       the trained weights as they are now (the best ones may be older: in OUT/)
     optimizer.safetensors   AdamW's moment estimates and step counts, one tensor per parameter and kind
     state.json              epoch, step, best score, metric history, the run's settings, the optimizer's
                             parameter groups, and the Python / NumPy / torch random-number states
@@ -30,8 +30,7 @@ STATE_DIR = "resume"
 def save_state(directory, model, optimizer, progress):
     directory = Path(directory)
     directory.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              directory / "model.safetensors")
+    save_file(trained_tensors(model, optimizer), directory / "model.safetensors")
     opt = optimizer.state_dict()
     tensors = {f"{index}.{key}": value.cpu().contiguous()
                for index, state in opt["state"].items() for key, value in state.items()}
@@ -45,6 +44,14 @@ def save_state(directory, model, optimizer, progress):
         "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
     }
     (directory / "state.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
+
+
+def trained_tensors(model, optimizer):
+    """The parameters the optimizer holds. Every other one still has the value the run started from,
+    which a resumed run rebuilds exactly (same weights file, same seed): with a frozen backbone that is
+    a few thousand numbers per epoch instead of the whole encoder."""
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if id(p) in trained}
 
 
 def read_progress(run_dir):
@@ -66,9 +73,9 @@ def load_state(run_dir, model, optimizer, state):
     """Put the saved weights, optimizer moments and random states back in place."""
     directory = Path(run_dir) / STATE_DIR
     weights = read_state_dict(directory / "model.safetensors")
-    if weights.keys() != model.state_dict().keys():
+    if weights.keys() != trained_tensors(model, optimizer).keys():
         raise UserError("saved weights do not match the model this run builds", directory / "model.safetensors")
-    model.load_state_dict(weights)
+    model.load_state_dict(weights, strict=False)
     tensors = load_file(directory / "optimizer.safetensors")
     per_param = {}
     for name, value in tensors.items():

@@ -130,10 +130,9 @@ def test_lora_trains_adapters_only_and_saves_merged_weights(tiny_data, tiny_weig
     assert row[2] == f"{2 * 2 * 4 * (32 + 32):,}"  # layers x targets x r (in + out)
     assert not any(line.startswith("feature cache:") for line in lines)  # the encoder is not constant
     out, before = tmp_path / "out", initial_tensors(tiny_weights)
-    state = load_file(out / "resume" / "model.safetensors")  # unmerged: base weights under ...query.base
-    for name, tensor in before.items():
-        wrapped = name.replace("self.query.", "self.query.base.").replace("self.value.", "self.value.base.")
-        assert torch.equal(state[wrapped], tensor), name
+    # The resume state holds exactly what the optimizer trains: adapters and heads, no base weight.
+    trained = load_file(out / "resume" / "model.safetensors").keys()
+    assert trained and all(".lora_" in k or k.startswith(("cls_head.", "ner_head.")) for k in trained)
     merged = load_file(out / "model.safetensors")
     assert merged.keys() >= before.keys() and not any("lora" in k or ".base." in k for k in merged)
     for name, tensor in before.items():
