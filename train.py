@@ -50,7 +50,8 @@ def parse_args(argv=None):
                    help=f"Linears to adapt in every layer: {', '.join(TARGETS)} (default: query value)")
     g.add_argument("--lr-lora", type=float, default=D.lr_lora, help="learning rate of the adapters")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=D.epochs)
+    g.add_argument("--epochs", type=int, default=D.epochs,
+                   help="default 10, or 30 with --freeze backbone (cached epochs cost almost nothing)")
     g.add_argument("--batch-size", type=int, default=D.batch_size)
     g.add_argument("--grad-accum", type=int, default=D.grad_accum, help="micro-batches per optimizer step")
     g.add_argument("--lr-backbone", type=float, default=D.lr_backbone)
