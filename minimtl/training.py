@@ -70,7 +70,7 @@ class TrainConfig:
     dropout: float = 0.1
     max_len: int = 128
     label_all_subtokens: bool = False
-    patience: int = 3  # stop after this many epochs without a better dev score; 0 = never stop early
+    patience: int = 5  # stop after this many epochs without a better dev score; 0 = never stop early
     select: str = "mean"
     device: str = "auto"
 
