@@ -113,3 +113,23 @@ def test_ctrl_c_exits_cleanly_with_a_resumable_state(tiny_data, checkpoint_dir, 
     assert stderr.strip().splitlines()[-1].startswith("interrupted during epoch")
     assert f"--resume {out}" in stderr
     assert json.loads((out / "resume" / "state.json").read_text())["epoch"] >= 1
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_data, tiny_weights,
+                                                                                    tmp_path, monkeypatch):
+    import minimtl.training as training
+
+    real_loss, calls = training.multitask_loss, []
+
+    def loss_that_explodes_in_epoch_2(*args, **kwargs):
+        total, parts = real_loss(*args, **kwargs)
+        calls.append(1)
+        return (total * float("nan") if len(calls) > 6 else total), parts  # tiny_data: 6 batches per epoch
+
+    monkeypatch.setattr(training, "multitask_loss", loss_that_explodes_in_epoch_2)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=r"the loss became nan at epoch 2, step 6: training stopped; the last good "):
+        train(config(tiny_data, tiny_weights, out), log=lambda _: None)
+    assert json.loads((out / "resume" / "state.json").read_text())["epoch"] == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert Predictor.from_checkpoint(out).predict(["Alice went to Paris."])[0].tags is not None
