@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 
 from .bert import BertEncoder
 from .config import BertConfig
-from .errors import UserError
+from .errors import UserError, read_json
 from .lora import adapter_state_dict, merged_state_dict
 from .model import HeadConfig, MultiTaskModel
 from .weights import match_state_dict, read_state_dict
@@ -113,12 +113,7 @@ def read_meta(directory):
         raise UserError("no checkpoint here: train one first (python train.py) or pass --checkpoint DIR",
                         directory)
     path = directory / "config.json"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("checkpoint has no config.json", directory) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"not valid JSON ({e})", path) from None
+    raw = read_json(path, missing="checkpoint has no config.json")
     meta = raw.get("minimtl") if isinstance(raw, dict) else None
     if not isinstance(meta, dict):
         raise UserError("not a minimtl checkpoint (config.json has no 'minimtl' section)", path)

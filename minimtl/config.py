@@ -4,11 +4,10 @@ Only the fields that change the computation are kept; everything else in the fil
 transformers_version, ...) is ignored. Names are the published ones, so a config round-trips unchanged.
 """
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, read_json
 
 
 @dataclass
@@ -56,14 +55,7 @@ class BertConfig:
 
     @classmethod
     def from_json(cls, path):
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError("config file not found", path) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"not valid JSON ({e})", path) from None
-        return cls.from_dict(raw, source=path)
+        return cls.from_dict(read_json(path, missing="config file not found"), source=Path(path))
 
     def to_dict(self):
         return asdict(self)

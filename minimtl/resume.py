@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import UserError
+from .errors import UserError, read_json
 from .weights import read_state_dict
 
 STATE_DIR = "resume"
@@ -60,10 +60,7 @@ def read_progress(run_dir):
     if not path.is_file():
         raise UserError(f"nothing to resume: no {STATE_DIR}/state.json (only runs of this version that "
                         "finished at least one epoch can be resumed)", run_dir)
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"not valid JSON ({e})", path) from None
+    state = read_json(path)
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "epoch" not in state:
         raise UserError("not a training state written by minimtl", path)
     return state
