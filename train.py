@@ -12,7 +12,8 @@ from minimtl.errors import UserError
 from minimtl.freezing import FREEZE_MODES
 from minimtl.lora import TARGETS
 from minimtl.model import POOLINGS
-from minimtl.training import SELECT_METRICS, Interrupted, TrainConfig, resume_config, train
+from minimtl.settings import SELECT_METRICS, TrainConfig, resume_config
+from minimtl.training import Interrupted, train
 
 D = TrainConfig()
 

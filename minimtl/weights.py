@@ -21,7 +21,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 

@@ -38,7 +38,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import ROOT
-from minimtl.training import TrainConfig, train
+from minimtl.settings import TrainConfig
+from minimtl.training import train
 
 TIMEOUT = 240  # seconds per process; they normally take 2-5
 WORKERS = 4

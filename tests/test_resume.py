@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from conftest import ROOT
 from minimtl import UserError
 from minimtl.inference import Predictor
-from minimtl.training import Interrupted, TrainConfig, resume_config, train
+from minimtl.settings import TrainConfig, resume_config
+from minimtl.training import Interrupted, train
 
 
 def config(tiny_data, tiny_weights, out, **overrides):

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from minimtl import UserError, load_encoder
 from minimtl.model import HeadConfig, MultiTaskModel
-from minimtl.training import TrainConfig, lr_factor, seed_everything, train
+from minimtl.settings import TrainConfig
+from minimtl.training import lr_factor, seed_everything, train
 
 
 def run(tiny_data, tiny_weights, out, **overrides):

@@ -23,7 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from common import parser, setup, snips_dir, write_results
-from minimtl.training import TrainConfig, train
+from minimtl.settings import TrainConfig
+from minimtl.training import train
 
 RECIPES = {"full": {}, "frozen": {"freeze": ["backbone"]}, "lora": {"lora": 8}}
 OVERRIDES = ("epochs", "lr_backbone", "lr_heads", "lr_lora", "batch_size", "seed", "patience")
