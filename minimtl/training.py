@@ -60,7 +60,7 @@ def selection_score(scores, select):
 
 
 class Run:
-    """Everything one training run holds: data, model, optimizer, logs."""
+    """What one training run is built from: data and vocabularies, tokenizer, model, freezing plan, cache."""
 
     def __init__(self, cfg: TrainConfig, log=print):
         cfg.check()
