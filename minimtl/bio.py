@@ -5,6 +5,8 @@ NER/slot-filling number is computed: an `I-X` that does not continue an entity o
 the start of the sentence, or an entity of another type) *starts* a new entity instead of being dropped.
 """
 
+from functools import lru_cache
+
 import torch
 
 IGNORE_INDEX = -100  # label id that cross-entropy skips: special tokens, padding, continuation sub-tokens
@@ -66,9 +68,8 @@ def constrained_decode(log_probs, tags):
     n, K = log_probs.shape
     if n == 0:
         return []
-    start_ok, follow_ok = transition_mask(tags)
-    forbid = torch.tensor(follow_ok).logical_not()  # (K_prev, K)
-    score = log_probs[0].masked_fill(~torch.tensor(start_ok), float("-inf"))  # (K,)
+    cannot_start, forbid = _forbidden(tuple(tags))  # (K,), (K_prev, K)
+    score = log_probs[0].masked_fill(cannot_start, float("-inf"))  # (K,)
     back = []
     for i in range(1, n):
         candidates = score[:, None].masked_fill(forbid, float("-inf"))  # (K_prev, K)
@@ -79,3 +80,10 @@ def constrained_decode(log_probs, tags):
     for arg in reversed(back):
         path.append(int(arg[path[-1]]))
     return path[::-1]
+
+
+@lru_cache(maxsize=16)
+def _forbidden(tags):
+    """transition_mask as boolean tensors of what is *not* allowed; built once per tag set, not per sentence."""
+    start_ok, follow_ok = transition_mask(tags)
+    return ~torch.tensor(start_ok), ~torch.tensor(follow_ok)
