@@ -242,29 +242,36 @@ class Aligner:
         distance, in sub-tokens, to a window edge that cuts the text (the text's own ends are not cuts).
         """
         windows = self.windows(words, max_len, stride)
-        scores = score_fn([enc for _, enc in windows])
-        best = np.full(len(words), -1)  # context of the window currently chosen for each word
-        source = np.zeros(len(words), dtype=np.int64)  # which window that is
-        for w, (first, enc) in enumerate(windows):
-            n = len(enc.first_positions)
-            position = np.array(enc.first_positions, dtype=np.int64)
-            last_position = len(enc.input_ids) - 2  # the last content position, before [SEP]
-            # Sub-tokens of context before a word's first sub-token and after its last one in this window.
-            left = position - 1 if first > 0 else np.full(n, len(enc.input_ids))
-            ends = np.append(position[1:] - 1, last_position)
-            right = last_position - ends if first + n < len(words) else np.full(n, len(enc.input_ids))
-            context = np.minimum(left, right)
-            better = context > best[first : first + n]  # strict: ties stay with the earlier window
-            best[first : first + n][better] = context[better]
-            source[first : first + n][better] = w
-        rows = [torch.as_tensor(s) for s in scores]
-        out = torch.empty((len(words), *rows[0].shape[1:]), dtype=rows[0].dtype)
-        for w, (first, enc) in enumerate(windows):
-            mine = np.flatnonzero(source == w)
-            if len(mine):
-                positions = np.array(enc.first_positions)[mine - first]
-                out[torch.from_numpy(mine)] = rows[w][torch.from_numpy(positions)]
-        return out
+        return merge_windows(windows, score_fn([enc for _, enc in windows]), len(words))
+
+
+def merge_windows(windows, scores, n_words) -> torch.Tensor:
+    """One score row per word from per-window, per-position `scores` (see `Aligner.predict_words`).
+
+    A word seen by several windows takes its row from the one where it has the most context.
+    """
+    best = np.full(n_words, -1)  # context of the window currently chosen for each word
+    source = np.zeros(n_words, dtype=np.int64)  # which window that is
+    for w, (first, enc) in enumerate(windows):
+        n = len(enc.first_positions)
+        position = np.array(enc.first_positions, dtype=np.int64)
+        last_position = len(enc.input_ids) - 2  # the last content position, before [SEP]
+        # Sub-tokens of context before a word's first sub-token and after its last one in this window.
+        left = position - 1 if first > 0 else np.full(n, len(enc.input_ids))
+        ends = np.append(position[1:] - 1, last_position)
+        right = last_position - ends if first + n < n_words else np.full(n, len(enc.input_ids))
+        context = np.minimum(left, right)
+        better = context > best[first : first + n]  # strict: ties stay with the earlier window
+        best[first : first + n][better] = context[better]
+        source[first : first + n][better] = w
+    rows = [torch.as_tensor(s) for s in scores]
+    out = torch.empty((n_words, *rows[0].shape[1:]), dtype=rows[0].dtype)
+    for w, (first, enc) in enumerate(windows):
+        mine = np.flatnonzero(source == w)
+        if len(mine):
+            positions = np.array(enc.first_positions)[mine - first]
+            out[torch.from_numpy(mine)] = rows[w][torch.from_numpy(positions)]
+    return out
 
 
 def _room(max_len):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .alignment import Aligner, Span, Word, spans
+from .alignment import Aligner, Span, Word, merge_windows, spans
 from .bio import constrained_decode
 from .checkpoint import load_checkpoint
 from .errors import UserError
@@ -108,11 +108,9 @@ class Predictor:
                 pred.labels = {self.labels[k]: float(p) for p, k in zip(top.values, top.indices.tolist())}
                 pred.label, pred.label_probability = self.labels[int(top.indices[0])], float(top.values[0])
             if self.tags is not None:
-                # predict_words picks, for each word, the window where it has the most context. It makes
-                # the windows itself, identical to the ones above, so it only needs their scores back.
+                # Each word's row comes from the window where it has the most context.
                 rows = [ner_scores[j] for j in mine]
-                log_probs = self.aligner.predict_words([w.text for w in ws], lambda _: rows, self.max_len,
-                                                       self.stride)  # (words, K)
+                log_probs = merge_windows(text_windows, rows, len(ws))  # (words, K)
                 ids = constrained_decode(log_probs, self.tags)
                 pred.tags = [self.tags[k] for k in ids]
                 confidence = log_probs[torch.arange(len(ids)), ids].exp() if ids else torch.zeros(0)
