@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .alignment import Aligner, Span, Word, merge_windows, spans
+from .batches import Encoded, batches
 from .bio import constrained_decode
 from .checkpoint import load_checkpoint
 from .errors import UserError
@@ -121,29 +122,20 @@ class Predictor:
     def _run(self, encodings):
         """Per window, in input order: sentence probabilities (C,) and tag log-probabilities (positions, K)."""
         cls_probs, ner_scores = [None] * len(encodings), [None] * len(encodings)
-        order = sorted(range(len(encodings)), key=lambda j: len(encodings[j].input_ids))
+        windows = Encoded([e.input_ids for e in encodings], [e.first_positions for e in encodings], None, None, 0)
         with torch.inference_mode():
-            for b in range(0, len(order), BATCH_SIZE):
-                batch_ids = order[b : b + BATCH_SIZE]
-                out = self.model(*self._pad([encodings[j].input_ids for j in batch_ids]))
+            for batch in batches(windows, BATCH_SIZE, self.aligner.pad_id):  # shortest first: little padding
+                batch = batch.to(self.device)
+                out = self.model(batch.input_ids, batch.attention_mask)
                 if out.cls_logits is not None:
                     probs = out.cls_logits.float().softmax(-1).cpu()
-                    for row, j in enumerate(batch_ids):
+                    for row, j in enumerate(batch.index):
                         cls_probs[j] = probs[row]
                 if out.ner_logits is not None:
                     log_probs = out.ner_logits.float().log_softmax(-1).cpu()  # (B, T, K)
-                    for row, j in enumerate(batch_ids):
+                    for row, j in enumerate(batch.index):
                         ner_scores[j] = log_probs[row, : len(encodings[j].input_ids)]  # without the padding
         return cls_probs, ner_scores
-
-    def _pad(self, rows):
-        """(input_ids, attention_mask) tensors of shape (len(rows), longest row), on the model's device."""
-        input_ids = torch.full((len(rows), max(map(len, rows))), self.aligner.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row)
-            attention_mask[i, : len(row)] = 1
-        return input_ids.to(self.device), attention_mask.to(self.device)
 
 
 def format_prediction(pred: Prediction) -> str:
