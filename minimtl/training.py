@@ -14,8 +14,11 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -163,6 +166,35 @@ class Interrupted(Exception):
     """Ctrl-C during training: the message says what is saved and how to continue."""
 
 
+@contextmanager
+def ctrl_c_between_batches():
+    """Make the first Ctrl-C a request that the loop honours at its next batch boundary (`check()`).
+
+    Why not let KeyboardInterrupt fly: Python raises it wherever the main thread happens to be, and when
+    that is inside a finalizer run by garbage collection it prints "Exception ignored" and drops it, so the
+    run would go on. A second Ctrl-C raises at once.
+    """
+    requested = threading.Event()
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    def check():
+        if requested.is_set():
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield check
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def sync_optimizer(run, optimizer, epoch, log=None):
     """Freeze and thaw for `epoch`; units that became trainable join the optimizer (made on first call).
 
@@ -217,15 +249,17 @@ def train(cfg: TrainConfig, log=print, resume=False):
     if not resume:
         optimizer = sync_optimizer(run, None, 1)
     try:
-        for epoch in range(progress["epoch"] + 1, cfg.epochs + 1):
-            optimizer = sync_optimizer(run, optimizer, epoch, log)
-            record = train_epoch(run, optimizer, epoch, progress, total_steps, warmup_steps)
-            log(f"epoch {epoch:>2}/{cfg.epochs}  loss {record['loss']:.4f}  dev {format_scores(record['dev'])}  "
-                f"{record['sentences_per_second']:.0f} sent/s  {record['seconds']:.1f}s"
-                + ("  *saved" if record["best"] else ""))
-            if cfg.patience and epoch - progress["best_epoch"] >= cfg.patience:
-                log(f"early stop: no better dev score for {cfg.patience} epochs")
-                break
+        with ctrl_c_between_batches() as check_interrupt:
+            for epoch in range(progress["epoch"] + 1, cfg.epochs + 1):
+                optimizer = sync_optimizer(run, optimizer, epoch, log)
+                record = train_epoch(run, optimizer, epoch, progress, total_steps, warmup_steps, check_interrupt)
+                log(f"epoch {epoch:>2}/{cfg.epochs}  loss {record['loss']:.4f}  dev {format_scores(record['dev'])}"
+                    f"  {record['sentences_per_second']:.0f} sent/s  {record['seconds']:.1f}s"
+                    + ("  *saved" if record["best"] else ""))
+                check_interrupt()
+                if cfg.patience and epoch - progress["best_epoch"] >= cfg.patience:
+                    log(f"early stop: no better dev score for {cfg.patience} epochs")
+                    break
     except KeyboardInterrupt:
         # Every finished epoch was saved whole (atomic_directory), and an unfinished save was discarded.
         done = progress["epoch"]
@@ -245,7 +279,7 @@ def train(cfg: TrainConfig, log=print, resume=False):
     return results
 
 
-def train_epoch(run, optimizer, epoch, progress, total_steps, warmup_steps):
+def train_epoch(run, optimizer, epoch, progress, total_steps, warmup_steps, check_interrupt):
     """One pass over the training split, then dev evaluation and the end-of-epoch save."""
     cfg, model, out = run.cfg, run.model, Path(run.cfg.out)
     start = time.perf_counter()
@@ -275,6 +309,7 @@ def train_epoch(run, optimizer, epoch, progress, total_steps, warmup_steps):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             progress["step"] += 1
+        check_interrupt()
         if sys.stderr.isatty():
             print(f"\r  epoch {epoch} step {i + 1}/{len(train_batches)}", end="", file=sys.stderr)
     if sys.stderr.isatty():
