@@ -3,11 +3,13 @@
 Both start from the default weights (all-MiniLM-L6-v2) and train every parameter for one pass over the first
 2048 SNIPS training sentences (our Aligner's ids for both), batch 32, AdamW lr 5e-5 (torch defaults otherwise;
 no clipping, no schedule), dropout 0.1, in train mode:
-  ours      MultiTaskModel + multitask_loss, in our training order (batches() with an rng: length-bucketed)
-            and in file order
+  ours      MultiTaskModel + multitask_loss and fused AdamW, as minimtl.training uses them; in our training
+            order (batches() with an rng: length-bucketed) and in file order
   theirs    JointBERT-style model written here: transformers BertModel (no pooler) -> dropout -> linear
             intent head on last_hidden_state[:, 0] and linear slot head on every token; CE + masked CE
-            (ignore_index -100); file-order batches
+            (ignore_index -100); file-order batches; torch.optim.AdamW with its defaults, as such a script
+            writes it ("theirs/file"), and with fused=True ("theirs/fused") to show how much of the
+            difference is the optimizer step alone
 Every timed pass builds a fresh model and optimizer (untimed) and they alternate (ours/bucketed, ours/file,
 theirs/file, machine matmul, ...) for --repeats rounds. Reported: median sentences/s, the ratios against
 theirs, and useful training GFLOP/s (6 x non-embedding parameters x real tokens/s) as a fraction of the
@@ -57,11 +59,11 @@ def ours_loss(out, labels, tags):
     return multitask_loss(out, labels, tags)[0]
 
 
-def train_pass(make_model, loss_fn, batch_list):
+def train_pass(make_model, loss_fn, batch_list, fused):
     """Seconds for one pass of forward, loss, backward, AdamW step over `batch_list` (model built untimed)."""
     torch.manual_seed(0)
     model = make_model().train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, fused=fused)
 
     def one_pass():
         for b in batch_list:
@@ -85,29 +87,31 @@ def main():
     print(f"{len(split)} sentences, {real_tokens} real tokens, batch {BATCH}, {len(orders['file'])} steps; "
           f"{params / 1e6:.2f}M non-embedding parameters; {torch.get_num_threads()} threads; load average {load}")
 
-    train_pass(make_ours, ours_loss, orders["file"][:2])  # warm-up: first-call allocations
-    train_pass(make_theirs, joint_loss, orders["file"][:2])
-    contenders = {"ours/bucketed": lambda: train_pass(make_ours, ours_loss, orders["bucketed"]),
-                  "ours/file": lambda: train_pass(make_ours, ours_loss, orders["file"]),
-                  "theirs/file": lambda: train_pass(make_theirs, joint_loss, orders["file"]),
+    train_pass(make_ours, ours_loss, orders["file"][:2], True)  # warm-up: first-call allocations
+    train_pass(make_theirs, joint_loss, orders["file"][:2], False)
+    contenders = {"ours/bucketed": lambda: train_pass(make_ours, ours_loss, orders["bucketed"], True),
+                  "ours/file": lambda: train_pass(make_ours, ours_loss, orders["file"], True),
+                  "theirs/file": lambda: train_pass(make_theirs, joint_loss, orders["file"], False),
+                  "theirs/fused": lambda: train_pass(make_theirs, joint_loss, orders["file"], True),
                   "matmul GFLOP/s": matmul_gflops}
     values = alternate(contenders, args.repeats)
 
     machine = median(values["matmul GFLOP/s"])
     print(f"\nmachine fp32 matmul (1024^3): {machine:.1f} GFLOP/s (median of {args.repeats} rounds)")
-    print(f"{'run':<14} {'padding':>7} {'sent/s':>7} {'vs theirs':>9} {'useful GFLOP/s':>14} {'of machine':>10}"
-          "   (vs theirs = sent/s ratio, > 1: faster than theirs/file)")
-    theirs_seconds = median(values["theirs/file"])
+    print(f"{'run':<14} {'padding':>7} {'sent/s':>7} {'vs theirs':>9} {'vs fused':>8} {'useful GFLOP/s':>14} "
+          f"{'of machine':>10}   (sent/s ratios, > 1: faster than theirs/file, theirs/fused)")
+    theirs_seconds, fused_seconds = median(values["theirs/file"]), median(values["theirs/fused"])
     runs = {}
-    for name in ("ours/bucketed", "ours/file", "theirs/file"):
+    for name in ("ours/bucketed", "ours/file", "theirs/file", "theirs/fused"):
         seconds = median(values[name])
         useful = 6 * params * real_tokens / seconds / 1e9
-        runs[name] = {"padding": padding_fraction(orders[name.split("/")[1]]),
+        runs[name] = {"padding": padding_fraction(orders["bucketed" if name == "ours/bucketed" else "file"]),
                       "sentences_per_s": len(split) / seconds, "ratio_vs_theirs": theirs_seconds / seconds,
+                      "ratio_vs_theirs_fused": fused_seconds / seconds,
                       "useful_gflops": useful, "fraction_of_machine": useful / machine, "seconds": values[name]}
         r = runs[name]
         print(f"{name:<14} {r['padding']:>7.1%} {r['sentences_per_s']:>7.1f} {r['ratio_vs_theirs']:>9.2f} "
-              f"{useful:>14.1f} {r['fraction_of_machine']:>10.1%}")
+              f"{r['ratio_vs_theirs_fused']:>8.2f} {useful:>14.1f} {r['fraction_of_machine']:>10.1%}")
     write_results("train_step", {"sentences": len(split), "batch_size": BATCH, "lr": LR, "real_tokens": real_tokens,
                                  "non_embedding_params": params, "load_at_start": load,
                                  "matmul_gflops": {"median": machine, "all": values["matmul GFLOP/s"]},
