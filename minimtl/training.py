@@ -256,7 +256,8 @@ def train(cfg: TrainConfig, log=print, resume=False):
                 optimizer = sync_optimizer(run, optimizer, epoch, log)
                 record = train_epoch(run, optimizer, epoch, progress, total_steps, warmup_steps, check_interrupt)
                 log(f"epoch {epoch:>2}/{cfg.epochs}  loss {record['loss']:.4f}  dev {format_scores(record['dev'])}"
-                    f"  {record['sentences_per_second']:.0f} sent/s  {record['seconds']:.1f}s"
+                    f"  {record['sentences_per_second']:.0f} sent/s  padding {record['padding']:.1%}  "
+                    f"{record['seconds']:.1f}s"
                     + ("  *saved" if record["best"] else ""))
                 check_interrupt()
                 if cfg.patience and epoch - progress["best_epoch"] >= cfg.patience:

@@ -57,6 +57,18 @@ def test_parity_with_transformers_on_default_weights(checkpoint_dir, tokenizer):
     assert max_diff_on_real_tokens(ours, theirs, mask) <= TOL
 
 
+@torch.no_grad()
+def test_a_sentence_alone_equals_its_row_in_a_padded_batch(checkpoint_dir, tokenizer):
+    """Packing the real tokens (bert.TokenLayout) is invisible: batching never changes a sentence's states."""
+    encoder = load_encoder(checkpoint_dir).eval()
+    ids, mask = batch(tokenizer, SENTENCES)
+    together = encoder(ids, mask)
+    for row, n in enumerate(mask.sum(1).tolist()):
+        alone = encoder(ids[row:row + 1, :n])  # no mask, no padding: the plain (B, T) path
+        assert (alone[0] - together[row, :n]).abs().max().item() <= TOL
+        assert not together[row, n:].any(), "padding positions come out as zeros"
+
+
 @pytest.fixture(scope="module")
 def small_random_bert(tmp_path_factory):
     """A randomly initialised BERT of another shape, saved by transformers itself."""
