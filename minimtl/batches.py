@@ -74,16 +74,15 @@ def batch_indices(lengths, batch_size, rng=None):
 
 
 def collate(split: Encoded, index, pad_id):
-    T = max(len(split.input_ids[i]) for i in index)
-    input_ids = torch.full((len(index), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(index), T), dtype=torch.long)
-    tags = None if split.tags is None else torch.full((len(index), T), IGNORE_INDEX, dtype=torch.long)
-    for row, i in enumerate(index):
-        n = len(split.input_ids[i])
-        input_ids[row, :n] = torch.tensor(split.input_ids[i])
-        mask[row, :n] = 1
-        if tags is not None:
-            tags[row, :n] = torch.tensor(split.tags[i])
+    rows = [split.input_ids[i] for i in index]
+    lengths = torch.tensor([len(r) for r in rows])
+    T = int(lengths.max())
+    # One tensor per field from padded Python lists: filling rows one slice at a time cost ~1.6 ms a batch,
+    # which is most of an epoch when the heads train on cached features.
+    pad = lambda lists, value: torch.tensor([x + [value] * (T - len(x)) for x in lists], dtype=torch.long)
+    input_ids = pad(rows, pad_id)                                 # (B, T)
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).long()  # (B, T)
+    tags = None if split.tags is None else pad([split.tags[i] for i in index], IGNORE_INDEX)
     labels = None if split.labels is None else torch.tensor([split.labels[i] for i in index])
     return Batch(list(index), input_ids, mask, labels, tags)
 
