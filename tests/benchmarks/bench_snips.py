@@ -9,6 +9,8 @@ trainable parameters, training-loop seconds (sum over epochs), epoch seconds (wi
 evaluation and saving) and the wall time of the whole `train` call (loading, encoding, test evaluation too).
 For `frozen` it also times one encoder pass over train + dev, batched as the feature cache batches it, and
 reports the run's epoch seconds as a multiple of that pass (the feature cache's promise: about one pass).
+For `full` it prints useful training GFLOP/s (6 x non-embedding parameters x real training tokens per
+second of the training loop) as a fraction of the machine's fp32 matmul GFLOP/s, measured before and after.
 
     python tests/benchmarks/bench_snips.py [--quick] [--only full|frozen|lora] [--epochs N] [--lr-backbone X]
                                            [--lr-heads X] [--lr-lora X] [--batch-size N] [--seed N] [--runs DIR]
@@ -19,6 +21,7 @@ Writes tests/benchmarks/results/snips.json (snips_ONLY.json with --only; .quick.
 
 import json
 import re
+import statistics
 import tempfile
 import time
 from dataclasses import asdict
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from common import parser, setup, snips_dir, weights_dir, write_results
+from common import matmul_gflops, non_embedding_params, parser, setup, snips_dir, weights_dir, write_results
 from minimtl import load_encoder
 from minimtl.alignment import Aligner
 from minimtl.batches import encode_split
@@ -87,6 +90,20 @@ def encoder_pass_seconds(data, cfg):
     return time.perf_counter() - start
 
 
+def full_speed_report(result, data, cfg, machine):
+    """Useful training GFLOP/s of a full fine-tuning run, as a share of the machine's matmul speed."""
+    splits = load_data(data)
+    aligner = Aligner.from_checkpoint(weights_dir())
+    tokens = sum(len(e.input_ids) for e in aligner.encode([list(ex.words) for ex in splits.train], cfg.max_len))
+    params = non_embedding_params(load_encoder(weights_dir()))
+    machine.append(matmul_gflops())
+    useful = 6 * params * tokens * result["epochs_run"] / result["train_seconds"] / 1e9
+    result.update(train_tokens=tokens, useful_gflops=useful, matmul_gflops=machine,
+                  fraction_of_machine=useful / statistics.median(machine))
+    print(f"  [full] useful training GFLOP/s {useful:.1f} = {result['fraction_of_machine']:.1%} of the machine's "
+          f"fp32 matmul ({', '.join(f'{g:.0f}' for g in machine)} GFLOP/s before/after)")
+
+
 def main():
     p = parser(__doc__, timing=False)
     p.add_argument("--only", choices=list(RECIPES), help="run one recipe")
@@ -102,6 +119,7 @@ def main():
         overrides.setdefault("epochs", 1)
     names = [args.only] if args.only else list(RECIPES)
     results, start = {}, time.perf_counter()
+    machine = [matmul_gflops()]
     with tempfile.TemporaryDirectory(prefix="bench-snips-") as tmp:
         if args.quick:
             data = snips_slice(data, Path(tmp) / "snips")
@@ -110,6 +128,8 @@ def main():
             cfg = TrainConfig(data=str(data), out=str(runs / name), **{**overrides, **RECIPES[name]})
             print(f"== {name}: {', '.join(f'{k}={v}' for k, v in {**overrides, **RECIPES[name]}.items()) or 'defaults'}")
             results[name] = run_recipe(name, cfg)
+            if name == "full":
+                full_speed_report(results[name], data, cfg, machine)
             if name == "frozen":
                 seconds = encoder_pass_seconds(data, cfg)
                 results[name]["encoder_pass_seconds"] = seconds
