@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from . import metrics
 from .alignment import Aligner
 from .batches import batches, encode_split, padding_fraction, seeded_rng
-from .bio import constrained_decode
+from .bio import constrained_decode_batch
 from .checkpoint import MODEL_FILES, atomic_directory, load_checkpoint, write_model
 from .data import LabelVocab, load_data, unknown_labels
 from .errors import UserError
@@ -136,12 +137,15 @@ class Run:
             batch = batch.to(self.device)
             with self.autocast():
                 out = self.cache.outputs(name, batch) or self.model(batch.input_ids, batch.attention_mask)
-            for row, i in enumerate(batch.index):
-                if out.cls_logits is not None:
-                    label_ids[i] = int(out.cls_logits[row].argmax())
-                if out.ner_logits is not None:
-                    log_probs = out.ner_logits[row, split.first_positions[i]].float().log_softmax(-1)
-                    tag_ids[i] = constrained_decode(log_probs, self.tag_vocab.names)
+            if out.cls_logits is not None:
+                for i, label in zip(batch.index, out.cls_logits.argmax(-1).tolist()):
+                    label_ids[i] = label
+            if out.ner_logits is not None:
+                words = [out.ner_logits[row, split.first_positions[i]] for row, i in enumerate(batch.index)]
+                log_probs = pad_sequence(words, batch_first=True).float().log_softmax(-1)  # (B, W, K)
+                paths = constrained_decode_batch(log_probs, [len(w) for w in words], self.tag_vocab.names)
+                for i, path in zip(batch.index, paths):
+                    tag_ids[i] = path
         labels = [self.label_vocab.names[i] for i in label_ids] if self.label_vocab else None
         tags = None
         if self.tag_vocab:
@@ -286,7 +290,9 @@ def train_epoch(run, optimizer, epoch, progress, total_steps, warmup_steps, chec
     """One pass over the training split, then dev evaluation and the end-of-epoch save."""
     cfg, model, out = run.cfg, run.model, Path(run.cfg.out)
     start = time.perf_counter()
-    cached = run.cache.enable(run.encoded, run.log) if run.cache.possible() else run.cache.disable()
+    # Test is evaluated once, at the end, by the reloaded best checkpoint: caching its states would be waste.
+    splits = {name: run.encoded[name] for name in ("train", "dev")}
+    cached = run.cache.enable(splits, run.log) if run.cache.possible() else run.cache.disable()
     model.train()
     train_start = time.perf_counter()
     train_batches = batches(run.encoded["train"], cfg.batch_size, run.aligner.pad_id, seeded_rng(cfg.seed, epoch))

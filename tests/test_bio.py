@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minimtl.bio import constrained_decode, is_valid_tag, transition_mask
+from minimtl.bio import constrained_decode, constrained_decode_batch, is_valid_tag, transition_mask
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -43,3 +43,12 @@ def test_constrained_decode_is_the_best_valid_sequence(rows):
 
 def test_empty_sentence():
     assert constrained_decode(torch.zeros(0, 5), TAGS) == []
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 7), min_size=1, max_size=6), st.integers(0, 10_000))
+def test_batched_decoding_equals_one_sentence_at_a_time(lengths, seed):
+    g = torch.Generator().manual_seed(seed)
+    log_probs = torch.randn(len(lengths), max(lengths), len(TAGS), generator=g).log_softmax(-1)
+    paths = constrained_decode_batch(log_probs, lengths, TAGS)
+    assert paths == [constrained_decode(log_probs[b, :n], TAGS) for b, n in enumerate(lengths)]
