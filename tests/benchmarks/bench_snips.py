@@ -16,7 +16,8 @@ second of the training loop) as a fraction of the machine's fp32 matmul GFLOP/s,
                                            [--lr-heads X] [--lr-lora X] [--batch-size N] [--seed N] [--runs DIR]
 
 --quick trains 1 epoch on a temporary SNIPS-format slice (first 300 train / 100 dev / 100 test sentences).
-Writes tests/benchmarks/results/snips.json (snips_ONLY.json with --only; .quick.json with --quick).
+Writes tests/benchmarks/results/snips.json (snips_ONLY.json with --only, + _seedN with --seed N > 0;
+.quick.json with --quick). Run it with a few seeds and compare: one run is one sample.
 """
 
 import json
@@ -146,7 +147,7 @@ def main():
               f"{100 * t['frame_accuracy']:>9.2f} {r['epochs_run']:>6} {r['train_seconds']:>8.1f} "
               f"{r['epoch_seconds']:>8.1f} {r['wall_seconds']:>7.1f}")
     print(f"total wall time {total:.1f}s")
-    write_results("snips" + (f"_{args.only}" if args.only else ""),
+    write_results("snips" + (f"_{args.only}" if args.only else "") + (f"_seed{args.seed}" if args.seed else ""),
                   {"data": str(args.data), "quick_slice": QUICK_SLICE if args.quick else None,
                    "total_wall_seconds": total, "recipes": results}, args)
 
