@@ -10,10 +10,11 @@ import sys
 
 from minimtl.errors import UserError
 from minimtl.freezing import FREEZE_MODES
+from minimtl.interrupts import Interrupted
 from minimtl.lora import TARGETS
 from minimtl.model import POOLINGS
 from minimtl.settings import SELECT_METRICS, TrainConfig, resume_config
-from minimtl.training import Interrupted, train
+from minimtl.training import train
 
 D = TrainConfig()
 

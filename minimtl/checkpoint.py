@@ -6,6 +6,8 @@
     DIR/vocab.txt                the WordPiece vocabulary, and tokenizer_config.json (lower-casing)
     DIR/adapters.safetensors     only for LoRA runs: the unmerged adapters (model.safetensors has them merged)
 
+A training run's directory also holds its logs (`write_logs`: metrics.jsonl, curves.png) and results.json.
+
 Tensors go through safetensors and everything else through JSON, never pickle: loading a checkpoint
 cannot run code. Because the encoder keeps its published names, `load_encoder(DIR)` reads the trained
 backbone like any BERT checkpoint.
@@ -148,3 +150,32 @@ def load_checkpoint(directory):
     weights = directory / "model.safetensors"
     match_state_dict(model, read_state_dict(weights), weights, rename=lambda name: name)
     return model.eval(), meta
+
+
+def write_json(path, value):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_logs(out, history):
+    """metrics.jsonl (one object per epoch) and, when matplotlib is installed, curves.png."""
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    epochs = [r["epoch"] for r in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("loss", "loss_cls", "loss_ner"):
+        if key in history[0]:
+            left.plot(epochs, [r[key] for r in history], marker="o", label=key)
+    for key in ("label_accuracy", "entity_f1", "frame_accuracy"):
+        if key in history[0]["dev"]:
+            right.plot(epochs, [r["dev"][key] for r in history], marker="o", label=f"dev {key}")
+    left.set_xlabel("epoch"), right.set_xlabel("epoch"), left.legend(), right.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png")
+    plt.close(fig)

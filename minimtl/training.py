@@ -10,15 +10,10 @@ input, so its hidden states are computed once per sentence and the heads train o
 epoch after the first costs almost nothing (features.py).
 """
 
-import json
 import math
-import os
 import random
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,11 +25,26 @@ from . import metrics
 from .alignment import Aligner
 from .batches import batches, encode_split, padding_fraction, seeded_rng
 from .bio import constrained_decode_batch
-from .checkpoint import MODEL_FILES, atomic_directory, load_checkpoint, write_model
+from .checkpoint import (
+    MODEL_FILES,
+    atomic_directory,
+    load_checkpoint,
+    write_json,
+    write_logs,
+    write_model,
+)
 from .data import LabelVocab, load_data, unknown_labels
 from .errors import UserError
 from .features import FeatureCache
-from .freezing import UnfreezeSchedule, frozen_units, parameter_groups, parameter_table, set_frozen, units
+from .freezing import (
+    UnfreezeSchedule,
+    frozen_units,
+    parameter_groups,
+    parameter_table,
+    set_frozen,
+    units,
+)
+from .interrupts import Interrupted, ctrl_c_between_batches
 from .lora import add_lora
 from .model import HeadConfig, MultiTaskModel, multitask_loss
 from .resume import STATE_DIR, load_state, read_progress, save_state
@@ -164,39 +174,6 @@ class Run:
 def format_scores(scores):
     names = {"label_accuracy": "acc", "entity_f1": "F1", "frame_accuracy": "frame"}
     return "  ".join(f"{short} {100 * scores[k]:.2f}" for k, short in names.items() if k in scores)
-
-
-class Interrupted(Exception):
-    """Ctrl-C during training: the message says what is saved and how to continue."""
-
-
-@contextmanager
-def ctrl_c_between_batches():
-    """Make the first Ctrl-C a request that the loop honours at its next batch boundary (`check()`).
-
-    Why not let KeyboardInterrupt fly: Python raises it wherever the main thread happens to be, and when
-    that is inside a finalizer run by garbage collection it prints "Exception ignored" and drops it, so the
-    run would go on. A second Ctrl-C raises at once.
-    """
-    requested = threading.Event()
-
-    def handler(signum, frame):
-        if requested.is_set():
-            raise KeyboardInterrupt
-        requested.set()
-
-    def check():
-        if requested.is_set():
-            raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield check
-        return
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield check
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def sync_optimizer(run, optimizer, epoch, log=None):
@@ -346,32 +323,3 @@ def train_epoch(run, optimizer, epoch, progress, total_steps, warmup_steps, chec
         save_state(tmp / STATE_DIR, model, optimizer, {**progress, "config": asdict(cfg)})
         write_logs(tmp, progress["history"])
     return record
-
-
-def write_json(path, value):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_logs(out, history):
-    """metrics.jsonl (one object per epoch) and, when matplotlib is installed, curves.png."""
-    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    epochs = [r["epoch"] for r in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("loss", "loss_cls", "loss_ner"):
-        if key in history[0]:
-            left.plot(epochs, [r[key] for r in history], marker="o", label=key)
-    for key in ("label_accuracy", "entity_f1", "frame_accuracy"):
-        if key in history[0]["dev"]:
-            right.plot(epochs, [r["dev"][key] for r in history], marker="o", label=f"dev {key}")
-    left.set_xlabel("epoch"), right.set_xlabel("epoch"), left.legend(), right.legend()
-    fig.tight_layout()
-    fig.savefig(out / "curves.png")
-    plt.close(fig)

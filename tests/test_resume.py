@@ -10,13 +10,14 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT
 from safetensors.torch import load_file
 
-from conftest import ROOT
 from minimtl import UserError
 from minimtl.inference import Predictor
+from minimtl.interrupts import Interrupted
 from minimtl.settings import TrainConfig, resume_config
-from minimtl.training import Interrupted, train
+from minimtl.training import train
 
 
 def config(tiny_data, tiny_weights, out, **overrides):

@@ -1,0 +1,38 @@
+"""Ctrl-C during training: stop at a batch boundary, say what is saved and how to continue."""
+
+import signal
+import threading
+from contextlib import contextmanager
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training: the message says what is saved and how to continue."""
+
+
+@contextmanager
+def ctrl_c_between_batches():
+    """Make the first Ctrl-C a request that the loop honours at its next batch boundary (`check()`).
+
+    Why not let KeyboardInterrupt fly: Python raises it wherever the main thread happens to be, and when
+    that is inside a finalizer run by garbage collection it prints "Exception ignored" and drops it, so the
+    run would go on. A second Ctrl-C raises at once.
+    """
+    requested = threading.Event()
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    def check():
+        if requested.is_set():
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield check
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
