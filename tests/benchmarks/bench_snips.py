@@ -30,11 +30,9 @@ from pathlib import Path
 
 import torch
 
-from common import matmul_gflops, non_embedding_params, parser, setup, snips_dir, weights_dir, write_results
+from common import (matmul_gflops, non_embedding_params, parser, setup, snips_dir, snips_ids, weights_dir,
+                    write_results)
 from minimtl import load_encoder
-from minimtl.alignment import Aligner
-from minimtl.batches import encode_split
-from minimtl.data import LabelVocab, load_data
 from minimtl.features import FeatureCache
 from minimtl.model import HeadConfig, MultiTaskModel
 from minimtl.settings import TrainConfig
@@ -78,13 +76,8 @@ def run_recipe(name, cfg):
 
 def encoder_pass_seconds(data, cfg):
     """Seconds for one inference pass of the default encoder over train + dev, as the feature cache runs it."""
-    splits = load_data(data)
-    labels = LabelVocab.from_values(ex.label for ex in splits.train)
-    tags = LabelVocab.from_values(t for ex in splits.train for t in ex.tags)
-    aligner = Aligner.from_checkpoint(weights_dir())
+    aligner, encoded, labels, tags = snips_ids(["train", "dev"], data, cfg.max_len)
     model = MultiTaskModel(load_encoder(weights_dir()), HeadConfig(len(labels), len(tags)))
-    encoded = {name: encode_split(aligner, getattr(splits, name), labels, tags, cfg.max_len)
-               for name in ("train", "dev")}
     cache = FeatureCache(model, aligner.pad_id, cfg.batch_size, torch.device("cpu"))
     start = time.perf_counter()
     cache.enable(encoded, log=lambda line: None)
@@ -93,9 +86,8 @@ def encoder_pass_seconds(data, cfg):
 
 def full_speed_report(result, data, cfg, machine):
     """Useful training GFLOP/s of a full fine-tuning run, as a share of the machine's matmul speed."""
-    splits = load_data(data)
-    aligner = Aligner.from_checkpoint(weights_dir())
-    tokens = sum(len(e.input_ids) for e in aligner.encode([list(ex.words) for ex in splits.train], cfg.max_len))
+    _, encoded, _, _ = snips_ids(["train"], data, cfg.max_len)
+    tokens = sum(len(ids) for ids in encoded["train"].input_ids)
     params = non_embedding_params(load_encoder(weights_dir()))
     machine.append(matmul_gflops())
     useful = 6 * params * tokens * result["epochs_run"] / result["train_seconds"] / 1e9

@@ -58,16 +58,23 @@ def weights_dir():
     return fetch_default_weights(quiet=True)
 
 
-def snips_train_ids(n, data=SNIPS, max_len=128):
-    """The first `n` SNIPS training sentences as ids, tokenized with our Aligner.
+def snips_ids(names, data=SNIPS, max_len=128, n=None):
+    """SNIPS splits as ids, tokenized with our Aligner: (aligner, {name: Encoded}, label_vocab, tag_vocab).
 
-    Returns (aligner, Encoded, label_vocab, tag_vocab); vocabularies come from the whole training split.
+    Each split is cut to its first `n` sentences when given; vocabularies come from the whole training split.
     """
     splits = load_data(snips_dir(data))
     labels = LabelVocab.from_values(ex.label for ex in splits.train)
     tags = LabelVocab.from_values(t for ex in splits.train for t in ex.tags)
     aligner = Aligner.from_checkpoint(weights_dir())
-    return aligner, encode_split(aligner, splits.train[:n], labels, tags, max_len), labels, tags
+    encoded = {name: encode_split(aligner, getattr(splits, name)[:n], labels, tags, max_len) for name in names}
+    return aligner, encoded, labels, tags
+
+
+def snips_train_ids(n, data=SNIPS, max_len=128):
+    """The first `n` SNIPS training sentences as ids: (aligner, Encoded, label_vocab, tag_vocab)."""
+    aligner, encoded, labels, tags = snips_ids(["train"], data, max_len, n)
+    return aligner, encoded["train"], labels, tags
 
 
 def quiet_transformers():
