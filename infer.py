@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from minimtl.errors import UserError
+from minimtl.machinery.errors import UserError
 from minimtl.inference import Predictor, format_prediction
 
 

@@ -1,10 +1,9 @@
 """minimtl: one pretrained BERT backbone, two task heads. See README.md for the reading order."""
 
-from .bert import BertEncoder
-from .config import BertConfig
-from .errors import UserError
+from .bert import Bert, BertConfig
+from .machinery.errors import UserError
 
-__all__ = ["BertConfig", "BertEncoder", "UserError", "load_encoder"]
+__all__ = ["Bert", "BertConfig", "UserError", "load_encoder"]
 
 
 def __getattr__(name):

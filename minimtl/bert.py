@@ -1,6 +1,7 @@
 """A BERT encoder, written out in full.
 
-It knows token ids and nothing else: no files, no tokenizer, no tasks. Submodule names follow the
+It knows token ids and nothing else: no files, no tokenizer, no tasks. Its config is the dataclass
+below; `weights.load_encoder` builds one from a published checkpoint directory. Submodule names follow the
 published checkpoints (`embeddings.word_embeddings`, `encoder.layer.0.attention.self.query`, ...) so that
 loading pretrained weights is a plain name match (see weights.py). `nn.ModuleDict` provides those names
 where the reference implementation needs a whole class per level of nesting.
@@ -10,11 +11,43 @@ References:
 - Vaswani et al. 2017, "Attention Is All You Need", https://arxiv.org/abs/1706.03762
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import BertConfig
+
+@dataclass
+class BertConfig:
+    """The encoder's shape. Field names are those of a published `config.json`, so one round-trips unchanged."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    hidden_act: str = "gelu"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size", "layer_norm_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act != "gelu":
+            # "gelu" in BERT configs means the exact erf form; the tanh approximations are other models.
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported (only 'gelu')")
 
 
 class Embeddings(nn.Module):
@@ -28,18 +61,15 @@ class Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, input_ids, token_type_ids=None):
+    def forward(self, input_ids):
         T = input_ids.shape[1]
         if T > self.position_embeddings.num_embeddings:
             raise ValueError(f"sequence of {T} tokens is longer than the {self.position_embeddings.num_embeddings} "
                              "positions this model was trained with")
+        # Both tasks read single sentences: every token is in segment 0, so that one row of the token-type
+        # table is added to all of them (the table is kept only because pretrained files carry it).
         x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:T]  # (B, T, H)
-        if token_type_ids is None:
-            # Single-sentence input: every token is segment 0, so one row broadcasts instead of a lookup.
-            x = x + self.token_type_embeddings.weight[0]
-        else:
-            x = x + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.LayerNorm(x))
+        return self.dropout(self.LayerNorm(x + self.token_type_embeddings.weight[0]))
 
 
 class TokenLayout:
@@ -133,36 +163,29 @@ class Layer(nn.Module):
         return self.output(h, x)                   # (N, H)
 
 
-class BertEncoder(nn.Module):
+class Bert(nn.Module):
     """`encoder(input_ids, attention_mask)` -> last hidden states (B, T, H).
 
     attention_mask is optional, 1 for real tokens and 0 for padding. Padding positions come out as zeros:
     they are never computed (see TokenLayout), and every real position ignores them as keys.
     """
 
-    def __init__(self, cfg: BertConfig, pooler=False):
+    def __init__(self, cfg: BertConfig):
         super().__init__()
         self.config = cfg
         self.embeddings = Embeddings(cfg)
         self.encoder = nn.ModuleDict({"layer": nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))})
-        # The pooler (tanh(dense(h[CLS]))) was trained for next-sentence prediction; task heads here pool for
-        # themselves, so it is only built when asked for.
-        self.pooler = nn.ModuleDict({"dense": nn.Linear(cfg.hidden_size, cfg.hidden_size)}) if pooler else None
+        # No pooler (tanh(dense(h[CLS]))): it was trained for next-sentence prediction, and the task heads
+        # pool for themselves (model.py). Its tensors in a pretrained file are ignored.
 
     @property
     def layers(self):
         return self.encoder["layer"]
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(self, input_ids, attention_mask=None):
         B, T = input_ids.shape
         layout = TokenLayout(attention_mask, B, T)
-        x = layout.pack(self.embeddings(input_ids, token_type_ids))  # (N, H)
+        x = layout.pack(self.embeddings(input_ids))  # (N, H)
         for layer in self.layers:
             x = layer(x, layout)
         return layout.unpack(x)  # (B, T, H)
-
-    def pool(self, hidden):
-        """The pretrained pooler output (B, H) for the [CLS] position; needs `pooler=True`."""
-        if self.pooler is None:
-            raise RuntimeError("this encoder was built without a pooler")
-        return torch.tanh(self.pooler["dense"](hidden[:, 0]))

@@ -12,10 +12,25 @@ learning rate (the pretrained backbone wants a small one, freshly initialised he
 weight decay (off for biases and LayerNorm weights: decaying them towards 0 only fights the normalisation).
 """
 
-from .errors import UserError
+import torch
+
 from .lora import lora_parameters
+from .machinery.errors import UserError
 
 FREEZE_MODES = ("none", "all", "backbone", "embeddings", "cls-head", "ner-head")
+
+
+def backbone_units(n_layers):
+    """The encoder's unit names, bottom to top."""
+    return ["embeddings"] + [f"layer.{i}" for i in range(n_layers)]
+
+
+def unit_modules(model):
+    """The one list of units: name -> module, bottom to top. Everything else here is derived from it."""
+    modules = dict(zip(backbone_units(len(model.bert.layers)), [model.bert.embeddings, *model.bert.layers]))
+    modules.update({name: head for name, head in (("cls-head", model.cls_head), ("ner-head", model.ner_head))
+                    if head is not None})
+    return modules
 
 
 def units(model):
@@ -26,11 +41,7 @@ def units(model):
     """
     adapters = lora_parameters(model)
     inside = {id(p) for p in adapters}
-    modules = {"embeddings": model.bert.embeddings}
-    modules.update({f"layer.{i}": layer for i, layer in enumerate(model.bert.layers)})
-    modules.update({name: head for name, head in (("cls-head", model.cls_head), ("ner-head", model.ner_head))
-                    if head is not None})
-    named = {name: [p for p in m.parameters() if id(p) not in inside] for name, m in modules.items()}
+    named = {name: [p for p in m.parameters() if id(p) not in inside] for name, m in unit_modules(model).items()}
     if adapters:
         named["adapters"] = adapters
     return named
@@ -42,7 +53,8 @@ def kind(unit):
 
 
 def frozen_units(model, modes, freeze_layers=0):
-    """The unit names that `--freeze MODES --freeze-layers N` freeze."""
+    """The unit names that `--freeze MODES --freeze-layers N` freeze. With LoRA adapters in the model, the
+    backbone is frozen too: the adapters are what learns in its place."""
     n_layers = len(model.bert.layers)
     unknown = [m for m in modes if m not in FREEZE_MODES]
     if unknown:
@@ -51,8 +63,8 @@ def frozen_units(model, modes, freeze_layers=0):
         raise UserError(f"--freeze-layers {freeze_layers}: the encoder has {n_layers} layers")
     if "none" in modes and len(modes) > 1:
         raise UserError("--freeze none cannot be combined with other modes")
-    backbone = ["embeddings"] + [f"layer.{i}" for i in range(n_layers)]
-    names = set()
+    backbone = backbone_units(n_layers)
+    names = set(backbone) if lora_parameters(model) else set()
     if "all" in modes:
         names.update(units(model))
     if "backbone" in modes:
@@ -72,17 +84,22 @@ def set_frozen(model, frozen):
             p.requires_grad_(name not in frozen)
 
 
-def parameter_groups(model, lrs, weight_decay, only=None):
+def frozen_in_epoch(model, cfg, epoch):
+    """The units frozen during `epoch` (1-based): --freeze, --freeze-layers and LoRA, then the schedule."""
+    frozen = frozen_units(model, cfg.freeze, cfg.freeze_layers)
+    if cfg.unfreeze_schedule:
+        frozen |= UnfreezeSchedule(cfg.unfreeze_schedule, len(model.bert.layers)).frozen_backbone(epoch)
+    return frozen
+
+
+def parameter_groups(model, lrs, weight_decay):
     """AdamW groups of trainable parameters: (backbone | adapters | heads) x (decay | no decay).
 
-    `lrs` maps each kind to its learning rate. `only` restricts to some unit names (gradual unfreezing adds
-    units as they thaw). Each group keeps its peak learning rate as "base_lr", which the training loop
-    scales by the schedule.
+    `lrs` maps each kind to its learning rate. Each group keeps its peak learning rate as "base_lr",
+    which the training loop scales by the schedule.
     """
     groups = {}
     for unit, params in units(model).items():
-        if only is not None and unit not in only:
-            continue
         for p in params:
             if not p.requires_grad:
                 continue
@@ -91,6 +108,24 @@ def parameter_groups(model, lrs, weight_decay, only=None):
             groups.setdefault(key, {"params": [], "lr": lrs[key[0]], "base_lr": lrs[key[0]], "weight_decay": decay,
                                     "name": f"{key[0]}{'' if decay else ' (no decay)'}"})["params"].append(p)
     return list(groups.values())
+
+
+def make_optimizer(model, lrs, weight_decay, previous=None):
+    """AdamW over exactly the parameters that train now, described by `parameter_groups`.
+
+    Built afresh whenever the set of trainable units changes (gradual unfreezing) and when a run resumes;
+    each parameter that `previous` already trained keeps its moment estimates and step count, so an
+    optimizer is fully described by the trainable units plus per-parameter state (see machinery/resume.py).
+    """
+    groups = parameter_groups(model, lrs, weight_decay)
+    if not groups:
+        raise UserError("nothing is trainable: check --freeze and --unfreeze-schedule")
+    # fused: one pass over each parameter per step instead of a dozen foreach passes.
+    optimizer = torch.optim.AdamW(groups, fused=groups[0]["params"][0].device.type in ("cpu", "cuda"))
+    if previous is not None:
+        training = {p for g in groups for p in g["params"]}
+        optimizer.state.update({p: state for p, state in previous.state.items() if p in training})
+    return optimizer
 
 
 def parameter_table(model, lrs):
@@ -133,10 +168,9 @@ class UnfreezeSchedule:
             else:
                 raise UserError(f"--unfreeze-schedule {spec!r}: {s!r} is not 'all' or a layer count "
                                 f"from 0 to {n_layers}")
-        self.n_layers = n_layers
+        self.backbone = backbone_units(n_layers)
 
     def frozen_backbone(self, epoch):
         """Backbone unit names frozen during `epoch` (1-based)."""
         thawed = self.stages[min(epoch, len(self.stages)) - 1]
-        backbone = ["embeddings"] + [f"layer.{i}" for i in range(self.n_layers)]
-        return set(backbone[: len(backbone) - thawed])
+        return set(self.backbone[: len(self.backbone) - thawed])

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .alignment import Aligner, Span, Word, merge_windows, spans
-from .batches import Encoded, batches
 from .bio import constrained_decode
-from .checkpoint import load_checkpoint
-from .errors import UserError
+from .machinery.batches import SplitIds, batches
+from .machinery.checkpoint import load_checkpoint
+from .machinery.errors import UserError
+from .machinery.windows import Span, Word, merge_windows, spans, split_text, windows
+from .tokenization import Aligner
 
 BATCH_SIZE = 32  # windows per forward pass
 TOP_LABELS = 5  # class probabilities reported besides the winner: enough to see what the model hesitated over
@@ -91,15 +92,15 @@ class Predictor:
                 text.encode("utf-8")
             except UnicodeEncodeError:  # lone surrogates: what undecodable bytes in argv turn into
                 raise UserError(f"text {i} is not valid Unicode (undecodable bytes?)") from None
-        words = [self.aligner.split_text(text) for text in texts]
+        words = [split_text(self.aligner, text) for text in texts]
         # A text that normalises to zero words (only control characters, say) still gets one window,
         # [CLS][SEP], so it still gets a sentence category.
-        windows = [self.aligner.windows([w.text for w in ws], self.max_len, self.stride) for ws in words]
-        flat = [enc for text_windows in windows for _, enc in text_windows]
+        per_text = [windows(self.aligner, [w.text for w in ws], self.max_len, self.stride) for ws in words]
+        flat = [enc for text_windows in per_text for _, enc in text_windows]
         cls_probs, ner_scores = self._run(flat)
 
         out, at = [], 0
-        for text, ws, text_windows in zip(texts, words, windows):
+        for text, ws, text_windows in zip(texts, words, per_text):
             mine = range(at, at + len(text_windows))
             at += len(text_windows)
             pred = Prediction(text, ws)
@@ -122,9 +123,10 @@ class Predictor:
     def _run(self, encodings):
         """Per window, in input order: sentence probabilities (C,) and tag log-probabilities (positions, K)."""
         cls_probs, ner_scores = [None] * len(encodings), [None] * len(encodings)
-        windows = Encoded([e.input_ids for e in encodings], [e.first_positions for e in encodings], None, None, 0)
+        ids = SplitIds([e.input_ids for e in encodings], [e.first_positions for e in encodings], None, None, 0,
+                       self.aligner.pad_id)
         with torch.inference_mode():
-            for batch in batches(windows, BATCH_SIZE, self.aligner.pad_id):  # shortest first: little padding
+            for batch in batches(ids, BATCH_SIZE):  # shortest first: little padding
                 batch = batch.to(self.device)
                 out = self.model(batch.input_ids, batch.attention_mask)
                 if out.cls_logits is not None:

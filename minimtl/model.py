@@ -1,6 +1,6 @@
 """One shared BERT backbone, two task heads, and the masked multi-task loss.
 
-    tokens -> BertEncoder -> hidden (B, T, H) -+-> pool -> ClassificationHead -> cls_logits (B, C)
+    tokens -> Bert -> hidden (B, T, H) -+-> pool -> ClassificationHead -> cls_logits (B, C)
                                                +-> per token -> NER head      -> ner_logits (B, T, K)
 
 Both heads read the same hidden states, so one forward pass serves both tasks; the backbone learns from
@@ -14,31 +14,30 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .bio import IGNORE_INDEX
+from .freezing import unit_modules
 
+IGNORE_INDEX = -100  # label id that cross-entropy skips: special tokens, padding, continuation sub-tokens
 POOLINGS = ("cls", "mean")
 
 
 @dataclass
 class HeadConfig:
+    """What the heads are; saved in a checkpoint's config.json as is (`asdict`) and read back with `HeadConfig(**d)`."""
+
     n_labels: int  # sentence classes; 0 = the data has no sentence task, no head is built
     n_tags: int  # BIO tags; 0 = the data has no token task
     pooling: str = "cls"
-    cls_hidden: int = 0  # width of an optional hidden layer in the classification head
     dropout: float = 0.1
 
 
 class ClassificationHead(nn.Module):
-    """Pool the tokens into one vector, then dropout -> [linear -> GELU -> dropout] -> linear."""
+    """Pool the tokens into one vector, then dropout -> linear."""
 
     def __init__(self, hidden_size, cfg: HeadConfig):
         super().__init__()
-        if cfg.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, not {cfg.pooling!r}")
         self.pooling = cfg.pooling
         self.dropout = nn.Dropout(cfg.dropout)
-        self.hidden = nn.Linear(hidden_size, cfg.cls_hidden) if cfg.cls_hidden else None
-        self.out = nn.Linear(cfg.cls_hidden or hidden_size, cfg.n_labels)
+        self.out = nn.Linear(hidden_size, cfg.n_labels)
 
     def forward(self, hidden, attention_mask):
         if self.pooling == "cls":
@@ -47,10 +46,7 @@ class ClassificationHead(nn.Module):
         else:
             m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1): padding must not dilute the mean
             x = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H)
-        x = self.dropout(x)
-        if self.hidden is not None:
-            x = self.dropout(F.gelu(self.hidden(x)))
-        return self.out(x)  # (B, C)
+        return self.out(self.dropout(x))  # (B, C)
 
 
 class TokenHead(nn.Module):
@@ -72,18 +68,18 @@ class Outputs:
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, encoder, heads: HeadConfig):
+    def __init__(self, encoder, config: HeadConfig):
         super().__init__()
         self.bert = encoder
-        self.head_config = heads
+        self.config = config
         H = encoder.config.hidden_size
-        self.cls_head = ClassificationHead(H, heads) if heads.n_labels else None
-        self.ner_head = TokenHead(H, heads) if heads.n_tags else None
+        self.cls_head = ClassificationHead(H, config) if config.n_labels else None
+        self.ner_head = TokenHead(H, config) if config.n_tags else None
 
     def forward(self, input_ids, attention_mask):
-        return self.heads(self.bert(input_ids, attention_mask), attention_mask)
+        return self.run_heads(self.bert(input_ids, attention_mask), attention_mask)
 
-    def heads(self, hidden, attention_mask):
+    def run_heads(self, hidden, attention_mask):
         """Both task outputs from the backbone's hidden states (B, T, H)."""
         return Outputs(
             self.cls_head(hidden, attention_mask) if self.cls_head is not None else None,
@@ -91,19 +87,14 @@ class MultiTaskModel(nn.Module):
         )
 
     def train(self, mode=True):
-        # A frozen module runs in eval mode: dropout in a backbone that cannot learn is pure noise.
+        # A frozen unit runs in eval mode: dropout in weights that cannot learn is pure noise.
         # "Frozen" is read off requires_grad, so this stays right as freezing.py thaws layers.
         super().train(mode)
         if mode:
-            for module in self.children_to_freeze():
+            for module in unit_modules(self).values():
                 if not any(p.requires_grad for p in module.parameters()):
                     module.eval()
         return self
-
-    def children_to_freeze(self):
-        """The units that are frozen or trained as a whole: embeddings, each layer, each head."""
-        units = [self.bert.embeddings, *self.bert.layers]
-        return units + [head for head in (self.cls_head, self.ner_head) if head is not None]
 
 
 def multitask_loss(out: Outputs, labels, tags, w_cls=1.0, w_ner=1.0):

@@ -1,61 +1,183 @@
-"""The training loop, in plain PyTorch: every step is written out here.
+"""The training loop, in plain PyTorch. `train` reads top to bottom:
 
-    data -> vocabularies -> encoder + heads -> freeze -> AdamW groups
-    for each epoch: (thaw per schedule) -> batches -> forward -> masked multi-task loss -> backward
-                    -> clip -> step -> lr schedule;  evaluate dev -> keep the best checkpoint -> early stop
+    build: data -> vocabularies -> encoder + heads -> (LoRA)
+    for each epoch: freeze/thaw -> AdamW over what trains -> (feature cache while the backbone is frozen)
+        for each batch: forward -> masked multi-task loss -> backward -> clip -> step -> lr schedule
+        evaluate dev -> keep the best epoch -> save the run directory atomically -> early stop
     finally: reload the best checkpoint from disk and evaluate the test split
 
-When no encoder parameter is trainable (`--freeze backbone`), the encoder is a fixed function of the
-input, so its hidden states are computed once per sentence and the heads train on that cache: every
-epoch after the first costs almost nothing (features.py).
+Machinery (loading data, the feature cache, resume state, atomic saves, Ctrl-C) lives in `machinery/` and is
+called from here by name, so the lines a learner came for stay in one screen of `train`.
 """
 
 import math
 import random
-import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
-from . import metrics
-from .alignment import Aligner
-from .batches import batches, encode_split, padding_fraction, seeded_rng
-from .bio import constrained_decode_batch
-from .checkpoint import (
-    MODEL_FILES,
-    atomic_directory,
-    load_checkpoint,
-    write_json,
-    write_logs,
-    write_model,
-)
-from .data import LabelVocab, load_data, unknown_labels
-from .errors import UserError
-from .features import FeatureCache
-from .freezing import (
-    UnfreezeSchedule,
-    frozen_units,
-    parameter_groups,
-    parameter_table,
-    set_frozen,
-    units,
-)
-from .interrupts import Interrupted, ctrl_c_between_batches
+from .evaluation import autocast, evaluate_sources, format_scores, selection_score
+from .freezing import frozen_in_epoch, make_optimizer, parameter_table, set_frozen, units
 from .lora import add_lora
+from .machinery.batches import batches, padding_fraction, seeded_rng
+from .machinery.checkpoint import MODEL_FILES, atomic_directory, load_checkpoint, write_json, write_logs, write_model
+from .machinery.errors import UserError
+from .machinery.features import FeatureCache, backbone_frozen
+from .machinery.interrupts import Interrupted, ctrl_c_between_batches
+from .machinery.resume import STATE_DIR, load_state, read_progress, save_state
+from .machinery.sources import encode_sources, load_sources, vocabularies
 from .model import HeadConfig, MultiTaskModel, multitask_loss
-from .resume import STATE_DIR, load_state, read_progress, save_state
-from .settings import TrainConfig, pick_device
+from .sampling import interleave, source_probabilities
+from .tokenization import Aligner
 from .weights import load_encoder, resolve_weights
+
+
+def train(cfg, log=print, resume=False):
+    """Train as configured (or continue the interrupted run in cfg.out when `resume`).
+
+    Returns {"best_epoch", "dev": best dev scores, "test": test scores of the best checkpoint or None}.
+    """
+    cfg.check()
+    model, sources, weights_dir = build(cfg, log)
+    out, device = Path(cfg.out), next(model.parameters()).device
+    progress, optimizer = resume_run(out, model, cfg, log) if resume else (Progress(), None)
+    set_frozen(model, frozen_in_epoch(model, cfg, progress.epoch + 1))
+    log(parameter_table(model, learning_rates(cfg)))
+    if nothing_can_learn(model, cfg, log):
+        return {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"), "test": test_scores(model, sources)}
+    total_steps = steps_per_epoch(sources, cfg) * cfg.n_epochs
+    warmup_steps = max(1, round(cfg.warmup * total_steps))
+    features = None
+    with ctrl_c_between_batches() as check_interrupt, stop_message(progress, out):
+        for epoch in range(progress.epoch + 1, cfg.n_epochs + 1):
+            optimizer = optimizer_for_epoch(model, cfg, epoch, optimizer, log)
+            features = features_for_epoch(model, sources, features, log)
+            model.train()
+            stats = EpochStats(epoch)
+            train_batches = epoch_batches(sources, cfg, epoch)
+            for i, (source, batch) in enumerate(train_batches):
+                batch = batch.to(device)
+                with autocast(device):
+                    hidden = features.hidden(source.name, "train", batch) if features else \
+                        model.bert(batch.input_ids, batch.attention_mask)
+                    outputs = model.run_heads(hidden, batch.attention_mask)
+                    loss, parts = multitask_loss(outputs, batch.labels, batch.tags, cfg.w_cls, cfg.w_ner)
+                stop_if_not_finite(loss, cfg, epoch, progress.step)
+                if parts:  # a batch whose labels were all unseen in training has nothing to learn from
+                    (loss / cfg.grad_accum).backward()
+                if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(train_batches):
+                    if cfg.clip:
+                        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                                       cfg.clip)
+                    for group in optimizer.param_groups:
+                        group["lr"] = group["base_lr"] * lr_factor(progress.step, total_steps, warmup_steps)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    progress.step += 1
+                stats.add(parts, batch, len(train_batches))
+                check_interrupt()
+            dev = evaluate_sources(model, sources, "dev", features)
+            record = progress.finish_epoch(epoch, stats.summary(optimizer), dev)
+            save_epoch(model, optimizer, progress, meta(cfg, sources, weights_dir, dev))
+            log(epoch_line(record, cfg))
+            check_interrupt()
+            if cfg.patience and epoch - progress.best_epoch >= cfg.patience:
+                log(f"early stop: no better dev score for {cfg.patience} epochs")
+                break
+    results = {"best_epoch": progress.best_epoch, "dev": progress.history[progress.best_epoch - 1]["dev"],
+               "test": test_scores(load_checkpoint(out)[0].to(device), sources)}  # as infer.py will see it
+    if results["test"] is not None:
+        log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
+    write_json(out / "results.json", results)
+    return results
+
+
+# --- building the run -----------------------------------------------------------------------------------
+
+def build(cfg, log):
+    """(model on its device, data sources with their encoded splits, the weights directory)."""
+    seed_everything(cfg.seed)
+    sources = load_sources(cfg.data)
+    weights_dir = resolve_weights(cfg.weights)
+    aligner = Aligner.from_checkpoint(weights_dir)
+    encoder = load_encoder(weights_dir)
+    vocab = vocabularies(sources)
+    # Evaluation never cuts a sentence short: only the model's position table limits it.
+    encode_sources(sources, aligner, vocab, cfg, encoder.config.max_position_embeddings, log)
+    heads = HeadConfig(len(vocab.labels or []), len(vocab.tags or []), cfg.pooling, cfg.dropout)
+    model = MultiTaskModel(encoder, heads)
+    if cfg.lora:  # wraps the target Linears; freezing.py then keeps every base encoder weight frozen
+        add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    return model.to(pick_device(cfg.device)), sources, weights_dir
 
 
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def pick_device(name):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[name]:
+        raise UserError(f"--device {name}: no {'CUDA' if name == 'cuda' else 'Apple'} GPU is available here "
+                        "(use --device cpu or auto)")
+    return torch.device(name)
+
+
+def learning_rates(cfg):
+    return {"backbone": cfg.lr_backbone, "heads": cfg.lr_heads, "adapters": cfg.lr_lora}
+
+
+def nothing_can_learn(model, cfg, log):
+    if any(p.requires_grad for p in model.parameters()) or cfg.unfreeze_schedule:
+        return False
+    log("--freeze all: nothing can learn, so this only evaluates the untrained heads on the backbone")
+    return True
+
+
+# --- one epoch's pieces ----------------------------------------------------------------------------------
+
+def optimizer_for_epoch(model, cfg, epoch, optimizer, log):
+    """Freeze and thaw for `epoch`; a new AdamW (keeping each parameter's state) when what trains changed."""
+    set_frozen(model, frozen_in_epoch(model, cfg, epoch))
+    now = {p for p in model.parameters() if p.requires_grad}
+    before = {p for g in optimizer.param_groups for p in g["params"]} if optimizer else set()
+    if now == before:
+        return optimizer
+    if optimizer is not None:
+        thawed = [unit for unit, params in units(model).items() if any(p in now - before for p in params)]
+        log(f"epoch {epoch}: thawed {', '.join(thawed)}")
+    return make_optimizer(model, learning_rates(cfg), cfg.weight_decay, previous=optimizer)
+
+
+def features_for_epoch(model, sources, features, log):
+    """The feature cache while the whole backbone is frozen (built once), None as soon as any of it trains."""
+    if not backbone_frozen(model):
+        return None
+    return features or FeatureCache(model.bert, sources, ("train", "dev"), log)
+
+
+def epoch_batches(sources, cfg, epoch):
+    """The epoch's (source, batch) pairs: each source's batches bucketed by length, then interleaved."""
+    per_source = [batches(s.ids["train"], cfg.batch_size, seeded_rng(cfg.seed, epoch, i))
+                  for i, s in enumerate(sources)]
+    probabilities = None if cfg.sampling == "proportional" else \
+        source_probabilities([len(s.splits.train) for s in sources], cfg.sampling, cfg.temperature)
+    order = interleave(per_source, probabilities, seeded_rng(cfg.seed, epoch, len(sources)))
+    return [(sources[i], batch) for i, batch in order]
+
+
+def steps_per_epoch(sources, cfg):
+    n_batches = sum(math.ceil(len(s.ids["train"]) / cfg.batch_size) for s in sources)
+    return math.ceil(n_batches / cfg.grad_accum)
 
 
 def lr_factor(step, total, warmup_steps):
@@ -65,261 +187,126 @@ def lr_factor(step, total, warmup_steps):
     return max(0.0, (total - step) / max(1, total - warmup_steps))
 
 
-def selection_score(scores, select):
-    if select == "mean":
-        # Mean of whichever of sentence accuracy and entity F1 the data has.
-        parts = [scores[k] for k in ("label_accuracy", "entity_f1") if k in scores]
-        return sum(parts) / len(parts)
-    return scores.get(select, 0.0)
+def stop_if_not_finite(loss, cfg, epoch, step):
+    if not math.isfinite(loss.item()):
+        raise UserError(f"the loss became {loss.item()} at epoch {epoch}, step {step}: training stopped; "
+                        + (f"the last good checkpoint in {cfg.out} is kept" if epoch > 1 else
+                           "no epoch had finished, so nothing was saved")
+                        + " (check the learning rates and loss weights)")
 
 
-class Run:
-    """What one training run is built from: data and vocabularies, tokenizer, model, freezing plan, cache."""
+class EpochStats:
+    """Per-task training loss, throughput and padding of one epoch."""
 
-    def __init__(self, cfg: TrainConfig, log=print):
-        cfg.check()
-        self.cfg, self.log = cfg, log
-        self.device = pick_device(cfg.device)
-        seed_everything(cfg.seed)
-        self.splits = load_data(cfg.data)
-        self.label_vocab = LabelVocab.from_values(ex.label for ex in self.splits.train) \
-            if self.splits.has_labels else None
-        self.tag_vocab = LabelVocab.from_values(t for ex in self.splits.train for t in ex.tags) \
-            if self.splits.has_tags else None
-        for message in unknown_labels(self.splits, self.label_vocab, self.tag_vocab):
-            log(f"note: {message}")
-        self.weights_dir = resolve_weights(cfg.weights)
-        self.aligner = Aligner.from_checkpoint(self.weights_dir)
-        encoder = load_encoder(self.weights_dir)
-        self.heads = HeadConfig(len(self.label_vocab or []), len(self.tag_vocab or []), cfg.pooling,
-                                cfg.cls_hidden, cfg.dropout)
-        self.model = MultiTaskModel(encoder, self.heads)
-        if cfg.lora:  # wraps the target Linears and freezes every base encoder weight
-            add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-        self.model.to(self.device)
-        self.lrs = {"backbone": cfg.lr_backbone, "heads": cfg.lr_heads, "adapters": cfg.lr_lora}
-        eval_len = encoder.config.max_position_embeddings  # evaluation never cuts a sentence short
-        self.encoded = {"train": self.encode(self.splits.train, cfg.max_len)}
-        self.encoded["dev"] = self.encode(self.splits.dev, eval_len)
-        if self.splits.test is not None:
-            self.encoded["test"] = self.encode(self.splits.test, eval_len)
-        cut = self.encoded["train"].n_truncated
-        log(f"data: {self.splits.source}: {len(self.splits.train)} train / {len(self.splits.dev)} dev / "
-            f"{len(self.splits.test) if self.splits.test is not None else 'no'} test sentences; "
-            f"{len(self.label_vocab or [])} labels, {len(self.tag_vocab or [])} tags"
-            + (f"; {cut} train sentences cut at --max-len {cfg.max_len}" if cut else ""))
-        n_layers = len(encoder.layers)
-        self.schedule = UnfreezeSchedule(cfg.unfreeze_schedule, n_layers) if cfg.unfreeze_schedule else None
-        self.frozen = frozen_units(self.model, cfg.freeze, cfg.freeze_layers)
-        if cfg.lora:
-            self.frozen |= {"embeddings", *(f"layer.{i}" for i in range(n_layers))}
-        self.cache = FeatureCache(self.model, self.aligner.pad_id, cfg.batch_size, self.device)
+    def __init__(self, epoch):
+        self.epoch, self.start = epoch, time.perf_counter()
+        self.sums, self.sentences, self.positions, self.real = {}, 0, 0, 0
 
-    def encode(self, examples, max_len):
-        return encode_split(self.aligner, examples, self.label_vocab, self.tag_vocab, max_len,
-                            self.cfg.label_all_subtokens)
+    def add(self, parts, batch, n_batches):
+        for task, value in parts.items():
+            self.sums[task] = self.sums.get(task, 0.0) + value.item() * len(batch.index)
+        self.sentences += len(batch.index)
+        self.positions += batch.attention_mask.numel()
+        self.real += int(batch.attention_mask.sum())
 
-    def frozen_at(self, epoch):
-        if self.schedule is None:
-            return self.frozen
-        return self.frozen | self.schedule.frozen_backbone(epoch)
-
-    def meta(self, epoch, dev_scores):
-        return {"labels": self.label_vocab.names if self.label_vocab else None,
-                "tags": self.tag_vocab.names if self.tag_vocab else None,
-                "heads": {"pooling": self.heads.pooling, "cls_hidden": self.heads.cls_hidden,
-                          "dropout": self.heads.dropout},
-                "max_len": self.cfg.max_len, "epoch": epoch, "dev": dev_scores,
-                "train_args": asdict(self.cfg)}
-
-    def autocast(self):
-        # bf16 on CUDA halves memory traffic; CPU and MPS stay in fp32, where bf16 is slower or unsupported.
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-
-    @torch.inference_mode()
-    def predict(self, name):
-        """(label names, tag names per word) for one split, in the split's order."""
-        split, examples = self.encoded[name], getattr(self.splits, name)
-        label_ids = [0] * len(split)
-        tag_ids = [[] for _ in range(len(split))]
-        self.model.eval()
-        for batch in batches(split, self.cfg.batch_size * 2, self.aligner.pad_id):
-            batch = batch.to(self.device)
-            with self.autocast():
-                out = self.cache.outputs(name, batch) or self.model(batch.input_ids, batch.attention_mask)
-            if out.cls_logits is not None:
-                for i, label in zip(batch.index, out.cls_logits.argmax(-1).tolist()):
-                    label_ids[i] = label
-            if out.ner_logits is not None:
-                words = [out.ner_logits[row, split.first_positions[i]] for row, i in enumerate(batch.index)]
-                log_probs = pad_sequence(words, batch_first=True).float().log_softmax(-1)  # (B, W, K)
-                paths = constrained_decode_batch(log_probs, [len(w) for w in words], self.tag_vocab.names)
-                for i, path in zip(batch.index, paths):
-                    tag_ids[i] = path
-        labels = [self.label_vocab.names[i] for i in label_ids] if self.label_vocab else None
-        tags = None
-        if self.tag_vocab:
-            # A word past the 512-position limit has no prediction: it is scored as "O", i.e. as a miss.
-            tags = [[self.tag_vocab.names[t] for t in ids] + ["O"] * (len(ex.words) - len(ids))
-                    for ids, ex in zip(tag_ids, examples)]
-        return labels, tags
-
-    def evaluate(self, name):
-        labels, tags = self.predict(name)
-        examples = getattr(self.splits, name)
-        return metrics.evaluate([ex.label for ex in examples] if labels else None, labels,
-                                [list(ex.tags) for ex in examples] if tags else None, tags)
+    def summary(self, optimizer):
+        seconds = time.perf_counter() - self.start
+        losses = {task: total / self.sentences for task, total in self.sums.items()}
+        return {"loss": sum(losses.values()), **{f"loss_{k}": v for k, v in losses.items()},
+                "lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds,
+                "sentences_per_second": self.sentences / seconds, "padding": 1 - self.real / max(1, self.positions)}
 
 
-def format_scores(scores):
-    names = {"label_accuracy": "acc", "entity_f1": "F1", "frame_accuracy": "frame"}
-    return "  ".join(f"{short} {100 * scores[k]:.2f}" for k, short in names.items() if k in scores)
+def epoch_line(record, cfg):
+    return (f"epoch {record['epoch']:>2}/{cfg.n_epochs}  loss {record['loss']:.4f}  dev {format_scores(record['dev'])}"
+            f"  {record['sentences_per_second']:.0f} sent/s  padding {record['padding']:.1%}  "
+            f"{record['seconds']:.1f}s" + ("  *saved" if record["best"] else ""))
 
 
-def sync_optimizer(run, optimizer, epoch, log=None):
-    """Freeze and thaw for `epoch`; units that became trainable join the optimizer (made on first call).
+# --- what a run keeps ------------------------------------------------------------------------------------
 
-    Gradual unfreezing adds each thawed unit's parameters as new groups. A resumed run replays this for
-    its finished epochs, so its optimizer has the saved state's groups in the same order.
-    """
-    frozen = run.frozen_at(epoch)
-    set_frozen(run.model, frozen)
-    present = {id(p) for g in optimizer.param_groups for p in g["params"]} if optimizer else set()
-    thawed = sorted(u for u, params in units(run.model).items()
-                    if u not in frozen and any(id(p) not in present for p in params))
-    groups = parameter_groups(run.model, run.lrs, run.cfg.weight_decay, only=set(thawed))
-    if optimizer is None:
-        if not groups:
-            raise UserError(f"nothing is trainable in epoch {epoch}: check --freeze and --unfreeze-schedule")
-        # fused: one pass over each parameter per step instead of a dozen foreach passes; on this 2-core CPU
-        # the step over 22.7M parameters drops from about 109 ms to 20 ms (a full step is about 300 ms).
-        return torch.optim.AdamW(groups, fused=run.device.type in ("cpu", "cuda"))
-    for group in groups:
-        optimizer.add_param_group(group)
-    if thawed and log:
-        log(f"epoch {epoch}: thawed {', '.join(thawed)}")
-    return optimizer
+@dataclass
+class Progress:
+    """Where a run stands: what the resume state holds besides tensors."""
+
+    epoch: int = 0
+    step: int = 0
+    best: float = -1.0
+    best_epoch: int = 0
+    history: list = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def finish_epoch(self, epoch, summary, dev):
+        score = selection_score(dev)
+        improved = score > self.best
+        if improved:
+            self.best, self.best_epoch = score, epoch
+        record = {"epoch": epoch, **summary, "dev": dev, "select": score, "best": improved,
+                  "seconds": time.perf_counter() - self.started}
+        self.history.append(record)
+        self.epoch, self.started = epoch, time.perf_counter()
+        return record
+
+    def to_json(self):
+        return {"epoch": self.epoch, "step": self.step, "best": self.best, "best_epoch": self.best_epoch,
+                "history": self.history}
 
 
-def train(cfg: TrainConfig, log=print, resume=False):
-    """Run training as configured (or continue the interrupted run in cfg.out when `resume`).
 
-    Returns {"best_epoch", "dev": best dev scores, "test": test scores of the best checkpoint or None}.
-    """
-    run = Run(cfg, log)
-    model, out = run.model, Path(cfg.out)
-    progress = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": 0, "history": []}
-    if resume:
-        saved = read_progress(out)
-        progress = {k: saved[k] for k in progress}
-        if progress["epoch"] >= cfg.epochs or saved.get("finished"):
-            raise UserError("this run already finished: nothing to resume", out)
-        optimizer = None
-        for epoch in range(1, progress["epoch"] + 1):
-            optimizer = sync_optimizer(run, optimizer, epoch)
-        load_state(out, model, optimizer, saved)
-        log(f"resuming after epoch {progress['epoch']} (best dev score {progress['best']:.4f} at epoch "
-            f"{progress['best_epoch']})")
-    set_frozen(model, run.frozen_at(progress["epoch"] + 1))
-    log(parameter_table(model, run.lrs))
-    if not any(p.requires_grad for p in model.parameters()) and run.schedule is None:
-        log("--freeze all: nothing can learn, so this only evaluates the untrained heads on the backbone")
-        return {"dev": run.evaluate("dev"), "test": run.evaluate("test") if "test" in run.encoded else None}
+def resume_run(out, model, cfg, log):
+    """(progress, AdamW) of the interrupted run in `out`, with its weights, AdamW state and random states back."""
+    saved = read_progress(out)
+    if saved["epoch"] >= cfg.n_epochs or saved.get("finished"):
+        raise UserError("this run already finished: nothing to resume", out)
+    progress = Progress(**{k: saved[k] for k in ("epoch", "step", "best", "best_epoch", "history")})
+    # The optimizer of the last finished epoch: what it trained is a function of the settings and the epoch.
+    set_frozen(model, frozen_in_epoch(model, cfg, progress.epoch))
+    optimizer = make_optimizer(model, learning_rates(cfg), cfg.weight_decay)
+    load_state(out, model, optimizer, saved)
+    log(f"resuming after epoch {progress.epoch} (best dev score {progress.best:.4f} at epoch {progress.best_epoch})")
+    return progress, optimizer
 
-    steps_per_epoch = math.ceil(math.ceil(len(run.encoded["train"]) / cfg.batch_size) / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = max(1, round(cfg.warmup * total_steps))
-    if not resume:
-        optimizer = sync_optimizer(run, None, 1)
-    try:
-        with ctrl_c_between_batches() as check_interrupt:
-            for epoch in range(progress["epoch"] + 1, cfg.epochs + 1):
-                optimizer = sync_optimizer(run, optimizer, epoch, log)
-                record = train_epoch(run, optimizer, epoch, progress, total_steps, warmup_steps, check_interrupt)
-                log(f"epoch {epoch:>2}/{cfg.epochs}  loss {record['loss']:.4f}  dev {format_scores(record['dev'])}"
-                    f"  {record['sentences_per_second']:.0f} sent/s  padding {record['padding']:.1%}  "
-                    f"{record['seconds']:.1f}s"
-                    + ("  *saved" if record["best"] else ""))
-                check_interrupt()
-                if cfg.patience and epoch - progress["best_epoch"] >= cfg.patience:
-                    log(f"early stop: no better dev score for {cfg.patience} epochs")
-                    break
-    except KeyboardInterrupt:
+
+def meta(cfg, sources, weights_dir, dev):
+    """The "minimtl" section of a checkpoint's config.json: what inference needs, and where it came from."""
+    labels = next((s.labels.names for s in sources if s.labels), None)
+    tags = next((s.tags.names for s in sources if s.tags), None)
+    return {"labels": labels, "tags": tags, "max_len": cfg.max_len, "dev": dev, "weights": str(weights_dir),
+            "sources": {s.name: s.tasks for s in sources}, "train_args": asdict(cfg)}
+
+
+def save_epoch(model, optimizer, progress, checkpoint_meta):
+    """One atomic swap of the run directory (--out) per epoch: the best model (new, or carried over
+    unchanged), the resumable state and the logs always describe the same finished epoch."""
+    improved = progress.best_epoch == progress.epoch
+    settings = checkpoint_meta["train_args"]
+    with atomic_directory(settings["out"], carry=() if improved else MODEL_FILES) as tmp:
+        if improved:
+            write_model(tmp, model, {**checkpoint_meta, "epoch": progress.epoch}, checkpoint_meta["weights"])
+        save_state(tmp / STATE_DIR, model, optimizer, {**progress.to_json(), "config": settings})
+        write_logs(tmp, progress.history)
+
+
+def test_scores(model, sources):
+    """Test metrics of every source that has a test split, or None when none has."""
+    with_test = [s for s in sources if s.splits.test is not None]
+    return evaluate_sources(model, with_test, "test") if with_test else None
+
+
+class stop_message:
+    """Turn Ctrl-C into `Interrupted`, saying what is saved and how to continue."""
+
+    def __init__(self, progress, out):
+        self.progress, self.out = progress, out
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if kind is not KeyboardInterrupt:
+            return False
         # Every finished epoch was saved whole (atomic_directory), and an unfinished save was discarded.
-        done = progress["epoch"]
-        saved = f"the state after epoch {done} is saved; continue with: python train.py --resume {out}" \
+        done = self.progress.epoch
+        saved = f"the state after epoch {done} is saved; continue with: python train.py --resume {self.out}" \
             if done else "no epoch had finished, so nothing was saved"
         raise Interrupted(f"interrupted during epoch {done + 1}: {saved}") from None
-
-    results = {"best_epoch": progress["best_epoch"], "dev": progress["history"][progress["best_epoch"] - 1]["dev"],
-               "test": None}
-    if "test" in run.encoded:
-        run.model, _ = load_checkpoint(out)  # the best checkpoint, as written: what infer.py will use
-        run.model.to(run.device)
-        run.cache.disable()
-        results["test"] = run.evaluate("test")
-        log(f"test (best epoch {progress['best_epoch']}): {format_scores(results['test'])}")
-    write_json(out / "results.json", results)
-    return results
-
-
-def train_epoch(run, optimizer, epoch, progress, total_steps, warmup_steps, check_interrupt):
-    """One pass over the training split, then dev evaluation and the end-of-epoch save."""
-    cfg, model, out = run.cfg, run.model, Path(run.cfg.out)
-    start = time.perf_counter()
-    # Test is evaluated once, at the end, by the reloaded best checkpoint: caching its states would be waste.
-    splits = {name: run.encoded[name] for name in ("train", "dev")}
-    cached = run.cache.enable(splits, run.log) if run.cache.possible() else run.cache.disable()
-    model.train()
-    train_start = time.perf_counter()
-    train_batches = batches(run.encoded["train"], cfg.batch_size, run.aligner.pad_id, seeded_rng(cfg.seed, epoch))
-    sums, n_sentences = {}, 0
-    for i, batch in enumerate(train_batches):
-        batch = batch.to(run.device)
-        with run.autocast():
-            outputs = run.cache.outputs("train", batch) or model(batch.input_ids, batch.attention_mask)
-            loss, parts = multitask_loss(outputs, batch.labels, batch.tags, cfg.w_cls, cfg.w_ner)
-        if parts and not math.isfinite(loss.item()):
-            raise UserError(f"the loss became {loss.item()} at epoch {epoch}, step {progress['step']}: training "
-                            f"stopped; the last good checkpoint in {out} is kept (try a lower learning rate)")
-        if parts:
-            (loss / cfg.grad_accum).backward()
-        for task, value in parts.items():
-            sums[task] = sums.get(task, 0.0) + value.item() * len(batch.index)
-        n_sentences += len(batch.index)
-        if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(train_batches):
-            if cfg.clip:
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.clip)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * lr_factor(progress["step"], total_steps, warmup_steps)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            progress["step"] += 1
-        check_interrupt()
-        if sys.stderr.isatty():
-            print(f"\r  epoch {epoch} step {i + 1}/{len(train_batches)}", end="", file=sys.stderr)
-    if sys.stderr.isatty():
-        print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
-    train_time = time.perf_counter() - train_start
-
-    dev = run.evaluate("dev")
-    score = selection_score(dev, cfg.select)
-    improved = score > progress["best"]
-    if improved:
-        progress["best"], progress["best_epoch"] = score, epoch
-    losses = {task: total / n_sentences for task, total in sums.items()}
-    record = {"epoch": epoch, "loss": sum(losses.values()), **{f"loss_{k}": v for k, v in losses.items()},
-              "dev": dev, "select": score, "best": improved, "lr": optimizer.param_groups[0]["lr"],
-              "train_seconds": train_time, "sentences_per_second": n_sentences / train_time,
-              "padding": padding_fraction(train_batches), "feature_cache": cached,
-              "seconds": time.perf_counter() - start}
-    progress["history"].append(record)
-    progress["epoch"] = epoch
-    # One atomic swap per epoch: the best model (new, or carried over unchanged), the resumable state and
-    # the logs always describe the same finished epoch.
-    with atomic_directory(out, carry=() if improved else MODEL_FILES) as tmp:
-        if improved:
-            write_model(tmp, model, run.meta(epoch, dev), run.weights_dir)
-        save_state(tmp / STATE_DIR, model, optimizer, {**progress, "config": asdict(cfg)})
-        write_logs(tmp, progress["history"])
-    return record

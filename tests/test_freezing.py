@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from minimtl import BertConfig, BertEncoder, UserError
+from minimtl import BertConfig, Bert, UserError
 from minimtl.freezing import (UnfreezeSchedule, frozen_units, parameter_groups, parameter_table, set_frozen,
                               units)
 from minimtl.model import HeadConfig, MultiTaskModel
@@ -17,7 +17,7 @@ def model():
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=32)
-    return MultiTaskModel(BertEncoder(cfg), HeadConfig(n_labels=3, n_tags=5, cls_hidden=8))
+    return MultiTaskModel(Bert(cfg), HeadConfig(n_labels=3, n_tags=5))
 
 
 @pytest.mark.parametrize("modes, layers, expected", [

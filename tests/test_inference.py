@@ -10,12 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minimtl.alignment import spans
-from minimtl.bert import BertEncoder
+from minimtl.machinery.windows import spans, windows
+from minimtl.bert import Bert
 from minimtl.bio import chunks, constrained_decode
-from minimtl.checkpoint import save_checkpoint
-from minimtl.config import BertConfig
-from minimtl.errors import UserError
+from minimtl.machinery.checkpoint import atomic_directory, write_model
+from minimtl.bert import BertConfig
+from minimtl.machinery.errors import UserError
 from minimtl.inference import Predictor, format_prediction
 from minimtl.model import HeadConfig, MultiTaskModel
 
@@ -31,9 +31,10 @@ def build(directory, tokenizer_dir, labels=LABELS, tags=TAGS):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64)
-    model = MultiTaskModel(BertEncoder(config), HeadConfig(n_labels=len(labels or []), n_tags=len(tags or [])))
+    model = MultiTaskModel(Bert(config), HeadConfig(n_labels=len(labels or []), n_tags=len(tags or [])))
     meta = {"labels": labels, "tags": tags, "max_len": MAX_LEN, "heads": {"pooling": "cls"}}
-    save_checkpoint(directory, model, meta, tokenizer_dir=tokenizer_dir)
+    with atomic_directory(directory) as tmp:
+        write_model(tmp, model, meta, tokenizer_dir)
     return directory
 
 
@@ -101,11 +102,11 @@ def test_one_window_equals_a_direct_forward(predictor):
 
 def test_sentence_label_of_a_long_text_is_the_mean_over_its_windows(predictor):
     pred, = predictor.predict([LONG])
-    windows = predictor.aligner.windows([w.text for w in pred.words], MAX_LEN, predictor.stride)
-    assert len(windows) > 2
+    wins = windows(predictor.aligner, [w.text for w in pred.words], MAX_LEN, predictor.stride)
+    assert len(wins) > 2
     with torch.no_grad():
         probs = [predictor.model(torch.tensor([e.input_ids]), torch.ones(1, len(e.input_ids), dtype=torch.long))
-                 .cls_logits[0].softmax(-1) for _, e in windows]
+                 .cls_logits[0].softmax(-1) for _, e in wins]
     mean = torch.stack(probs).mean(0)
     assert pred.labels == pytest.approx({name: float(p) for name, p in zip(LABELS, mean)}, abs=1e-5)
 
@@ -197,7 +198,7 @@ def copy_of(small, directory):
 DAMAGE = {
     "not_json": (lambda d: (d / "config.json").write_text("{not json"), "config.json"),
     "version": (lambda d: (d / "config.json").write_text(
-        (d / "config.json").read_text().replace('"format_version": 1', '"format_version": 999')), "999"),
+        (d / "config.json").read_text().replace('"format_version": 2', '"format_version": 999')), "999"),
     "no_vocab": (lambda d: (d / "vocab.txt").unlink(), "vocab.txt"),
     "truncated": (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
                   "model.safetensors"),

@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from minimtl import BertConfig, BertEncoder, UserError
-from minimtl.bio import IGNORE_INDEX
+from minimtl import BertConfig, Bert, UserError
+from minimtl.model import IGNORE_INDEX
 from minimtl.lora import (DEFAULT_TARGETS, TARGETS, LoRALinear, adapter_state_dict, add_lora, lora_parameters,
                           merged_state_dict)
 from minimtl.model import HeadConfig, MultiTaskModel, multitask_loss
@@ -18,7 +18,7 @@ RANK = 4
 
 
 def new_model():
-    return MultiTaskModel(BertEncoder(CFG), HEADS)
+    return MultiTaskModel(Bert(CFG), HEADS)
 
 
 def batch(seed, B=4, T=12):
@@ -33,7 +33,7 @@ def batch(seed, B=4, T=12):
 
 def run(model, input_ids, attention_mask):
     hidden = model.bert(input_ids, attention_mask)
-    out = model.heads(hidden, attention_mask)
+    out = model.run_heads(hidden, attention_mask)
     return hidden, out.cls_logits, out.ner_logits
 
 

@@ -15,14 +15,15 @@ from safetensors.torch import load_file
 
 from minimtl import UserError
 from minimtl.inference import Predictor
-from minimtl.interrupts import Interrupted
-from minimtl.settings import TrainConfig, resume_config
+from minimtl.machinery.interrupts import Interrupted
+from minimtl.config import TrainConfig
+from minimtl.machinery.resume import resume_config
 from minimtl.training import train
 
 
 def config(tiny_data, tiny_weights, out, **overrides):
     settings = dict(epochs=3, batch_size=8, lr_backbone=1e-3, lr_heads=1e-2, patience=0) | overrides
-    return TrainConfig(data=str(tiny_data), weights=str(tiny_weights), out=str(out), **settings)
+    return TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), **settings)
 
 
 def stop_after_epoch(n):

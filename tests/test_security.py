@@ -114,7 +114,7 @@ class WordPiece:
         return _WordPiece.from_file(vocab, *a, **k)
 safetensors.torch.load_file, safetensors.safe_open, tokenizers.models.WordPiece = load_file, safe_open, WordPiece
 
-from minimtl.alignment import Aligner
+from minimtl.tokenization import Aligner
 from minimtl.weights import load_encoder, resolve_weights
 
 def hook(event, args):
@@ -146,9 +146,9 @@ ESCAPES = ["../../secret.txt", "../secret.txt", "secret.txt/../../../secret.txt"
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory, tiny_weights):
     """A checkpoint and a weights directory whose metadata names files outside them, and those files."""
-    from minimtl.bert import BertEncoder
-    from minimtl.checkpoint import save_checkpoint
-    from minimtl.config import BertConfig
+    from minimtl.bert import Bert
+    from minimtl.machinery.checkpoint import atomic_directory, write_model
+    from minimtl.bert import BertConfig
     from minimtl.model import HeadConfig, MultiTaskModel
 
     root = tmp_path_factory.mktemp("hostile")
@@ -160,12 +160,13 @@ def hostile(tmp_path_factory, tiny_weights):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64)
-    model = MultiTaskModel(BertEncoder(config), HeadConfig(n_labels=2, n_tags=3))
+    model = MultiTaskModel(Bert(config), HeadConfig(n_labels=2, n_tags=3))
     paths = {"vocab": ESCAPES[0], "tokenizer": ESCAPES[1], "weights": str(secret), "model": ESCAPES[2],
              "train_args": {"data": ESCAPES[0], "weights": str(secret), "out": ESCAPES[1]}}
     meta = {"labels": ["travel", "music"], "tags": ["O", "B-LOC", "I-LOC"], "max_len": 32, **paths}
     checkpoint = root / "a" / "b" / "ckpt"
-    save_checkpoint(checkpoint, model, meta, tokenizer_dir=tiny_weights)
+    with atomic_directory(checkpoint) as tmp:
+        write_model(tmp, model, meta, tiny_weights)
     weights = root / "a" / "b" / "weights"
     weights.mkdir()
     for f in tiny_weights.iterdir():

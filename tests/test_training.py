@@ -8,13 +8,13 @@ from safetensors.torch import load_file
 
 from minimtl import UserError, load_encoder
 from minimtl.model import HeadConfig, MultiTaskModel
-from minimtl.settings import TrainConfig
+from minimtl.config import TrainConfig
 from minimtl.training import lr_factor, seed_everything, train
 
 
 def run(tiny_data, tiny_weights, out, **overrides):
     settings = dict(epochs=2, batch_size=8, lr_backbone=1e-3, lr_heads=1e-2) | overrides
-    cfg = TrainConfig(data=str(tiny_data), weights=str(tiny_weights), out=str(out), **settings)
+    cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), **settings)
     lines = []
     results = train(cfg, log=lines.append)
     return results, lines
@@ -139,5 +139,4 @@ def test_lora_trains_adapters_only_and_saves_merged_weights(tiny_data, tiny_weig
     for name, tensor in before.items():
         adapted = name.endswith(("query.weight", "value.weight"))
         assert torch.equal(merged[name], tensor) != adapted, name
-    assert len(load_file(out / "adapters.safetensors")) == 2 * 2 * 2
     assert load_encoder(out).config.hidden_size == 32  # a merged checkpoint is a plain BERT checkpoint

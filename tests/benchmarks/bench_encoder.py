@@ -1,4 +1,4 @@
-"""Encoder forward speed: our hand-written BertEncoder vs transformers.BertModel, same weights, same ids.
+"""Encoder forward speed: our hand-written Bert vs transformers.BertModel, same weights, same ids.
 
 Both load the default weights (all-MiniLM-L6-v2) from the same directory (transformers with its default
 attn_implementation and no pooler, since ours has none), run in eval mode under torch.inference_mode(), and

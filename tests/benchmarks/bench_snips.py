@@ -118,7 +118,7 @@ def main():
             data = snips_slice(data, Path(tmp) / "snips")
         runs = Path(args.runs) if args.runs else Path(tmp) / "runs"
         for name in names:
-            cfg = TrainConfig(data=str(data), out=str(runs / name), **{**overrides, **RECIPES[name]})
+            cfg = TrainConfig(data=[str(data)], out=str(runs / name), **{**overrides, **RECIPES[name]})
             print(f"== {name}: {', '.join(f'{k}={v}' for k, v in {**overrides, **RECIPES[name]}.items()) or 'defaults'}")
             results[name] = run_recipe(name, cfg)
             if name == "full":

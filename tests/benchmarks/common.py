@@ -59,7 +59,7 @@ def weights_dir():
 
 
 def snips_ids(names, data=SNIPS, max_len=128, n=None):
-    """SNIPS splits as ids, tokenized with our Aligner: (aligner, {name: Encoded}, label_vocab, tag_vocab).
+    """SNIPS splits as ids, tokenized with our Aligner: (aligner, {name: SplitIds}, label_vocab, tag_vocab).
 
     Each split is cut to its first `n` sentences when given; vocabularies come from the whole training split.
     """
@@ -72,7 +72,7 @@ def snips_ids(names, data=SNIPS, max_len=128, n=None):
 
 
 def snips_train_ids(n, data=SNIPS, max_len=128):
-    """The first `n` SNIPS training sentences as ids: (aligner, Encoded, label_vocab, tag_vocab)."""
+    """The first `n` SNIPS training sentences as ids: (aligner, SplitIds, label_vocab, tag_vocab)."""
     aligner, encoded, labels, tags = snips_ids(["train"], data, max_len, n)
     return aligner, encoded["train"], labels, tags
 

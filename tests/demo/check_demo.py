@@ -6,7 +6,7 @@ entity mentions whose surface string never appears in train, and three shallow b
   * topics, softmax regression over bag-of-words (numpy, full-batch gradient descent);
   * entities, "memorise the train tag of each word": tag every word with its most frequent train tag.
 They should be far above chance (topics: 1/6) but not perfect, which is what a frozen-backbone model
-has to improve on. Needs numpy.  Run:  python -m minimtl.demo.check_demo
+has to improve on. Needs numpy.  Run:  python tests/demo/check_demo.py
 """
 
 import json
@@ -17,7 +17,7 @@ import numpy as np
 
 from minimtl.bio import chunks
 
-DEMO_DIR = Path(__file__).resolve().parent
+DEMO_DIR = Path(__file__).resolve().parents[2] / "minimtl" / "demo"
 
 
 def load(split):

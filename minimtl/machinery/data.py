@@ -25,7 +25,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bio import IGNORE_INDEX, split_tag
+from ..bio import split_tag
+from ..model import IGNORE_INDEX
 from .errors import UserError
 
 HOLDOUT_FRACTION = 0.1  # a single file is a train split: this much of it, chosen with a fixed seed, is dev
@@ -174,9 +175,9 @@ def _read_text(path):
 
 
 def _lines(path):
-    """Lines without their LF or CRLF ending, trailing blank lines dropped. (Not str.splitlines: that also
-    splits inside a sentence at characters like U+2028 or U+0085, which would silently misalign files.)"""
-    lines = _read_text(path).replace("\r\n", "\n").split("\n")
+    """Lines without their LF, CRLF or (old Mac) CR ending, trailing blank lines dropped. (Not str.splitlines:
+    that also splits inside a sentence at characters like U+2028 or U+0085, which would misalign files.)"""
+    lines = _read_text(path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     while not lines[-1].strip():
         lines.pop()
     return lines

@@ -1,4 +1,4 @@
-"""Write the minimtl demo data set: train.jsonl, dev.jsonl and test.jsonl beside this file.
+"""Write the minimtl demo data set: minimtl/demo/{train,dev,test}.jsonl (shipped with the package).
 
 This data was written for this project: every template and name list below was typed in here, and
 nothing is copied from CoNLL, a news corpus or any other data set. The sentences are fictional: real
@@ -24,9 +24,9 @@ make dev and test harder:
     slots, so about a third of dev/test entity mentions have a surface string that train never shows.
 Everything is driven by one `random.Random(SEED)`, so the output is identical on every run, and every
 example is validated before it is written (tag set, BIO order, lengths, no duplicates across splits).
-`python -m minimtl.demo.check_demo` prints statistics and shallow baselines for the result.
+`python tests/demo/check_demo.py` prints statistics and shallow baselines for the result.
 
-Re-run (from the repository root):  python -m minimtl.demo.make_demo
+Re-run (from the repository root):  python tests/demo/make_demo.py
 """
 
 import json
@@ -36,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 SEED = 20240607
-OUT_DIR = Path(__file__).resolve().parent
+OUT_DIR = Path(__file__).resolve().parents[2] / "minimtl" / "demo"
 PER_TOPIC = {"train": 200, "dev": 25, "test": 25}  # sentences per topic in each split
 HELDOUT_TEMPLATES = 4  # per topic: templates used only in dev, and as many others used only in test
 HELDOUT_TEMPLATE_SHARE = 0.3  # share of dev/test sentences that come from their held-out templates

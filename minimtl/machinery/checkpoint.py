@@ -4,9 +4,8 @@
     DIR/config.json              the encoder's BERT config, plus a "minimtl" section: label vocabularies,
                                  head settings, max length, training arguments, dev metrics
     DIR/vocab.txt                the WordPiece vocabulary, and tokenizer_config.json (lower-casing)
-    DIR/adapters.safetensors     only for LoRA runs: the unmerged adapters (model.safetensors has them merged)
 
-A training run's directory also holds its logs (`write_logs`: metrics.jsonl, curves.png) and results.json.
+A training run's directory also holds its logs (`write_logs`: metrics.jsonl, curves.svg) and results.json.
 
 Tensors go through safetensors and everything else through JSON, never pickle: loading a checkpoint
 cannot run code. Because the encoder keeps its published names, `load_encoder(DIR)` reads the trained
@@ -22,22 +21,20 @@ import json
 import os
 import shutil
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 from safetensors.torch import save_file
 
-from .bert import BertEncoder
-from .config import BertConfig
+from ..bert import Bert
+from ..lora import merged_state_dict
+from ..model import HeadConfig, MultiTaskModel
+from ..weights import bert_config, match_state_dict, read_state_dict
 from .errors import UserError, read_json
-from .lora import adapter_state_dict, merged_state_dict
-from .model import HeadConfig, MultiTaskModel
-from .weights import match_state_dict, read_state_dict
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: "heads" is HeadConfig as a dict
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
-
-
-MODEL_FILES = ("model.safetensors", "adapters.safetensors", "config.json", *TOKENIZER_FILES)
+MODEL_FILES = ("model.safetensors", "config.json", *TOKENIZER_FILES)
 
 
 @contextmanager
@@ -75,27 +72,18 @@ def atomic_directory(directory, carry=()):
 
 
 def write_model(directory, model, meta, tokenizer_dir):
-    """The checkpoint files of `model` and its `meta` (JSON-able) into an existing directory."""
+    """The checkpoint files of `model`, its `meta` (JSON-able) and the tokenizer files of the pretrained
+    checkpoint in `tokenizer_dir`, into an existing directory."""
     directory = Path(directory)
-    # With LoRA, the adapters are folded into plain weights: loading needs no LoRA code. The adapters
-    # themselves are kept beside them, for inspection.
+    # With LoRA, the adapters are folded into plain weights: loading needs no LoRA code.
     tensors = {k: v.detach().cpu().contiguous() for k, v in merged_state_dict(model).items()}
     save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
-    adapters = adapter_state_dict(model)
-    if adapters:
-        save_file({k: v.cpu().contiguous() for k, v in adapters.items()}, directory / "adapters.safetensors")
-    config = model.bert.config.to_dict()
-    config["minimtl"] = {"format_version": FORMAT_VERSION, **meta}
+    config = asdict(model.bert.config)
+    config["minimtl"] = {"format_version": FORMAT_VERSION, **meta, "heads": asdict(model.config)}
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     for name in TOKENIZER_FILES:
         if (Path(tokenizer_dir) / name).is_file():
             shutil.copyfile(Path(tokenizer_dir) / name, directory / name)
-
-
-def save_checkpoint(directory, model, meta, tokenizer_dir):
-    """Write `model` and its `meta` to `directory`, replacing what was there atomically."""
-    with atomic_directory(directory) as tmp:
-        write_model(tmp, model, meta, tokenizer_dir)
 
 
 def _recover(directory):
@@ -129,23 +117,16 @@ def read_meta(directory):
     if not meta.get("labels") and not meta.get("tags"):
         raise UserError("the checkpoint has no label vocabulary ('minimtl.labels' and 'minimtl.tags' are empty)",
                         path)
-    return BertConfig.from_dict(raw, source=path), meta
-
-
-def head_config(meta):
-    heads = meta.get("heads", {})
-    return HeadConfig(n_labels=len(meta.get("labels") or []), n_tags=len(meta.get("tags") or []),
-                      pooling=heads.get("pooling", "cls"), cls_hidden=int(heads.get("cls_hidden", 0)),
-                      dropout=float(heads.get("dropout", 0.1)))
+    return bert_config(raw, path), meta
 
 
 def load_checkpoint(directory):
-    """(MultiTaskModel in eval mode, meta) from a directory written by `save_checkpoint`."""
+    """(MultiTaskModel in eval mode, meta) from a directory written by `write_model`."""
     directory = Path(directory)
     config, meta = read_meta(directory)
     try:
-        model = MultiTaskModel(BertEncoder(config), head_config(meta))
-    except ValueError as e:
+        model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]))
+    except (TypeError, ValueError) as e:
         raise UserError(str(e), directory / "config.json") from None
     weights = directory / "model.safetensors"
     match_state_dict(model, read_state_dict(weights), weights, rename=lambda name: name)

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .bio import IGNORE_INDEX
+from ..model import IGNORE_INDEX
 
 CHUNK_BATCHES = 50  # sort within windows of this many batches: padding falls, order stays random
 
 
 @dataclass
-class Encoded:
+class SplitIds:
     """One split as lists of ids, ready to batch."""
 
     input_ids: list[list[int]]
@@ -28,6 +28,7 @@ class Encoded:
     tags: list[list[int]] | None  # per position, IGNORE_INDEX where unlabelled; None without a token task
     labels: list[int] | None  # per sentence; None without a sentence task
     n_truncated: int  # sentences cut at max_len
+    pad_id: int  # the tokenizer's [PAD], which fills batches up to their longest sentence
 
     def __len__(self):
         return len(self.input_ids)
@@ -40,8 +41,8 @@ def encode_split(aligner, examples, label_vocab, tag_vocab, max_len, all_subtoke
         tag_to_id = {name: i for i, name in enumerate(tag_vocab.names)}
         tags = [aligner.labels(enc, ex.tags, tag_to_id, all_subtokens) for enc, ex in zip(encodings, examples)]
     labels = [label_vocab.id(ex.label) for ex in examples] if label_vocab is not None else None
-    return Encoded([e.input_ids for e in encodings], [e.first_positions for e in encodings], tags, labels,
-                   sum(e.truncated for e in encodings))
+    return SplitIds([e.input_ids for e in encodings], [e.first_positions for e in encodings], tags, labels,
+                    sum(e.truncated for e in encodings), aligner.pad_id)
 
 
 @dataclass
@@ -73,23 +74,23 @@ def batch_indices(lengths, batch_size, rng=None):
     return batches
 
 
-def collate(split: Encoded, index, pad_id):
+def collate(split: SplitIds, index):
     rows = [split.input_ids[i] for i in index]
     lengths = torch.tensor([len(r) for r in rows])
     T = int(lengths.max())
     # One tensor per field from padded Python lists: filling rows one slice at a time cost ~1.6 ms a batch,
     # which is most of an epoch when the heads train on cached features.
     pad = lambda lists, value: torch.tensor([x + [value] * (T - len(x)) for x in lists], dtype=torch.long)
-    input_ids = pad(rows, pad_id)                                 # (B, T)
+    input_ids = pad(rows, split.pad_id)                                 # (B, T)
     mask = (torch.arange(T)[None, :] < lengths[:, None]).long()  # (B, T)
     tags = None if split.tags is None else pad([split.tags[i] for i in index], IGNORE_INDEX)
     labels = None if split.labels is None else torch.tensor([split.labels[i] for i in index])
     return Batch(list(index), input_ids, mask, labels, tags)
 
 
-def batches(split: Encoded, batch_size, pad_id, rng=None):
+def batches(split: SplitIds, batch_size, rng=None):
     lengths = [len(ids) for ids in split.input_ids]
-    return [collate(split, index, pad_id) for index in batch_indices(lengths, batch_size, rng)]
+    return [collate(split, index) for index in batch_indices(lengths, batch_size, rng)]
 
 
 def padding_fraction(batch_list):
@@ -98,6 +99,7 @@ def padding_fraction(batch_list):
     return 1 - sum(int(b.attention_mask.sum()) for b in batch_list) / max(total, 1)
 
 
-def seeded_rng(seed, epoch):
-    """The batch-order RNG of one epoch: a resumed or repeated run sees exactly the same batches."""
-    return random.Random(seed * 100_003 + epoch)
+def seeded_rng(seed, epoch, stream=0):
+    """The batch-order RNG of one epoch (and one source, `stream`): a resumed or repeated run sees exactly
+    the same batches."""
+    return random.Random(seed * 100_003 + epoch + stream * 1_000_003)

@@ -1,0 +1,129 @@
+"""A linear-chain CRF over words, for BIO tagging.
+
+A per-word softmax picks each word's tag on its own: nothing ties neighbouring words together, so it can
+predict `B-LOC I-PER`, or cut one entity in two because each word's best tag was chosen alone. A CRF scores
+whole tag sequences instead: a sentence's score is the sum of per-word *emission* scores (what the
+encoder says about each word) and learned *transition* scores between neighbouring tags (how likely
+`I-LOC` is after `B-LOC`), and training maximises the probability of the gold sequence among all K^n
+sequences. The model thus learns tag dependencies rather than predicting each word independently.
+
+The chain runs over WORDS, not sub-tokens: the caller reads the emission of each word at its first
+sub-token, so continuation sub-tokens, [CLS], [SEP] and padding never enter the chain. A sentence of n
+words is a prefix of the padded width W, marked by a boolean mask (B, W) or by its length.
+
+Score of a tag path y_0 .. y_{n-1} for emissions e (n, K):
+
+    s(y) = start[y_0] + sum_i e_i[y_i] + sum_{i>0} T[y_{i-1}, y_i] + end[y_{n-1}]
+
+and -log p(gold) = log Z - s(gold), where log Z = logsumexp over all paths y of s(y). Summing K^n paths
+is hopeless; the forward algorithm shares their common prefixes. With alpha_i(j) the log-sum of the
+scores of all paths over words 0..i that end in tag j:
+
+    alpha_0(j) = start[j] + e_0[j]
+    alpha_i(j) = e_i[j] + logsumexp_k( alpha_{i-1}(k) + T[k, j] )
+    log Z      = logsumexp_j( alpha_{n-1}(j) + end[j] )
+
+which is O(n K^2), all in log space so that nothing overflows. Viterbi decoding is the same recursion
+with max in place of logsumexp, plus back-pointers to recover the best path.
+
+References: Lafferty, McCallum & Pereira 2001, "Conditional Random Fields: Probabilistic Models for
+Segmenting and Labeling Sequence Data"; Lample et al. 2016, "Neural Architectures for Named Entity
+Recognition" (the BiLSTM/encoder + CRF recipe used here).
+"""
+
+import torch
+from torch import nn
+
+from .bio import transition_mask
+
+# Score of a transition that BIO forbids (I-X opening a sentence, or I-X after anything but B-X / I-X).
+# Training uses this finite value, not -inf: data that are valid for seqeval may still contain `O I-X`
+# (seqeval reads it as a new entity), and with -inf such a gold path would have log-probability -inf, an
+# infinite loss for the whole batch. With -1e4 that sentence just costs 1e4 more per forbidden step while
+# its gradient stays the ordinary bounded one (marginals minus gold indicators), and the partition
+# function is unchanged for all practical purposes: exp(-1e4) is 0 next to any allowed path. Decoding
+# uses a true -inf instead, so a forbidden transition can never be predicted, however large the emissions.
+FORBIDDEN = -1e4
+
+
+class CRF(nn.Module):
+    def __init__(self, tags: list[str]):
+        super().__init__()
+        K = len(tags)
+        # Zeros: before training the CRF adds nothing to the emissions but the BIO constraints.
+        self.transitions = nn.Parameter(torch.zeros(K, K))  # [from, to]
+        self.start = nn.Parameter(torch.zeros(K))
+        self.end = nn.Parameter(torch.zeros(K))  # the end of a sentence has no BIO constraint
+        # Transitions that BIO forbids are fixed, not learned: an invalid path then never gets decoded nor
+        # takes probability mass, and the model spends no capacity learning what the scheme already rules
+        # out. The masks follow from the tag names, so they are rebuilt here, not saved in the state dict.
+        start_ok, follow_ok = transition_mask(tags)
+        self.register_buffer("start_ok", torch.tensor(start_ok), persistent=False)  # (K,)
+        self.register_buffer("follow_ok", torch.tensor(follow_ok), persistent=False)  # (K_prev, K)
+
+    def _scores(self, forbidden, dtype):
+        """start (K,), transitions (K, K) and end (K,) in `dtype`, BIO-forbidden entries set to `forbidden`.
+
+        masked_fill passes no gradient to the filled entries, so the parameters under the mask never move.
+        """
+        start = self.start.masked_fill(~self.start_ok, forbidden)
+        transitions = self.transitions.masked_fill(~self.follow_ok, forbidden)
+        return start.to(dtype), transitions.to(dtype), self.end.to(dtype)
+
+    def log_partition(self, emissions, mask):
+        """log Z per sentence: emissions (B, W, K), mask (B, W) True on real words (a prefix) -> (B,)."""
+        B, W, K = emissions.shape
+        if W == 0:  # zeros (B,) that stay on the graph, so backward() works on a batch of empty sentences
+            return emissions.sum((1, 2))
+        start, transitions, end = self._scores(FORBIDDEN, emissions.dtype)
+        # Padding is zeroed first so that no value there (not even inf or nan) can reach the result.
+        emissions = emissions.masked_fill(~mask[..., None], 0)
+        alpha = start + emissions[:, 0]  # (B, K)
+        for i in range(1, W):
+            step = (alpha[:, :, None] + transitions).logsumexp(1) + emissions[:, i]  # (B, K_prev, K) -> (B, K)
+            alpha = torch.where(mask[:, i, None], step, alpha)  # a finished sentence keeps its alpha
+        log_z = (alpha + end).logsumexp(1)  # (B,)
+        return torch.where(mask[:, 0], log_z, 0)  # a sentence of no words has exactly one (empty) path
+
+    def gold_score(self, emissions, tags, mask):
+        """s(gold) per sentence: emissions (B, W, K), tags (B, W) (ignored where mask is False) -> (B,)."""
+        B, W, K = emissions.shape
+        if W == 0:
+            return emissions.sum((1, 2))
+        start, transitions, end = self._scores(FORBIDDEN, emissions.dtype)
+        tags = tags.masked_fill(~mask, 0)  # padding may hold -100; any real index will do, it is masked out
+        emitted = emissions.gather(2, tags[..., None]).squeeze(2)  # (B, W)
+        stepped = transitions[tags[:, :-1], tags[:, 1:]]  # (B, W-1): the step into word i, for i >= 1
+        lengths = mask.sum(1)  # (B,)
+        last = tags.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)  # (B,)
+        score = (torch.where(mask, emitted, 0).sum(1)
+                 + torch.where(mask[:, 1:], stepped, 0).sum(1)
+                 + start[tags[:, 0]] + end[last])
+        return torch.where(lengths > 0, score, 0)
+
+    def nll(self, emissions, tags, mask):
+        """Mean over sentences of -log p(gold tags): a scalar >= 0, the training loss."""
+        return (self.log_partition(emissions, mask) - self.gold_score(emissions, tags, mask)).mean()
+
+    @torch.no_grad()
+    def decode(self, emissions, lengths):
+        """Viterbi: the best valid tag path per sentence: emissions (B, W, K), word counts (B,) -> B lists."""
+        B, W, K = emissions.shape
+        lengths = torch.as_tensor(lengths, device=emissions.device)
+        if W == 0:
+            return [[] for _ in range(B)]
+        start, transitions, end = self._scores(float("-inf"), emissions.dtype)
+        score = start + emissions[:, 0]  # (B, K): best path score ending in each tag
+        back = []
+        for i in range(1, W):
+            best, arg = (score[:, :, None] + transitions).max(1)  # (B, K_prev, K) -> (B, K): best previous tag
+            back.append(arg)
+            score = torch.where((i < lengths)[:, None], best + emissions[:, i], score)
+        current = (score + end).argmax(1)  # (B,): each sentence's last tag
+        path = torch.empty(B, W, dtype=torch.long, device=emissions.device)
+        for i in range(W - 1, -1, -1):
+            path[:, i] = current
+            if i:  # follow the back-pointer only inside the sentence; past its end the tag stays put
+                previous = back[i - 1].gather(1, current[:, None]).squeeze(1)
+                current = torch.where(i < lengths, previous, current)
+        return [row[:n] for row, n in zip(path.tolist(), lengths.tolist())]

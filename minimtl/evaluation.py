@@ -1,0 +1,81 @@
+"""Scoring a model on a split: read each word's prediction where its label was put, decode, compare.
+
+Sentence labels come from the arg-max of the sentence logits. Tags are read at each word's first
+sub-token (exactly where training put the word's label, see tokenization.py) and decoded as the best
+*valid* BIO sequence (bio.constrained_decode_batch). Metrics compare names, not ids (metrics.py).
+With several sources, each is scored on its own split with the metrics its tasks have, and the metric
+names get the source's name in front ("conll2003/entity_f1").
+"""
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from . import metrics
+from .bio import constrained_decode_batch
+from .machinery.batches import batches
+
+EVAL_BATCH = 64  # sentences per forward pass: no gradients are kept, so twice the training batch fits
+
+
+def autocast(device):
+    # bf16 on CUDA halves memory traffic; CPU and MPS stay in fp32, where bf16 is slower or unsupported.
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.inference_mode()
+def predict(model, source, split, features=None):
+    """(label names or None, tag names per word or None) for one split of a source, in the split's order."""
+    ids, examples = source.ids[split], getattr(source.splits, split)
+    device = next(model.parameters()).device
+    labels = [None] * len(ids) if source.labels else None
+    tags = [None] * len(ids) if source.tags else None
+    model.eval()
+    for batch in batches(ids, EVAL_BATCH):
+        batch = batch.to(device)
+        with autocast(device):
+            hidden = features.hidden(source.name, split, batch) if features else \
+                model.bert(batch.input_ids, batch.attention_mask)
+            out = model.run_heads(hidden, batch.attention_mask)
+        if labels is not None:
+            for i, k in zip(batch.index, out.cls_logits.argmax(-1).tolist()):
+                labels[i] = source.labels.names[k]
+        if tags is not None:
+            words = [out.ner_logits[row, ids.first_positions[i]] for row, i in enumerate(batch.index)]
+            log_probs = pad_sequence(words, batch_first=True).float().log_softmax(-1)  # (B, W, K)
+            paths = constrained_decode_batch(log_probs, [len(w) for w in words], source.tags.names)
+            for i, path in zip(batch.index, paths):
+                # A word past the position limit has no prediction: it is scored as "O", i.e. as a miss.
+                tags[i] = [source.tags.names[k] for k in path] + ["O"] * (len(examples[i].words) - len(path))
+    return labels, tags
+
+
+def evaluate(model, source, split, features=None):
+    """Every metric that applies to this source, as a flat dict of numbers."""
+    labels, tags = predict(model, source, split, features)
+    examples = getattr(source.splits, split)
+    return metrics.evaluate([ex.label for ex in examples] if labels else None, labels,
+                            [list(ex.tags) for ex in examples] if tags else None, tags)
+
+
+def evaluate_sources(model, sources, split, features=None):
+    """All sources' metrics in one flat dict: plain names for one source, "source/metric" for several."""
+    if len(sources) == 1:
+        return evaluate(model, sources[0], split, features)
+    return {f"{s.name}/{k}": v for s in sources for k, v in evaluate(model, s, split, features).items()}
+
+
+def selection_score(scores):
+    """The dev score that picks the best epoch: the mean of every sentence accuracy and entity F1 present
+    (one per task and source), so each task counts the same whatever its data size."""
+    parts = [v for k, v in scores.items() if k.rsplit("/", 1)[-1] in ("label_accuracy", "entity_f1")]
+    return sum(parts) / len(parts)
+
+
+def format_scores(scores):
+    names = {"label_accuracy": "acc", "entity_f1": "F1", "frame_accuracy": "frame"}
+    parts = []
+    for key, value in scores.items():
+        prefix, _, name = key.rpartition("/")
+        if name in names:
+            parts.append(f"{prefix + ' ' if prefix else ''}{names[name]} {100 * value:.2f}")
+    return "  ".join(parts)

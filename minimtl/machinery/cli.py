@@ -1,0 +1,42 @@
+"""`train.py`'s flags, generated from the TrainConfig fields: each setting is declared once, in config.py."""
+
+import argparse
+import types
+import typing
+from dataclasses import MISSING, fields
+
+from ..config import TrainConfig
+
+
+def add_config_flags(parser):
+    """One flag per TrainConfig field, grouped as the fields are; defaults are left to the dataclass."""
+    groups = {}
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        default = f.default if f.default is not MISSING else f.default_factory()
+        kind = _base_type(f.type)
+        shown = " ".join(default) if kind is list else default
+        help = meta["help"] if kind is bool else f"{meta['help']} (default: {shown})"
+        kwargs = {"default": None, "help": help.replace("%", "%%"), "choices": meta["choices"]}
+        if kind is bool:
+            kwargs.update(action="store_true")
+            del kwargs["choices"]
+        elif kind is list:
+            # --freeze backbone cls-head, or --data A --data B: both add to the list
+            kwargs.update(nargs="+", action="extend", metavar=f.name.upper().rstrip("S") if meta["choices"] else None)
+        else:
+            kwargs.update(type=kind)
+        group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def given(args):
+    """The settings named on the command line (those left out keep the dataclass default)."""
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+
+
+def _base_type(annotation):
+    """int for `int | None`, list for `list[str]`."""
+    if isinstance(annotation, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return typing.get_origin(annotation) or annotation

@@ -1,0 +1,147 @@
+"""Training curves as one small SVG file, written by hand.
+
+    write_curves(out / "curves.svg", history, best_epoch)
+
+Why not matplotlib: it is a heavy optional dependency for two line charts, and its PNGs differ from machine to
+machine. An SVG built from strings needs only the standard library, is deterministic (same history, same
+bytes), opens in any browser, diffs as text, and shows how little a line chart needs: map values to pixels,
+draw polylines, label the axes.
+"""
+
+import html
+import math
+import re
+from pathlib import Path
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",  # the familiar "tab10" colours
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+METRICS = ("label_accuracy", "entity_f1", "frame_accuracy")  # the scores model selection can use
+PANEL_W, PLOT_H = 480, 240  # each panel's size; the plot area is what is left inside the margins below
+LEFT, RIGHT, TOP = 62, 22, 56  # room for the y tick labels and axis title, a gap, title and marker label
+INSET = 8  # the y range starts this far inside the frame: a curve at 100% or at 0 must not hide in the axis
+LEGEND_ROW = 18
+
+
+def write_curves(path, history, best_epoch):
+    """Write `history` (one record per epoch, as training keeps it) as a two-panel SVG at `path`."""
+    rows = [(r.get("epoch", i), r) for i, r in enumerate(history, 1)]
+    epochs = sorted({epoch for epoch, _ in rows})
+    # Training keeps the per-task losses in record["losses"]; records that flatten them as loss_<task> work too.
+    losses = _series(rows, lambda r: r.get("losses") or {k[5:]: v for k, v in r.items() if k.startswith("loss_")})
+    dev = _series(rows, lambda r: {k: 100 * v for k, v in (r.get("dev") or {}).items()
+                                   if k.rsplit("/", 1)[-1] in METRICS and _number(v) and 0 <= v <= 1})
+    selected = best_epoch if best_epoch in epochs else None  # a selection outside the history has no place here
+    left, h1 = _panel("training loss per task", "loss", losses, epochs, selected, percent=False)
+    right, h2 = _panel("dev metrics", "dev score (%)", dev, epochs, selected, percent=True)
+    width, height = 2 * PANEL_W, max(h1, h2)
+    svg = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} '
+            f'{height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">'),
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           '<g class="panel" id="loss">', *left, "</g>",
+           f'<g class="panel" id="dev" transform="translate({PANEL_W},0)">', *right, "</g>", "</svg>"]
+    Path(path).write_text("\n".join(svg) + "\n", encoding="utf-8")
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _series(rows, pick):
+    """{name: [(epoch, value), ...]}: an epoch that lacks a name (or has no number for it) is skipped. Names
+    are sorted so that a task keeps its colour from one run to the next."""
+    out = {}
+    for epoch, record in rows:
+        for name, value in pick(record).items():
+            if _number(value):
+                out.setdefault(str(name), []).append((epoch, float(value)))
+    return dict(sorted(out.items()))
+
+
+def _panel(title, y_title, series, epochs, selected, percent):
+    """The SVG elements of one panel, and the height it needs (its legend grows with the number of series)."""
+    plot_w = PANEL_W - LEFT - RIGHT
+    values = [v for points in series.values() for _, v in points]
+    if percent:  # at least 2 points of range, so that noise in the 4th digit is not blown up to the full height
+        lo, hi = min(values, default=0.0), max(values, default=100.0)
+        if hi - lo < 2:
+            lo, hi = max(0.0, lo - 1), min(100.0, hi + 1)
+    else:  # losses from 0: how far they fell is what matters, and a constant loss still gets an axis
+        lo, hi = min([0.0, *values]), max(values, default=1.0)
+        if hi <= lo:
+            hi = lo + 1
+    y_step = _step(hi - lo, 5)
+    lo, hi = math.floor(lo / y_step + 1e-9) * y_step, math.ceil(hi / y_step - 1e-9) * y_step  # end on ticks
+    # Half an epoch of air on each side, so that the first and last points (and a lone one) sit off the axes.
+    x_lo, x_hi = (epochs[0] - 0.5, epochs[-1] + 0.5) if epochs else (0.5, 1.5)
+    x_step = max(1, round(_step(x_hi - x_lo, 6)))  # whole epochs only
+
+    def x(epoch):
+        return LEFT + (epoch - x_lo) / (x_hi - x_lo) * plot_w
+
+    def y(value):
+        return TOP + INSET + (hi - value) / (hi - lo) * (PLOT_H - 2 * INSET)
+
+    bottom, right = TOP + PLOT_H, LEFT + plot_w
+    heading = f'<text x="{PANEL_W / 2:.1f}" y="24" text-anchor="middle" font-size="15" font-weight="bold">'
+    out = [f"{heading}{_esc(title)}</text>"]
+    for value in _ticks(lo, hi, y_step):
+        out.append(f'<line x1="{LEFT}" y1="{y(value):.1f}" x2="{right}" y2="{y(value):.1f}" stroke="#e6e6e6"/>')
+        out.append(f'<text x="{LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{_format(value, y_step)}</text>')
+    for epoch in _ticks(x_lo, x_hi, x_step):
+        out.append(f'<line x1="{x(epoch):.1f}" y1="{bottom}" x2="{x(epoch):.1f}" y2="{bottom + 5}" stroke="#333"/>')
+        out.append(f'<text x="{x(epoch):.1f}" y="{bottom + 18}" text-anchor="middle">{epoch}</text>')
+    out.append(f'<path d="M{LEFT} {TOP}V{bottom}H{right}" fill="none" stroke="#333"/>')
+    out.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{bottom + 36}" text-anchor="middle">epoch</text>')
+    out.append(f'<text transform="translate(16,{TOP + PLOT_H / 2:.1f}) rotate(-90)" text-anchor="middle">'
+               f"{_esc(y_title)}</text>")
+    if not series:
+        out.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{TOP + PLOT_H / 2:.1f}" text-anchor="middle" '
+                   f'fill="#888">no data</text>')
+    radius = 3 if len(epochs) <= 30 else 2  # 60 epochs of big markers would hide the line
+    unit = "%" if percent else ""
+    for i, (name, points) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        xy = " ".join(f"{x(e):.1f},{y(v):.1f}" for e, v in points)
+        out.append(f'<polyline points="{xy}" fill="none" stroke="{colour}" stroke-width="2" '
+                   f'stroke-linejoin="round"><title>{_esc(name)}</title></polyline>')
+        for e, v in points:  # the <title> is the tooltip a browser shows on hover
+            out.append(f'<circle cx="{x(e):.1f}" cy="{y(v):.1f}" r="{radius}" fill="{colour}" stroke="white">'
+                       f"<title>{_esc(name)}, epoch {e}: {v:.4g}{unit}</title></circle>")
+    if selected is not None:
+        sx = x(selected)
+        out.append(f'<line class="selected" x1="{sx:.1f}" y1="{TOP - 4}" x2="{sx:.1f}" y2="{bottom}" stroke="#444" '
+                   f'stroke-width="1.5" stroke-dasharray="5,4"/>')
+        # Above the plot area, where no curve can run through it; clamped so that it stays inside the panel.
+        label_x = min(max(sx, LEFT + 60), PANEL_W - 64)
+        out.append(f'<text class="selected" x="{label_x:.1f}" y="{TOP - 8}" text-anchor="middle" fill="#333">'
+                   f"selected: epoch {selected}</text>")
+    legend_top = bottom + 52
+    for i, name in enumerate(series):
+        colour, row = PALETTE[i % len(PALETTE)], legend_top + i * LEGEND_ROW
+        shown = name if len(name) <= 56 else name[:55] + "\u2026"  # stay inside the panel
+        out.append(f'<line x1="{LEFT}" y1="{row}" x2="{LEFT + 22}" y2="{row}" stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<circle cx="{LEFT + 11}" cy="{row}" r="3" fill="{colour}" stroke="white"/>')
+        out.append(f'<text x="{LEFT + 30}" y="{row + 4}">{_esc(shown)}</text>')
+    return out, legend_top + len(series) * LEGEND_ROW
+
+
+def _step(span, count):
+    """A round tick step (1, 2 or 5 times a power of ten) that cuts `span` into about `count` intervals."""
+    raw = span / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw * (1 - 1e-9))
+
+
+def _ticks(lo, hi, step):
+    # Multiples of an integer count of steps: no drift from adding 0.1 to itself ten times.
+    return [k * step for k in range(math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9) + 1)]
+
+
+def _format(value, step):
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))  # as many as the step needs: 0.05 -> 2
+    return f"{value + 0.0:.{decimals}f}"  # + 0.0 turns -0.0 into 0.0
+
+
+def _esc(text):
+    # Names come from data files: escape the markup, and drop the control characters XML 1.0 forbids outright.
+    return html.escape(re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "", text))

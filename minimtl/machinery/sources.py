@@ -1,0 +1,85 @@
+"""Several data sources in one run: each `--data` brings its own splits and the task(s) it has.
+
+    CoNLL columns              -> NER                (tags)
+    CSV text,label / AG News   -> classification     (labels)
+    SNIPS/ATIS folders, JSONL  -> whatever they hold (both, for joint data)
+
+The model has one head per task, so each task comes from exactly one source: two sources that both have
+tags (or both labels) are refused, since their label sets would have to be merged and their metrics
+would mean different things. A source keeps its own dev and test splits and is scored on them alone.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .batches import SplitIds, encode_split
+from .data import LabelVocab, Splits, load_data, unknown_labels
+from .errors import UserError
+
+
+@dataclass
+class Source:
+    name: str  # for logs and metric keys: the folder or file name, made unique
+    splits: Splits
+    labels: LabelVocab | None = None  # the model's sentence classes, when this source has labels
+    tags: LabelVocab | None = None  # the model's BIO tags, when this source has tags
+    ids: dict[str, SplitIds] = field(default_factory=dict)  # split name -> encoded sentences
+
+    @property
+    def tasks(self):
+        return [task for task, present in (("cls", self.splits.has_labels), ("ner", self.splits.has_tags)) if present]
+
+
+@dataclass
+class Vocabularies:
+    labels: LabelVocab | None  # sentence classes, from the one source that has labels
+    tags: LabelVocab | None  # BIO tags, from the one source that has tags
+
+
+def load_sources(paths):
+    """Read every --data path; one clear error for a path given twice or two sources of one task."""
+    sources, names = [], set()
+    for path in paths:
+        splits = load_data(path)
+        name = Path(path).resolve().name or str(path)
+        if Path(path).resolve() in {Path(p).resolve() for p in paths[: len(sources)]}:
+            raise UserError("given twice as --data", path)
+        while name in names:
+            name += "'"
+        names.add(name)
+        sources.append(Source(name, splits))
+    for task, what in (("cls", "sentence labels"), ("ner", "entity tags")):
+        having = [s.name for s in sources if task in s.tasks]
+        if len(having) > 1:
+            raise UserError(f"--data: {' and '.join(having)} both have {what}; one source per task (a model has "
+                            "one head per task, and two label sets would have to be merged)")
+    return sources
+
+
+def vocabularies(sources):
+    """Label and tag names <-> ids, from the training split of the source that has each task."""
+    labels = next((LabelVocab.from_values(ex.label for ex in s.splits.train)
+                   for s in sources if s.splits.has_labels), None)
+    tags = next((LabelVocab.from_values(t for ex in s.splits.train for t in ex.tags)
+                 for s in sources if s.splits.has_tags), None)
+    return Vocabularies(labels, tags)
+
+
+def encode_sources(sources, aligner, vocab, cfg, eval_len, log):
+    """Token ids and label ids for every split; training sentences are cut at --max-len, the others only
+    at the model's position limit (evaluation never cuts a sentence short)."""
+    for s in sources:
+        s.labels = labels = vocab.labels if s.splits.has_labels else None
+        s.tags = tags = vocab.tags if s.splits.has_tags else None
+        for message in unknown_labels(s.splits, labels, tags):
+            log(f"note: {s.name}: {message}")
+        for split in ("train", "dev", "test"):
+            examples = getattr(s.splits, split)
+            if examples is not None:
+                s.ids[split] = encode_split(aligner, examples, labels, tags, cfg.max_len if split == "train" else
+                                            eval_len, cfg.label_all_subtokens)
+        cut = s.ids["train"].n_truncated
+        test = len(s.splits.test) if s.splits.test is not None else "no"
+        log(f"data: {s.splits.source}: {len(s.splits.train)} train / {len(s.splits.dev)} dev / {test} test "
+            f"sentences; {len(labels or [])} labels, {len(tags or [])} tags"
+            + (f"; {cut} train sentences cut at --max-len {cfg.max_len}" if cut else ""))

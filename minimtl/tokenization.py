@@ -1,0 +1,158 @@
+"""Tokenization, and first-sub-token labels: how a word-level tag becomes a label the model can learn.
+
+The model reads WordPiece sub-tokens, but tags belong to words. So each word's tag is put on its *first*
+sub-token, and every other position gets IGNORE_INDEX, which the loss skips:
+
+    words     Book      a      table  in     Strasbourg
+    tokens    [CLS]  book  a  table  in  st  ##ras  ##bourg  [SEP]
+    labels    -100   O     O  O      O   B-LOC -100  -100    -100
+
+so the loss sees each word exactly once, and a prediction is read back from the same place (the
+model's output at `first_positions`). With `all_subtokens`, continuations are labelled too (as HF's
+run_ner does): the pieces of a `B-X` word after the first become `I-X`.
+
+    aligner = Aligner.from_checkpoint("weights/all-MiniLM-L6-v2")
+    enc, = aligner.encode([["Book", "a", "table", "in", "Strasbourg"]], max_len=128)
+    aligner.labels(enc, ["O", "O", "O", "O", "B-LOC"], {"O": 0, "B-LOC": 1})
+
+WordPiece itself comes from the `tokenizers` library, configured exactly like the checkpoint's
+BertTokenizer, so the ids match what the checkpoint was trained on. Two details keep one prediction per word:
+a word that normalises to nothing (a control character, a zero-width space) still gets one [UNK] position,
+and training cuts a sentence longer than `max_len` (and says so). Raw text and long input at inference
+time (words with character offsets, overlapping windows, entity spans) are in machinery/windows.py.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+from .machinery.errors import UserError
+from .model import IGNORE_INDEX
+
+
+@dataclass
+class Encoding:
+    """One sentence (or one inference window) as the model sees it."""
+
+    input_ids: list[int]  # [CLS] sub-tokens... [SEP], unpadded
+    word_ids: list[int | None]  # index of the word each position belongs to; None for [CLS]/[SEP]
+    first_positions: list[int]  # position of the first sub-token of each word that kept one, in order
+    truncated: bool  # some sub-tokens did not fit in max_len
+
+
+class Aligner:
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        ids = [tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]")]
+        self.cls_id, self.sep_id, self.pad_id, self.unk_id = ids
+
+    @classmethod
+    def from_checkpoint(cls, directory):
+        """The checkpoint's BertTokenizer, rebuilt from `vocab.txt` and `tokenizer_config.json`."""
+        directory = Path(directory)
+        vocab = directory / "vocab.txt"
+        if not vocab.is_file():
+            raise UserError("no vocab.txt: the checkpoint needs its WordPiece vocabulary", path=vocab)
+        lowercase = True  # BertTokenizer's default when the config does not say
+        config_path = directory / "tokenizer_config.json"
+        if config_path.is_file():
+            try:
+                config = json.loads(config_path.read_text(encoding="utf-8"))
+                lowercase = bool(config.get("do_lower_case", True))
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+                raise UserError(f"not a valid tokenizer config: {e}", path=config_path) from None
+        try:
+            # 100 is BertTokenizer's limit: longer words become a single [UNK], as in pretraining.
+            wordpiece = models.WordPiece.from_file(
+                str(vocab), unk_token="[UNK]", max_input_chars_per_word=100
+            )
+        except Exception as e:  # tokenizers raises a plain Exception for an unreadable vocabulary
+            raise UserError(f"cannot read the vocabulary: {e}", path=vocab) from None
+        tokenizer = Tokenizer(wordpiece)
+        # strip_accents=None follows `lowercase`, as in BertTokenizer: uncased models also strip accents.
+        tokenizer.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+        )
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        missing = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") if tokenizer.token_to_id(t) is None]
+        if missing:
+            raise UserError(f"the vocabulary lacks the special tokens {', '.join(missing)}", path=vocab)
+        return cls(tokenizer)
+
+    def subtokens(self, sentences):
+        """(ids, word_ids) per sentence, without [CLS]/[SEP], every word owning at least one position."""
+        # One batched call: the Rust side normalises, splits and runs WordPiece for all sentences in
+        # parallel. Each word still goes through the pre-tokenizer, so "Paris." is two sub-tokens of one word.
+        encodings = self.tokenizer.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False)
+        out = []
+        for words, e in zip(sentences, encodings):
+            ids, word_ids = e.ids, e.word_ids
+            if len(set(word_ids)) < len(words):  # some word produced no token: give it an [UNK]
+                ids, word_ids = self._fill_empty_words(ids, word_ids, len(words))
+            out.append((ids, word_ids))
+        return out
+
+    def _fill_empty_words(self, ids, word_ids, n_words):
+        filled_ids, filled_words = [], []
+        at = 0
+        for word in range(n_words):
+            if at == len(ids) or word_ids[at] != word:
+                filled_ids.append(self.unk_id)
+                filled_words.append(word)
+            while at < len(ids) and word_ids[at] == word:
+                filled_ids.append(ids[at])
+                filled_words.append(word)
+                at += 1
+        return filled_ids, filled_words
+
+    def wrap(self, ids, word_ids, truncated):
+        """Add [CLS]/[SEP] around content that already fits, and find each word's first position."""
+        previous = [None] + word_ids[:-1]
+        # +1: position 0 is [CLS]. Word ids are non-decreasing, so a word starts wherever the id changes.
+        first = [i + 1 for i, (w, p) in enumerate(zip(word_ids, previous)) if w != p]
+        return Encoding([self.cls_id, *ids, self.sep_id], [None, *word_ids, None], first, truncated)
+
+    def encode(self, sentences: list[list[str]], max_len: int = 512) -> list[Encoding]:
+        """Encode pre-split sentences for training, truncating each to `max_len` positions."""
+        fits = room(max_len)
+        encodings = []
+        for ids, word_ids in self.subtokens(sentences):
+            truncated = len(ids) > fits
+            encodings.append(self.wrap(ids[:fits], word_ids[:fits], truncated))
+        return encodings
+
+    def labels(self, enc: Encoding, tags: Sequence[str], tag_to_id: Mapping[str, int], all_subtokens=False):
+        """Label ids, one per position of `enc`. Unlabelled positions and unknown tags get IGNORE_INDEX.
+
+        With `all_subtokens`, continuation sub-tokens are labelled too (as HF's run_ner does), with the
+        inside tag: the sub-tokens of a `B-X` word after its first are `I-X`. If `I-X` has no id, they
+        are ignored rather than labelled as `B-X`, which would teach the model a second entity start.
+        """
+        kept = len(enc.first_positions)
+        if len(tags) < kept or (not enc.truncated and len(tags) != kept):
+            raise ValueError(f"{len(tags)} tags for an encoding of {kept} words")
+        out = [IGNORE_INDEX] * len(enc.input_ids)
+        if not all_subtokens:
+            for position, tag in zip(enc.first_positions, tags):
+                out[position] = tag_to_id.get(tag, IGNORE_INDEX)
+            return out
+        previous = None
+        for position, word in enumerate(enc.word_ids):
+            if word is None:
+                continue
+            tag = tags[word]
+            if word == previous and tag.startswith("B-"):
+                tag = "I-" + tag[2:]
+            out[position] = tag_to_id.get(tag, IGNORE_INDEX)
+            previous = word
+        return out
+
+
+def room(max_len):
+    """Sub-tokens that fit between [CLS] and [SEP]."""
+    if max_len < 3:
+        raise UserError(f"max_len must be at least 3 ([CLS], one sub-token, [SEP]), not {max_len}")
+    return max_len - 2
