@@ -9,9 +9,6 @@ from functools import lru_cache
 
 import torch
 
-IGNORE_INDEX = -100  # label id that cross-entropy skips: special tokens, padding, continuation sub-tokens
-
-
 def split_tag(tag):
     """'B-PER' -> ('B', 'PER'); 'O' -> ('O', ''). Raises ValueError for anything else."""
     if tag == "O":
@@ -20,14 +17,6 @@ def split_tag(tag):
     if prefix not in ("B", "I") or not sep or not kind:
         raise ValueError(f"tag {tag!r} is not O, B-TYPE or I-TYPE")
     return prefix, kind
-
-
-def is_valid_tag(tag):
-    try:
-        split_tag(tag)
-    except ValueError:
-        return False
-    return True
 
 
 def chunks(tags):

@@ -15,13 +15,19 @@ source drawn more often than it has batches starts its (shuffled) list again, an
 leaves some of its batches for the next epoch's shuffle.
 """
 
+import math
+
 
 def source_probabilities(sizes, how, temperature=2.0):
     """The probability of drawing each source, from its size (training sentences)."""
     if how == "uniform":
         weights = [1.0] * len(sizes)
     elif how == "temperature":
-        weights = [n ** (1.0 / temperature) for n in sizes]
+        # n^(1/T) computed as exp(log(n)/T - the largest of those): a small T would overflow a float
+        # (120000 ** 100), and dividing every weight by the largest leaves the probabilities unchanged.
+        logs = [math.log(n) / temperature for n in sizes]
+        top = max(logs)
+        weights = [math.exp(x - top) for x in logs]
     else:
         weights = [float(n) for n in sizes]
     total = sum(weights)

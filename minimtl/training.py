@@ -22,12 +22,13 @@ import torch
 from .evaluation import autocast, evaluate_sources, format_scores, selection_score
 from .freezing import frozen_in_epoch, make_optimizer, parameter_table, set_frozen, units
 from .lora import add_lora
-from .machinery.batches import batches, padding_fraction, seeded_rng
+from .machinery.batches import batches, seeded_rng
 from .machinery.checkpoint import MODEL_FILES, atomic_directory, load_checkpoint, write_json, write_logs, write_model
 from .machinery.errors import UserError
 from .machinery.features import FeatureCache, backbone_frozen
 from .machinery.interrupts import Interrupted, ctrl_c_between_batches
 from .machinery.resume import STATE_DIR, load_state, read_progress, save_state
+from .machinery.rundir import RunLock, check_out, is_finished, write_marker
 from .machinery.sources import encode_sources, load_sources, vocabularies
 from .model import HeadConfig, MultiTaskModel, multitask_loss
 from .sampling import interleave, source_probabilities
@@ -41,17 +42,19 @@ def train(cfg, log=print, resume=False):
     Returns {"best_epoch", "dev": best dev scores, "test": test scores of the best checkpoint or None}.
     """
     cfg.check()
-    model, sources, weights_dir = build(cfg, log)
-    out, device = Path(cfg.out), next(model.parameters()).device
-    progress, optimizer = resume_run(out, model, cfg, log) if resume else (Progress(), None)
-    set_frozen(model, frozen_in_epoch(model, cfg, progress.epoch + 1))
-    log(parameter_table(model, learning_rates(cfg)))
+    model, sources, weights_dir = build(cfg, log)  # every input file is read and checked here
+    set_frozen(model, frozen_in_epoch(model, cfg, 1))  # checks --freeze against this model, too
     if nothing_can_learn(model, cfg, log):
         return {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"), "test": test_scores(model, sources)}
-    total_steps = steps_per_epoch(sources, cfg) * cfg.n_epochs
-    warmup_steps = max(1, round(cfg.warmup * total_steps))
-    features = None
-    with ctrl_c_between_batches() as check_interrupt, stop_message(progress, out):
+    out, device = claim_run_directory(cfg, resume), next(model.parameters()).device
+    progress = Progress()
+    with RunLock(out), stop_message(progress, out), ctrl_c_between_batches() as check_interrupt:
+        optimizer = progress.resume(out, model, cfg, log) if resume else None
+        set_frozen(model, frozen_in_epoch(model, cfg, progress.epoch + 1))
+        log(parameter_table(model, learning_rates(cfg)))
+        total_steps = steps_per_epoch(sources, cfg) * cfg.n_epochs
+        warmup_steps = max(1, round(cfg.warmup * total_steps))
+        features = None
         for epoch in range(progress.epoch + 1, cfg.n_epochs + 1):
             optimizer = optimizer_for_epoch(model, cfg, epoch, optimizer, log)
             features = features_for_epoch(model, sources, features, log)
@@ -77,7 +80,7 @@ def train(cfg, log=print, resume=False):
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     progress.step += 1
-                stats.add(parts, batch, len(train_batches))
+                stats.add(parts, batch)
                 check_interrupt()
             dev = evaluate_sources(model, sources, "dev", features)
             record = progress.finish_epoch(epoch, stats.summary(optimizer), dev)
@@ -87,11 +90,12 @@ def train(cfg, log=print, resume=False):
             if cfg.patience and epoch - progress.best_epoch >= cfg.patience:
                 log(f"early stop: no better dev score for {cfg.patience} epochs")
                 break
-    results = {"best_epoch": progress.best_epoch, "dev": progress.history[progress.best_epoch - 1]["dev"],
-               "test": test_scores(load_checkpoint(out)[0].to(device), sources)}  # as infer.py will see it
-    if results["test"] is not None:
-        log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
-    write_json(out / "results.json", results)
+        results = {"best_epoch": progress.best_epoch, "dev": progress.history[progress.best_epoch - 1]["dev"],
+                   "test": test_scores(load_checkpoint(out)[0].to(device), sources)}  # as infer.py will see it
+        if results["test"] is not None:
+            log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
+        write_json(out / "results.json", results)
+        write_marker(out, finished=True)  # --resume now refuses: the run is complete
     return results
 
 
@@ -202,7 +206,7 @@ class EpochStats:
         self.epoch, self.start = epoch, time.perf_counter()
         self.sums, self.sentences, self.positions, self.real = {}, 0, 0, 0
 
-    def add(self, parts, batch, n_batches):
+    def add(self, parts, batch):
         for task, value in parts.items():
             self.sums[task] = self.sums.get(task, 0.0) + value.item() * len(batch.index)
         self.sentences += len(batch.index)
@@ -253,18 +257,28 @@ class Progress:
 
 
 
-def resume_run(out, model, cfg, log):
-    """(progress, AdamW) of the interrupted run in `out`, with its weights, AdamW state and random states back."""
-    saved = read_progress(out)
-    if saved["epoch"] >= cfg.n_epochs or saved.get("finished"):
+    def resume(self, out, model, cfg, log):
+        """Continue the interrupted run in `out`: its progress, weights, AdamW state and random states come
+        back; returns that AdamW."""
+        saved = read_progress(out)
+        for key in ("epoch", "step", "best", "best_epoch", "history"):
+            setattr(self, key, saved[key])
+        # The optimizer of the last finished epoch: what it trained is a function of the settings and epoch.
+        set_frozen(model, frozen_in_epoch(model, cfg, self.epoch))
+        optimizer = make_optimizer(model, learning_rates(cfg), cfg.weight_decay)
+        load_state(out, model, optimizer, saved)
+        log(f"resuming after epoch {self.epoch} (best dev score {self.best:.4f} at epoch {self.best_epoch})")
+        return optimizer
+
+
+def claim_run_directory(cfg, resume):
+    """--out as a Path, once it is sure that training may write there (machinery/rundir.py has the rules)."""
+    out = Path(cfg.out)
+    if not resume:
+        check_out(out, cfg.overwrite)
+    elif is_finished(out) or read_progress(out)["epoch"] >= cfg.n_epochs:
         raise UserError("this run already finished: nothing to resume", out)
-    progress = Progress(**{k: saved[k] for k in ("epoch", "step", "best", "best_epoch", "history")})
-    # The optimizer of the last finished epoch: what it trained is a function of the settings and the epoch.
-    set_frozen(model, frozen_in_epoch(model, cfg, progress.epoch))
-    optimizer = make_optimizer(model, learning_rates(cfg), cfg.weight_decay)
-    load_state(out, model, optimizer, saved)
-    log(f"resuming after epoch {progress.epoch} (best dev score {progress.best:.4f} at epoch {progress.best_epoch})")
-    return progress, optimizer
+    return out
 
 
 def meta(cfg, sources, weights_dir, dev):
@@ -284,7 +298,8 @@ def save_epoch(model, optimizer, progress, checkpoint_meta):
         if improved:
             write_model(tmp, model, {**checkpoint_meta, "epoch": progress.epoch}, checkpoint_meta["weights"])
         save_state(tmp / STATE_DIR, model, optimizer, {**progress.to_json(), "config": settings})
-        write_logs(tmp, progress.history)
+        write_marker(tmp, finished=False)
+        write_logs(tmp, progress.history, progress.best_epoch)
 
 
 def test_scores(model, sources):

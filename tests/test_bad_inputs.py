@@ -145,7 +145,7 @@ def train_case(id, where, what, data=None, weights=None, args=(), **kw):
         shutil.copytree(env["checkpoint"], d / "out")
         return ["train.py", "--data", data(d, env) if data else env["tiny_data"],
                 "--weights", weights(d, env) if weights else env["tiny_weights"],
-                "--out", d / "out", "--epochs", "1", "--batch-size", "16", "--device", "cpu", *args]
+                "--out", d / "out", "--overwrite", "--epochs", "1", "--batch-size", "16", "--device", "cpu", *args]
 
     return Case(id, "train", setup, where, what, **kw)
 

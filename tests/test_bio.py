@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minimtl.bio import constrained_decode, constrained_decode_batch, is_valid_tag, transition_mask
+from minimtl.bio import constrained_decode, constrained_decode_batch, split_tag, transition_mask
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -14,6 +14,14 @@ TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 def valid(seq):
     start_ok, follow_ok = transition_mask(TAGS)
     return start_ok[seq[0]] and all(follow_ok[a][b] for a, b in zip(seq, seq[1:]))
+
+
+def is_valid_tag(tag):
+    try:
+        split_tag(tag)
+    except ValueError:
+        return False
+    return True
 
 
 def test_tag_shapes():

@@ -31,6 +31,8 @@ from ..lora import merged_state_dict
 from ..model import HeadConfig, MultiTaskModel
 from ..weights import bert_config, match_state_dict, read_state_dict
 from .errors import UserError, read_json
+from .plots import write_curves
+from .rundir import stale_temporaries
 
 FORMAT_VERSION = 2  # 2: "heads" is HeadConfig as a dict
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
@@ -48,7 +50,7 @@ def atomic_directory(directory, carry=()):
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     _recover(directory)
-    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):  # left by a save that crashed
+    for stale in stale_temporaries(directory):  # left by a save whose process died
         shutil.rmtree(stale, ignore_errors=True)
     tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
     tmp.mkdir()
@@ -87,10 +89,11 @@ def write_model(directory, model, meta, tokenizer_dir):
 
 
 def _recover(directory):
-    """Put back a checkpoint that a save interrupted between its two renames."""
+    """Put back a checkpoint that a save interrupted between its two renames (only if that save's process is
+    dead: a live one is about to rename its new version into place)."""
     if directory.exists():
         return
-    leftovers = sorted(directory.parent.glob(f".{directory.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    leftovers = sorted((p for p in stale_temporaries(directory) if ".old-" in p.name), key=lambda p: p.stat().st_mtime)
     if leftovers:
         leftovers[-1].rename(directory)
 
@@ -139,24 +142,7 @@ def write_json(path, value):
     os.replace(tmp, path)
 
 
-def write_logs(out, history):
-    """metrics.jsonl (one object per epoch) and, when matplotlib is installed, curves.png."""
+def write_logs(out, history, best_epoch):
+    """metrics.jsonl (one object per epoch) and curves.svg (losses and dev metrics, selected epoch marked)."""
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    epochs = [r["epoch"] for r in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("loss", "loss_cls", "loss_ner"):
-        if key in history[0]:
-            left.plot(epochs, [r[key] for r in history], marker="o", label=key)
-    for key in ("label_accuracy", "entity_f1", "frame_accuracy"):
-        if key in history[0]["dev"]:
-            right.plot(epochs, [r["dev"][key] for r in history], marker="o", label=f"dev {key}")
-    left.set_xlabel("epoch"), right.set_xlabel("epoch"), left.legend(), right.legend()
-    fig.tight_layout()
-    fig.savefig(out / "curves.png")
-    plt.close(fig)
+    write_curves(out / "curves.svg", history, best_epoch)

@@ -1,6 +1,5 @@
 """`train.py`'s flags, generated from the TrainConfig fields: each setting is declared once, in config.py."""
 
-import argparse
 import types
 import typing
 from dataclasses import MISSING, fields

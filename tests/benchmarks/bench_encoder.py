@@ -23,7 +23,7 @@ import torch
 from common import (alternate, file_order, machine_info, matmul_gflops, median, non_embedding_params, parser,
                     quiet_transformers, setup, snips_train_ids, timed, weights_dir, write_results)
 from minimtl import load_encoder
-from minimtl.batches import batch_indices, collate, padding_fraction
+from minimtl.machinery.batches import batch_indices, collate, padding_fraction
 
 BATCH = 64
 
@@ -44,7 +44,7 @@ def main():
     lengths = [len(ids) for ids in split.input_ids]
     orders = {"file": file_order(len(split), BATCH), "sorted": batch_indices(lengths, BATCH),
               "bucketed": batch_indices(lengths, BATCH, random.Random(0))}
-    batches = {name: [collate(split, index, aligner.pad_id) for index in order] for name, order in orders.items()}
+    batches = {name: [collate(split, index) for index in order] for name, order in orders.items()}
 
     ours = load_encoder(weights_dir()).eval()
     theirs = quiet_transformers().BertModel.from_pretrained(weights_dir(), add_pooling_layer=False).eval()

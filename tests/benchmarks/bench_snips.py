@@ -28,14 +28,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 
 from common import (matmul_gflops, non_embedding_params, parser, setup, snips_dir, snips_ids, weights_dir,
                     write_results)
 from minimtl import load_encoder
-from minimtl.features import FeatureCache
-from minimtl.model import HeadConfig, MultiTaskModel
-from minimtl.settings import TrainConfig
+from minimtl.machinery.features import FeatureCache
+from minimtl.config import TrainConfig
 from minimtl.training import train
 
 RECIPES = {"full": {}, "frozen": {"freeze": ["backbone"]}, "lora": {"lora": 8}}
@@ -76,11 +74,11 @@ def run_recipe(name, cfg):
 
 def encoder_pass_seconds(data, cfg):
     """Seconds for one inference pass of the default encoder over train + dev, as the feature cache runs it."""
-    aligner, encoded, labels, tags = snips_ids(["train", "dev"], data, cfg.max_len)
-    model = MultiTaskModel(load_encoder(weights_dir()), HeadConfig(len(labels), len(tags)))
-    cache = FeatureCache(model, aligner.pad_id, cfg.batch_size, torch.device("cpu"))
+    _, encoded, _, _ = snips_ids(["train", "dev"], data, cfg.max_len)
+    encoder = load_encoder(weights_dir())
     start = time.perf_counter()
-    cache.enable(encoded, log=lambda line: None)
+    for split in encoded.values():
+        FeatureCache.encode(encoder, split)
     return time.perf_counter() - start
 
 

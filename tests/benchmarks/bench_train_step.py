@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from common import (alternate, file_order, machine_info, matmul_gflops, median, non_embedding_params, parser,
                     quiet_transformers, setup, snips_train_ids, timed, weights_dir, write_results)
 from minimtl import load_encoder
-from minimtl.batches import batches, collate, padding_fraction
+from minimtl.machinery.batches import batches, collate, padding_fraction
 from minimtl.model import HeadConfig, MultiTaskModel, multitask_loss
 
 BATCH, LR, DROPOUT = 32, 5e-5, 0.1
@@ -80,8 +80,8 @@ def main():
     path = weights_dir()
     make_ours = lambda: MultiTaskModel(load_encoder(path), HeadConfig(len(labels), len(tags), dropout=DROPOUT))
     make_theirs = lambda: JointBert(path, len(labels), len(tags))
-    orders = {"bucketed": batches(split, BATCH, aligner.pad_id, random.Random(0)),
-              "file": [collate(split, index, aligner.pad_id) for index in file_order(len(split), BATCH)]}
+    orders = {"bucketed": batches(split, BATCH, random.Random(0)),
+              "file": [collate(split, index) for index in file_order(len(split), BATCH)]}
     params, real_tokens = non_embedding_params(load_encoder(path)), sum(len(ids) for ids in split.input_ids)
     load = machine_info()["load_average"]
     print(f"{len(split)} sentences, {real_tokens} real tokens, batch {BATCH}, {len(orders['file'])} steps; "

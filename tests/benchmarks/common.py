@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from minimtl.alignment import Aligner  # noqa: E402
-from minimtl.batches import encode_split  # noqa: E402
-from minimtl.data import LabelVocab, load_data  # noqa: E402
-from minimtl.weights import fetch_default_weights  # noqa: E402
+from minimtl.tokenization import Aligner  # noqa: E402
+from minimtl.machinery.batches import encode_split  # noqa: E402
+from minimtl.machinery.data import LabelVocab, load_data  # noqa: E402
+from minimtl.machinery.download import fetch_default_weights  # noqa: E402
 
 SNIPS = ROOT.parent / "shared" / "data" / "snips"
 RESULTS = Path(__file__).resolve().parent / "results"
