@@ -7,6 +7,7 @@
 
 import argparse
 import json
+import os
 import sys
 
 from minimtl.machinery.errors import UserError
@@ -62,11 +63,15 @@ def main():
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    if args.json:
-        for pred in predictions:
-            print(json.dumps(pred.to_json(), ensure_ascii=False))
-    else:
-        print("\n\n".join(format_prediction(pred) for pred in predictions))
+    try:
+        if args.json:
+            for pred in predictions:
+                print(json.dumps(pred.to_json(), ensure_ascii=False))
+        else:
+            print("\n\n".join(format_prediction(pred) for pred in predictions))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `infer.py ... | head -1`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
 
 
 if __name__ == "__main__":

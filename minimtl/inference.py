@@ -81,7 +81,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, directory, device="cpu"):
         model, meta = load_checkpoint(directory)
-        return cls(model, meta, Aligner.from_checkpoint(directory), device)
+        return cls(model, meta, Aligner.from_checkpoint(directory, model.bert.config.vocab_size), device)
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         """One Prediction per text, in order. An empty or whitespace-only text is a UserError."""

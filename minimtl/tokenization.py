@@ -50,8 +50,9 @@ class Aligner:
         self.cls_id, self.sep_id, self.pad_id, self.unk_id = ids
 
     @classmethod
-    def from_checkpoint(cls, directory):
-        """The checkpoint's BertTokenizer, rebuilt from `vocab.txt` and `tokenizer_config.json`."""
+    def from_checkpoint(cls, directory, vocab_size=None):
+        """The checkpoint's BertTokenizer, rebuilt from `vocab.txt` and `tokenizer_config.json`. Given the
+        model's `vocab_size`, every id the tokenizer can produce must have a row in its embedding table."""
         directory = Path(directory)
         vocab = directory / "vocab.txt"
         if not vocab.is_file():
@@ -80,6 +81,9 @@ class Aligner:
         missing = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") if tokenizer.token_to_id(t) is None]
         if missing:
             raise UserError(f"the vocabulary lacks the special tokens {', '.join(missing)}", path=vocab)
+        if vocab_size is not None and tokenizer.get_vocab_size() > vocab_size:
+            raise UserError(f"holds {tokenizer.get_vocab_size()} tokens but the model's config.json has "
+                            f"vocab_size {vocab_size}", path=vocab)
         return cls(tokenizer)
 
     def subtokens(self, sentences):

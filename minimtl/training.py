@@ -29,7 +29,7 @@ from .machinery.features import FeatureCache, backbone_frozen
 from .machinery.interrupts import Interrupted, ctrl_c_between_batches
 from .machinery.resume import STATE_DIR, load_state, read_progress, save_state
 from .machinery.rundir import RunLock, check_out, is_finished, write_marker
-from .machinery.sources import encode_sources, load_sources, vocabularies
+from .machinery.sources import encode_sources, fingerprint, load_sources, vocabularies
 from .model import HeadConfig, MultiTaskModel, multitask_loss
 from .sampling import interleave, source_probabilities
 from .tokenization import Aligner
@@ -46,7 +46,7 @@ def train(cfg, log=print, resume=False):
     set_frozen(model, frozen_in_epoch(model, cfg, 1))  # checks --freeze against this model, too
     if nothing_can_learn(model, cfg, log):
         return {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"), "test": test_scores(model, sources)}
-    out, device = claim_run_directory(cfg, resume), next(model.parameters()).device
+    out, device = claim_run_directory(cfg, resume, sources), next(model.parameters()).device
     progress = Progress()
     with RunLock(out), stop_message(progress, out), ctrl_c_between_batches() as check_interrupt:
         optimizer = progress.resume(out, model, cfg, log) if resume else None
@@ -106,16 +106,28 @@ def build(cfg, log):
     seed_everything(cfg.seed)
     sources = load_sources(cfg.data)
     weights_dir = resolve_weights(cfg.weights)
-    aligner = Aligner.from_checkpoint(weights_dir)
     encoder = load_encoder(weights_dir)
+    aligner = Aligner.from_checkpoint(weights_dir, encoder.config.vocab_size)
+    positions = encoder.config.max_position_embeddings
+    if cfg.max_len > positions:
+        raise UserError(f"--max-len {cfg.max_len}: the model in {weights_dir} has only {positions} positions")
     vocab = vocabularies(sources)
+    check_tasks(sources, cfg)
     # Evaluation never cuts a sentence short: only the model's position table limits it.
-    encode_sources(sources, aligner, vocab, cfg, encoder.config.max_position_embeddings, log)
+    encode_sources(sources, aligner, vocab, cfg, positions, log)
     heads = HeadConfig(len(vocab.labels or []), len(vocab.tags or []), cfg.pooling, cfg.dropout)
     model = MultiTaskModel(encoder, heads)
     if cfg.lora:  # wraps the target Linears; freezing.py then keeps every base encoder weight frozen
         add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     return model.to(pick_device(cfg.device)), sources, weights_dir
+
+
+def check_tasks(sources, cfg):
+    """Refuse a loss weight of 0 on the only task a source has: that source would teach nothing."""
+    weights = {"cls": ("--w-cls", cfg.w_cls), "ner": ("--w-ner", cfg.w_ner)}
+    for s in sources:
+        if all(weights[task][1] == 0 for task in s.tasks):
+            raise UserError(f"{weights[s.tasks[0]][0]} 0: {s.name} has only that task, so it would teach nothing")
 
 
 def seed_everything(seed):
@@ -271,13 +283,18 @@ class Progress:
         return optimizer
 
 
-def claim_run_directory(cfg, resume):
+def claim_run_directory(cfg, resume, sources):
     """--out as a Path, once it is sure that training may write there (machinery/rundir.py has the rules)."""
     out = Path(cfg.out)
     if not resume:
         check_out(out, cfg.overwrite)
-    elif is_finished(out) or read_progress(out)["epoch"] >= cfg.n_epochs:
+        return out
+    saved = read_progress(out)
+    if is_finished(out) or saved["epoch"] >= cfg.n_epochs:
         raise UserError("this run already finished: nothing to resume", out)
+    if saved["data_sha256"] != {s.name: fingerprint(s) for s in sources}:
+        raise UserError("the data changed since this run was interrupted: resume it with the data it started "
+                        "with, or start a new run", out)
     return out
 
 
@@ -286,7 +303,8 @@ def meta(cfg, sources, weights_dir, dev):
     labels = next((s.labels.names for s in sources if s.labels), None)
     tags = next((s.tags.names for s in sources if s.tags), None)
     return {"labels": labels, "tags": tags, "max_len": cfg.max_len, "dev": dev, "weights": str(weights_dir),
-            "sources": {s.name: s.tasks for s in sources}, "train_args": asdict(cfg)}
+            "sources": {s.name: s.tasks for s in sources}, "train_args": asdict(cfg),
+            "data_sha256": {s.name: fingerprint(s) for s in sources}}
 
 
 def save_epoch(model, optimizer, progress, checkpoint_meta):
@@ -297,7 +315,8 @@ def save_epoch(model, optimizer, progress, checkpoint_meta):
     with atomic_directory(settings["out"], carry=() if improved else MODEL_FILES) as tmp:
         if improved:
             write_model(tmp, model, {**checkpoint_meta, "epoch": progress.epoch}, checkpoint_meta["weights"])
-        save_state(tmp / STATE_DIR, model, optimizer, {**progress.to_json(), "config": settings})
+        save_state(tmp / STATE_DIR, model, optimizer,
+                   {**progress.to_json(), "config": settings, "data_sha256": checkpoint_meta["data_sha256"]})
         write_marker(tmp, finished=False)
         write_logs(tmp, progress.history, progress.best_epoch)
 

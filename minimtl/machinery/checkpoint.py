@@ -21,14 +21,15 @@ import json
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from safetensors.torch import save_file
 
 from ..bert import Bert
 from ..lora import merged_state_dict
-from ..model import HeadConfig, MultiTaskModel
+from ..bio import split_tag
+from ..model import POOLINGS, HeadConfig, MultiTaskModel
 from ..weights import bert_config, match_state_dict, read_state_dict
 from .errors import UserError, read_json
 from .plots import write_curves
@@ -120,17 +121,36 @@ def read_meta(directory):
     if not meta.get("labels") and not meta.get("tags"):
         raise UserError("the checkpoint has no label vocabulary ('minimtl.labels' and 'minimtl.tags' are empty)",
                         path)
-    return bert_config(raw, path), meta
+    for key in ("labels", "tags"):
+        if meta.get(key) and len(set(meta[key])) != len(meta[key]):
+            raise UserError(f"'minimtl.{key}' names a class twice", path)
+    for tag in meta.get("tags") or []:
+        try:
+            split_tag(tag)
+        except ValueError as e:
+            raise UserError(f"'minimtl.tags': {e}", path) from None
+    heads = meta.get("heads")
+    expected = {"n_labels": len(meta.get("labels") or []), "n_tags": len(meta.get("tags") or [])}
+    if not isinstance(heads, dict) or set(heads) != {f.name for f in fields(HeadConfig)} \
+            or any(heads[k] != v for k, v in expected.items()):
+        raise UserError(f"'minimtl.heads' should be {{n_labels: {expected['n_labels']}, n_tags: {expected['n_tags']}, "
+                        "pooling, dropout}, as training writes it", path)
+    if heads["pooling"] not in POOLINGS or not isinstance(heads["dropout"], (int, float)) \
+            or not 0 <= heads["dropout"] < 1:
+        raise UserError(f"'minimtl.heads': pooling must be one of {', '.join(POOLINGS)} and dropout in [0, 1)", path)
+    max_len = meta.get("max_len")
+    config = bert_config(raw, path)
+    if max_len is not None and not (type(max_len) is int and 3 <= max_len <= config.max_position_embeddings):
+        raise UserError(f"'minimtl.max_len' should be an integer from 3 to max_position_embeddings "
+                        f"{config.max_position_embeddings}, not {max_len!r}", path)
+    return config, meta
 
 
 def load_checkpoint(directory):
     """(MultiTaskModel in eval mode, meta) from a directory written by `write_model`."""
     directory = Path(directory)
     config, meta = read_meta(directory)
-    try:
-        model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]))
-    except (TypeError, ValueError) as e:
-        raise UserError(str(e), directory / "config.json") from None
+    model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]))
     weights = directory / "model.safetensors"
     match_state_dict(model, read_state_dict(weights), weights, rename=lambda name: name)
     return model.eval(), meta

@@ -58,8 +58,16 @@ def read_progress(run_dir):
         raise UserError(f"nothing to resume: no {STATE_DIR}/state.json (only runs of this version that "
                         "finished at least one epoch can be resumed)", run_dir)
     state = read_json(path)
-    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "epoch" not in state:
+    if not isinstance(state, dict):
         raise UserError("not a training state written by minimtl", path)
+    expected = {"config": dict, "epoch": int, "step": int, "best": float, "best_epoch": int, "history": list,
+                "data_sha256": dict, "python_rng": list, "numpy_rng": list}
+    for key, kind in expected.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise UserError(f"{key!r} should be {kind.__name__}, not {value!r}: the training state is damaged", path)
+    if not 1 <= state["epoch"] == len(state["history"]) or not 0 <= state["best_epoch"] <= state["epoch"]:
+        raise UserError("'epoch', 'best_epoch' and 'history' do not agree: the training state is damaged", path)
     return state
 
 
@@ -93,8 +101,17 @@ def resume_config(run_dir):
     from ..config import TrainConfig  # config.py imports the package's models; resume.py is imported by them
 
     saved = read_progress(run_dir)["config"]
-    unknown = set(saved) - {f.name for f in fields(TrainConfig)}
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = set(saved) - set(known)
     if unknown:
         raise UserError(f"the saved run has settings this version does not know: {', '.join(sorted(unknown))}",
                         run_dir)
+    default = TrainConfig()
+    for name, value in saved.items():
+        # The type of the default (None for "by rule" settings such as epochs) is what a setting must have.
+        wanted = type(getattr(default, name))
+        if value is not None and not (type(value) is wanted or wanted is float and type(value) is int) \
+                and getattr(default, name) is not None:
+            raise UserError(f"setting {name!r} should be {wanted.__name__}, not {value!r}: the training state is "
+                            "damaged", Path(run_dir) / STATE_DIR / "state.json")
     return TrainConfig(**{**saved, "out": str(run_dir)})

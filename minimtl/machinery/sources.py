@@ -9,7 +9,9 @@ tags (or both labels) are refused, since their label sets would have to be merge
 would mean different things. A source keeps its own dev and test splits and is scored on them alone.
 """
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .batches import SplitIds, encode_split
@@ -83,3 +85,12 @@ def encode_sources(sources, aligner, vocab, cfg, eval_len, log):
         log(f"data: {s.splits.source}: {len(s.splits.train)} train / {len(s.splits.dev)} dev / {test} test "
             f"sentences; {len(labels or [])} labels, {len(tags or [])} tags"
             + (f"; {cut} train sentences cut at --max-len {cfg.max_len}" if cut else ""))
+
+
+def fingerprint(source):
+    """sha256 of every example of every split: a resumed run must train on exactly the data it started with."""
+    h = hashlib.sha256()
+    for split in ("train", "dev", "test"):
+        for ex in getattr(source.splits, split) or []:
+            h.update(json.dumps(asdict(ex)).encode())
+    return h.hexdigest()
