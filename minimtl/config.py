@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import torch
+
 from .freezing import FREEZE_MODES
 from .lora import DEFAULT_TARGETS, TARGETS
 from .machinery.download import DEFAULT_NAME
@@ -121,6 +123,17 @@ class TrainConfig:
         # LoRA's few adapter weights learn slowly too: 10. Full fine-tuning: 4, the epochs that fit in 600 s of
         # SNIPS on 2 cores (dev scores were still rising after 3).
         return 30 if {"backbone", "all"} & set(self.freeze) else 10 if self.lora else 4
+
+    def torch_device(self):
+        if self.device == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+        available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+        if not available[self.device]:
+            raise UserError(f"--device {self.device}: no {'CUDA' if self.device == 'cuda' else 'Apple'} GPU is "
+                            "available here (use --device cpu or auto)")
+        return torch.device(self.device)
 
     def check(self):
         """Refuse impossible settings before anything is loaded or written; changes nothing."""

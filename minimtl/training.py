@@ -14,7 +14,6 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,10 +25,10 @@ from .machinery.batches import batches, seeded_rng
 from .machinery.checkpoint import MODEL_FILES, atomic_directory, load_checkpoint, write_json, write_logs, write_model
 from .machinery.errors import UserError
 from .machinery.features import FeatureCache, backbone_frozen
-from .machinery.interrupts import Interrupted, ctrl_c_between_batches
-from .machinery.resume import STATE_DIR, load_state, read_progress, save_state
-from .machinery.rundir import RunLock, check_out, is_finished, write_marker
-from .machinery.sources import encode_sources, fingerprint, load_sources, vocabularies
+from .machinery.interrupts import ctrl_c_between_batches, stop_message
+from .machinery.resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
+from .machinery.rundir import RunLock, write_marker
+from .machinery.sources import check_tasks, encode_sources, fingerprint, load_sources, vocabularies
 from .model import HeadConfig, MultiTaskModel, multitask_loss
 from .sampling import interleave, source_probabilities
 from .tokenization import Aligner
@@ -119,33 +118,13 @@ def build(cfg, log):
     model = MultiTaskModel(encoder, heads)
     if cfg.lora:  # wraps the target Linears; freezing.py then keeps every base encoder weight frozen
         add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-    return model.to(pick_device(cfg.device)), sources, weights_dir
-
-
-def check_tasks(sources, cfg):
-    """Refuse a loss weight of 0 on the only task a source has: that source would teach nothing."""
-    weights = {"cls": ("--w-cls", cfg.w_cls), "ner": ("--w-ner", cfg.w_ner)}
-    for s in sources:
-        if all(weights[task][1] == 0 for task in s.tasks):
-            raise UserError(f"{weights[s.tasks[0]][0]} 0: {s.name} has only that task, so it would teach nothing")
+    return model.to(cfg.torch_device()), sources, weights_dir
 
 
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def pick_device(name):
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available[name]:
-        raise UserError(f"--device {name}: no {'CUDA' if name == 'cuda' else 'Apple'} GPU is available here "
-                        "(use --device cpu or auto)")
-    return torch.device(name)
 
 
 def learning_rates(cfg):
@@ -283,21 +262,6 @@ class Progress:
         return optimizer
 
 
-def claim_run_directory(cfg, resume, sources):
-    """--out as a Path, once it is sure that training may write there (machinery/rundir.py has the rules)."""
-    out = Path(cfg.out)
-    if not resume:
-        check_out(out, cfg.overwrite)
-        return out
-    saved = read_progress(out)
-    if is_finished(out) or saved["epoch"] >= cfg.n_epochs:
-        raise UserError("this run already finished: nothing to resume", out)
-    if saved["data_sha256"] != {s.name: fingerprint(s) for s in sources}:
-        raise UserError("the data changed since this run was interrupted: resume it with the data it started "
-                        "with, or start a new run", out)
-    return out
-
-
 def meta(cfg, sources, weights_dir, dev):
     """The "minimtl" section of a checkpoint's config.json: what inference needs, and where it came from."""
     labels = next((s.labels.names for s in sources if s.labels), None)
@@ -325,22 +289,3 @@ def test_scores(model, sources):
     """Test metrics of every source that has a test split, or None when none has."""
     with_test = [s for s in sources if s.splits.test is not None]
     return evaluate_sources(model, with_test, "test") if with_test else None
-
-
-class stop_message:
-    """Turn Ctrl-C into `Interrupted`, saying what is saved and how to continue."""
-
-    def __init__(self, progress, out):
-        self.progress, self.out = progress, out
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, traceback):
-        if kind is not KeyboardInterrupt:
-            return False
-        # Every finished epoch was saved whole (atomic_directory), and an unfinished save was discarded.
-        done = self.progress.epoch
-        saved = f"the state after epoch {done} is saved; continue with: python train.py --resume {self.out}" \
-            if done else "no epoch had finished, so nothing was saved"
-        raise Interrupted(f"interrupted during epoch {done + 1}: {saved}") from None

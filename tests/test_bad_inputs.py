@@ -39,6 +39,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import ROOT
 from minimtl.config import TrainConfig
+from minimtl.machinery.data import load_data
+from minimtl.machinery.rundir import is_finished
 from minimtl.training import train
 
 TIMEOUT = 240  # seconds per process; they normally take 2-5
@@ -137,17 +139,97 @@ def edit_config(path, edit):
     path.write_text(json.dumps(config), encoding="utf-8")
 
 
-def train_case(id, where, what, data=None, weights=None, args=(), **kw):
-    """A train.py run on the tiny data and weights (or those `data(d, env)` / `weights(d, env)` give),
-    into a --out that already holds a valid checkpoint."""
+def train_case(id, where, what, data=None, weights=None, args=(), out=None, overwrite=True, **kw):
+    """A train.py run on the tiny data and weights (or those `data(d, env)` / `weights(d, env)` give: a path,
+    or a list of paths for several --data), into --out d/out, which already holds a valid earlier run (or
+    into `out(d)`; d/out still holds that run), with --overwrite unless `overwrite` is false."""
 
     def setup(d, env):
         shutil.copytree(env["checkpoint"], d / "out")
-        return ["train.py", "--data", data(d, env) if data else env["tiny_data"],
+        sources = data(d, env) if data else env["tiny_data"]
+        return ["train.py", "--data", *(sources if isinstance(sources, list) else [sources]),
                 "--weights", weights(d, env) if weights else env["tiny_weights"],
-                "--out", d / "out", "--overwrite", "--epochs", "1", "--batch-size", "16", "--device", "cpu", *args]
+                "--out", out(d) if out else d / "out", *(["--overwrite"] if overwrite else []),
+                "--epochs", "1", "--batch-size", "16", "--device", "cpu", *args]
 
     return Case(id, "train", setup, where, what, **kw)
+
+
+def resume_case(id, where, what, damage=lambda run, d, env: None, args=(), **kw):
+    """`train.py --resume d/out`, where d/out is a copy of the finished one-epoch run (trained on the tiny
+    data and weights, which its saved settings name), changed by `damage(run, d, env)`."""
+
+    def setup(d, env):
+        run = d / "out"
+        shutil.copytree(env["checkpoint"], run)
+        damage(run, d, env)
+        return ["train.py", "--resume", run, *args]
+
+    return Case(id, "train", setup, where, what, **kw)
+
+
+def state(edit):
+    """A `damage` for resume_case: `edit(state)` on the run's resume/state.json."""
+    return lambda run, d, env: edit_config(run / "resume" / "state.json", edit)
+
+
+def settings(**changes):
+    """A `damage` for resume_case: these saved settings (resume/state.json "config") changed."""
+    return state(lambda s: s["config"].update(changes))
+
+
+def interrupted(run, epochs=3):
+    """Make the finished one-epoch run `run` look like a run of `epochs` stopped after its first epoch,
+    as Ctrl-C leaves one: unfinished marker, state after epoch 1."""
+    edit_config(run / "run.json", lambda m: m.update(finished=False))
+    edit_config(run / "resume" / "state.json", lambda s: s["config"].update(epochs=epochs))
+
+
+def data_changed_since(run, d, env):
+    """The run was interrupted; then one tag of its data (a copy, d/data, which the saved settings name) was
+    corrected: line 2 of train.jsonl tags "French" O instead of B-MISC."""
+    interrupted(run)
+    data = joint(d, env)
+    path = data / "train.jsonl"
+    lines = path.read_text(encoding="utf-8").split("\n")
+    assert '"French"' in lines[1] and '"B-MISC"' in lines[1]
+    lines[1] = lines[1].replace('"B-MISC"', '"O"')
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+    def point_at_copy(s):
+        s["config"]["data"] = [str(data)]
+        [digest] = s["data_sha256"].values()
+        s["data_sha256"] = {data.name: digest}  # what the copy would have unedited: only the edit differs
+
+    edit_config(run / "resume" / "state.json", point_at_copy)
+
+
+def folder(d, name, contents):
+    """A folder d/name holding {relative path: content}."""
+    for relative, content in contents.items():
+        write(d / name / relative, content)
+    return d / name
+
+
+def shrink_vocab(directory, n):
+    """Make the model in `directory` a consistent one with only `n` word embeddings (config.json's vocab_size
+    and the tensor agree), while its vocab.txt keeps all its tokens."""
+    path = directory / "model.safetensors"
+    tensors = load_file(path)
+    [name] = [k for k in tensors if k.endswith("embeddings.word_embeddings.weight")]
+    tensors[name] = tensors[name][:n].contiguous()
+    save_file(tensors, path)
+    edit_config(directory / "config.json", lambda c: c.update(vocab_size=n))
+
+
+def meta_edit(edit):
+    """A `damage` for ckpt_copy: `edit(section)` on the "minimtl" section of the checkpoint's config.json."""
+    return lambda c: edit_config(c / "config.json", lambda cfg: edit(cfg["minimtl"]))
+
+
+def bert_edit(**changes):
+    """A `damage` for ckpt_copy / weights_copy: these BERT config.json fields changed."""
+    return lambda c: edit_config(c / "config.json", lambda cfg: cfg.update(changes))
 
 
 def infer_case(id, where, what, ckpt=None, args=("Alice visited Paris",), **kw):
@@ -290,6 +372,122 @@ ALL_CASES = [
          env={"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""},
          # the fetch works in a temporary folder beside the target, so only the target must stay as it was
          protect=lambda d: [d / "pkg" / "weights" / "all-MiniLM-L6-v2", d / "pkg" / "minimtl"]),
+    # --- train --out: only an earlier minimtl run is ever replaced (d/out holds one in every train case) ---
+    train_case("out-is-a-user-file", "{d}/notes.txt: ", "is a file, not a run directory",
+               out=lambda d: write(d / "notes.txt", "my notes: try lr 1e-4 next\n")),
+    train_case("out-is-a-user-file-no-overwrite", "{d}/results.csv: ", "is a file, not a run directory",
+               out=lambda d: write(d / "results.csv", "epoch,f1\n1,0.5\n"), overwrite=False),
+    train_case("out-is-a-folder-of-user-files", "{d}/thesis: ", "holds files that are not a minimtl run",
+               out=lambda d: folder(d, "thesis", {"chapter1.tex": "\\section{Intro}\n",
+                                                  "figures/f1.svg": "<svg/>\n"})),
+    train_case("out-folder-with-someone-elses-run-json", "{d}/other: ", "holds files that are not a minimtl run",
+               out=lambda d: folder(d, "other", {"run.json": '{"run": 1, "tool": "another trainer"}\n',
+                                                 "weights.bin": b"\x00" * 64})),
+    train_case("out-folder-with-only-a-dotfile", "{d}/empty-ish: ", "holds files that are not a minimtl run",
+               out=lambda d: folder(d, "empty-ish", {".gitkeep": ""})),
+    train_case("out-earlier-run-without-overwrite", "{d}/out: ", "already holds a run: continue it with --resume",
+               overwrite=False),
+    train_case("out-interrupted-run-without-overwrite", "{d}/out: ", "already holds a run",
+               out=lambda d: (interrupted(d / "out"), d / "out")[1], overwrite=False),
+    train_case("out-parent-is-a-file", "{d}/notes.txt/run: ", "cannot write here (a parent in the path is a file",
+               out=lambda d: write(d / "notes.txt", "my notes\n") / "run"),
+    train_case("out-symlink-to-a-run", "{d}/latest: ", "is a symbolic link: pass the directory it points to",
+               out=lambda d: (d / "latest").symlink_to(d / "out", target_is_directory=True) or d / "latest"),
+    # --- train --resume ---
+    resume_case("resume-finished-run", "{d}/out: ", "this run already finished: nothing to resume"),
+    resume_case("resume-early-stopped-run", "{d}/out: ", "this run already finished",
+                # stopped early after epoch 1 of 3: finished, although its epochs did not all run
+                damage=settings(epochs=3, patience=1)),
+    resume_case("resume-data-changed", "{d}/out: ", "the data changed since this run was interrupted",
+                damage=data_changed_since),
+    resume_case("resume-state-not-json", "{d}/out/resume/state.json: ", "not valid JSON",
+                damage=lambda run, d, env: truncate(run / "resume" / "state.json", 300)),
+    resume_case("resume-state-not-an-object", "{d}/out/resume/state.json: ", "not a training state written by minimtl",
+                damage=lambda run, d, env: write(run / "resume" / "state.json", "[1, 2, 3]\n")),
+    resume_case("resume-state-epoch-a-string", "{d}/out/resume/state.json: ", "'epoch' should be int, not '1'",
+                damage=lambda run, d, env: (interrupted(run), state(lambda s: s.update(epoch="1"))(run, d, env))),
+    resume_case("resume-state-history-disagrees", "{d}/out/resume/state.json: ",
+                "'epoch', 'best_epoch' and 'history' do not agree",
+                damage=lambda run, d, env: (interrupted(run), state(lambda s: s.update(epoch=2))(run, d, env))),
+    resume_case("resume-state-best-epoch-ahead", "{d}/out/resume/state.json: ", "the training state is damaged",
+                damage=state(lambda s: s.update(best_epoch=5))),
+    resume_case("resume-setting-wrong-type", "{d}/out/resume/state.json: ",
+                "setting 'batch_size' should be int, not '16': the training state is damaged",
+                damage=settings(batch_size="16")),
+    resume_case("resume-setting-out-of-range", "{d}/out/resume/state.json: ", "the training state is damaged",
+                damage=settings(lr_backbone=-1.0)),
+    resume_case("resume-setting-unknown", "{d}/out: ", "settings this version does not know: turbo",
+                damage=settings(turbo=True)),
+    resume_case("resume-without-state", "{d}/out: ", "nothing to resume: no resume/state.json",
+                damage=lambda run, d, env: shutil.rmtree(run / "resume")),
+    resume_case("resume-with-another-flag", "--resume", "drop --epochs", args=["--epochs", "3"]),
+    # --- a config.json with impossible values: train --weights and infer --checkpoint ---
+    train_case("weights-attention-heads-zero", "{d}/weights/config.json: ", "num_attention_heads must be positive",
+               weights=lambda d, e: weights_copy(d, e, bert_edit(num_attention_heads=0))),
+    train_case("weights-layers-negative", "{d}/weights/config.json: ", "num_hidden_layers must be positive, not -1",
+               weights=lambda d, e: weights_copy(d, e, bert_edit(num_hidden_layers=-1))),
+    train_case("weights-hidden-size-not-multiple-of-heads", "{d}/weights/config.json: ",
+               "hidden_size 32 is not a multiple of num_attention_heads 3",
+               weights=lambda d, e: weights_copy(d, e, bert_edit(num_attention_heads=3))),
+    train_case("weights-dropout-above-one", "{d}/weights/config.json: ",
+               "hidden_dropout_prob must be in [0, 1), not 1.5",
+               weights=lambda d, e: weights_copy(d, e, bert_edit(hidden_dropout_prob=1.5))),
+    train_case("weights-size-a-string", "{d}/weights/config.json: ", "field 'hidden_size' should be int, got '32'",
+               weights=lambda d, e: weights_copy(d, e, bert_edit(hidden_size="32"))),
+    train_case("weights-vocab-size-below-vocab-txt", "{d}/weights/vocab.txt: ",
+               "holds 30522 tokens but the model's config.json has vocab_size 1000",
+               weights=lambda d, e: weights_copy(d, e, lambda w: shrink_vocab(w, 1000))),
+    infer_case("ckpt-attention-heads-zero", "{d}/ckpt/config.json: ", "num_attention_heads must be positive, not 0",
+               ckpt=lambda d, e: ckpt_copy(d, e, bert_edit(num_attention_heads=0))),
+    infer_case("ckpt-dropout-above-one", "{d}/ckpt/config.json: ",
+               "attention_probs_dropout_prob must be in [0, 1), not 1.5",
+               ckpt=lambda d, e: ckpt_copy(d, e, bert_edit(attention_probs_dropout_prob=1.5))),
+    infer_case("ckpt-vocab-size-below-vocab-txt", "{d}/ckpt/vocab.txt: ",
+               "holds 30522 tokens but the model's config.json has vocab_size 1000",
+               ckpt=lambda d, e: ckpt_copy(d, e, lambda c: shrink_vocab(c, 1000))),
+    infer_case("ckpt-heads-null", "{d}/ckpt/config.json: ", "'minimtl.heads' should be {n_labels: ",
+               ckpt=lambda d, e: ckpt_copy(d, e, meta_edit(lambda m: m.update(heads=None)))),
+    infer_case("ckpt-heads-disagree-with-labels", "{d}/ckpt/config.json: ", "'minimtl.heads' should be {n_labels: ",
+               ckpt=lambda d, e: ckpt_copy(d, e, meta_edit(lambda m: m["heads"].update(n_labels=m["heads"]["n_labels"] + 1)))),
+    infer_case("ckpt-tags-not-bio", "{d}/ckpt/config.json: ", "'minimtl.tags': tag 'PER' is not O, B-TYPE or I-TYPE",
+               ckpt=lambda d, e: ckpt_copy(d, e, meta_edit(lambda m: m["tags"].__setitem__(1, "PER")))),
+    infer_case("ckpt-label-listed-twice", "{d}/ckpt/config.json: ", "'minimtl.labels' names a class twice",
+               ckpt=lambda d, e: ckpt_copy(d, e, meta_edit(lambda m: m["labels"].__setitem__(1, m["labels"][0])))),
+    infer_case("ckpt-max-len-above-positions", "{d}/ckpt/config.json: ",
+               "'minimtl.max_len' should be an integer from 3 to max_position_embeddings 512, not 1024",
+               ckpt=lambda d, e: ckpt_copy(d, e, meta_edit(lambda m: m.update(max_len=1024)))),
+    # --- out-of-range settings ---
+    train_case("arg-max-len-above-positions", "--max-len 1024", "has only 512 positions", args=["--max-len", "1024"]),
+    train_case("arg-max-len-two", "--max-len", "must be at least 3", args=["--max-len", "2"]),
+    train_case("arg-seed-negative", "--seed", "must be in 0..4294967295, not -1", args=["--seed", "-1"]),
+    train_case("arg-seed-above-32-bits", "--seed", "must be in 0..4294967295, not 4294967296",
+               args=["--seed", "4294967296"]),
+    train_case("arg-lr-backbone-inf", "--lr-backbone", "must be finite, not inf", args=["--lr-backbone", "inf"]),
+    train_case("arg-warmup-one", "--warmup", "must be in [0, 1), not 1.0", args=["--warmup", "1.0"]),
+    train_case("arg-dropout-negative", "--dropout", "must be in [0, 1), not -0.1", args=["--dropout", "-0.1"]),
+    train_case("arg-lora-dropout-one", "--lora-dropout", "must be in [0, 1), not 1.0",
+               args=["--lora", "4", "--lora-dropout", "1"]),
+    train_case("arg-temperature-zero", "--temperature", "must be positive, not 0.0",
+               args=["--sampling", "temperature", "--temperature", "0"]),
+    train_case("arg-grad-accum-zero", "--grad-accum", "must be positive, not 0", args=["--grad-accum", "0"]),
+    train_case("arg-patience-negative", "--patience", "must not be negative, not -1", args=["--patience", "-1"]),
+    train_case("arg-clip-negative", "--clip", "must not be negative, not -1.0", args=["--clip", "-1"]),
+    # --- data that cannot mean what was asked ---
+    train_case("data-w-cls-zero-on-classification-data", "--w-cls 0", "topics has only that task, so it would teach nothing",
+               data=lambda d, e: folder(d, "topics", {"train.csv": "text,label\nbook a flight,travel\nplay jazz,music\n",
+                                                      "dev.csv": "text,label\nfly home,travel\n"}),
+               args=["--w-cls", "0"]),
+    train_case("data-w-ner-zero-on-ner-data", "--w-ner 0", "people has only that task, so it would teach nothing",
+               data=lambda d, e: folder(d, "people", {"train.txt": CONLL_OK, "dev.txt": CONLL_OK}),
+               args=["--w-ner", "0"]),
+    train_case("data-two-sources-with-tags", "--data: ", "people and data both have entity tags; one source per task",
+               data=lambda d, e: [folder(d, "people", {"train.txt": CONLL_OK, "dev.txt": CONLL_OK}), joint(d, e)]),
+    train_case("data-two-sources-with-labels", "--data: ", "both have sentence labels; one source per task",
+               data=lambda d, e: [joint(d, e), folder(d, "topics", {"train.csv": "text,label\nbook a flight,travel\n"
+                                                                                 "play jazz,music\n",
+                                                                    "dev.csv": "text,label\nfly home,travel\n"})]),
+    train_case("data-same-folder-twice", "{d}/./data: ", "given twice as --data",
+               data=lambda d, e: [joint(d, e), f"{d}/./data"]),
 ]
 
 # Each process pays ~2 s of CPU for importing torch, so by default only the cases above minus these run:
@@ -299,7 +497,9 @@ EXTRA = {"data-jsonl-tag-not-bio", "data-jsonl-keys-differ", "data-jsonl-not-jso
          "data-single-file-one-sentence", "arg-epochs-not-int", "arg-freeze-layers-negative",
          "arg-freeze-none-and-backbone", "arg-device-unknown", "weights-tensor-missing", "text-file-blank-line",
          "text-file-not-utf8", "text-and-file", "data-seq-out-tag-count", "arg-batch-size-negative",
-         "ckpt-is-a-plain-bert"}
+         "ckpt-is-a-plain-bert",
+         # tests/test_sources.py runs these through load_sources and train.py already; test_resume.py resume_config
+         "data-two-sources-with-labels", "data-same-folder-twice", "resume-without-state"}
 if os.environ.get("MINIMTL_ALL_BAD_INPUTS") != "1":
     for case in ALL_CASES:
         if case.id in EXTRA:
@@ -312,6 +512,19 @@ MUST_WORK = {  # name -> a text that infer.py --json must answer, exit 0, one JS
     "emoji-only": "😀🎉🚀 🇫🇷👩‍👩‍👧",
     "control-characters-only": "\x01\x02\x07 \x1b\x7f",
 }
+# A CoNLL folder saved with old Mac line endings (a CR alone ends a line): train.py must read it as the
+# sentences it holds, not as one long line, and train on it.
+CR_ONLY_CONLL = {
+    "train.txt": "-DOCSTART- -X- -X- O\r\rAlice B-PER\rvisited O\rParis B-LOC\r\rBob B-PER\rleft O\rBerlin B-LOC\r\r"
+                 "Carol B-PER\rsings O\r\rDan B-PER\rstayed O\rhome O\r",
+    "dev.txt": "Eve B-PER\rsaw O\rRome B-LOC\r\rFrank B-PER\rslept O\r",
+}
+CR_ONLY_SENTENCES = {"train": [("Alice", "visited", "Paris"), ("Bob", "left", "Berlin"), ("Carol", "sings"),
+                               ("Dan", "stayed", "home")],
+                     "dev": [("Eve", "saw", "Rome"), ("Frank", "slept")]}
+# `infer.py --json ... | head -1`: enough output after the first line to overflow the pipe's buffer (64 KiB),
+# so the reader's closing it is surely felt by a write.
+PIPED_TEXTS = ["Alice visited Paris last summer with Bob"] * 1500
 
 
 # --- running ------------------------------------------------------------------------------------------
@@ -359,6 +572,26 @@ def run(d, argv, env_extra, cwd, protected):
                   before, snapshot(*protected))
 
 
+def run_into_closed_pipe(d, argv, cwd, protected):
+    """Run `python ARGV | head -1`: stdout is a pipe whose reader closes it after the first line."""
+    before = snapshot(*protected)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    with tempfile.TemporaryFile() as err:
+        p = subprocess.Popen([sys.executable, *map(str, argv)], cwd=cwd, env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        timer = threading.Timer(TIMEOUT, p.kill)
+        timer.start()
+        try:
+            first = p.stdout.readline()
+            p.stdout.close()
+            p.wait()
+        finally:
+            timer.cancel()
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    return Result(d, p.returncode, first.decode("utf-8", "replace"), stderr, 0, 0.0, before, snapshot(*protected))
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_data, tiny_weights):
     """A valid checkpoint, trained for one epoch on the tiny data with the tiny weights."""
@@ -388,12 +621,20 @@ def results(tmp_path_factory, checkpoint, tiny_data, tiny_weights, checkpoint_di
         d.mkdir()
         argv = case.setup(d, env)
         cwd = d / "pkg" if case.cli == "weights" else ROOT  # `python -m` imports the package copy from cwd
-        jobs[case.id] = (d, argv, case.env, cwd, case.protect(d))
+        jobs[case.id] = (run, d, argv, case.env, cwd, case.protect(d))
     # The must-work texts share one run (one more torch import is 2 s); each is checked on its own line.
-    jobs["must-work"] = (root, ["infer.py", "--checkpoint", checkpoint, "--json", *MUST_WORK.values()], {}, ROOT,
-                         [checkpoint])
+    jobs["must-work"] = (run, root, ["infer.py", "--checkpoint", checkpoint, "--json", *MUST_WORK.values()], {},
+                         ROOT, [checkpoint])
+    cr_only = root / "cr-only"
+    for name, content in CR_ONLY_CONLL.items():
+        write(cr_only / "data" / name, content)
+    jobs["cr-only"] = (run, cr_only, ["train.py", "--data", cr_only / "data", "--weights", tiny_weights,
+                                      "--out", cr_only / "run", "--epochs", "1", "--batch-size", "8", "--device",
+                                      "cpu"], {}, ROOT, [cr_only / "data"])
+    jobs["broken-pipe"] = (run_into_closed_pipe, root, ["infer.py", "--checkpoint", checkpoint, "--json",
+                                                        *PIPED_TEXTS], ROOT, [checkpoint])
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        futures = {name: pool.submit(run, *job) for name, job in jobs.items()}
+        futures = {name: pool.submit(*job) for name, job in jobs.items()}
         out = {name: f.result() for name, f in futures.items()}
     out["shared"] = (shared_before, snapshot(*shared))
     return out
@@ -465,6 +706,26 @@ def test_emoji_only_text(must_work):
 def test_control_characters_only_text(must_work):
     row = must_work["control-characters-only"]
     assert len(row["words"]) == len(row["tags"]) and "label" in row
+
+
+def test_conll_with_cr_only_line_endings_trains(results):
+    r = results["cr-only"]
+    assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr and not changed(r), describe(r)
+    assert "4 train / 2 dev / no test sentences" in r.stdout, describe(r)
+    assert (r.dir / "run" / "model.safetensors").is_file() and is_finished(r.dir / "run")
+    splits = load_data(r.dir / "data")
+    for split, sentences in CR_ONLY_SENTENCES.items():
+        assert [ex.words for ex in getattr(splits, split)] == sentences
+    assert splits.train[2].tags == ("B-PER", "O")
+
+
+def test_a_reader_that_stops_early_ends_it_quietly(results):
+    r = results["broken-pipe"]  # `infer.py --json ... | head -1`
+    assert json.loads(r.stdout)["text"] == PIPED_TEXTS[0]
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr and "Exception ignored" not in r.stderr, \
+        describe(r)
+    assert r.returncode == 0 and r.stderr == "", describe(r)
+    assert not changed(r)
 
 
 def test_inputs_shared_by_all_cases_are_unchanged(results):

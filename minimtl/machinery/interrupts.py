@@ -36,3 +36,16 @@ def ctrl_c_between_batches():
         yield check
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def stop_message(progress, out):
+    """Turn Ctrl-C into `Interrupted`, saying what is saved and how to continue."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        # Every finished epoch was saved whole (atomic_directory), and an unfinished save was discarded.
+        done = progress.epoch
+        saved = f"the state after epoch {done} is saved; continue with: python train.py --resume {out}" \
+            if done else "no epoch had finished, so nothing was saved"
+        raise Interrupted(f"interrupted during epoch {done + 1}: {saved}") from None

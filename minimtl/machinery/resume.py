@@ -24,6 +24,8 @@ from safetensors.torch import save_file
 
 from ..weights import read_state_dict
 from .errors import UserError, read_json
+from .rundir import check_out, is_finished
+from .sources import fingerprint
 
 STATE_DIR = "resume"
 
@@ -115,3 +117,18 @@ def resume_config(run_dir):
             raise UserError(f"setting {name!r} should be {wanted.__name__}, not {value!r}: the training state is "
                             "damaged", Path(run_dir) / STATE_DIR / "state.json")
     return TrainConfig(**{**saved, "out": str(run_dir)})
+
+
+def claim_run_directory(cfg, resume, sources):
+    """--out as a Path, once it is sure that training may write there (machinery/rundir.py has the rules)."""
+    out = Path(cfg.out)
+    if not resume:
+        check_out(out, cfg.overwrite)
+        return out
+    saved = read_progress(out)
+    if is_finished(out) or saved["epoch"] >= cfg.n_epochs:
+        raise UserError("this run already finished: nothing to resume", out)
+    if saved["data_sha256"] != {s.name: fingerprint(s) for s in sources}:
+        raise UserError("the data changed since this run was interrupted: resume it with the data it started "
+                        "with, or start a new run", out)
+    return out

@@ -94,3 +94,11 @@ def fingerprint(source):
         for ex in getattr(source.splits, split) or []:
             h.update(json.dumps(asdict(ex)).encode())
     return h.hexdigest()
+
+
+def check_tasks(sources, cfg):
+    """Refuse a loss weight of 0 on the only task a source has: that source would teach nothing."""
+    weights = {"cls": ("--w-cls", cfg.w_cls), "ner": ("--w-ner", cfg.w_ner)}
+    for s in sources:
+        if all(weights[task][1] == 0 for task in s.tasks):
+            raise UserError(f"{weights[s.tasks[0]][0]} 0: {s.name} has only that task, so it would teach nothing")

@@ -1,0 +1,99 @@
+"""The design's own model on real corpora: one backbone trained on CoNLL-2003 (NER) and AG News (topics) at once.
+
+Rows (each one `minimtl.training.train` call with the default weights; test scores of the best-on-dev epoch):
+  shared-full     --data conll2003 --data ag_news              full fine-tuning, one model for both tasks
+  conll-full      --data conll2003                              the same budget for NER alone
+  ag-full         --data ag_news                                the same budget for topics alone
+  shared-frozen / conll-frozen / ag-frozen                      the same with --freeze backbone
+  shared-frozen-temperature / -uniform                          task sampling compared on dev (frozen backbone)
+
+    python tests/benchmarks/bench_topic_ner.py [--quick] [--epochs N] [--only ROW ...] [--runs DIR]
+
+Reports per row: CoNLL test entity F1 (micro, seqeval-equal), AG News test accuracy, dev scores, parameters
+stored (trainable ones, what a task costs to keep), training-text cuts at --max-len, wall seconds. --quick runs
+1 epoch on the first 400/100/100 sentences of each corpus. Writes tests/benchmarks/results/topic_ner.json.
+"""
+
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, parser, setup, write_results
+from minimtl.config import TrainConfig
+from minimtl.training import train
+
+SHARED = ROOT.parent / "shared" / "data"
+FULL_EPOCHS = 2  # what fits: a shared full fine-tuning epoch over 18k sentences takes minutes on 2 cores
+ROWS = {
+    "shared-frozen": (["conll2003", "ag_news"], {"freeze": ["backbone"]}),
+    "conll-frozen": (["conll2003"], {"freeze": ["backbone"]}),
+    "ag-frozen": (["ag_news"], {"freeze": ["backbone"]}),
+    "shared-frozen-temperature": (["conll2003", "ag_news"], {"freeze": ["backbone"], "sampling": "temperature"}),
+    "shared-frozen-uniform": (["conll2003", "ag_news"], {"freeze": ["backbone"], "sampling": "uniform"}),
+    "shared-full": (["conll2003", "ag_news"], {"epochs": FULL_EPOCHS}),
+    "conll-full": (["conll2003"], {"epochs": FULL_EPOCHS}),
+    "ag-full": (["ag_news"], {"epochs": FULL_EPOCHS}),
+}
+
+
+def quick_copy(name, target):
+    """The first 400 train / 100 dev / 100 test sentences of a corpus, in its own format."""
+    source = SHARED / name
+    target.mkdir(parents=True)
+    for f in source.iterdir():
+        text = f.read_text(encoding="utf-8")
+        if f.suffix == ".csv":
+            n = 400 if f.stem == "train" else 100
+            text = "".join(text.splitlines(keepends=True)[:n])
+        elif f.suffix == ".txt" and f.stem in ("train", "dev", "test"):
+            n = 400 if f.stem == "train" else 100
+            text = "\n\n".join(text.split("\n\n")[:n]) + "\n"
+        (target / f.name).write_text(text, encoding="utf-8")
+    return target
+
+
+def run_row(name, data, settings, out):
+    lines = []
+
+    def log(line):
+        lines.append(str(line))
+        print(f"  [{name}] {line}", flush=True)
+    start = time.perf_counter()
+    cfg = TrainConfig(data=[str(d) for d in data], out=str(out), **settings)
+    results = train(cfg, log=log)
+    wall = time.perf_counter() - start
+    table = next(line for line in lines if line.startswith("group"))
+    trainable = int(table.splitlines()[-1].split()[1].replace(",", ""))
+    return {"settings": settings, "data": [d.name for d in data], "results": results, "wall_seconds": wall,
+            "trainable_params": trainable, "cut_notes": [line for line in lines if "cut at --max-len" in line]}
+
+
+def main():
+    p = parser(__doc__, timing=False)
+    p.add_argument("--epochs", type=int, default=None, help="override every row's epochs")
+    p.add_argument("--only", nargs="+", choices=list(ROWS))
+    p.add_argument("--runs", default=None, help="keep the run directories under DIR (default: temporary)")
+    args = p.parse_args()
+    setup(args)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-topic-ner-") as tmp:
+        runs = Path(args.runs) if args.runs else Path(tmp) / "runs"
+        corpora = {n: quick_copy(n, Path(tmp) / n) if args.quick else SHARED / n for n in ("conll2003", "ag_news")}
+        for name in args.only or ROWS:
+            names, settings = ROWS[name]
+            settings = {**settings, **({"epochs": args.epochs} if args.epochs else {}),
+                        **({"epochs": 1} if args.quick else {})}
+            print(f"== {name}: {' + '.join(names)} {settings}", flush=True)
+            results[name] = run_row(name, [corpora[n] for n in names], settings, runs / name)
+            write_results("topic_ner", {"rows": results}, args)  # after every row: a long run keeps what it has
+    print(f"\n{'row':<27} {'CoNLL test F1':>13} {'AG test acc':>11} {'trainable':>11} {'wall s':>7}")
+    for name, r in results.items():
+        test = r["results"]["test"]
+        f1 = next((v for k, v in test.items() if k.endswith("entity_f1")), None)
+        acc = next((v for k, v in test.items() if k.endswith("label_accuracy")), None)
+        show = lambda v: "-" if v is None else f"{100 * v:.2f}"
+        print(f"{name:<27} {show(f1):>13} {show(acc):>11} {r['trainable_params']:>11,} {r['wall_seconds']:>7.0f}")
+
+
+if __name__ == "__main__":
+    main()
