@@ -58,10 +58,12 @@ def evaluate(model, source, split, features=None):
 
 
 def evaluate_sources(model, sources, split, features=None):
-    """All sources' metrics in one flat dict: plain names for one source, "source/metric" for several."""
+    """The metrics of every source that has this split, in one flat dict: plain names when the run has one
+    source, "source/metric" when it has several (also if only one of them has a test split)."""
+    scores = {s.name: evaluate(model, s, split, features) for s in sources if getattr(s.splits, split) is not None}
     if len(sources) == 1:
-        return evaluate(model, sources[0], split, features)
-    return {f"{s.name}/{k}": v for s in sources for k, v in evaluate(model, s, split, features).items()}
+        return next(iter(scores.values()), {})
+    return {f"{name}/{k}": v for name, metrics in scores.items() for k, v in metrics.items()}
 
 
 def selection_score(scores):

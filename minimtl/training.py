@@ -287,5 +287,4 @@ def save_epoch(model, optimizer, progress, checkpoint_meta):
 
 def test_scores(model, sources):
     """Test metrics of every source that has a test split, or None when none has."""
-    with_test = [s for s in sources if s.splits.test is not None]
-    return evaluate_sources(model, with_test, "test") if with_test else None
+    return evaluate_sources(model, sources, "test") or None

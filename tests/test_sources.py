@@ -274,8 +274,6 @@ def test_per_source_metrics_equal_scoring_each_source_alone(corpora, two_source_
     assert "topics/label_accuracy" in results["test"] and "ner/label_accuracy" not in results["test"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: test_scores() passes only the sources that have a test split to "
-                   "evaluate_sources(), which names metrics without a prefix when that leaves one source")
 def test_test_metrics_keep_the_source_name_when_only_one_source_has_a_test_split(tmp_path, tiny_data,
                                                                                     tiny_weights):
     ner = write_conll(tmp_path / "ner", tiny_data)
