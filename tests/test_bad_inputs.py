@@ -254,6 +254,7 @@ def weights_cli_case(d, env):
 
 
 CONLL_OK = "Alice B-PER\nvisited O\nParis B-LOC\n\nBob B-PER\nleft O\n"
+TOPICS = {"train.csv": "text,label\nbook a flight,travel\nplay jazz,music\n", "dev.csv": "text,label\nfly home,travel\n"}
 
 ALL_CASES = [
     # --- data ---
@@ -375,8 +376,6 @@ ALL_CASES = [
     # --- train --out: only an earlier minimtl run is ever replaced (d/out holds one in every train case) ---
     train_case("out-is-a-user-file", "{d}/notes.txt: ", "is a file, not a run directory",
                out=lambda d: write(d / "notes.txt", "my notes: try lr 1e-4 next\n")),
-    train_case("out-is-a-user-file-no-overwrite", "{d}/results.csv: ", "is a file, not a run directory",
-               out=lambda d: write(d / "results.csv", "epoch,f1\n1,0.5\n"), overwrite=False),
     train_case("out-is-a-folder-of-user-files", "{d}/thesis: ", "holds files that are not a minimtl run",
                out=lambda d: folder(d, "thesis", {"chapter1.tex": "\\section{Intro}\n",
                                                   "figures/f1.svg": "<svg/>\n"})),
@@ -387,8 +386,6 @@ ALL_CASES = [
                out=lambda d: folder(d, "empty-ish", {".gitkeep": ""})),
     train_case("out-earlier-run-without-overwrite", "{d}/out: ", "already holds a run: continue it with --resume",
                overwrite=False),
-    train_case("out-interrupted-run-without-overwrite", "{d}/out: ", "already holds a run",
-               out=lambda d: (interrupted(d / "out"), d / "out")[1], overwrite=False),
     train_case("out-parent-is-a-file", "{d}/notes.txt/run: ", "cannot write here (a parent in the path is a file",
                out=lambda d: write(d / "notes.txt", "my notes\n") / "run"),
     train_case("out-symlink-to-a-run", "{d}/latest: ", "is a symbolic link: pass the directory it points to",
@@ -402,19 +399,16 @@ ALL_CASES = [
                 damage=data_changed_since),
     resume_case("resume-state-not-json", "{d}/out/resume/state.json: ", "not valid JSON",
                 damage=lambda run, d, env: truncate(run / "resume" / "state.json", 300)),
-    resume_case("resume-state-not-an-object", "{d}/out/resume/state.json: ", "not a training state written by minimtl",
-                damage=lambda run, d, env: write(run / "resume" / "state.json", "[1, 2, 3]\n")),
     resume_case("resume-state-epoch-a-string", "{d}/out/resume/state.json: ", "'epoch' should be int, not '1'",
                 damage=lambda run, d, env: (interrupted(run), state(lambda s: s.update(epoch="1"))(run, d, env))),
     resume_case("resume-state-history-disagrees", "{d}/out/resume/state.json: ",
                 "'epoch', 'best_epoch' and 'history' do not agree",
                 damage=lambda run, d, env: (interrupted(run), state(lambda s: s.update(epoch=2))(run, d, env))),
-    resume_case("resume-state-best-epoch-ahead", "{d}/out/resume/state.json: ", "the training state is damaged",
-                damage=state(lambda s: s.update(best_epoch=5))),
     resume_case("resume-setting-wrong-type", "{d}/out/resume/state.json: ",
                 "setting 'batch_size' should be int, not '16': the training state is damaged",
                 damage=settings(batch_size="16")),
-    resume_case("resume-setting-out-of-range", "{d}/out/resume/state.json: ", "the training state is damaged",
+    resume_case("resume-setting-out-of-range", "{d}/out/resume/state.json: ", "a saved setting is impossible "
+                "(--lr-backbone must be positive, not -1.0): the training state is damaged",
                 damage=settings(lr_backbone=-1.0)),
     resume_case("resume-setting-unknown", "{d}/out: ", "settings this version does not know: turbo",
                 damage=settings(turbo=True)),
@@ -448,7 +442,7 @@ ALL_CASES = [
     infer_case("ckpt-heads-null", "{d}/ckpt/config.json: ", "'minimtl.heads' should be {n_labels: ",
                ckpt=lambda d, e: ckpt_copy(d, e, meta_edit(lambda m: m.update(heads=None)))),
     infer_case("ckpt-heads-disagree-with-labels", "{d}/ckpt/config.json: ", "'minimtl.heads' should be {n_labels: ",
-               ckpt=lambda d, e: ckpt_copy(d, e, meta_edit(lambda m: m["heads"].update(n_labels=m["heads"]["n_labels"] + 1)))),
+               ckpt=lambda d, e: ckpt_copy(d, e, meta_edit(lambda m: m["heads"].update(n_labels=len(m["labels"]) + 1)))),
     infer_case("ckpt-tags-not-bio", "{d}/ckpt/config.json: ", "'minimtl.tags': tag 'PER' is not O, B-TYPE or I-TYPE",
                ckpt=lambda d, e: ckpt_copy(d, e, meta_edit(lambda m: m["tags"].__setitem__(1, "PER")))),
     infer_case("ckpt-label-listed-twice", "{d}/ckpt/config.json: ", "'minimtl.labels' names a class twice",
@@ -460,8 +454,6 @@ ALL_CASES = [
     train_case("arg-max-len-above-positions", "--max-len 1024", "has only 512 positions", args=["--max-len", "1024"]),
     train_case("arg-max-len-two", "--max-len", "must be at least 3", args=["--max-len", "2"]),
     train_case("arg-seed-negative", "--seed", "must be in 0..4294967295, not -1", args=["--seed", "-1"]),
-    train_case("arg-seed-above-32-bits", "--seed", "must be in 0..4294967295, not 4294967296",
-               args=["--seed", "4294967296"]),
     train_case("arg-lr-backbone-inf", "--lr-backbone", "must be finite, not inf", args=["--lr-backbone", "inf"]),
     train_case("arg-warmup-one", "--warmup", "must be in [0, 1), not 1.0", args=["--warmup", "1.0"]),
     train_case("arg-dropout-negative", "--dropout", "must be in [0, 1), not -0.1", args=["--dropout", "-0.1"]),
@@ -473,9 +465,8 @@ ALL_CASES = [
     train_case("arg-patience-negative", "--patience", "must not be negative, not -1", args=["--patience", "-1"]),
     train_case("arg-clip-negative", "--clip", "must not be negative, not -1.0", args=["--clip", "-1"]),
     # --- data that cannot mean what was asked ---
-    train_case("data-w-cls-zero-on-classification-data", "--w-cls 0", "topics has only that task, so it would teach nothing",
-               data=lambda d, e: folder(d, "topics", {"train.csv": "text,label\nbook a flight,travel\nplay jazz,music\n",
-                                                      "dev.csv": "text,label\nfly home,travel\n"}),
+    train_case("data-w-cls-zero-on-classification-data", "--w-cls 0",
+               "topics has only that task, so it would teach nothing", data=lambda d, e: folder(d, "topics", TOPICS),
                args=["--w-cls", "0"]),
     train_case("data-w-ner-zero-on-ner-data", "--w-ner 0", "people has only that task, so it would teach nothing",
                data=lambda d, e: folder(d, "people", {"train.txt": CONLL_OK, "dev.txt": CONLL_OK}),
@@ -483,9 +474,7 @@ ALL_CASES = [
     train_case("data-two-sources-with-tags", "--data: ", "people and data both have entity tags; one source per task",
                data=lambda d, e: [folder(d, "people", {"train.txt": CONLL_OK, "dev.txt": CONLL_OK}), joint(d, e)]),
     train_case("data-two-sources-with-labels", "--data: ", "both have sentence labels; one source per task",
-               data=lambda d, e: [joint(d, e), folder(d, "topics", {"train.csv": "text,label\nbook a flight,travel\n"
-                                                                                 "play jazz,music\n",
-                                                                    "dev.csv": "text,label\nfly home,travel\n"})]),
+               data=lambda d, e: [joint(d, e), folder(d, "topics", TOPICS)]),
     train_case("data-same-folder-twice", "{d}/./data: ", "given twice as --data",
                data=lambda d, e: [joint(d, e), f"{d}/./data"]),
 ]

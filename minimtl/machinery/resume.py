@@ -108,15 +108,20 @@ def resume_config(run_dir):
     if unknown:
         raise UserError(f"the saved run has settings this version does not know: {', '.join(sorted(unknown))}",
                         run_dir)
-    default = TrainConfig()
+    default, path = TrainConfig(), Path(run_dir) / STATE_DIR / "state.json"
     for name, value in saved.items():
         # The type of the default (None for "by rule" settings such as epochs) is what a setting must have.
         wanted = type(getattr(default, name))
         if value is not None and not (type(value) is wanted or wanted is float and type(value) is int) \
                 and getattr(default, name) is not None:
             raise UserError(f"setting {name!r} should be {wanted.__name__}, not {value!r}: the training state is "
-                            "damaged", Path(run_dir) / STATE_DIR / "state.json")
-    return TrainConfig(**{**saved, "out": str(run_dir)})
+                            "damaged", path)
+    cfg = TrainConfig(**{**saved, "out": str(run_dir)})
+    try:  # a saved value out of range is damage in this file, not a flag the user gave
+        cfg.check()
+    except UserError as e:
+        raise UserError(f"a saved setting is impossible ({e}): the training state is damaged", path) from None
+    return cfg
 
 
 def claim_run_directory(cfg, resume, sources):
