@@ -48,6 +48,7 @@ def train(cfg, log=print, resume=False):
     out, device = claim_run_directory(cfg, resume, sources), next(model.parameters()).device
     progress = Progress()
     with RunLock(out), stop_message(progress, out), ctrl_c_between_batches() as check_interrupt:
+        claim_run_directory(cfg, resume, sources)  # again: another process may have written --out before we locked
         optimizer = progress.resume(out, model, cfg, log) if resume else None
         set_frozen(model, frozen_in_epoch(model, cfg, progress.epoch + 1))
         log(parameter_table(model, learning_rates(cfg)))
