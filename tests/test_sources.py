@@ -27,6 +27,7 @@ from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
+from test_resume import stop_after_epoch, without_timings
 
 from minimtl import UserError
 from minimtl.config import TrainConfig
@@ -284,17 +285,6 @@ def test_test_metrics_keep_the_source_name_when_only_one_source_has_a_test_split
 
 
 # --- 5. resuming is bit-exact ------------------------------------------------------------------------------
-
-def stop_after_epoch(n):
-    def log(line):
-        if line.startswith(f"epoch {n:>2}/"):
-            raise KeyboardInterrupt
-    return log
-
-
-def without_timings(record):
-    return {k: v for k, v in record.items() if k not in ("seconds", "train_seconds", "sentences_per_second")}
-
 
 @pytest.mark.parametrize("sampling", ["proportional", "temperature"])
 def test_resuming_a_two_source_run_equals_the_uninterrupted_run_bit_for_bit(corpora, tiny_weights, tmp_path,
