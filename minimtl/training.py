@@ -28,7 +28,7 @@ from .machinery.features import FeatureCache, backbone_frozen
 from .machinery.interrupts import ctrl_c_between_batches, stop_message
 from .machinery.resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
 from .machinery.rundir import RunLock, write_marker
-from .machinery.sources import check_tasks, encode_sources, fingerprint, load_sources, vocabularies
+from .machinery.sources import check_tasks, encode_sources, load_sources, vocabularies
 from .model import HeadConfig, MultiTaskModel, multitask_loss
 from .sampling import interleave, source_probabilities
 from .tokenization import Aligner
@@ -269,7 +269,7 @@ def meta(cfg, sources, weights_dir, dev):
     tags = next((s.tags.names for s in sources if s.tags), None)
     return {"labels": labels, "tags": tags, "max_len": cfg.max_len, "dev": dev, "weights": str(weights_dir),
             "sources": {s.name: s.tasks for s in sources}, "train_args": asdict(cfg),
-            "data_sha256": {s.name: fingerprint(s) for s in sources}}
+            "data_sha256": {s.name: s.sha256 for s in sources}}
 
 
 def save_epoch(model, optimizer, progress, checkpoint_meta):

@@ -25,7 +25,6 @@ from safetensors.torch import save_file
 from ..weights import read_state_dict
 from .errors import UserError, read_json
 from .rundir import check_out, is_finished
-from .sources import fingerprint
 
 STATE_DIR = "resume"
 
@@ -85,12 +84,12 @@ def load_state(run_dir, model, optimizer, state):
     model.load_state_dict(weights, strict=False)
     tensors = read_state_dict(directory / "optimizer.safetensors")
     for key, value in tensors.items():
+        if key == "torch_rng":
+            continue
         name, _, kind = key.partition(":")
-        if key != "torch_rng" and name not in trained:
+        if name not in trained:
             raise UserError(f"optimizer state for {name!r}, which this run does not train", directory)
-        if key != "torch_rng":
-            p = params[name]
-            optimizer.state[p][kind] = value if kind == "step" else value.to(p.device)
+        optimizer.state[params[name]][kind] = value if kind == "step" else value.to(params[name].device)
     torch.set_rng_state(tensors["torch_rng"])
     version, internal, gauss = state["python_rng"]
     random.setstate((version, tuple(internal), gauss))
@@ -133,7 +132,7 @@ def claim_run_directory(cfg, resume, sources):
     saved = read_progress(out)
     if is_finished(out) or saved["epoch"] >= cfg.n_epochs:
         raise UserError("this run already finished: nothing to resume", out)
-    if saved["data_sha256"] != {s.name: fingerprint(s) for s in sources}:
+    if saved["data_sha256"] != {s.name: s.sha256 for s in sources}:
         raise UserError("the data changed since this run was interrupted: resume it with the data it started "
                         "with, or start a new run", out)
     return out

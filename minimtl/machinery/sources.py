@@ -26,6 +26,7 @@ class Source:
     labels: LabelVocab | None = None  # the model's sentence classes, when this source has labels
     tags: LabelVocab | None = None  # the model's BIO tags, when this source has tags
     ids: dict[str, SplitIds] = field(default_factory=dict)  # split name -> encoded sentences
+    sha256: str = ""  # of every example (`fingerprint`): a resumed run must see the same data
 
     @property
     def tasks(self):
@@ -50,6 +51,7 @@ def load_sources(paths):
             name += "'"
         names.add(name)
         sources.append(Source(name, splits))
+        sources[-1].sha256 = fingerprint(sources[-1])
     for task, what in (("cls", "sentence labels"), ("ner", "entity tags")):
         having = [s.name for s in sources if task in s.tasks]
         if len(having) > 1:
