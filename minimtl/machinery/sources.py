@@ -41,17 +41,19 @@ class Vocabularies:
 
 def load_sources(paths):
     """Read every --data path; one clear error for a path given twice or two sources of one task."""
-    sources, names = [], set()
+    sources, seen, names = [], set(), set()
     for path in paths:
-        splits = load_data(path)
-        name = Path(path).resolve().name or str(path)
-        if Path(path).resolve() in {Path(p).resolve() for p in paths[: len(sources)]}:
+        resolved = Path(path).resolve()
+        if resolved in seen:  # checked before reading: the second copy would only be read to be refused
             raise UserError("given twice as --data", path)
+        seen.add(resolved)
+        name = resolved.name or str(path)
         while name in names:
             name += "'"
         names.add(name)
-        sources.append(Source(name, splits))
-        sources[-1].sha256 = fingerprint(sources[-1])
+        source = Source(name, load_data(path))
+        source.sha256 = fingerprint(source)
+        sources.append(source)
     for task, what in (("cls", "sentence labels"), ("ner", "entity tags")):
         having = [s.name for s in sources if task in s.tasks]
         if len(having) > 1:
