@@ -18,7 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, parser, setup, write_results
+import json
+
+from common import RESULTS, ROOT, machine_info, parser, setup, write_results
 from minimtl.config import TrainConfig
 from minimtl.training import train
 
@@ -65,7 +67,8 @@ def run_row(name, data, settings, out):
     table = next(line for line in lines if line.startswith("group"))
     trainable = int(table.splitlines()[-1].split()[1].replace(",", ""))
     return {"settings": settings, "data": [d.name for d in data], "results": results, "wall_seconds": wall,
-            "trainable_params": trainable, "cut_notes": [line for line in lines if "cut at --max-len" in line]}
+            "trainable_params": trainable, "cut_notes": [line for line in lines if "cut at --max-len" in line],
+            "machine": machine_info()}  # per row: rows measured in different runs keep their own commit and load
 
 
 def main():
@@ -75,7 +78,9 @@ def main():
     p.add_argument("--runs", default=None, help="keep the run directories under DIR (default: temporary)")
     args = p.parse_args()
     setup(args)
-    results = {}
+    previous = RESULTS / f"topic_ner{'.quick' if args.quick else ''}.json"
+    # --only re-measures some rows and keeps the others from the last run
+    results = json.loads(previous.read_text())["rows"] if args.only and previous.exists() else {}
     with tempfile.TemporaryDirectory(prefix="bench-topic-ner-") as tmp:
         runs = Path(args.runs) if args.runs else Path(tmp) / "runs"
         corpora = {n: quick_copy(n, Path(tmp) / n) if args.quick else SHARED / n for n in ("conll2003", "ag_news")}
