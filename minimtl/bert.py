@@ -11,8 +11,10 @@ References:
 - Vaswani et al. 2017, "Attention Is All You Need", https://arxiv.org/abs/1706.03762
 """
 
+from collections import deque
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -163,7 +165,7 @@ class Layer(nn.Module):
 
 
 class Bert(nn.Module):
-    """`encoder(input_ids, attention_mask)` -> last hidden states (B, T, H).
+    """`encoder(input_ids, attention_mask)` -> last hidden states (B, T, H) (or several layers', see forward).
 
     attention_mask is optional, 1 for real tokens and 0 for padding. Padding positions come out as zeros:
     they are never computed (see TokenLayout), and every real position ignores them as keys.
@@ -181,10 +183,16 @@ class Bert(nn.Module):
     def layers(self):
         return self.encoder["layer"]
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids, attention_mask=None, layers=1):
+        """The last hidden states (B, T, H); with `layers` = k > 1, the top k hidden states stacked as
+        (B, T, k, H), bottom first, the embeddings' output counting as layer 0 (so k <= num_hidden_layers + 1)."""
         B, T = input_ids.shape
         layout = TokenLayout(attention_mask, B, T)
         x = layout.pack(self.embeddings(input_ids))  # (N, H)
+        states = deque([x], maxlen=layers)  # the top `layers` outputs so far
         for layer in self.layers:
             x = layer(x, layout)
-        return layout.unpack(x)  # (B, T, H)
+            states.append(x)
+        if layers == 1:
+            return layout.unpack(x)  # (B, T, H)
+        return layout.unpack(torch.stack(list(states), dim=1))  # (N, k, H) -> (B, T, k, H)

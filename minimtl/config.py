@@ -15,7 +15,7 @@ from .freezing import FREEZE_MODES
 from .lora import DEFAULT_TARGETS, TARGETS
 from .machinery.download import DEFAULT_NAME
 from .machinery.errors import UserError
-from .model import POOLINGS
+from .model import POOLINGS, TOKEN_HEADS, HeadConfig
 
 DEMO_DATA = str(Path(__file__).resolve().parent / "demo")
 SAMPLINGS = ("proportional", "uniform", "temperature")
@@ -112,8 +112,22 @@ class TrainConfig:
 
     w_cls: float = setting(1.0, "weight of the sentence loss", MODEL, non_negative)
     w_ner: float = setting(1.0, "weight of the token loss", MODEL, non_negative)
-    pooling: str = setting("cls", "how the sentence head reads the tokens", MODEL, choices=POOLINGS)
+    pooling: str = setting("auto", "how the sentence head reads the tokens: cls, mean, or auto = the pooling the "
+                           "weights were trained with (their sentence-transformers 1_Pooling/config.json; cls "
+                           "without one)", MODEL, choices=("auto", *POOLINGS))
     dropout: float = setting(0.1, "dropout in the heads", MODEL, fraction)
+    layers: int | None = setting(None, "the heads read a learned scalar mix of the encoder's top N hidden states "
+                                 "(the embeddings count as one). Default: all of them with a frozen backbone, "
+                                 "1 (the last) otherwise", MODEL, positive)
+    token_head: str | None = setting(None, "linear, or lstm: a BiLSTM between the hidden states and the tag layer. "
+                                     "Default: lstm with a frozen backbone, linear otherwise", MODEL,
+                                     choices=TOKEN_HEADS)
+    crf: bool = setting(False, "a CRF over words on the tag layer: trained by its likelihood, decoded by Viterbi",
+                        MODEL)
+
+    @property
+    def frozen_backbone(self):
+        return bool({"backbone", "all"} & set(self.freeze))
 
     @property
     def n_epochs(self):
@@ -122,7 +136,27 @@ class TrainConfig:
         # Heads on a frozen backbone converge slowly and, with the feature cache, an epoch costs little: 30.
         # LoRA's few adapter weights learn slowly too: 10. Full fine-tuning: 4, the epochs that fit in 600 s of
         # SNIPS on 2 cores (dev scores were still rising after 3).
-        return 30 if {"backbone", "all"} & set(self.freeze) else 10 if self.lora else 4
+        return 30 if self.frozen_backbone else 10 if self.lora else 4
+
+    def heads(self, n_labels, n_tags, encoder_config, trained_pooling):
+        """The HeadConfig these settings ask for, the defaults resolved for this encoder.
+
+        A frozen backbone gets what makes frozen features work (model.py): a scalar mix of every layer and
+        a BiLSTM tag head. A fine-tuned one reads its last layer through linear heads: it can move that
+        layer towards the task itself.
+        """
+        all_layers = encoder_config.num_hidden_layers + 1
+        if self.layers is not None and self.layers > all_layers:
+            raise UserError(f"--layers {self.layers}: the encoder has {all_layers} hidden states "
+                            f"(the embeddings and {all_layers - 1} layers)")
+        return HeadConfig(
+            n_labels, n_tags,
+            pooling=trained_pooling if self.pooling == "auto" else self.pooling,
+            dropout=self.dropout,
+            layers=self.layers or (all_layers if self.frozen_backbone else 1),
+            token_head=self.token_head or ("lstm" if self.frozen_backbone else "linear"),
+            crf=self.crf,
+        )
 
     def torch_device(self):
         if self.device == "auto":
@@ -143,7 +177,7 @@ class TrainConfig:
             if rule is not None and value is not None and not rule(value):
                 raise UserError(f"{flag} {RULES[rule]}, not {value!r}" if isinstance(value, str) else
                                 f"{flag} {RULES[rule]}, not {value}")
-            if choices is not None:
+            if choices is not None and value is not None:
                 for v in value if isinstance(value, list) else [value]:
                     if v not in choices:
                         raise UserError(f"{flag} must be one of {', '.join(choices)}, not {v!r}")

@@ -105,6 +105,18 @@ class CRF(nn.Module):
         """Mean over sentences of -log p(gold tags): a scalar >= 0, the training loss."""
         return (self.log_partition(emissions, mask) - self.gold_score(emissions, tags, mask)).mean()
 
+    def marginals(self, emissions, mask):
+        """p(y_i = k | sentence) per word (B, W, K), by the forward-backward algorithm run as autograd.
+
+        s(y) is linear in the emissions: d s(y) / d e_i[k] = [y_i = k]. So d log Z / d e_i[k] =
+        sum_y p(y) [y_i = k], the marginal: the backward pass through `log_partition` is the backward
+        recursion of forward-backward, with no second recursion to write or test.
+        """
+        with torch.inference_mode(False), torch.enable_grad():  # callers may predict in inference mode
+            e = emissions.clone().requires_grad_()
+            (grad,) = torch.autograd.grad(self.log_partition(e, mask.clone()).sum(), e)
+        return grad
+
     @torch.no_grad()
     def decode(self, emissions, lengths):
         """Viterbi: the best valid tag path per sentence: emissions (B, W, K), word counts (B,) -> B lists."""

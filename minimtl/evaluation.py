@@ -2,7 +2,7 @@
 
 Sentence labels come from the arg-max of the sentence logits. Tags are read at each word's first
 sub-token (exactly where training put the word's label, see tokenization.py) and decoded as the best
-*valid* BIO sequence (bio.constrained_decode_batch). Metrics compare names, not ids (metrics.py).
+*valid* BIO sequence (TokenHead.decode: constrained softmax choices, or the CRF's Viterbi path). Metrics compare names, not ids (metrics.py).
 With several sources, each is scored on its own split with the metrics its tasks have, and the metric
 names get the source's name in front ("conll2003/entity_f1").
 """
@@ -11,7 +11,6 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from . import metrics
-from .bio import constrained_decode_batch
 from .machinery.batches import batches
 
 EVAL_BATCH = 64  # sentences per forward pass: no gradients are kept, so twice the training batch fits
@@ -34,15 +33,14 @@ def predict(model, source, split, features=None):
         batch = batch.to(device)
         with autocast(device):
             hidden = features.hidden(source.name, split, batch) if features else \
-                model.bert(batch.input_ids, batch.attention_mask)
+                model.features(batch.input_ids, batch.attention_mask)
             out = model.run_heads(hidden, batch.attention_mask)
         if labels is not None:
             for i, k in zip(batch.index, out.cls_logits.argmax(-1).tolist()):
                 labels[i] = source.labels.names[k]
         if tags is not None:
             words = [out.ner_logits[row, ids.first_positions[i]] for row, i in enumerate(batch.index)]
-            log_probs = pad_sequence(words, batch_first=True).float().log_softmax(-1)  # (B, W, K)
-            paths = constrained_decode_batch(log_probs, [len(w) for w in words], source.tags.names)
+            paths = model.ner_head.decode(pad_sequence(words, batch_first=True), [len(w) for w in words])  # (B, W, K)
             for i, path in zip(batch.index, paths):
                 # A word past the position limit has no prediction: it is scored as "O", i.e. as a miss.
                 tags[i] = [source.tags.names[k] for k in path] + ["O"] * (len(examples[i].words) - len(path))

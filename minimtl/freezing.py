@@ -139,6 +139,12 @@ def parameter_table(model, lrs):
         trainable += 0 if frozen else n
         lr = "-" if frozen else f"{lrs[kind(unit)]:g}"
         rows.append((unit, str(len(params)), f"{n:,}", f"{100 * n / total:.2f}", lr, "yes" if frozen else "no"))
+        if kind(unit) == "heads":  # what a head is made of: its layer mix, BiLSTM, output layer, CRF transitions
+            parts = [(name, list(m.parameters())) for name, m in unit_modules(model)[unit].named_children()]
+            parts = [(name, ps) for name, ps in parts if ps]
+            for name, ps in parts if len(parts) > 1 else []:
+                k = sum(p.numel() for p in ps)
+                rows.append((f"  .{name}", str(len(ps)), f"{k:,}", f"{100 * k / total:.2f}", "", ""))
     rows.append(("trainable", "", f"{trainable:,}", f"{100 * trainable / total:.2f}", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))

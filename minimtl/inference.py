@@ -8,14 +8,14 @@ The pipeline, per text:
 
     text -> split_text -> words with character offsets
          -> overlapping windows of at most max_len sub-tokens (so no length is too long, and no word is lost)
-         -> model -> tag log-probabilities at each word's first sub-token -> the best valid BIO sequence
-                     (bio.constrained_decode) -> one tag and confidence per word -> spans
+         -> model -> tag logits at each word's first sub-token -> the best valid BIO sequence
+                     (TokenHead.decode) -> one tag and its probability per word (TokenHead.confidence) -> spans
                   -> softmax of the sentence logits, averaged over the text's windows -> category
 
 Windows from all texts are batched together, shortest first, so padding is small and a batch of short
 texts costs one forward pass instead of one per text. The model's activations are bounded by the
 batch, not by the input: a long text only adds windows, and each window keeps just its sentence
-probabilities and its (positions, tags) log-probabilities.
+probabilities and its (positions, tags) logits.
 """
 
 import json
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .bio import constrained_decode
 from .machinery.batches import SplitIds, batches
 from .machinery.checkpoint import load_checkpoint
 from .machinery.errors import UserError
@@ -112,16 +111,16 @@ class Predictor:
             if self.tags is not None:
                 # Each word's row comes from the window where it has the most context.
                 rows = [ner_scores[j] for j in mine]
-                log_probs = merge_windows(text_windows, rows, len(ws))  # (words, K)
-                ids = constrained_decode(log_probs, self.tags)
-                pred.tags = [self.tags[k] for k in ids]
-                confidence = log_probs[torch.arange(len(ids)), ids].exp() if ids else torch.zeros(0)
-                pred.entities = spans(text, ws, pred.tags, confidence.tolist())
+                emissions = merge_windows(text_windows, rows, len(ws))[None]  # (1, words, K)
+                head = self.model.ner_head
+                paths = head.decode(emissions, [len(ws)])
+                pred.tags = [self.tags[k] for k in paths[0]]
+                pred.entities = spans(text, ws, pred.tags, head.confidence(emissions, [len(ws)], paths)[0])
             out.append(pred)
         return out
 
     def _run(self, encodings):
-        """Per window, in input order: sentence probabilities (C,) and tag log-probabilities (positions, K)."""
+        """Per window, in input order: sentence probabilities (C,) and tag logits (positions, K)."""
         cls_probs, ner_scores = [None] * len(encodings), [None] * len(encodings)
         ids = SplitIds([e.input_ids for e in encodings], [e.first_positions for e in encodings], None, None, 0,
                        self.aligner.pad_id)
@@ -134,9 +133,9 @@ class Predictor:
                     for row, j in enumerate(batch.index):
                         cls_probs[j] = probs[row]
                 if out.ner_logits is not None:
-                    log_probs = out.ner_logits.float().log_softmax(-1).cpu()  # (B, T, K)
+                    logits = out.ner_logits.float().cpu()  # (B, T, K)
                     for row, j in enumerate(batch.index):
-                        ner_scores[j] = log_probs[row, : len(encodings[j].input_ids)]  # without the padding
+                        ner_scores[j] = logits[row, : len(encodings[j].input_ids)]  # without the padding
         return cls_probs, ner_scores
 
 

@@ -1,11 +1,23 @@
 """One shared BERT backbone, two task heads, and the masked multi-task loss.
 
-    tokens -> Bert -> hidden (B, T, H) -+-> pool -> ClassificationHead -> cls_logits (B, C)
-                                               +-> per token -> NER head      -> ner_logits (B, T, K)
+    tokens -> Bert -> hidden (B, T, H) or top-k layers (B, T, k, H)
+                 +-> [scalar mix] -> pool -> dropout -> linear            -> cls_logits (B, C)
+                 +-> [scalar mix] -> [BiLSTM] -> dropout -> linear        -> ner_logits (B, T, K)
+                                                          -> [CRF over words: loss and decoding]
 
 Both heads read the same hidden states, so one forward pass serves both tasks; the backbone learns from
 the weighted sum of both losses. The backbone is stored as `bert`, which makes our state-dict names the
 published `bert.embeddings...` ones: a trained checkpoint loads with `load_encoder` like any BERT.
+
+The bracketed parts are what makes a *frozen* backbone nearly as good as fine-tuning it:
+- which layers: a fine-tuned encoder moves its last layer towards the task; a frozen one does not, and the
+  last layer of a pretrained encoder is shaped by its pretraining objective. Lower layers hold more
+  syntax and surface form (useful for tagging), so each head learns its own softmax-weighted "scalar
+  mix" of the top k layers (Peters et al. 2018, ELMo). Devlin et al. 2019 (Table 7) fed frozen BERT
+  layers to a BiLSTM and came within 0.3 F1 of fine-tuning on CoNLL-2003.
+- context for tags: a linear layer on a frozen state decides each token alone; a small BiLSTM lets the
+  tag head learn which neighbours matter, which fine-tuning would otherwise teach the encoder itself.
+- a CRF (crf.py) scores whole tag sequences instead of one word at a time.
 """
 
 from dataclasses import dataclass
@@ -13,11 +25,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .bio import constrained_decode_batch
+from .crf import CRF
 from .freezing import unit_modules
 
 IGNORE_INDEX = -100  # label id that cross-entropy skips: special tokens, padding, continuation sub-tokens
 POOLINGS = ("cls", "mean")
+TOKEN_HEADS = ("linear", "lstm")
+LSTM_HIDDEN = 256  # per direction, as in the issue's sizing runs and Devlin et al.'s feature-based BiLSTM
 
 
 @dataclass
@@ -28,37 +45,117 @@ class HeadConfig:
     n_tags: int  # BIO tags; 0 = the data has no token task
     pooling: str = "cls"
     dropout: float = 0.1
+    layers: int = 1  # top hidden states the heads read (the embeddings' output counts as one); > 1: a scalar mix
+    token_head: str = "linear"  # or "lstm": a BiLSTM between the (mixed) states and the tag layer
+    crf: bool = False  # a CRF over words on top of the tag layer
+
+
+class ScalarMix(nn.Module):
+    """ELMo's learned layer average: gamma * sum_j softmax(w)_j * h_j over k stacked hidden states.
+
+    The weights start equal, so training begins from the plain mean of the layers; the softmax keeps the
+    mix a weighted average, and gamma rescales it for the head that reads it (each head has its own mix).
+    """
+
+    def __init__(self, k):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(k))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, states):  # (B, T, k, H) -> (B, T, H)
+        w = self.weights.softmax(0).to(states.dtype)
+        return self.gamma * torch.einsum("btkh,k->bth", states, w)
+
+
+def read_layers(config):
+    """What turns the encoder's output into one (B, T, H) tensor for a head: a scalar mix, or nothing."""
+    return ScalarMix(config.layers) if config.layers > 1 else nn.Identity()
 
 
 class ClassificationHead(nn.Module):
-    """Pool the tokens into one vector, then dropout -> linear."""
+    """(mix the layers) -> pool the tokens into one vector -> dropout -> linear."""
 
     def __init__(self, hidden_size, cfg: HeadConfig):
         super().__init__()
         self.pooling = cfg.pooling
+        self.mix = read_layers(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(hidden_size, cfg.n_labels)
 
     def forward(self, hidden, attention_mask):
+        hidden = self.mix(hidden)  # (B, T, H)
         if self.pooling == "cls":
             # [CLS] sees every token through attention; fine-tuning teaches it to summarise the sentence.
             x = hidden[:, 0]  # (B, H)
         else:
+            # Sentence encoders such as all-MiniLM-L6-v2 were trained to be read this way (weights.py).
             m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1): padding must not dilute the mean
             x = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H)
         return self.out(self.dropout(x))  # (B, C)
 
 
 class TokenHead(nn.Module):
-    """dropout -> linear, applied to every position; the loss later keeps only labelled ones."""
+    """(mix the layers) -> (BiLSTM) -> dropout -> linear at every position; (CRF over the words).
 
-    def __init__(self, hidden_size, cfg: HeadConfig):
+    The logits at each word's first sub-token are that word's emission scores; the loss and decoding read
+    only those (see `loss` and `decode`), so [CLS], [SEP], padding and continuation sub-tokens never count.
+    """
+
+    def __init__(self, hidden_size, cfg: HeadConfig, tags):
         super().__init__()
+        self.mix = read_layers(cfg)
+        self.lstm = None
+        if cfg.token_head == "lstm":
+            self.lstm = nn.LSTM(hidden_size, LSTM_HIDDEN, batch_first=True, bidirectional=True)
+            hidden_size = 2 * LSTM_HIDDEN
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(hidden_size, cfg.n_tags)
+        self.crf = CRF(tags) if cfg.crf else None
+        self.tags = tags  # BIO names: decoding never predicts a transition the scheme forbids
 
-    def forward(self, hidden):
-        return self.out(self.dropout(hidden))  # (B, T, K)
+    def forward(self, hidden, attention_mask):
+        x = self.mix(hidden)  # (B, T, H)
+        if self.lstm is not None:
+            # Packed, so that each direction runs over the real tokens only: the backward LSTM must start
+            # at [SEP], not at the end of the padding.
+            lengths = attention_mask.sum(1).cpu()
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            x, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])  # (B, T, 2L)
+        return self.out(self.dropout(x))  # (B, T, K)
+
+    def loss(self, logits, tags, words):
+        """Token loss of one batch: logits (B, T, K), tags (B, T) with IGNORE_INDEX, words (B, W) the first
+        sub-token position of each word, -1 past a sentence's last word.
+
+        Without a CRF: cross-entropy at every labelled position. With one: the CRF's negative
+        log-likelihood of each sentence's tag path over its words (every training word has a tag id,
+        because the training split defines the tag vocabulary).
+        """
+        if self.crf is None:
+            return F.cross_entropy(logits.flatten(0, 1), tags.flatten(), ignore_index=IGNORE_INDEX)
+        mask = words >= 0  # (B, W)
+        at = words.clamp(min=0)
+        emissions = logits.gather(1, at[..., None].expand(-1, -1, logits.shape[-1]))  # (B, W, K)
+        return self.crf.nll(emissions.float(), tags.gather(1, at), mask)
+
+    def decode(self, emissions, lengths):
+        """The best valid BIO path per sentence: emissions (B, W, K) are the logits at each word's first
+        sub-token, lengths (B,) the word counts. Without a CRF, the best valid sequence of per-word softmax
+        choices (bio.py); with one, the CRF's Viterbi path."""
+        emissions = emissions.float()
+        if self.crf is not None:
+            return self.crf.decode(emissions, lengths)
+        return constrained_decode_batch(emissions.log_softmax(-1), lengths, self.tags)
+
+    def confidence(self, emissions, lengths, paths):
+        """Each word's probability of its decoded tag: the softmax without a CRF; with one, the CRF's marginal
+        p(y_i = tag | sentence), which accounts for the neighbours."""
+        emissions = emissions.float()
+        if self.crf is None:
+            probs = emissions.softmax(-1)
+        else:
+            probs = self.crf.marginals(emissions, torch.as_tensor(lengths)[:, None] > torch.arange(emissions.shape[1]))
+        return [probs[b, torch.arange(len(p)), torch.tensor(p, dtype=torch.long)].tolist() for b, p in enumerate(paths)]
 
 
 @dataclass
@@ -68,22 +165,33 @@ class Outputs:
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, encoder, config: HeadConfig):
+    def __init__(self, encoder, config: HeadConfig, tags=None):
+        """`tags`: the BIO tag names (needed when config.n_tags > 0; a CRF and decoding read their scheme)."""
         super().__init__()
         self.bert = encoder
         self.config = config
         H = encoder.config.hidden_size
+        if not 1 <= config.layers <= encoder.config.num_hidden_layers + 1:
+            raise ValueError(f"the heads cannot read {config.layers} layers of a "
+                             f"{encoder.config.num_hidden_layers}-layer encoder")
+        if config.n_tags and (tags is None or len(tags) != config.n_tags):
+            raise ValueError(f"{config.n_tags} tags need their {config.n_tags} names")
         self.cls_head = ClassificationHead(H, config) if config.n_labels else None
-        self.ner_head = TokenHead(H, config) if config.n_tags else None
+        self.ner_head = TokenHead(H, config, list(tags)) if config.n_tags else None
+
+    def features(self, input_ids, attention_mask):
+        """What the heads read: the encoder's top `config.layers` hidden states (the frozen-backbone cache
+        stores exactly this)."""
+        return self.bert(input_ids, attention_mask, layers=self.config.layers)
 
     def forward(self, input_ids, attention_mask):
-        return self.run_heads(self.bert(input_ids, attention_mask), attention_mask)
+        return self.run_heads(self.features(input_ids, attention_mask), attention_mask)
 
     def run_heads(self, hidden, attention_mask):
-        """Both task outputs from the backbone's hidden states (B, T, H)."""
+        """Both task outputs from `features`: (B, T, H), or (B, T, k, H) with several layers."""
         return Outputs(
             self.cls_head(hidden, attention_mask) if self.cls_head is not None else None,
-            self.ner_head(hidden) if self.ner_head is not None else None,
+            self.ner_head(hidden, attention_mask) if self.ner_head is not None else None,
         )
 
     def train(self, mode=True):
@@ -97,19 +205,20 @@ class MultiTaskModel(nn.Module):
         return self
 
 
-def multitask_loss(out: Outputs, labels, tags, w_cls=1.0, w_ner=1.0):
-    """w_cls * CE(sentence) + w_ner * masked CE(tokens), over whichever labels the batch carries.
+def multitask_loss(model, out: Outputs, batch, w_cls=1.0, w_ner=1.0):
+    """w_cls * CE(sentence) + w_ner * token loss (masked CE, or the CRF's NLL), over the labels the batch has.
 
-    `labels` (B,) and `tags` (B, T) use IGNORE_INDEX for "no label here": padding, [CLS]/[SEP], the
-    continuation sub-tokens of a word, a class unseen in training, or a sentence from a dataset that only
-    has the other task. A task with no label in the batch contributes nothing, instead of a 0/0 NaN.
+    `batch.labels` (B,) and `batch.tags` (B, T) use IGNORE_INDEX for "no label here": padding, [CLS]/[SEP],
+    the continuation sub-tokens of a word, a class unseen in training, or a sentence from a dataset that
+    only has the other task. A task with no label in the batch contributes nothing, instead of a 0/0 NaN.
     Returns (total, {task: loss}).
     """
     parts = {}
+    labels, tags = batch.labels, batch.tags
     if out.cls_logits is not None and labels is not None and (labels != IGNORE_INDEX).any():
         parts["cls"] = F.cross_entropy(out.cls_logits, labels, ignore_index=IGNORE_INDEX)
     if out.ner_logits is not None and tags is not None and (tags != IGNORE_INDEX).any():
-        parts["ner"] = F.cross_entropy(out.ner_logits.flatten(0, 1), tags.flatten(), ignore_index=IGNORE_INDEX)
+        parts["ner"] = model.ner_head.loss(out.ner_logits, tags, batch.words)
     weights = {"cls": w_cls, "ner": w_ner}
     total = sum(weights[task] * loss for task, loss in parts.items())
     return total, parts

@@ -29,10 +29,10 @@ from .machinery.interrupts import ctrl_c_between_batches, stop_message
 from .machinery.resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
 from .machinery.rundir import RunLock, write_marker
 from .machinery.sources import check_tasks, encode_sources, load_sources, vocabularies
-from .model import HeadConfig, MultiTaskModel, multitask_loss
+from .model import MultiTaskModel, multitask_loss
 from .sampling import interleave, source_probabilities
 from .tokenization import Aligner
-from .weights import load_encoder, resolve_weights
+from .weights import load_encoder, resolve_weights, trained_pooling
 
 
 def train(cfg, log=print, resume=False):
@@ -65,9 +65,9 @@ def train(cfg, log=print, resume=False):
                 batch = batch.to(device)
                 with autocast(device):
                     hidden = features.hidden(source.name, "train", batch) if features else \
-                        model.bert(batch.input_ids, batch.attention_mask)
+                        model.features(batch.input_ids, batch.attention_mask)
                     outputs = model.run_heads(hidden, batch.attention_mask)
-                    loss, parts = multitask_loss(outputs, batch.labels, batch.tags, cfg.w_cls, cfg.w_ner)
+                    loss, parts = multitask_loss(model, outputs, batch, cfg.w_cls, cfg.w_ner)
                 stop_if_not_finite(loss, cfg, epoch, progress.step)
                 if parts:  # a batch whose labels were all unseen in training has nothing to learn from
                     (loss / cfg.grad_accum).backward()
@@ -115,8 +115,8 @@ def build(cfg, log):
     check_tasks(sources, cfg)
     # Evaluation never cuts a sentence short: only the model's position table limits it.
     encode_sources(sources, aligner, vocab, cfg, positions, log)
-    heads = HeadConfig(len(vocab.labels or []), len(vocab.tags or []), cfg.pooling, cfg.dropout)
-    model = MultiTaskModel(encoder, heads)
+    heads = cfg.heads(len(vocab.labels or []), len(vocab.tags or []), encoder.config, trained_pooling(weights_dir))
+    model = MultiTaskModel(encoder, heads, vocab.tags.names if vocab.tags else None)
     if cfg.lora:  # wraps the target Linears; freezing.py then keeps every base encoder weight frozen
         add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     return model.to(cfg.torch_device()), sources, weights_dir
@@ -158,7 +158,7 @@ def features_for_epoch(model, sources, features, log):
     """The feature cache while the whole backbone is frozen (built once), None as soon as any of it trains."""
     if not backbone_frozen(model):
         return None
-    return features or FeatureCache(model.bert, sources, ("train", "dev"), log)
+    return features or FeatureCache(model, sources, ("train", "dev"), log)
 
 
 def epoch_batches(sources, cfg, epoch):

@@ -110,6 +110,22 @@ def load_encoder(path, verbose=False):
     return encoder.eval()
 
 
+def trained_pooling(directory):
+    """How the checkpoint was trained to give one sentence vector: "mean" or "cls".
+
+    Sentence-transformers checkpoints (all-MiniLM-L6-v2 among them) say it in 1_Pooling/config.json; their
+    [CLS] vector was never trained to summarise the sentence, the mean of the tokens was. Anything else is
+    read as BERT pretraining left it: [CLS], the token its next-sentence objective read.
+    """
+    path = Path(directory) / "1_Pooling" / "config.json"
+    if not path.is_file():
+        return "cls"
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise UserError("not a sentence-transformers pooling config (a JSON object)", path)
+    return "mean" if config.get("pooling_mode_mean_tokens") else "cls"
+
+
 def resolve_weights(name_or_path, root=WEIGHTS_ROOT):
     """A checkpoint directory from a path or a name under weights/; the default is fetched on first use."""
     if name_or_path == DEFAULT_NAME:

@@ -17,7 +17,7 @@ def model():
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=32)
-    return MultiTaskModel(Bert(cfg), HeadConfig(n_labels=3, n_tags=5))
+    return MultiTaskModel(Bert(cfg), HeadConfig(n_labels=3, n_tags=5), ["O", "B-A", "I-A", "B-B", "I-B"])
 
 
 @pytest.mark.parametrize("modes, layers, expected", [

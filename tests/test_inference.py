@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from minimtl.machinery.windows import spans, windows
 from minimtl.bert import Bert
 from minimtl.bio import chunks, constrained_decode
-from minimtl.machinery.checkpoint import atomic_directory, write_model
+from minimtl.machinery.checkpoint import FORMAT_VERSION, atomic_directory, write_model
 from minimtl.bert import BertConfig
 from minimtl.machinery.errors import UserError
 from minimtl.inference import Predictor, format_prediction
@@ -31,7 +31,7 @@ def build(directory, tokenizer_dir, labels=LABELS, tags=TAGS):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64)
-    model = MultiTaskModel(Bert(config), HeadConfig(n_labels=len(labels or []), n_tags=len(tags or [])))
+    model = MultiTaskModel(Bert(config), HeadConfig(n_labels=len(labels or []), n_tags=len(tags or [])), tags)
     meta = {"labels": labels, "tags": tags, "max_len": MAX_LEN, "heads": {"pooling": "cls"}}
     with atomic_directory(directory) as tmp:
         write_model(tmp, model, meta, tokenizer_dir)
@@ -198,7 +198,7 @@ def copy_of(small, directory):
 DAMAGE = {
     "not_json": (lambda d: (d / "config.json").write_text("{not json"), "config.json"),
     "version": (lambda d: (d / "config.json").write_text(
-        (d / "config.json").read_text().replace('"format_version": 2', '"format_version": 999')), "999"),
+        (d / "config.json").read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 999')), "999"),
     "no_vocab": (lambda d: (d / "vocab.txt").unlink(), "vocab.txt"),
     "truncated": (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
                   "model.safetensors"),

@@ -1,6 +1,7 @@
 """LoRA: a no-op at init, only adapters and heads learn, merging is exact, the parameter count is r * (in + out)."""
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,11 +15,12 @@ from minimtl.model import HeadConfig, MultiTaskModel, multitask_loss
 CFG = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                  max_position_embeddings=32)
 HEADS = HeadConfig(n_labels=3, n_tags=5)
+TAGS = ["O", "B-A", "I-A", "B-B", "I-B"]
 RANK = 4
 
 
 def new_model():
-    return MultiTaskModel(Bert(CFG), HEADS)
+    return MultiTaskModel(Bert(CFG), HEADS, TAGS)
 
 
 def batch(seed, B=4, T=12):
@@ -49,7 +51,7 @@ def trained():
     model.train()
     for step in range(3):  # B gets its first gradient at step 1, A (whose gradient is proportional to B) at 2
         input_ids, attention_mask, labels, tags = batch(step)
-        loss, _ = multitask_loss(model(input_ids, attention_mask), labels, tags)
+        loss, _ = multitask_loss(model, model(input_ids, attention_mask), SimpleNamespace(labels=labels, tags=tags, words=None))
         opt.zero_grad()
         loss.backward()
         opt.step()

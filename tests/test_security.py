@@ -160,7 +160,7 @@ def hostile(tmp_path_factory, tiny_weights):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64)
-    model = MultiTaskModel(Bert(config), HeadConfig(n_labels=2, n_tags=3))
+    model = MultiTaskModel(Bert(config), HeadConfig(n_labels=2, n_tags=3), ["O", "B-LOC", "I-LOC"])
     paths = {"vocab": ESCAPES[0], "tokenizer": ESCAPES[1], "weights": str(secret), "model": ESCAPES[2],
              "train_args": {"data": ESCAPES[0], "weights": str(secret), "out": ESCAPES[1]}}
     meta = {"labels": ["travel", "music"], "tags": ["O", "B-LOC", "I-LOC"], "max_len": 32, **paths}

@@ -24,11 +24,11 @@ def initial_tensors(tiny_weights):
     return {"bert." + k: v for k, v in load_file(tiny_weights / "model.safetensors").items()}
 
 
-def initial_heads(tiny_weights, saved, seed):
-    """The heads as a run with `seed` initialises them: seeded, after the encoder is built."""
+def initial_heads(tiny_weights, out, seed):
+    """The heads of the run in `out` as that run, seeded with `seed`, initialised them (after the encoder)."""
+    meta = json.loads((out / "config.json").read_text())["minimtl"]
     seed_everything(seed)
-    heads = HeadConfig(n_labels=saved["cls_head.out.bias"].numel(), n_tags=saved["ner_head.out.bias"].numel())
-    model = MultiTaskModel(load_encoder(tiny_weights), heads)
+    model = MultiTaskModel(load_encoder(tiny_weights), HeadConfig(**meta["heads"]), meta["tags"])
     return {k: v for k, v in model.state_dict().items() if not k.startswith("bert.")}
 
 
@@ -39,7 +39,7 @@ def test_frozen_backbone_is_bit_for_bit_unchanged_and_heads_learn(tiny_data, tin
     before = initial_tensors(tiny_weights)
     for name, tensor in before.items():
         assert torch.equal(saved[name], tensor), name
-    start = initial_heads(tiny_weights, saved, seed=0)
+    start = initial_heads(tiny_weights, tmp_path / "out", seed=0)
     assert start.keys() == {k for k in saved if not k.startswith("bert.")}
     for name, tensor in start.items():
         assert not torch.equal(saved[name], tensor), name
@@ -56,10 +56,11 @@ def test_freeze_layers_moves_only_the_top_layer_and_heads(tiny_data, tiny_weight
 
 def test_freeze_heads_keeps_them_fixed_while_the_backbone_learns(tiny_data, tiny_weights, tmp_path):
     run(tiny_data, tiny_weights, tmp_path / "a", freeze=["cls-head", "ner-head"], epochs=1, seed=3)
-    run(tiny_data, tiny_weights, tmp_path / "b", freeze=["backbone"], epochs=1, seed=3)
+    # the heads of a fine-tuning run, on a frozen backbone (not the frozen recipe's scalar mix and BiLSTM)
+    run(tiny_data, tiny_weights, tmp_path / "b", freeze=["backbone"], epochs=1, seed=3, layers=1, token_head="linear")
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     # Same seed, so both start from the same heads; (a) never moved them, (b) did.
-    for name, tensor in initial_heads(tiny_weights, a, seed=3).items():
+    for name, tensor in initial_heads(tiny_weights, tmp_path / "a", seed=3).items():
         assert torch.equal(a[name], tensor) and not torch.equal(b[name], tensor), name
     before = initial_tensors(tiny_weights)
     assert not torch.equal(a["bert.encoder.layer.1.output.dense.weight"],

@@ -52,10 +52,12 @@ class Batch:
     attention_mask: torch.Tensor  # (B, T), 1 = real token
     labels: torch.Tensor | None  # (B,)
     tags: torch.Tensor | None  # (B, T)
+    words: torch.Tensor  # (B, W): each word's first sub-token position, -1 after a sentence's last word
 
     def to(self, device):
         move = lambda t: None if t is None else t.to(device, non_blocking=True)
-        return Batch(self.index, move(self.input_ids), move(self.attention_mask), move(self.labels), move(self.tags))
+        return Batch(self.index, move(self.input_ids), move(self.attention_mask), move(self.labels), move(self.tags),
+                     move(self.words))
 
 
 def batch_indices(lengths, batch_size, rng=None):
@@ -80,12 +82,14 @@ def collate(split: SplitIds, index):
     T = int(lengths.max())
     # One tensor per field from padded Python lists: filling rows one slice at a time cost ~1.6 ms a batch,
     # which is most of an epoch when the heads train on cached features.
-    pad = lambda lists, value: torch.tensor([x + [value] * (T - len(x)) for x in lists], dtype=torch.long)
+    pad = lambda lists, value, n=T: torch.tensor([x + [value] * (n - len(x)) for x in lists], dtype=torch.long)
     input_ids = pad(rows, split.pad_id)                                 # (B, T)
     mask = (torch.arange(T)[None, :] < lengths[:, None]).long()  # (B, T)
     tags = None if split.tags is None else pad([split.tags[i] for i in index], IGNORE_INDEX)
     labels = None if split.labels is None else torch.tensor([split.labels[i] for i in index])
-    return Batch(list(index), input_ids, mask, labels, tags)
+    firsts = [split.first_positions[i] for i in index]
+    words = pad(firsts, -1, max(len(f) for f in firsts))  # (B, W)
+    return Batch(list(index), input_ids, mask, labels, tags, words)
 
 
 def batches(split: SplitIds, batch_size, rng=None):

