@@ -1,0 +1,193 @@
+"""What the heads read and how: layer stacks, the scalar mix, the BiLSTM, the CRF over words, the feature cache.
+
+The frozen-backbone recipe (a scalar mix of every layer, mean pooling, a BiLSTM tag head) must compute the
+same thing from the cache as from the encoder, and inference must read the same layers as training did.
+"""
+
+import copy
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from minimtl import Bert, BertConfig, UserError
+from minimtl.config import TrainConfig
+from minimtl.evaluation import evaluate_sources, predict
+from minimtl.inference import Predictor
+from minimtl.machinery.batches import batches
+from minimtl.machinery.checkpoint import load_checkpoint
+from minimtl.machinery.features import FeatureCache
+from minimtl.model import IGNORE_INDEX, HeadConfig, MultiTaskModel, ScalarMix, multitask_loss
+from minimtl.training import build, train
+from minimtl.weights import trained_pooling
+
+CFG = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
+                 max_position_embeddings=32)
+TAGS = ["O", "B-A", "I-A", "B-B", "I-B"]
+
+
+def inputs(seed=0, B=3, T=9):
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, CFG.vocab_size, (B, T), generator=g)
+    attention_mask = torch.ones(B, T, dtype=torch.long)
+    attention_mask[1, 6:] = 0
+    attention_mask[2, 3:] = 0
+    return input_ids, attention_mask
+
+
+@torch.no_grad()
+def test_the_layer_stack_is_every_layers_output_bottom_first():
+    torch.manual_seed(0)
+    bert = Bert(CFG).eval()
+    ids, mask = inputs()
+    stack = bert(ids, mask, layers=CFG.num_hidden_layers + 1)  # (B, T, 4, H)
+    assert stack.shape == (3, 9, 4, 16)
+    assert torch.equal(stack[:, :, -1], bert(ids, mask))
+    for j in range(1, CFG.num_hidden_layers + 1):  # layer j's output = an encoder cut after j layers
+        cut = copy.deepcopy(bert)
+        cut.encoder["layer"] = cut.encoder["layer"][:j]
+        torch.testing.assert_close(stack[:, :, j], cut(ids, mask), rtol=0, atol=1e-6)
+    torch.testing.assert_close(bert(ids, mask, layers=2), stack[:, :, -2:], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("j", range(4))
+def test_a_one_hot_scalar_mix_reads_exactly_that_layer(j):
+    states = torch.randn(2, 5, 4, 8)
+    mix = ScalarMix(4)
+    with torch.no_grad():
+        mix.weights.copy_(torch.full((4,), float("-inf")).index_fill(0, torch.tensor(j), 0.0))
+    assert torch.equal(mix(states), states[:, :, j])
+
+
+def test_the_mix_starts_as_the_plain_mean_of_the_layers():
+    states = torch.randn(2, 5, 4, 8)
+    torch.testing.assert_close(ScalarMix(4)(states), states.mean(2))
+
+
+def model_with(**heads):
+    torch.manual_seed(0)
+    return MultiTaskModel(Bert(CFG), HeadConfig(n_labels=3, n_tags=len(TAGS), **heads), TAGS)
+
+
+def test_the_lstm_never_reads_padding():
+    model = model_with(layers=2, token_head="lstm").eval()
+    ids, mask = inputs()
+    out = model(ids, mask).ner_logits
+    alone = model(ids[2:, :3], mask[2:, :3]).ner_logits  # sentence 2 without its padding
+    torch.testing.assert_close(out[2:, :3], alone, rtol=0, atol=1e-6)
+
+
+def word_batch(ids, mask):
+    """Tags on "first sub-tokens" 1, 2, 4 (position 3 is a continuation) of every sentence that has them."""
+    words = torch.tensor([[1, 2, 4], [1, 2, 4], [1, -1, -1]])
+    tags = torch.full(ids.shape, IGNORE_INDEX)
+    gold = torch.tensor([[1, 2, 0], [3, 0, 1], [0, 0, 0]])
+    for b in range(3):
+        for w, position in enumerate(words[b].tolist()):
+            if position >= 0:
+                tags[b, position] = gold[b, w]
+    return SimpleNamespace(labels=None, tags=tags, words=words), gold
+
+
+def test_the_crf_loss_runs_over_words_only():
+    model = model_with(crf=True)
+    ids, mask = inputs()
+    batch, gold = word_batch(ids, mask)
+    logits = model(ids, mask).ner_logits
+    loss, parts = multitask_loss(model, SimpleNamespace(cls_logits=None, ner_logits=logits), batch)
+    by_hand = model.ner_head.crf.nll(logits[:, [1, 2, 4]], gold, batch.words >= 0)
+    torch.testing.assert_close(loss, by_hand)
+    # [CLS], continuation sub-tokens, [SEP] and padding never enter the chain: changing them changes nothing.
+    noisy = logits.clone()
+    noisy[:, [0, 3, 5, 6, 7, 8]] += 100 * torch.randn(3, 6, len(TAGS))
+    noisy[2, 2] -= 100
+    again, _ = multitask_loss(model, SimpleNamespace(cls_logits=None, ner_logits=noisy), batch)
+    torch.testing.assert_close(again, loss)
+    loss.backward()
+    assert model.ner_head.crf.transitions.grad.abs().sum() > 0
+
+
+def test_trained_pooling_follows_the_sentence_transformers_config(tmp_path):
+    assert trained_pooling(tmp_path) == "cls"  # plain BERT: [CLS]
+    (tmp_path / "1_Pooling").mkdir()
+    config = tmp_path / "1_Pooling" / "config.json"
+    config.write_text(json.dumps({"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True}))
+    assert trained_pooling(tmp_path) == "mean"
+    config.write_text("[1, 2")
+    with pytest.raises(UserError, match="1_Pooling/config.json"):
+        trained_pooling(tmp_path)
+
+
+def test_the_default_weights_were_trained_mean_pooled(checkpoint_dir):
+    assert trained_pooling(checkpoint_dir) == "mean"
+
+
+def frozen_config(tiny_data, tiny_weights, out, **overrides):
+    settings = dict(epochs=2, batch_size=8, freeze=["backbone"], patience=0) | overrides
+    return TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), **settings)
+
+
+def test_the_frozen_recipe_mixes_every_layer_with_a_bilstm(tiny_data, tiny_weights, tmp_path):
+    model, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out"), log=lambda _: None)
+    assert model.config.layers == 3 and model.config.token_head == "lstm"  # embeddings + 2 layers
+    model, _, _ = build(TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights)), log=lambda _: None)
+    assert model.config.layers == 1 and model.config.token_head == "linear"
+    with pytest.raises(UserError, match="--layers 4: the encoder has 3 hidden states"):
+        build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", layers=4), log=lambda _: None)
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
+def test_the_cache_holds_what_the_encoder_computes(tiny_data, tiny_weights, tmp_path, dtype, atol):
+    model, sources, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out"), log=lambda _: None)
+    model.eval()
+    lines = []
+    cache = FeatureCache(model, sources, ("train", "dev"), lines.append, dtype=dtype)
+    assert "the top 3 layers" in lines[0] and str(dtype).removeprefix("torch.") in lines[0]
+    source = sources[0]
+    for split in ("train", "dev"):
+        for batch in batches(source.ids[split], 8, rng=__import__("random").Random(0)):
+            cached = cache.hidden(source.name, split, batch)
+            with torch.no_grad():
+                direct = model.features(batch.input_ids, batch.attention_mask)
+            assert cached.shape == direct.shape and cached.dtype == torch.float32
+            scale = 1 if dtype == torch.float32 else direct.abs().max().item()
+            torch.testing.assert_close(cached, direct, rtol=0, atol=atol * scale)
+
+
+def test_a_frozen_run_predicts_at_inference_as_it_scored_in_training(tiny_data, tiny_weights, tmp_path):
+    out = tmp_path / "out"
+    results = train(frozen_config(tiny_data, tiny_weights, out), log=lambda _: None)
+    model, meta = load_checkpoint(out)
+    assert meta["heads"]["layers"] == 3 and meta["heads"]["token_head"] == "lstm"
+    _, sources, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "unused"), log=lambda _: None)
+    assert evaluate_sources(model, sources, "test") == results["test"]
+    labels, tags = predict(model, sources[0], "test")
+    texts = [" ".join(ex.words) for ex in sources[0].splits.test]
+    predictions = Predictor.from_checkpoint(out).predict(texts)
+    assert [p.label for p in predictions] == labels
+    # Raw text is split as BERT splits it ("U.S." may become three words); where the words agree, so do the tags.
+    same_words = [i for i, (p, ex) in enumerate(zip(predictions, sources[0].splits.test))
+                  if [w.text for w in p.words] == list(ex.words)]
+    assert len(same_words) >= len(texts) // 2
+    assert [predictions[i].tags for i in same_words] == [tags[i] for i in same_words]
+
+
+def test_a_crf_checkpoint_predicts_as_the_trained_model_did(tiny_data, tiny_weights, tmp_path):
+    out = tmp_path / "out"
+    cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=2, batch_size=8,
+                      lr_backbone=1e-3, crf=True, patience=0)
+    lines = []
+    results = train(cfg, log=lines.append)
+    assert any("\n  .crf " in line for line in lines)  # the parameter table shows the transitions
+    model, meta = load_checkpoint(out)
+    assert meta["heads"]["crf"] and model.ner_head.crf.transitions.abs().sum() > 0
+    _, sources, _ = build(cfg, log=lambda _: None)
+    assert evaluate_sources(model, sources, "dev") == results["dev"]  # scored in memory, at the best epoch
+    texts = [" ".join(ex.words) for ex in sources[0].splits.test]
+    _, tags = predict(model, sources[0], "test")
+    predictions = Predictor.from_checkpoint(out).predict(texts)
+    same_words = [i for i, (p, ex) in enumerate(zip(predictions, sources[0].splits.test))
+                  if [w.text for w in p.words] == list(ex.words)]
+    assert len(same_words) >= len(texts) // 2
+    assert [predictions[i].tags for i in same_words] == [tags[i] for i in same_words]
