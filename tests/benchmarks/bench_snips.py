@@ -28,11 +28,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 
 from common import (matmul_gflops, non_embedding_params, parser, setup, snips_dir, snips_ids, weights_dir,
                     write_results)
 from minimtl import load_encoder
-from minimtl.machinery.features import FeatureCache
+from minimtl.machinery.batches import batches
+from minimtl.machinery.features import ENCODE_BATCH
 from minimtl.config import TrainConfig
 from minimtl.training import train
 
@@ -75,10 +77,12 @@ def run_recipe(name, cfg):
 def encoder_pass_seconds(data, cfg):
     """Seconds for one inference pass of the default encoder over train + dev, as the feature cache runs it."""
     _, encoded, _, _ = snips_ids(["train", "dev"], data, cfg.max_len)
-    encoder = load_encoder(weights_dir())
+    encoder = load_encoder(weights_dir()).eval()
     start = time.perf_counter()
-    for split in encoded.values():
-        FeatureCache.encode(encoder, split)
+    with torch.inference_mode():
+        for split in encoded.values():
+            for batch in batches(split, ENCODE_BATCH):
+                encoder(batch.input_ids, batch.attention_mask)
     return time.perf_counter() - start
 
 

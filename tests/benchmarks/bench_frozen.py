@@ -1,0 +1,156 @@
+"""`--freeze backbone` on SNIPS: the default frozen recipe against the old linear probe, and the sweep behind it.
+
+Rows (each one `minimtl.training.train` call on ../shared/data/snips with the default weights, --freeze backbone):
+  probe       the old recipe: the last layer, [CLS] pooling, linear heads (--layers 1 --pooling cls
+              --token-head linear)
+  default     the frozen recipe: a scalar mix of all 7 hidden states, mean pooling, a BiLSTM tag head
+  sweep rows  one change from `default` each, compared on dev (see SWEEP)
+
+    python tests/benchmarks/bench_frozen.py [--quick] [--seeds 0 1 2] [--sweep] [--data DIR]
+
+`probe` and `default` run once per seed, each with its own feature cache, and report test scores of the
+best-on-dev epoch and the wall time of the whole `train` call (loading, tokenising, the cache, every epoch,
+the test evaluation). They also report the cost of the cached epochs: (seconds of all epochs without the
+cache build) / epochs x 20, as a multiple of one encoder pass over train + dev (timed here, as the cache
+batches it). `--sweep` trains every SWEEP row once (seed 0) on one shared cache of all 7 layers (a row reading
+k layers gets the top k), so its wall times leave the cache out; choose on dev. Writes
+tests/benchmarks/results/frozen.json (.quick.json with --quick).
+"""
+
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import parser, setup, snips_dir, snips_ids, weights_dir, write_results
+import minimtl.training as training
+from minimtl import load_encoder
+from minimtl.config import TrainConfig
+from minimtl.machinery.batches import batches
+from minimtl.machinery.features import ENCODE_BATCH, FeatureCache
+from bench_snips import snips_slice
+
+FROZEN = {"freeze": ["backbone"]}
+ROWS = {"probe": {"layers": 1, "pooling": "cls", "token_head": "linear"}, "default": {}}
+SWEEP = {
+    "default": {},
+    "linear-mix": {"token_head": "linear"},  # what the BiLSTM buys
+    "lstm-last": {"layers": 1},  # what the mix buys
+    "lstm-top4": {"layers": 4},
+    "cls-pooling": {"pooling": "cls"},
+    "lr-3e-3": {"lr_heads": 3e-3},
+    "crf": {"crf": True},
+}
+METRICS = ("label_accuracy", "entity_f1", "frame_accuracy")
+
+
+class TopLayers:
+    """A view of a cache of all layers for a model that reads the top k."""
+
+    def __init__(self, cache, k):
+        self.cache, self.k = cache, k
+
+    def hidden(self, source, split, batch):
+        h = self.cache.hidden(source, split, batch)  # (B, T, 7, H)
+        return h[:, :, -1] if self.k == 1 else h[:, :, -self.k:]
+
+
+def run(name, cfg, log_prefix):
+    lines = []
+
+    def log(line):
+        lines.append(str(line))
+        print("\n".join(f"  [{log_prefix}] {part}" for part in str(line).splitlines()), flush=True)
+    start = time.perf_counter()
+    results = training.train(cfg, log)
+    wall = time.perf_counter() - start
+    text = "\n".join(lines)
+    trainable = int(re.search(r"^trainable\s+([\d,]+)", text, re.M).group(1).replace(",", ""))
+    cache = re.search(r"feature cache: .* once in ([\d.]+)s", text)
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    seconds = [float(re.search(r"([\d.]+)s(  \*saved)?$", line).group(1)) for line in epochs]
+    cached_epochs = sum(seconds) - (float(cache.group(1)) if cache else 0.0)
+    return {"test": {k: results["test"][k] for k in METRICS}, "dev": {k: results["dev"][k] for k in METRICS},
+            "best_epoch": results["best_epoch"], "epochs_run": len(epochs), "trainable_params": trainable,
+            "wall_seconds": wall, "cache_seconds": float(cache.group(1)) if cache else None,
+            "cached_epoch_seconds": cached_epochs, "settings": {k: v for k, v in vars(cfg).items() if k != "data"}}
+
+
+def encoder_pass_seconds(data, cfg):
+    """One inference pass of the plain encoder over train + dev, batched as the feature cache batches it."""
+    _, encoded, _, _ = snips_ids(["train", "dev"], data, cfg.max_len)
+    encoder = load_encoder(weights_dir()).eval()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for split in encoded.values():
+            for batch in batches(split, ENCODE_BATCH):
+                encoder(batch.input_ids, batch.attention_mask)
+    return time.perf_counter() - start
+
+
+def sweep(data, runs, quick):
+    shared = {}
+
+    def cache(model, sources, splits, log):
+        if "all" not in shared:  # the first row reads every layer: its cache serves all the others
+            assert model.config.layers == len(model.bert.layers) + 1
+            shared["all"] = FeatureCache(model, sources, splits, log)
+        return TopLayers(shared["all"], model.config.layers)
+
+    training.FeatureCache = cache
+    rows = {}
+    for name, settings in SWEEP.items():
+        cfg = TrainConfig(data=[str(data)], out=str(runs / f"sweep-{name}"), **FROZEN, **settings,
+                          **({"epochs": 1} if quick else {}))
+        print(f"== sweep {name}: {settings or 'the default'}", flush=True)
+        rows[name] = run(name, cfg, f"sweep {name}")
+    training.FeatureCache = FeatureCache
+    return rows
+
+
+def main():
+    p = parser(__doc__, timing=False)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--sweep", action="store_true", help="also run the SWEEP rows (seed 0, dev scores)")
+    args = p.parse_args()
+    setup(args)
+    data = snips_dir(args.data)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-frozen-") as tmp:
+        if args.quick:
+            data = snips_slice(data, Path(tmp) / "snips")
+        runs = Path(tmp) / "runs"
+        if args.sweep:
+            results["sweep"] = sweep(data, runs, args.quick)
+        for name, settings in ROWS.items():
+            results[name] = []
+            for seed in args.seeds:
+                cfg = TrainConfig(data=[str(data)], out=str(runs / f"{name}-{seed}"), seed=seed, **FROZEN,
+                                  **settings, **({"epochs": 1} if args.quick else {}))
+                print(f"== {name} seed {seed}: {settings or 'the default frozen recipe'}", flush=True)
+                results[name].append(run(name, cfg, f"{name} {seed}"))
+        pass_seconds = encoder_pass_seconds(data, TrainConfig())
+    results["encoder_pass_seconds"] = pass_seconds
+
+    print(f"\none encoder pass over train + dev: {pass_seconds:.1f}s")
+    print(f"{'row':<12} {'intent':>7} {'slot F1':>8} {'frame':>7} {'wall s':>7} {'20 cached epochs / pass':>24}")
+    for name in ROWS:
+        runs_ = results[name]
+        med = {k: statistics.median(r["test"][k] for r in runs_) for k in METRICS}
+        wall = statistics.median(r["wall_seconds"] for r in runs_)
+        ratio = statistics.median(r["cached_epoch_seconds"] / r["epochs_run"] * 20 / pass_seconds for r in runs_)
+        results[f"{name}_median"] = {"test": med, "wall_seconds": wall, "twenty_cached_epochs_per_pass": ratio}
+        print(f"{name:<12} {100 * med['label_accuracy']:>7.2f} {100 * med['entity_f1']:>8.2f} "
+              f"{100 * med['frame_accuracy']:>7.2f} {wall:>7.0f} {ratio:>24.2f}   (test, median of {len(runs_)})")
+    for name, r in results.get("sweep", {}).items():
+        d = r["dev"]
+        print(f"sweep {name:<14} dev {100 * d['label_accuracy']:.2f} / {100 * d['entity_f1']:.2f} / "
+              f"{100 * d['frame_accuracy']:.2f}  best epoch {r['best_epoch']}  {r['wall_seconds']:.0f}s")
+    write_results("frozen", {"data": str(args.data), "results": results}, args)
+
+
+if __name__ == "__main__":
+    main()
