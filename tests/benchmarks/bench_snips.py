@@ -13,7 +13,8 @@ For `full` it prints useful training GFLOP/s (6 x non-embedding parameters x rea
 second of the training loop) as a fraction of the machine's fp32 matmul GFLOP/s, measured before and after.
 
     python tests/benchmarks/bench_snips.py [--quick] [--only full|frozen|lora] [--epochs N] [--lr-backbone X]
-                                           [--lr-heads X] [--lr-lora X] [--batch-size N] [--seed N] [--runs DIR]
+                                           [--lr-heads X] [--lr-lora X] [--batch-size N] [--seed N] [--crf]
+                                           [--runs DIR]
 
 --quick trains 1 epoch on a temporary SNIPS-format slice (first 300 train / 100 dev / 100 test sentences).
 Writes tests/benchmarks/results/snips.json (snips_ONLY.json with --only, + _seedN with --seed N > 0;
@@ -105,11 +106,13 @@ def main():
     for name in OVERRIDES:
         kind = float if name.startswith("lr") else int
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help="default: TrainConfig's")
+    p.add_argument("--crf", action="store_true", help="a CRF on the tag head (results file gets _crf)")
     p.add_argument("--runs", default=None, help="keep the run directories under DIR (default: temporary)")
     args = p.parse_args()
     setup(args)
     data = snips_dir(args.data)
-    overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None} | \
+        ({"crf": True} if args.crf else {})
     if args.quick:
         overrides.setdefault("epochs", 1)
     names = [args.only] if args.only else list(RECIPES)
@@ -141,7 +144,8 @@ def main():
               f"{100 * t['frame_accuracy']:>9.2f} {r['epochs_run']:>6} {r['train_seconds']:>8.1f} "
               f"{r['epoch_seconds']:>8.1f} {r['wall_seconds']:>7.1f}")
     print(f"total wall time {total:.1f}s")
-    write_results("snips" + (f"_{args.only}" if args.only else "") + (f"_seed{args.seed}" if args.seed else ""),
+    write_results("snips" + (f"_{args.only}" if args.only else "") + ("_crf" if args.crf else "")
+                  + (f"_seed{args.seed}" if args.seed else ""),
                   {"data": str(args.data), "quick_slice": QUICK_SLICE if args.quick else None,
                    "total_wall_seconds": total, "recipes": results}, args)
 
