@@ -31,6 +31,7 @@ that stops answering, after PEER_TIMEOUT. Either way the others stop with `PeerL
 import datetime
 import os
 import random
+import re
 import signal
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -96,9 +97,7 @@ class Processes:
         """`module` in DDP, which averages the gradients of what runs inside its forward(); itself alone."""
         if not self.launched:
             return module
-        # No buffer broadcast at every forward: the encoder's buffers are constants, not running statistics.
-        return DistributedDataParallel(module, device_ids=[self.device] if self.device.type == "cuda" else None,
-                                       broadcast_buffers=False)
+        return DistributedDataParallel(module, device_ids=[self.device] if self.device.type == "cuda" else None)
 
     def exchange_gradients(self, net, step_ends):
         """Around one micro-batch's forward and backward: DDP's all-reduce only where the step ends."""
@@ -156,12 +155,19 @@ class Processes:
         except RuntimeError as e:
             if not (self.launched and lost_peer(e)):
                 raise
-            reason = str(e).strip().splitlines()[0][:200]
+            reason = transport_reason(e)
             if not self.main:
                 raise PeerLost(f"another process of this job stopped or stopped answering ({reason}): stopping "
                                "too; rank 0 says what is saved") from None
             raise PeerLost(f"another process of this job stopped or stopped answering during epoch "
                            f"{progress.epoch + 1} ({reason}): {what_is_saved(progress, out, self.command())}") from None
+
+
+def transport_reason(error):
+    """"Connection reset by peer" out of gloo's "[.../pair.cc:537] Read error [...]: Connection reset by peer.
+    This is typically caused by ...": the first sentence, without the source location."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip().splitlines()[0])
+    return text.split(". ")[0].rstrip(".")[:200]
 
 
 def lost_peer(error):
