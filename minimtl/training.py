@@ -42,7 +42,8 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
     """Train as configured (or continue the interrupted run in cfg.out when `resume`).
 
     `ddp`: this process's place in a torchrun job (machinery/distributed.py); the default is a plain run.
-    Returns {"best_epoch", "dev": best dev scores, "test": test scores of the best checkpoint or None}.
+    Returns {"best_epoch", "dev": best dev scores, "test": test scores of the best checkpoint or None}; in a
+    torchrun job only rank 0 evaluates the test split, and the others return None there.
     """
     cfg.check()
     log = log if ddp.main else lambda line: None  # one process speaks for the job

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from minimtl import UserError
 from minimtl.config import TrainConfig
 from minimtl.inference import Predictor
+from minimtl.machinery.distributed import Processes
 from minimtl.machinery.resume import resume_config
 from minimtl.training import train
 
@@ -82,6 +83,23 @@ def history(out):
     timings = ("seconds", "train_seconds", "sentences_per_second")
     return [{k: v for k, v in json.loads(line).items() if k not in timings}
             for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("accum", [1, 2, 3])
+def test_each_step_of_the_shards_takes_the_micro_batches_one_process_would(world, accum):
+    for n in range(1, 15):
+        epoch = [("source", f"batch {i}") for i in range(n)]
+        shards = [Processes(rank, world, True).shard(epoch) for rank in range(world)]
+        assert len({len(shard) for shard in shards}) == 1  # every process joins every step
+        real = [[batch for _, batch, counts in shard if counts] for shard in shards]
+        assert sorted(sum(real, []), key=lambda b: int(b.split()[1])) == [b for _, b in epoch]
+        assert sum(not counts for shard in shards for _, _, counts in shard) == len(shards[0]) * world - n
+        one_process = [epoch[i : i + world * accum] for i in range(0, n, world * accum)]
+        steps = range(0, len(shards[0]), accum)
+        assert [sorted((b for r in real for b in r[s : s + accum]), key=lambda b: int(b.split()[1]))
+                for s in steps] == [[b for _, b in step] for step in one_process]
+    assert Processes().shard(epoch) == [(s, b, True) for s, b in epoch]  # a plain run: all of them, in order
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(joint_data, no_dropout_weights, tmp_path):
