@@ -182,3 +182,13 @@ def test_a_killed_process_stops_the_other_and_the_run_resumes_exactly(two_source
     for name in ("model.safetensors", "resume/model.safetensors", "resume/optimizer.safetensors"):
         a, b = load_file(tmp_path / "whole" / name), load_file(cut / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_torchrun_on_a_device_without_a_backend_is_a_clear_error(monkeypatch):
+    from minimtl.machinery.distributed import joined
+
+    for key, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError, match="--device mps: torchrun needs CUDA GPUs"):
+        with joined(torch.device("mps")):
+            pass
