@@ -190,8 +190,13 @@ def joined(device):
         backend = "gloo"
     else:
         raise UserError(f"--device {device.type}: torchrun needs CUDA GPUs (nccl) or the CPU (gloo)")
+    # torchrun sends SIGTERM to the other processes when one fails. In the training loop that stops at the next
+    # batch boundary (`stop_signals`); anywhere else it is ignored, so it cannot cut short a process that is on
+    # its way out, saying why: the failed exchange with the dead process stops this one, with a message.
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     dist.init_process_group(backend, timeout=PEER_TIMEOUT)
     try:
         yield Processes(rank, world, True, device)
     finally:
         dist.destroy_process_group()
+        signal.signal(signal.SIGTERM, previous)
