@@ -158,7 +158,7 @@ class Processes:
             reason = transport_reason(e)
             if not self.main:
                 raise PeerLost(f"another process of this job stopped or stopped answering ({reason}): stopping "
-                               "too; rank 0 says what is saved") from None
+                               "too (rank 0 says why, and what is saved)") from None
             raise PeerLost(f"another process of this job stopped or stopped answering during epoch "
                            f"{progress.epoch + 1} ({reason}): {what_is_saved(progress, out, self.command())}") from None
 
