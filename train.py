@@ -4,15 +4,18 @@
     python train.py --data ../shared/data/snips         # full fine-tuning on SNIPS
     python train.py --data ../shared/data/conll2003 --data ../shared/data/ag_news   # NER + topics, two corpora
     python train.py --resume runs/latest                # continue an interrupted run exactly
+    torchrun --standalone --nproc_per_node 2 train.py   # the same training in 2 processes (README: torchrun)
 
 Every flag below is a field of minimtl/config.py:TrainConfig, where its default and check are declared.
 """
 
 import argparse
+import os
 import sys
 
 from minimtl.config import TrainConfig
 from minimtl.machinery.cli import add_config_flags, given
+from minimtl.machinery.distributed import PeerLost, joined
 from minimtl.machinery.errors import UserError
 from minimtl.machinery.interrupts import Interrupted
 from minimtl.machinery.resume import resume_config
@@ -26,22 +29,30 @@ def main(argv=None):
     add_config_flags(parser)
     args = parser.parse_args(argv)
     settings = given(args)
+    # Under torchrun every process prints its own errors; the ones after the first say which process they are.
+    who = f"rank {os.environ['RANK']}: " if os.environ.get("RANK", "0") != "0" else ""
     try:
         if args.resume:
             if settings:
                 raise UserError(f"--resume continues a run with its own settings: drop --{next(iter(settings))}"
                                 .replace("_", "-"))
-            train(resume_config(args.resume), resume=True)
+            cfg = resume_config(args.resume)
         else:
-            train(TrainConfig(**settings))
+            cfg = TrainConfig(**settings)
+        cfg.check()
+        with joined(cfg.torch_device()) as ddp:  # a process group only when started by torchrun
+            train(cfg, resume=bool(args.resume), ddp=ddp)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{who}error: {e}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as e:
-        print(e, file=sys.stderr)
+        print(f"{who}{e}", file=sys.stderr)
         sys.exit(130)  # the shell's code for "stopped by Ctrl-C"
+    except PeerLost as e:
+        print(f"{who}{e}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:  # before training started: nothing was written
-        print("interrupted before training started: nothing was saved", file=sys.stderr)
+        print(f"{who}interrupted before training started: nothing was saved", file=sys.stderr)
         sys.exit(130)
 
 

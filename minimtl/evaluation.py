@@ -12,6 +12,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from . import metrics
 from .machinery.batches import batches
+from .machinery.distributed import NOT_MINE, Processes
 
 EVAL_BATCH = 64  # sentences per forward pass: no gradients are kept, so twice the training batch fits
 
@@ -22,43 +23,52 @@ def autocast(device):
 
 
 @torch.inference_mode()
-def predict(model, source, split, features=None):
-    """(label names or None, tag names per word or None) for one split of a source, in the split's order."""
+def predict(model, source, split, features=None, ddp=Processes()):
+    """(label names or None, tag names per word or None) for one split of a source, in the split's order.
+
+    Under torchrun (`ddp`) each process predicts every N-th batch and the predicted ids are merged, so every
+    process returns the predictions for the whole split.
+    """
     ids, examples = source.ids[split], getattr(source.splits, split)
     device = next(model.parameters()).device
-    labels = [None] * len(ids) if source.labels else None
-    tags = [None] * len(ids) if source.tags else None
+    label_ids = torch.full((len(ids),), NOT_MINE)  # (N,)
+    tag_ids = torch.full((len(ids), max((len(ex.words) for ex in examples), default=0)), NOT_MINE)  # (N, W)
     model.eval()
-    for batch in batches(ids, EVAL_BATCH):
+    for batch in ddp.every_nth(batches(ids, EVAL_BATCH)):
         batch = batch.to(device)
         with autocast(device):
             hidden = features.hidden(source.name, split, batch) if features else \
                 model.features(batch.input_ids, batch.attention_mask)
             out = model.run_heads(hidden, batch.attention_mask)
-        if labels is not None:
-            for i, k in zip(batch.index, out.cls_logits.argmax(-1).tolist()):
-                labels[i] = source.labels.names[k]
-        if tags is not None:
+        if source.labels:
+            label_ids[batch.index] = out.cls_logits.argmax(-1).cpu()
+        if source.tags:
             words = [out.ner_logits[row, ids.first_positions[i]] for row, i in enumerate(batch.index)]
-            paths = model.ner_head.decode(pad_sequence(words, batch_first=True), [len(w) for w in words])  # (B, W, K)
+            emissions = pad_sequence(words, batch_first=True)  # (B, W, K)
+            paths = model.ner_head.decode(emissions, [len(w) for w in words])
             for i, path in zip(batch.index, paths):
-                # A word past the position limit has no prediction: it is scored as "O", i.e. as a miss.
-                tags[i] = [source.tags.names[k] for k in path] + ["O"] * (len(examples[i].words) - len(path))
+                tag_ids[i, : len(path)] = torch.tensor(path, dtype=torch.long)
+    label_ids, tag_ids = ddp.merge(label_ids), ddp.merge(tag_ids)
+    labels = [source.labels.names[k] for k in label_ids.tolist()] if source.labels else None
+    # A word past the position limit has no prediction (still NOT_MINE): it is scored as "O", i.e. as a miss.
+    tags = [[source.tags.names[k] if k != NOT_MINE else "O" for k in row[: len(ex.words)]]
+            for row, ex in zip(tag_ids.tolist(), examples)] if source.tags else None
     return labels, tags
 
 
-def evaluate(model, source, split, features=None):
+def evaluate(model, source, split, features=None, ddp=Processes()):
     """Every metric that applies to this source, as a flat dict of numbers."""
-    labels, tags = predict(model, source, split, features)
+    labels, tags = predict(model, source, split, features, ddp)
     examples = getattr(source.splits, split)
     return metrics.evaluate([ex.label for ex in examples] if labels else None, labels,
                             [list(ex.tags) for ex in examples] if tags else None, tags)
 
 
-def evaluate_sources(model, sources, split, features=None):
+def evaluate_sources(model, sources, split, features=None, ddp=Processes()):
     """The metrics of every source that has this split, in one flat dict: plain names when the run has one
     source, "source/metric" when it has several (also if only one of them has a test split)."""
-    scores = {s.name: evaluate(model, s, split, features) for s in sources if getattr(s.splits, split) is not None}
+    scores = {s.name: evaluate(model, s, split, features, ddp) for s in sources
+              if getattr(s.splits, split) is not None}
     if len(sources) == 1:
         return next(iter(scores.values()), {})
     return {f"{name}/{k}": v for name, metrics in scores.items() for k, v in metrics.items()}

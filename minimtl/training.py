@@ -14,15 +14,18 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from .evaluation import autocast, evaluate_sources, format_scores, selection_score
 from .freezing import frozen_in_epoch, make_optimizer, parameter_table, set_frozen, units
 from .lora import add_lora
 from .machinery.batches import batches, seeded_rng
 from .machinery.checkpoint import MODEL_FILES, atomic_directory, load_checkpoint, write_json, write_logs, write_model
+from .machinery.distributed import Processes
 from .machinery.errors import UserError
 from .machinery.features import FeatureCache, backbone_frozen
 from .machinery.interrupts import ctrl_c_between_batches, stop_message
@@ -35,43 +38,59 @@ from .tokenization import Aligner
 from .weights import load_encoder, resolve_weights, trained_pooling
 
 
-def train(cfg, log=print, resume=False):
+def train(cfg, log=print, resume=False, ddp=Processes()):
     """Train as configured (or continue the interrupted run in cfg.out when `resume`).
 
-    Returns {"best_epoch", "dev": best dev scores, "test": test scores of the best checkpoint or None}.
+    `ddp`: this process's place in a torchrun job (machinery/distributed.py); the default is a plain run.
+    Returns {"best_epoch", "dev": best dev scores, "test": test scores of the best checkpoint or None}; in a
+    torchrun job only rank 0 evaluates the test split, and the others return None there.
     """
     cfg.check()
+    log = log if ddp.main else lambda line: None  # one process speaks for the job
     model, sources, weights_dir = build(cfg, log)  # every input file is read and checked here
     set_frozen(model, frozen_in_epoch(model, cfg, 1))  # checks --freeze against this model, too
     if nothing_can_learn(model, cfg, log):
         return {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"), "test": test_scores(model, sources)}
-    out, device = claim_run_directory(cfg, resume, sources), next(model.parameters()).device
+    out, device = Path(cfg.out), next(model.parameters()).device
+    if ddp.main or resume:  # only rank 0 writes; resuming, every process reads the saved state
+        claim_run_directory(cfg, resume, sources, ddp.world)
     progress = Progress()
-    with RunLock(out), stop_message(progress, out), ctrl_c_between_batches() as check_interrupt:
-        claim_run_directory(cfg, resume, sources)  # again: another process may have written --out before we locked
+    with ddp.main_only(RunLock(out)), stop_message(progress, out, ddp.command()), \
+            ddp.peers_watched(progress, out), ctrl_c_between_batches(ddp.stop_signals) as check_interrupt:
+        if ddp.main:
+            claim_run_directory(cfg, resume, sources, ddp.world)  # again: another process may have written --out
+        ddp.barrier()  # the others go on once rank 0 holds the run directory
         optimizer = progress.resume(out, model, cfg, log) if resume else None
         set_frozen(model, frozen_in_epoch(model, cfg, progress.epoch + 1))
         log(parameter_table(model, learning_rates(cfg)))
-        total_steps = steps_per_epoch(sources, cfg) * cfg.n_epochs
+        if ddp.launched:
+            log(f"global batch: {cfg.batch_size} sentences x {ddp.world} processes x {cfg.grad_accum} accumulated "
+                f"= {global_batch(cfg, ddp)} per optimizer step")
+        total_steps = steps_per_epoch(sources, cfg, ddp.world) * cfg.n_epochs  # optimizer steps of the whole job
         warmup_steps = max(1, round(cfg.warmup * total_steps))
         features = None
         for epoch in range(progress.epoch + 1, cfg.n_epochs + 1):
             optimizer = optimizer_for_epoch(model, cfg, epoch, optimizer, log)
             features = features_for_epoch(model, sources, features, log)
+            net = ddp.wrap(TrainingForward(model, cached=features is not None))  # DDP sees what trains now
             model.train()
+            ddp.seed_epoch(cfg.seed, epoch)
             stats = EpochStats(epoch)
-            train_batches = epoch_batches(sources, cfg, epoch)
-            for i, (source, batch) in enumerate(train_batches):
+            train_batches = ddp.shard(epoch_batches(sources, cfg, epoch))  # all of them in a plain run
+            for i, (source, batch, counts) in enumerate(train_batches):
                 batch = batch.to(device)
-                with autocast(device):
-                    hidden = features.hidden(source.name, "train", batch) if features else \
-                        model.features(batch.input_ids, batch.attention_mask)
-                    outputs = model.run_heads(hidden, batch.attention_mask)
-                    loss, parts = multitask_loss(model, outputs, batch, cfg.w_cls, cfg.w_ner)
-                stop_if_not_finite(loss, cfg, epoch, progress.step)
-                if parts:  # a batch whose labels were all unseen in training has nothing to learn from
-                    (loss / cfg.grad_accum).backward()
-                if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(train_batches):
+                step_ends = (i + 1) % cfg.grad_accum == 0 or i + 1 == len(train_batches)
+                with ddp.exchange_gradients(net, step_ends):  # DDP averages gradients only where a step ends
+                    with autocast(device):
+                        cached = features.hidden(source.name, "train", batch) if features else None
+                        outputs = net(batch.input_ids, batch.attention_mask, cached)
+                        loss, parts = multitask_loss(model, outputs, batch, cfg.w_cls, cfg.w_ner)
+                    stop_if_not_finite(loss, cfg, epoch, progress.step)
+                    # A batch whose labels were all unseen in training has nothing to learn from; under DDP
+                    # it still joins the gradient exchange, with a zero loss.
+                    if parts or ddp.launched:
+                        (ddp.loss_to_differentiate(loss, net, counts) / cfg.grad_accum).backward()
+                if step_ends:
                     if cfg.clip:
                         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
                                                        cfg.clip)
@@ -80,22 +99,26 @@ def train(cfg, log=print, resume=False):
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     progress.step += 1
-                stats.add(parts, batch)
+                if counts:
+                    stats.add(parts, batch)
                 check_interrupt()
-            dev = evaluate_sources(model, sources, "dev", features)
-            record = progress.finish_epoch(epoch, stats.summary(optimizer), dev)
-            save_epoch(model, optimizer, progress, meta(cfg, sources, weights_dir, dev))
+            dev = evaluate_sources(model, sources, "dev", features, ddp)
+            record = progress.finish_epoch(epoch, stats.summary(optimizer, ddp), dev)
+            if ddp.main:
+                save_epoch(model, optimizer, progress, meta(cfg, sources, weights_dir, dev, ddp))
             log(epoch_line(record, cfg))
             check_interrupt()
             if cfg.patience and epoch - progress.best_epoch >= cfg.patience:
                 log(f"early stop: no better dev score for {cfg.patience} epochs")
                 break
         results = {"best_epoch": progress.best_epoch, "dev": progress.history[progress.best_epoch - 1]["dev"],
-                   "test": test_scores(load_checkpoint(out)[0].to(device), sources)}  # as infer.py will see it
-        if results["test"] is not None:
-            log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
-        write_json(out / "results.json", results)
-        write_marker(out, finished=True)  # --resume now refuses: the run is complete
+                   "test": None}
+        if ddp.main:  # the test split once, by rank 0, from the checkpoint as infer.py will see it
+            results["test"] = test_scores(load_checkpoint(out)[0].to(device), sources)
+            if results["test"] is not None:
+                log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
+            write_json(out / "results.json", results)
+            write_marker(out, finished=True)  # --resume now refuses: the run is complete
     return results
 
 
@@ -155,7 +178,13 @@ def optimizer_for_epoch(model, cfg, epoch, optimizer, log):
 
 
 def features_for_epoch(model, sources, features, log):
-    """The feature cache while the whole backbone is frozen (built once), None as soon as any of it trains."""
+    """The feature cache while the whole backbone is frozen (built once), None as soon as any of it trains.
+
+    Under torchrun every process encodes the whole of both splits. Each one trains on different sentences
+    every epoch (the shards are re-drawn from each epoch's order), so caching only one epoch's share would not
+    do; and encoding on rank 0 and broadcasting would leave the others idle for the same time, then send every
+    hidden state. With a GPU per process, all of them encode at once in the time one would take alone.
+    """
     if not backbone_frozen(model):
         return None
     return features or FeatureCache(model, sources, ("train", "dev"), log)
@@ -171,9 +200,36 @@ def epoch_batches(sources, cfg, epoch):
     return [(sources[i], batch) for i, batch in order]
 
 
-def steps_per_epoch(sources, cfg):
+class TrainingForward(nn.Module):
+    """One training micro-batch's forward: the encoder (or, with the backbone frozen, the cached hidden states)
+    then the heads.
+
+    A module of its own because DistributedDataParallel averages the gradients of what runs inside its
+    forward(), and the loop runs the encoder and the heads as two calls. With the cache, the frozen encoder is
+    left out, so DDP neither broadcasts nor watches a single encoder weight.
+    """
+
+    def __init__(self, model, cached):
+        super().__init__()
+        self.bert = None if cached else model.bert
+        self.layers = model.config.layers
+        self.cls_head, self.ner_head = model.cls_head, model.ner_head
+
+    def forward(self, input_ids, attention_mask, hidden=None):
+        if hidden is None:
+            hidden = self.bert(input_ids, attention_mask, layers=self.layers)  # as MultiTaskModel.features
+        return MultiTaskModel.run_heads(self, hidden, attention_mask)  # it reads only the two heads
+
+
+def steps_per_epoch(sources, cfg, world=1):
+    """Optimizer steps per epoch: each takes grad_accum micro-batches from each of the `world` processes."""
     n_batches = sum(math.ceil(len(s.ids["train"]) / cfg.batch_size) for s in sources)
-    return math.ceil(n_batches / cfg.grad_accum)
+    return math.ceil(n_batches / (cfg.grad_accum * world))
+
+
+def global_batch(cfg, ddp):
+    """Sentences per optimizer step (at most: a source's last batch may be smaller)."""
+    return cfg.batch_size * ddp.world * cfg.grad_accum
 
 
 def lr_factor(step, total, warmup_steps):
@@ -205,12 +261,19 @@ class EpochStats:
         self.positions += batch.attention_mask.numel()
         self.real += int(batch.attention_mask.sum())
 
-    def summary(self, optimizer):
+    def summary(self, optimizer, ddp):
         seconds = time.perf_counter() - self.start
-        losses = {task: total / self.sentences for task, total in self.sums.items()}
+        sums, sentences, positions, real = self.sums, self.sentences, self.positions, self.real
+        if ddp.launched:  # every process saw a disjoint share of the epoch: the whole epoch is their sum
+            tasks = ("cls", "ner")
+            totals = ddp.sum([sums.get(t, 0.0) for t in tasks] + [float(t in sums) for t in tasks]
+                             + [sentences, positions, real])
+            sums = {t: totals[k] for k, t in enumerate(tasks) if totals[len(tasks) + k]}
+            sentences, positions, real = totals[2 * len(tasks):]
+        losses = {task: total / sentences for task, total in sums.items()}
         return {"loss": sum(losses.values()), **{f"loss_{k}": v for k, v in losses.items()},
                 "lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds,
-                "sentences_per_second": self.sentences / seconds, "padding": 1 - self.real / max(1, self.positions)}
+                "sentences_per_second": sentences / seconds, "padding": 1 - real / max(1, positions)}
 
 
 def epoch_line(record, cfg):
@@ -263,13 +326,14 @@ class Progress:
         return optimizer
 
 
-def meta(cfg, sources, weights_dir, dev):
+def meta(cfg, sources, weights_dir, dev, ddp):
     """The "minimtl" section of a checkpoint's config.json: what inference needs, and where it came from."""
     labels = next((s.labels.names for s in sources if s.labels), None)
     tags = next((s.tags.names for s in sources if s.tags), None)
     return {"labels": labels, "tags": tags, "max_len": cfg.max_len, "dev": dev, "weights": str(weights_dir),
             "sources": {s.name: s.tasks for s in sources}, "train_args": asdict(cfg),
-            "data_sha256": {s.name: s.sha256 for s in sources}}
+            "data_sha256": {s.name: s.sha256 for s in sources}, "world_size": ddp.world,
+            "global_batch": global_batch(cfg, ddp)}
 
 
 def save_epoch(model, optimizer, progress, checkpoint_meta):
@@ -281,7 +345,8 @@ def save_epoch(model, optimizer, progress, checkpoint_meta):
         if improved:
             write_model(tmp, model, {**checkpoint_meta, "epoch": progress.epoch}, checkpoint_meta["weights"])
         save_state(tmp / STATE_DIR, model, optimizer,
-                   {**progress.to_json(), "config": settings, "data_sha256": checkpoint_meta["data_sha256"]})
+                   {**progress.to_json(), "config": settings, "data_sha256": checkpoint_meta["data_sha256"],
+                    "world_size": checkpoint_meta["world_size"]})
         write_marker(tmp, finished=False)
         write_logs(tmp, progress.history, progress.best_epoch)
 

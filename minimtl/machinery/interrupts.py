@@ -10,12 +10,13 @@ class Interrupted(Exception):
 
 
 @contextmanager
-def ctrl_c_between_batches():
+def ctrl_c_between_batches(signals=(signal.SIGINT,)):
     """Make the first Ctrl-C a request that the loop honours at its next batch boundary (`check()`).
 
     Why not let KeyboardInterrupt fly: Python raises it wherever the main thread happens to be, and when
     that is inside a finalizer run by garbage collection it prints "Exception ignored" and drops it, so the
-    run would go on. A second Ctrl-C raises at once.
+    run would go on. A second Ctrl-C raises at once. Under torchrun SIGTERM is handled the same way: the
+    launcher sends it when another process failed, and a save in progress should finish, not be cut off.
     """
     requested = threading.Event()
 
@@ -31,21 +32,26 @@ def ctrl_c_between_batches():
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield check
         return
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield check
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
 @contextmanager
-def stop_message(progress, out):
-    """Turn Ctrl-C into `Interrupted`, saying what is saved and how to continue."""
+def stop_message(progress, out, command="python train.py"):
+    """Turn Ctrl-C into `Interrupted`, saying what is saved and how to continue (`command` --resume)."""
     try:
         yield
     except KeyboardInterrupt:
-        # Every finished epoch was saved whole (atomic_directory), and an unfinished save was discarded.
-        done = progress.epoch
-        saved = f"the state after epoch {done} is saved; continue with: python train.py --resume {out}" \
-            if done else "no epoch had finished, so nothing was saved"
-        raise Interrupted(f"interrupted during epoch {done + 1}: {saved}") from None
+        raise Interrupted(f"interrupted during epoch {progress.epoch + 1}: {what_is_saved(progress, out, command)}") \
+            from None
+
+
+def what_is_saved(progress, out, command):
+    # Every finished epoch was saved whole (atomic_directory), and an unfinished save was discarded.
+    done = progress.epoch
+    return f"the state after epoch {done} is saved; continue with: {command} --resume {out}" if done else \
+        "no epoch had finished, so nothing was saved"

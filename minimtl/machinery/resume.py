@@ -69,6 +69,10 @@ def read_progress(run_dir):
             raise UserError(f"{key!r} should be {kind.__name__}, not {value!r}: the training state is damaged", path)
     if not 1 <= state["epoch"] == len(state["history"]) or not 0 <= state["best_epoch"] <= state["epoch"]:
         raise UserError("'epoch', 'best_epoch' and 'history' do not agree: the training state is damaged", path)
+    world = state.setdefault("world_size", 1)  # runs saved before torchrun support were single processes
+    if type(world) is not int or world < 1:
+        raise UserError(f"'world_size' should be a positive integer, not {world!r}: the training state is damaged",
+                        path)
     return state
 
 
@@ -123,8 +127,12 @@ def resume_config(run_dir):
     return cfg
 
 
-def claim_run_directory(cfg, resume, sources):
-    """--out as a Path, once it is sure that training may write there (machinery/rundir.py has the rules)."""
+def claim_run_directory(cfg, resume, sources, world=1):
+    """--out as a Path, once it is sure that training may write there (machinery/rundir.py has the rules).
+
+    `world`: how many processes train (torchrun); a run is resumed only by as many as started it, because
+    their number sets the global batch, each one's share of the batches and the learning-rate schedule.
+    """
     out = Path(cfg.out)
     if not resume:
         check_out(out, cfg.overwrite)
@@ -135,4 +143,10 @@ def claim_run_directory(cfg, resume, sources):
     if saved["data_sha256"] != {s.name: s.sha256 for s in sources}:
         raise UserError("the data changed since this run was interrupted: resume it with the data it started "
                         "with, or start a new run", out)
+    if saved["world_size"] != world:
+        started = "python train.py" if saved["world_size"] == 1 else \
+            f"torchrun --nproc_per_node {saved['world_size']} train.py"
+        raise UserError(f"this run trained in {saved['world_size']} process(es), not {world}: the number sets the "
+                        f"global batch and the learning-rate schedule, so resume it as it started: {started} "
+                        f"--resume {out}", out)
     return out
