@@ -44,7 +44,7 @@ mark.ent::after { content: attr(data-type); font-size: 0.62em; font-weight: bold
 """
 
 
-def html_page(predictions, types=None, title="minimtl predictions"):
+def html_page(predictions, title="minimtl predictions", types=None):
     """The page in pieces, one per prediction, so that any number of predictions (e.g. a generator) streams
     to a file. `types` fixes the legend and colours up front, e.g. every type a checkpoint can predict; without
     it they come from the predictions, which are then all read first."""
@@ -72,7 +72,7 @@ def html_page(predictions, types=None, title="minimtl predictions"):
 def render_html(predictions, title="minimtl predictions", types=None) -> str:
     """One HTML page for prediction dicts (Prediction.to_json(): text, optional label, label_probability,
     labels, entities with type/start/end/confidence)."""
-    return "".join(html_page(predictions, types, title))
+    return "".join(html_page(predictions, title, types))
 
 
 def write_html(path, predictions, title="minimtl predictions", types=None):
@@ -91,7 +91,7 @@ def write_html(path, predictions, title="minimtl predictions", types=None):
 
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(html_page(counted(), types, title))
+            f.writelines(html_page(counted(), title, types))
         os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write ({e.strerror})", path) from None
