@@ -1,8 +1,15 @@
-"""Predict the category and the entities of raw text with a trained checkpoint.
+"""Predict the category and the entities of raw text with a trained checkpoint, or score it on labelled data.
 
     python infer.py "Alice went to Paris last summer." "Book a table for two"
     python infer.py --file texts.txt --json        # one text per line; --file - reads stdin
     cat texts.txt | python infer.py                # stdin, when no text is given
+    python infer.py --file texts.txt --html predictions.html     # entities highlighted on one HTML page
+    python infer.py --evaluate data/test.jsonl     # scores against the file's labels (a folder: its test split)
+
+Lines from a file or stdin are read and predicted a chunk at a time, and results are written as they come,
+so a file of any length runs in bounded memory. A blank or non-UTF-8 line stops the run with an error naming
+it (exit 2); results for the chunks before it have then already been written (--html leaves its file as it
+was). A progress line goes to stderr when stderr is a terminal and the results go elsewhere.
 """
 
 import argparse
@@ -10,35 +17,11 @@ import json
 import os
 import sys
 
-from minimtl.machinery.errors import UserError
 from minimtl.inference import Predictor, format_prediction
-
-
-def read_texts(name):
-    """One text per line of a file ('-' for stdin); a blank or undecodable line is an error naming it."""
-    if name == "-":
-        name, data = "<stdin>", sys.stdin.buffer.read()
-    else:
-        try:
-            with open(name, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise UserError("file not found", name) from None
-        except OSError as e:
-            raise UserError(f"cannot read ({e.strerror})", name) from None
-    texts = []
-    # Decoded line by line, so an encoding problem is reported with its line number.
-    for number, line in enumerate(data.splitlines(), 1):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"not UTF-8 (byte {e.start + 1} of the line)", name, number) from None
-        if not text.strip():
-            raise UserError("empty line: give one text per line", name, number)
-        texts.append(text)
-    if not texts:
-        raise UserError("no text in the file", name)
-    return texts
+from minimtl.machinery.errors import UserError
+from minimtl.machinery.html import write_html
+from minimtl.machinery.report import evaluate_file, format_report
+from minimtl.machinery.streaming import Progress, predict_stream, read_lines
 
 
 def main():
@@ -46,32 +29,63 @@ def main():
     parser.add_argument("texts", nargs="*", help="texts to predict (default: one per line on stdin)")
     parser.add_argument("--file", help="read one text per line from FILE ('-' for stdin)")
     parser.add_argument("--checkpoint", default="runs/latest", help="checkpoint directory (default: %(default)s)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per text, one per line")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per text, one per line "
+                        "(with --evaluate: the report as one JSON object)")
+    parser.add_argument("--html", metavar="FILE", help="write the predictions as one self-contained HTML page, "
+                        "entities highlighted by type, instead of printing them")
+    parser.add_argument("--evaluate", metavar="DATA", help="score the checkpoint on a labelled data file or "
+                        "folder in any format training reads: sentence accuracy and confusions, entity "
+                        "P/R/F1 per type, frame accuracy")
+    parser.add_argument("--split", choices=("train", "dev", "test"), help="with --evaluate on a data folder: "
+                        "the split to score (default: test)")
     args = parser.parse_args()
     if args.texts and args.file:
         parser.error("give texts as arguments or with --file, not both")
+    if args.evaluate and (args.texts or args.file or args.html):
+        parser.error("--evaluate reads its texts and labels from DATA: give no texts, --file or --html")
+    if args.split and not args.evaluate:
+        parser.error("--split picks the split that --evaluate scores")
+    if args.json and args.html:
+        parser.error("give --json or --html, not both")
     try:
-        if args.file:
-            texts = read_texts(args.file)
-        elif args.texts:
-            texts = args.texts
-        elif not sys.stdin.isatty():
-            texts = read_texts("-")
+        if args.evaluate:
+            report = evaluate_file(args.checkpoint, args.evaluate, args.split)
+            print(json.dumps(report.to_json(), ensure_ascii=False) if args.json else format_report(report))
         else:
-            raise UserError("no text: give it as an argument, with --file FILE, or on stdin")
-        predictions = Predictor.from_checkpoint(args.checkpoint).predict(texts)
+            predict(args)
+        sys.stdout.flush()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    try:
-        if args.json:
-            for pred in predictions:
-                print(json.dumps(pred.to_json(), ensure_ascii=False))
-        else:
-            print("\n\n".join(format_prediction(pred) for pred in predictions))
-        sys.stdout.flush()
     except BrokenPipeError:  # `infer.py ... | head -1`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+
+
+def predict(args):
+    if args.file:
+        lines = read_lines(args.file)
+    elif not args.texts and not sys.stdin.isatty():
+        lines = read_lines("-")
+    elif not args.texts:
+        raise UserError("no text: give it as an argument, with --file FILE, or on stdin")
+    predictor = Predictor.from_checkpoint(args.checkpoint)
+    progress = Progress()
+    try:
+        if args.texts:  # few, and numbered as given in error messages
+            predictions = predictor.predict(args.texts)
+        else:
+            to_terminal = sys.stderr.isatty() and (args.html or not sys.stdout.isatty())
+            predictions = predict_stream(predictor, lines, progress=progress if to_terminal else None)
+        if args.html:
+            count = write_html(args.html, (p.to_json() for p in predictions), types=predictor.entity_types)
+            progress.end()
+            print(f"wrote {args.html}: {count} text{'s' * (count != 1)}", file=sys.stderr)
+        else:
+            for i, pred in enumerate(predictions):
+                print(json.dumps(pred.to_json(), ensure_ascii=False) if args.json else
+                      ("\n" if i else "") + format_prediction(pred))  # a blank line between texts
+    finally:
+        progress.end()
 
 
 if __name__ == "__main__":

@@ -58,8 +58,13 @@ def predict(model, source, split, features=None, ddp=Processes()):
 
 def evaluate(model, source, split, features=None, ddp=Processes()):
     """Every metric that applies to this source, as a flat dict of numbers."""
-    labels, tags = predict(model, source, split, features, ddp)
-    examples = getattr(source.splits, split)
+    return score(getattr(source.splits, split), *predict(model, source, split, features, ddp))
+
+
+def score(examples, labels, tags):
+    """The metrics of predicted `labels` and `tags` (either None when not predicted) against the examples'
+    gold ones. Kept apart from `evaluate` so that a report that also needs the predictions themselves
+    (machinery/report.py) scores them exactly as training does."""
     return metrics.evaluate([ex.label for ex in examples] if labels else None, labels,
                             [list(ex.tags) for ex in examples] if tags else None, tags)
 

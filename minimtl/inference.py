@@ -82,6 +82,11 @@ class Predictor:
         model, meta = load_checkpoint(directory)
         return cls(model, meta, Aligner.from_checkpoint(directory, model.bert.config.vocab_size), device)
 
+    @property
+    def entity_types(self):
+        """Every entity type the checkpoint can predict, sorted (e.g. for a legend); empty without a tagger."""
+        return sorted({tag[2:] for tag in self.tags or () if tag != "O"})
+
     def predict(self, texts: list[str]) -> list[Prediction]:
         """One Prediction per text, in order. An empty or whitespace-only text is a UserError."""
         for i, text in enumerate(texts, 1):

@@ -53,7 +53,8 @@ def frame_accuracy(gold_labels, pred_labels, gold_tags, pred_tags):
 
 def evaluate(gold_labels=None, pred_labels=None, gold_tags=None, pred_tags=None):
     """Every metric that applies, as one flat dict of numbers for a JSON log line. Pass None for a task the
-    data does not have. Per-type entity F1 appears as "entity_f1/TYPE"."""
+    data does not have. Each entity type gets the micro scores' four numbers under its own name:
+    "entity_precision/TYPE", "entity_recall/TYPE", "entity_f1/TYPE" and "entity_support/TYPE" (gold count)."""
     results = {}
     if gold_labels is not None:
         results["label_accuracy"] = accuracy(gold_labels, pred_labels)
@@ -62,8 +63,10 @@ def evaluate(gold_labels=None, pred_labels=None, gold_tags=None, pred_tags=None)
         results["entity_precision"] = scores["precision"]
         results["entity_recall"] = scores["recall"]
         results["entity_f1"] = scores["f1"]
+        results["entity_support"] = scores["support"]
         results["token_accuracy"] = token_accuracy(gold_tags, pred_tags)
-        results.update({f"entity_f1/{kind}": row["f1"] for kind, row in scores["per_type"].items()})
+        for kind, row in scores["per_type"].items():
+            results.update({f"entity_{name}/{kind}": row[name] for name in ("precision", "recall", "f1", "support")})
     if gold_labels is not None and gold_tags is not None:
         results["frame_accuracy"] = frame_accuracy(gold_labels, pred_labels, gold_tags, pred_tags)
     return results

@@ -29,6 +29,7 @@ from .machinery.distributed import Processes
 from .machinery.errors import UserError
 from .machinery.features import FeatureCache, backbone_frozen
 from .machinery.interrupts import ctrl_c_between_batches, stop_message
+from .machinery.report import entity_tables
 from .machinery.resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
 from .machinery.rundir import RunLock, write_marker
 from .machinery.sources import check_tasks, encode_sources, load_sources, vocabularies
@@ -117,6 +118,8 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
             results["test"] = test_scores(load_checkpoint(out)[0].to(device), sources)
             if results["test"] is not None:
                 log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
+                if table := entity_tables(results["test"], [s.name for s in sources]):
+                    log(f"test entities by type:\n{table}")
             write_json(out / "results.json", results)
             write_marker(out, finished=True)  # --resume now refuses: the run is complete
     return results

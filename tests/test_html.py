@@ -1,7 +1,15 @@
 """The predictions page: everything escaped, nothing fetched or run, and the spans read back exactly."""
 
+import html
+import json
+import subprocess
+import sys
 from html.parser import HTMLParser
 
+import pytest
+from conftest import ROOT
+
+from minimtl.machinery.errors import UserError
 from minimtl.machinery.html import render_html, write_html
 
 HOSTILE = 'Tom & "Jerry" said <script>alert(1)</script> in O\'Brien\'s <b>Berlin</b>.\n\tNext  line.'
@@ -34,7 +42,7 @@ class Marks(HTMLParser):
         self.tags.append(tag)
         attrs = dict(attrs)
         if tag == "mark" and "data-start" in attrs:
-            self.current = {"attrs": attrs, "text": ""}
+            self.current = {"attrs": attrs, "text": "", "doc": len(self.texts) - 1}  # inside the last text
         if tag == "div" and attrs.get("class") == "text":  # the text of one prediction, marks included
             self.texts.append("")
             self.in_text = True
@@ -142,3 +150,66 @@ def test_write_html(tmp_path):
     write_html(path, [prediction("Zoë visited Zürich.", [("PER", "Zoë"), ("LOC", "Zürich")])])
     page = path.read_text(encoding="utf-8")
     assert '<meta charset="utf-8">' in page and "Zürich" in page
+
+
+# --- the page behind `infer.py --html` ------------------------------------------------------------------
+
+def test_types_given_up_front_fix_the_legend_and_stream(tmp_path):
+    pulled = []
+
+    def predictions():  # a generator: the page must not need them all first
+        for text in ("Alice in Paris.", "Nothing here."):
+            pulled.append(text)
+            yield prediction(text, [("PER", "Alice"), ("LOC", "Paris")] if "Alice" in text else [])
+
+    page = render_html(predictions(), types=["ORG", "LOC", "PER"])
+    legend = page.split('<div class="legend">')[1].split("</div>")[0]
+    assert [k for k in ("LOC", "ORG", "PER") if k in legend] == ["LOC", "ORG", "PER"]  # ORG too, though unused
+    assert page.index("LOC") < page.index("ORG") < page.index("PER")  # sorted
+    assert [m["text"] for m in parse(page).marks] == ["Alice", "Paris"]
+    assert '<div class="summary">2 texts</div>' in page
+    assert write_html(tmp_path / "p.html", predictions(), types=["LOC", "PER"]) == 2
+
+
+def test_a_failure_midway_leaves_the_old_page(tmp_path):
+    path = tmp_path / "page.html"
+    path.write_text("the old page")
+
+    def failing():
+        yield prediction("Alice in Paris.", [("PER", "Alice")])
+        raise UserError("texts.txt:2: empty line")
+
+    with pytest.raises(UserError, match="empty line"):
+        write_html(path, failing(), types=["PER"])
+    assert path.read_text() == "the old page" and sorted(p.name for p in tmp_path.iterdir()) == ["page.html"]
+    with pytest.raises(UserError, match="is a directory"):
+        write_html(tmp_path, [])
+
+
+def test_cli_page_shows_the_json_spans_and_escapes_the_text(tmp_path, checkpoint_dir):
+    from test_inference import build  # the small random checkpoint: it predicts plenty of entities
+
+    small = build(tmp_path / "small", checkpoint_dir)
+    texts = [HOSTILE.replace("\n", " "), "Angela Merkel met Emmanuel Macron in Paris.", "<script>alert(3)</script>",
+             "Zoë visited Zürich & Genève."]
+    path, page_path = tmp_path / "texts.txt", tmp_path / "page.html"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+
+    def infer(*args):
+        return subprocess.run([sys.executable, "infer.py", "--checkpoint", str(small), "--file", str(path), *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    as_json, as_html = infer("--json"), infer("--html", str(page_path))
+    assert as_json.returncode == 0 and as_html.returncode == 0, as_html.stderr
+    assert as_html.stdout == "" and as_html.stderr == f"wrote {page_path}: 4 texts\n"
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    page = page_path.read_text(encoding="utf-8")
+    parser = parse(page)
+    assert parser.texts == texts and "<script" not in page.lower()
+    expected = [(i, e["start"], e["end"], e["type"], e["text"]) for i, row in enumerate(rows) for e in row["entities"]]
+    got = [(m["doc"], int(m["attrs"]["data-start"]), int(m["attrs"]["data-end"]), m["attrs"]["data-type"], m["text"])
+           for m in parser.marks]
+    assert expected and got == expected
+    assert page.count('class="badge"') == 4
+    for row in rows:
+        assert f'{html.escape(row["label"])}<span class="p">{row["label_probability"]:.2f}</span>' in page

@@ -76,10 +76,12 @@ def test_evaluate_reports_what_the_data_has():
     labels, tags = ["a", "b"], [["B-X", "O"], ["O"]]
     joint = evaluate(labels, ["a", "a"], tags, [["B-X", "O"], ["B-X"]])
     assert joint == {"label_accuracy": 0.5, "entity_precision": 0.5, "entity_recall": 1.0, "entity_f1": 2 / 3,
-                     "token_accuracy": 2 / 3, "entity_f1/X": 2 / 3, "frame_accuracy": 0.5}
+                     "entity_support": 1, "token_accuracy": 2 / 3, "entity_precision/X": 0.5, "entity_recall/X": 1.0,
+                     "entity_f1/X": 2 / 3, "entity_support/X": 1, "frame_accuracy": 0.5}
     assert evaluate(labels, ["a", "b"], None, None) == {"label_accuracy": 1.0}
     assert set(evaluate(None, None, tags, tags)) == {"entity_precision", "entity_recall", "entity_f1",
-                                                     "token_accuracy", "entity_f1/X"}
+                                                     "entity_support", "token_accuracy", "entity_precision/X",
+                                                     "entity_recall/X", "entity_f1/X", "entity_support/X"}
 
 
 @pytest.mark.parametrize("call", [

@@ -106,22 +106,49 @@ def load_data(path):
     return Splits(train, dev, read["test"][0] if "test" in read else None, f"{name} in {path}")
 
 
+def load_split(path, split=None):
+    """(examples, description) of one split to evaluate: a data file read whole, an ATIS/SNIPS split folder
+    (seq.in, seq.out, label), or the `split` (default test) of a data folder, which unlike training needs
+    no other split."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError("no such file or directory", path)
+    if not path.is_dir() or (path / "seq.in").exists():
+        if split is not None:
+            raise UserError(f"--split {split}: this is one split, read whole (--split picks one of a data folder)",
+                            path)
+    else:
+        split = split or "test"
+        found = _find_split(path, split)
+        if found is None:
+            raise UserError(f"no {split} split: expected a {split}.txt/.conll/.csv/.jsonl file or a {split}/ "
+                            "folder holding seq.in, seq.out and label", path)
+        path = found
+    examples, name = _read(path)
+    return examples, f"{name} in {path}"
+
+
 def unknown_labels(splits, label_vocab, tag_vocab):
     """One line per dev/test split and kind (labels, tags) holding names the training split never has."""
+    return [f"{split}: {message}" for split, examples in (("dev", splits.dev), ("test", splits.test or []))
+            for message in unseen(examples, label_vocab, tag_vocab)]
+
+
+def unseen(examples, label_vocab, tag_vocab):
+    """One line per kind (labels, tags) of which some names in `examples` have no id in the vocabulary."""
     messages = []
-    for split, examples in (("dev", splits.dev), ("test", splits.test or [])):
-        for kind, vocab in (("labels", label_vocab), ("tags", tag_vocab)):
-            if vocab is None:
-                continue
-            counts, hit = Counter(), 0
-            for ex in examples:
-                missing = [v for v in ((ex.label,) if kind == "labels" else ex.tags) if vocab.id(v) == IGNORE_INDEX]
-                counts.update(missing)
-                hit += bool(missing)
-            if hit:
-                shown = ", ".join(f"{name} x{n}" for name, n in counts.most_common(5)) + ", ..." * (len(counts) > 5)
-                have = "sentence has" if hit == 1 else "sentences have"
-                messages.append(f"{split}: {hit} {have} {kind} not seen in train ({shown}): counted as wrong")
+    for kind, vocab in (("labels", label_vocab), ("tags", tag_vocab)):
+        if vocab is None:
+            continue
+        counts, hit = Counter(), 0
+        for ex in examples:
+            missing = [v for v in ((ex.label,) if kind == "labels" else ex.tags) if vocab.id(v) == IGNORE_INDEX]
+            counts.update(missing)
+            hit += bool(missing)
+        if hit:
+            shown = ", ".join(f"{name} x{n}" for name, n in counts.most_common(5)) + ", ..." * (len(counts) > 5)
+            have = "sentence has" if hit == 1 else "sentences have"
+            messages.append(f"{hit} {have} {kind} not seen in train ({shown}): counted as wrong")
     return messages
 
 

@@ -1,6 +1,6 @@
 """Predictions as one self-contained HTML page, entities highlighted the way spaCy's displaCy shows them.
 
-    write_html("predictions.html", [pred.to_json() for pred in predictions])  # or the lines of infer.py --json
+    write_html("predictions.html", (pred.to_json() for pred in predictions))  # or the lines of infer.py --json
 
 The page has inline CSS and nothing else: no scripts, fonts or links, so it opens offline, can be mailed as one
 file, and shows the same thing everywhere. Everything that comes from the data (texts, labels, entity types)
@@ -8,8 +8,11 @@ is escaped, and the Content-Security-Policy forbids scripts anyway, in case an e
 """
 
 import html
+import os
 import re
 from pathlib import Path
+
+from .errors import UserError
 
 # displaCy's colours for the CoNLL-2003 types (PER is its PERSON, MISC takes its GPE yellow); any other type
 # gets the next palette colour in sorted order, so a page's colours do not depend on the order of its texts.
@@ -19,8 +22,8 @@ PALETTE = ("#bfeeb7", "#ffeb80", "#f0d0ff", "#bfe1d9", "#ff8197", "#c887fb", "#9
 CSS = """
 body { font-family: "DejaVu Sans", "Segoe UI", Helvetica, Arial, sans-serif; color: #222; background: #fff;
        margin: 24px auto; max-width: 56em; padding: 0 16px; }
-h1 { font-size: 1.3em; margin: 0 0 4px; }
-.summary { color: #666; font-size: 0.9em; margin-bottom: 10px; }
+h1 { font-size: 1.3em; margin: 0 0 10px; }
+.summary { color: #666; font-size: 0.9em; margin: 10px 0; }
 .legend { margin: 0 0 18px; color: #666; font-size: 0.9em; }
 .key { display: inline-block; border-radius: 0.35em; padding: 0.2em 0.6em; font-size: 0.85em; font-weight: bold;
        color: #222; }
@@ -41,30 +44,60 @@ mark.ent::after { content: attr(data-type); font-size: 0.62em; font-weight: bold
 """
 
 
-def render_html(predictions, title="minimtl predictions") -> str:
-    """One HTML page for a list of prediction dicts (Prediction.to_json(): text, optional label, label_probability,
-    labels, entities with type/start/end/confidence)."""
-    predictions = list(predictions)
-    types = sorted({e["type"] for p in predictions for e in p.get("entities") or ()})
+def html_page(predictions, title="minimtl predictions", types=None):
+    """The page in pieces, one per prediction, so that any number of predictions (e.g. a generator) streams
+    to a file. `types` fixes the legend and colours up front, e.g. every type a checkpoint can predict; without
+    it they come from the predictions, which are then all read first."""
+    if types is None:
+        predictions = list(predictions)
+        types = {e["type"] for p in predictions for e in p.get("entities") or ()}
+    types = sorted(types)
     others = [t for t in types if t not in COLOURS]
     colours = {t: COLOURS.get(t) or PALETTE[others.index(t) % len(PALETTE)] for t in types}
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{_esc(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
-             f"<h1>{_esc(title)}</h1>",
-             f'<div class="summary">{len(predictions)} text{"" if len(predictions) == 1 else "s"}</div>']
+    head = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_esc(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>", f"<h1>{_esc(title)}</h1>"]
     if types:
         keys = " ".join(f'<span class="key" style="background: {colours[t]}">{_esc(t)}</span>' for t in types)
-        parts.append(f'<div class="legend">entity types: {keys}</div>')
-    for number, prediction in enumerate(predictions, 1):
-        parts.append(_document(number, prediction, colours))
-    parts += ["</body>", "</html>"]
-    return "\n".join(parts) + "\n"
+        head.append(f'<div class="legend">entity types: {keys}</div>')
+    yield "\n".join(head) + "\n"
+    count = 0
+    for count, prediction in enumerate(predictions, 1):
+        yield _document(count, prediction, colours) + "\n"
+    # The count goes last: a streamed page knows it only at the end.
+    yield f'<div class="summary">{count} text{"" if count == 1 else "s"}</div>\n</body>\n</html>\n'
 
 
-def write_html(path, predictions, title="minimtl predictions"):
-    Path(path).write_text(render_html(predictions, title), encoding="utf-8")
+def render_html(predictions, title="minimtl predictions", types=None) -> str:
+    """One HTML page for prediction dicts (Prediction.to_json(): text, optional label, label_probability,
+    labels, entities with type/start/end/confidence)."""
+    return "".join(html_page(predictions, title, types))
+
+
+def write_html(path, predictions, title="minimtl predictions", types=None):
+    """Write the page to `path` as the predictions come; returns how many there were. The page is built in a
+    temporary sibling and renamed over `path` only when complete: an error midway leaves `path` as it was."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError("is a directory: give a file name for the page", path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    count = 0
+
+    def counted():
+        nonlocal count
+        for count, prediction in enumerate(predictions, 1):
+            yield prediction
+
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(html_page(counted(), title, types))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write ({e.strerror})", path) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
 
 
 def _document(number, prediction, colours):
@@ -73,8 +106,10 @@ def _document(number, prediction, colours):
         probability = prediction.get("label_probability")
         shown = f'<span class="p">{probability:.2f}</span>' if probability is not None else ""
         meta.append(f'<span class="badge" title="category">{_esc(prediction["label"])}{shown}</span>')
-        runners_up = [(k, p) for k, p in (prediction.get("labels") or {}).items() if k != prediction["label"]]
-        if runners_up:  # what the model hesitated over, in small print
+        # What the model hesitated over, in small print; a class that would show as 0.00 is left out.
+        runners_up = [(k, p) for k, p in (prediction.get("labels") or {}).items()
+                      if k != prediction["label"] and p >= 0.005]
+        if runners_up:
             meta.append('<span class="others">' + ", ".join(f"{_esc(k)} {p:.2f}" for k, p in runners_up) + "</span>")
     text, entities = prediction["text"], prediction.get("entities")
     pieces, position = [], 0

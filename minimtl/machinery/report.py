@@ -1,0 +1,126 @@
+"""A saved checkpoint scored on any data file, and the tables a person reads: confusions, entities per type.
+
+    report = evaluate_file("runs/latest", "../shared/data/conll2003")   # a folder: its test split
+    print(format_report(report))                                        # or json.dumps(report.to_json())
+
+The file becomes a split exactly as training builds its test split (the same readers, the checkpoint's own
+label and tag vocabularies, sentences cut only at the model's position limit) and goes through the same
+`evaluation.predict` and `evaluation.score`. So on a run's own test split the scores equal the test scores
+in its results.json to the last digit (on the device training evaluated on; here the CPU). A label or tag the
+checkpoint never saw is reported once and counted as wrong, as in training.
+"""
+
+from collections import Counter
+from dataclasses import dataclass
+
+from ..evaluation import predict, score
+from ..tokenization import Aligner
+from .batches import encode_split
+from .checkpoint import load_checkpoint
+from .data import LabelVocab, Splits, load_split, unseen
+from .errors import UserError
+from .sources import Source
+
+TOP_CONFUSIONS = 5  # the sentence-label mistakes shown: enough to see a pattern, short enough to read
+
+
+@dataclass
+class Report:
+    data: str  # what was read, e.g. "JSON lines in data/test.jsonl"
+    sentences: int
+    scores: dict  # flat, with the names results.json uses: "label_accuracy", "entity_f1/LOC", ...
+    confusions: list  # [(gold, predicted, count)], the most frequent wrong sentence labels first
+    notes: list  # what was not scored, or counted as wrong, and why
+
+    def to_json(self):
+        return {"data": self.data, "sentences": self.sentences, "scores": self.scores,
+                "confusions": [{"gold": g, "predicted": p, "count": n} for g, p, n in self.confusions],
+                "notes": self.notes}
+
+
+def evaluate_file(checkpoint, path, split=None):
+    """Score the checkpoint in directory `checkpoint` on a data file, or on a split of a data folder (test
+    unless `split` says otherwise)."""
+    examples, description = load_split(path, split)
+    split = split or "test"
+    model, meta = load_checkpoint(checkpoint)
+    labels, tags, notes = _vocabularies(meta, examples, description)
+    notes += unseen(examples, labels, tags)
+    # The split keeps its name so that `predict` reads it as training does; the other splits stay empty.
+    splits = Splits(**{"train": [], "dev": [], "test": None, split: examples}, source=description)
+    aligner = Aligner.from_checkpoint(checkpoint, model.bert.config.vocab_size)
+    ids = encode_split(aligner, examples, labels, tags, model.bert.config.max_position_embeddings)
+    source = Source("evaluated", splits, labels, tags, {split: ids})
+    predicted_labels, predicted_tags = predict(model, source, split)
+    confusions = []
+    if predicted_labels is not None:
+        wrong = Counter((ex.label, p) for ex, p in zip(examples, predicted_labels) if ex.label != p)
+        confusions = [(g, p, n) for (g, p), n in wrong.most_common(TOP_CONFUSIONS)]
+    return Report(description, len(examples), score(examples, predicted_labels, predicted_tags), confusions, notes)
+
+
+def _vocabularies(meta, examples, description):
+    """(label vocabulary, tag vocabulary, notes): a task is scored when the data has it and the model predicts
+    it; data with neither is an error, since there would be nothing to score."""
+    has_labels, has_tags = examples[0].label is not None, examples[0].tags is not None  # the readers check all
+    labels = LabelVocab(meta["labels"]) if has_labels and meta.get("labels") else None
+    tags = LabelVocab(meta["tags"]) if has_tags and meta.get("tags") else None
+    notes = [f"the data's {what} are not scored: the checkpoint has no {head}"
+             for present, vocab, what, head in ((has_labels, labels, "sentence labels", "sentence head"),
+                                                (has_tags, tags, "entity tags", "tagging head")) if present and not vocab]
+    if labels is None and tags is None:
+        raise UserError(f"nothing to score: {description} has {_what(has_labels, has_tags)}, but the checkpoint "
+                        f"predicts {_what(bool(meta.get('labels')), bool(meta.get('tags')))}")
+    return labels, tags, notes
+
+
+def _what(labels, tags):
+    return " and ".join(name for name, present in (("sentence labels", labels), ("entity tags", tags)) if present)
+
+
+# --- what a person reads ------------------------------------------------------------------------------
+
+def format_report(report):
+    """The report as a few aligned lines: accuracy and confusions, the entity table, frame accuracy."""
+    s, n = report.scores, report.sentences
+    lines = [f"{report.data}: {n} sentence{'s' * (n != 1)}"] + [f"note: {note}" for note in report.notes]
+    if "label_accuracy" in s:
+        lines.append(f"sentence accuracy {_pct(s['label_accuracy'])}  ({round(s['label_accuracy'] * n)} of {n} right)")
+        if report.confusions:
+            lines.append("  most frequent confusions (gold -> predicted):")
+            lines += [f"  {count:>5}  {gold} -> {predicted}" for gold, predicted, count in report.confusions]
+    if "entity_f1" in s:
+        lines.append(f"entities: F1 {_pct(s['entity_f1'])}, exact type and span (seqeval's default); "
+                     f"token accuracy {_pct(s['token_accuracy'])}")
+        lines.append(entity_table(s))
+    if "frame_accuracy" in s:
+        lines.append(f"frame accuracy {_pct(s['frame_accuracy'])}  (label and every tag right)")
+    return "\n".join(lines)
+
+
+def entity_table(scores, prefix=""):
+    """Precision, recall, F1 and gold support per entity type, then the micro average, from a flat score dict
+    (metrics.evaluate's names, after `prefix`, e.g. "conll2003/"); "" when it has no entity scores."""
+    if prefix + "entity_f1" not in scores:
+        return ""
+    marker = prefix + "entity_support/"
+    types = [key[len(marker):] for key in scores if key.startswith(marker)]
+    rows = [(kind, f"entity_{{}}/{kind}") for kind in types] + [("micro avg", "entity_{}")]
+    width = max(len("type"), *(len(name) for name, _ in rows))
+    lines = [f"  {'type':<{width}}  precision  recall      F1  support"]
+    for name, key in rows:
+        p, r, f, support = (scores[prefix + key.format(m)] for m in ("precision", "recall", "f1", "support"))
+        lines.append(f"  {name:<{width}}  {_pct(p):>9}  {_pct(r):>6}  {_pct(f):>6}  {support:>7}")
+    return "\n".join(lines)
+
+
+def entity_tables(scores, source_names):
+    """The entity table of every source that has one, each under its name when the run has several."""
+    if len(source_names) == 1:
+        return entity_table(scores)
+    tables = [(name, entity_table(scores, f"{name}/")) for name in source_names]
+    return "\n".join(f"{name}:\n{table}" for name, table in tables if table)
+
+
+def _pct(value):
+    return f"{100 * value:.2f}"
