@@ -191,3 +191,11 @@ def test_a_crf_checkpoint_predicts_as_the_trained_model_did(tiny_data, tiny_weig
                   if [w.text for w in p.words] == list(ex.words)]
     assert len(same_words) >= len(texts) // 2
     assert [predictions[i].tags for i in same_words] == [tags[i] for i in same_words]
+
+
+def test_a_crf_trains_with_lora_adapters(tiny_data, tiny_weights, tmp_path):
+    cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(tmp_path / "out"), epochs=1,
+                      batch_size=8, lora=2, crf=True)
+    train(cfg, log=lambda _: None)
+    model, meta = load_checkpoint(tmp_path / "out")
+    assert meta["heads"]["crf"] and model.ner_head.crf.transitions.abs().sum() > 0  # they start at zero
