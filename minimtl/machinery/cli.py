@@ -16,7 +16,8 @@ def add_config_flags(parser):
         default = f.default if f.default is not MISSING else f.default_factory()
         kind = _base_type(f.type)
         shown = " ".join(default) if kind is list else default
-        help = meta["help"] if kind is bool else f"{meta['help']} (default: {shown})"
+        # A None default is resolved from other settings, which the help text itself explains.
+        help = meta["help"] if kind is bool or default is None else f"{meta['help']} (default: {shown})"
         kwargs = {"default": None, "help": help.replace("%", "%%"), "choices": meta["choices"]}
         if kind is bool:
             kwargs.update(action="store_true")
