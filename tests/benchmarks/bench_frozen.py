@@ -23,15 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
-from common import parser, setup, snips_dir, snips_ids, weights_dir, write_results
+from common import parser, setup, snips_dir, write_results
 import minimtl.training as training
-from minimtl import load_encoder
 from minimtl.config import TrainConfig
-from minimtl.machinery.batches import batches
-from minimtl.machinery.features import ENCODE_BATCH, FeatureCache
-from bench_snips import snips_slice
+from minimtl.machinery.features import FeatureCache
+from bench_snips import encoder_pass_seconds, snips_slice
 
 FROZEN = {"freeze": ["backbone"]}
 ROWS = {"probe": {"layers": 1, "pooling": "cls", "token_head": "linear"}, "default": {}}
@@ -74,18 +71,6 @@ def run(name, cfg, log_prefix):
             "best_epoch": results["best_epoch"], "epochs_run": len(epochs), "trainable_params": trainable,
             "wall_seconds": wall, "cache_seconds": float(cache.group(1)) if cache else None,
             "cached_epoch_seconds": cached_epochs, "settings": {k: v for k, v in vars(cfg).items() if k != "data"}}
-
-
-def encoder_pass_seconds(data, cfg):
-    """One inference pass of the plain encoder over train + dev, batched as the feature cache batches it."""
-    _, encoded, _, _ = snips_ids(["train", "dev"], data, cfg.max_len)
-    encoder = load_encoder(weights_dir()).eval()
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for split in encoded.values():
-            for batch in batches(split, ENCODE_BATCH):
-                encoder(batch.input_ids, batch.attention_mask)
-    return time.perf_counter() - start
 
 
 def sweep(data, runs, quick, rows, save):
