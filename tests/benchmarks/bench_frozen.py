@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from common import parser, setup, snips_dir, write_results
 import minimtl.training as training
 from minimtl.config import TrainConfig
