@@ -199,4 +199,6 @@ def joined(device):
         yield Processes(rank, world, True, device)
     finally:
         dist.destroy_process_group()
-        signal.signal(signal.SIGTERM, previous)
+    # Restored only after a clean end: a process leaving with an error keeps ignoring SIGTERM until it exits, or
+    # the signal torchrun sends on seeing the failed peer could kill it between its message and its exit.
+    signal.signal(signal.SIGTERM, previous)
