@@ -8,11 +8,11 @@ names get the source's name in front ("conll2003/entity_f1").
 """
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from . import metrics
 from .machinery.batches import batches
 from .machinery.distributed import NOT_MINE, Processes
+from .model import at_words
 
 EVAL_BATCH = 64  # sentences per forward pass: no gradients are kept, so twice the training batch fits
 
@@ -43,9 +43,8 @@ def predict(model, source, split, features=None, ddp=Processes()):
         if source.labels:
             label_ids[batch.index] = out.cls_logits.argmax(-1).cpu()
         if source.tags:
-            words = [out.ner_logits[row, ids.first_positions[i]] for row, i in enumerate(batch.index)]
-            emissions = pad_sequence(words, batch_first=True)  # (B, W, K)
-            paths = model.ner_head.decode(emissions, [len(w) for w in words])
+            emissions, words = at_words(out.ner_logits, batch.words)  # (B, W, K), (B, W)
+            paths = model.ner_head.decode(emissions, words.sum(1).tolist())
             for i, path in zip(batch.index, paths):
                 tag_ids[i, : len(path)] = torch.tensor(path, dtype=torch.long)
     label_ids, tag_ids = ddp.merge(label_ids), ddp.merge(tag_ids)

@@ -133,10 +133,8 @@ class TokenHead(nn.Module):
         """
         if self.crf is None:
             return F.cross_entropy(logits.flatten(0, 1), tags.flatten(), ignore_index=IGNORE_INDEX)
-        mask = words >= 0  # (B, W)
-        at = words.clamp(min=0)
-        emissions = logits.gather(1, at[..., None].expand(-1, -1, logits.shape[-1]))  # (B, W, K)
-        return self.crf.nll(emissions.float(), tags.gather(1, at), mask)
+        emissions, mask = at_words(logits, words)
+        return self.crf.nll(emissions.float(), tags.gather(1, words.clamp(min=0)), mask)
 
     def decode(self, emissions, lengths):
         """The best valid BIO path per sentence: emissions (B, W, K) are the logits at each word's first
@@ -156,6 +154,13 @@ class TokenHead(nn.Module):
         else:
             probs = self.crf.marginals(emissions, torch.as_tensor(lengths)[:, None] > torch.arange(emissions.shape[1]))
         return [probs[b, torch.arange(len(p)), torch.tensor(p, dtype=torch.long)].tolist() for b, p in enumerate(paths)]
+
+
+def at_words(logits, words):
+    """Each word's tag logits, read at its first sub-token: logits (B, T, K), words (B, W) with -1 past a
+    sentence's last word -> emissions (B, W, K) (padding words read position 0) and the word mask (B, W)."""
+    at = words.clamp(min=0)
+    return logits.gather(1, at[..., None].expand(-1, -1, logits.shape[-1])), words >= 0
 
 
 @dataclass

@@ -33,8 +33,7 @@ class FeatureCache:
 
     def __init__(self, model, sources, splits, log, dtype=torch.float16):
         start = time.perf_counter()
-        self.dtype = dtype
-        self.states = {(s.name, split): self.encode(model, s.ids[split]) for s in sources for split in splits}
+        self.states = {(s.name, split): self.encode(model, s.ids[split], dtype) for s in sources for split in splits}
         n = sum(len(starts) for _, starts in self.states.values())
         size = sum(flat.numel() * flat.element_size() for flat, _ in self.states.values())
         layers = model.config.layers
@@ -42,8 +41,9 @@ class FeatureCache:
             f"({'the last layer' if layers == 1 else f'the top {layers} layers'}, {size / 2**20:,.0f} MiB in "
             f"{str(dtype).removeprefix('torch.')}); the heads train on the cached features")
 
+    @staticmethod
     @torch.inference_mode()
-    def encode(self, model, split):
+    def encode(model, split, dtype):
         lengths = torch.tensor([len(ids) for ids in split.input_ids])
         starts = torch.cumsum(lengths, 0) - lengths  # (S,): first row of each sentence
         flat = None
@@ -53,7 +53,7 @@ class FeatureCache:
         for batch in batches(split, ENCODE_BATCH):
             hidden = model.features(batch.input_ids.to(device), batch.attention_mask.to(device))  # (B, T, [k,] H)
             if flat is None:
-                flat = hidden.new_zeros((int(lengths.sum()) + 1, *hidden.shape[2:]), dtype=self.dtype)
+                flat = hidden.new_zeros((int(lengths.sum()) + 1, *hidden.shape[2:]), dtype=dtype)
             for row, i in enumerate(batch.index):
                 flat[starts[i] : starts[i] + lengths[i]] = hidden[row, : lengths[i]]
         model.bert.train(was_training)
