@@ -15,7 +15,7 @@ from .freezing import FREEZE_MODES
 from .lora import DEFAULT_TARGETS, TARGETS
 from .machinery.download import DEFAULT_NAME
 from .machinery.errors import UserError
-from .model import POOLINGS, TOKEN_HEADS, HeadConfig
+from .model import HEAD_KINDS, POOLINGS, HeadConfig
 
 DEMO_DATA = str(Path(__file__).resolve().parent / "demo")
 SAMPLINGS = ("proportional", "uniform", "temperature")
@@ -89,7 +89,7 @@ class TrainConfig:
                                       choices=tuple(TARGETS))
     lr_lora: float = setting(5e-4, "learning rate of the adapters", LORA, positive)
 
-    epochs: int | None = setting(None, "default: 4 for full fine-tuning, 10 with --lora, 30 with a frozen "
+    epochs: int | None = setting(None, "default: 4 for full fine-tuning, 10 with --lora, 5 with a frozen "
                                  "backbone (see TrainConfig.n_epochs)", OPTIMISATION, positive)
     batch_size: int = setting(32, "sentences per micro-batch", OPTIMISATION, positive)
     grad_accum: int = setting(1, "micro-batches per optimizer step", OPTIMISATION, positive)
@@ -112,16 +112,19 @@ class TrainConfig:
 
     w_cls: float = setting(1.0, "weight of the sentence loss", MODEL, non_negative)
     w_ner: float = setting(1.0, "weight of the token loss", MODEL, non_negative)
-    pooling: str = setting("auto", "how the sentence head reads the tokens: cls, mean, or auto = the pooling the "
-                           "weights were trained with (their sentence-transformers 1_Pooling/config.json; cls "
+    pooling: str = setting("auto", "how the linear sentence head reads the tokens: cls, mean, or auto = the pooling "
+                           "the weights were trained with (their sentence-transformers 1_Pooling/config.json; cls "
                            "without one)", MODEL, choices=("auto", *POOLINGS))
     dropout: float = setting(0.1, "dropout in the heads", MODEL, fraction)
     layers: int | None = setting(None, "the heads read a learned scalar mix of the encoder's top N hidden states "
                                  "(the embeddings count as one). Default: all of them with a frozen backbone, "
                                  "1 (the last) otherwise", MODEL, positive)
+    sentence_head: str | None = setting(None, "linear (pooled tokens -> linear), or lstm: a BiLSTM whose states' mean "
+                                        "and max feed the linear layer. Default: lstm with a frozen backbone, linear "
+                                        "otherwise", MODEL, choices=HEAD_KINDS)
     token_head: str | None = setting(None, "linear, or lstm: a BiLSTM between the hidden states and the tag layer. "
                                      "Default: lstm with a frozen backbone, linear otherwise", MODEL,
-                                     choices=TOKEN_HEADS)
+                                     choices=HEAD_KINDS)
     crf: bool = setting(False, "a CRF over words on the tag layer: trained by its likelihood, decoded by Viterbi",
                         MODEL)
 
@@ -133,28 +136,35 @@ class TrainConfig:
     def n_epochs(self):
         if self.epochs is not None:
             return self.epochs
-        # Heads on a frozen backbone converge slowly and, with the feature cache, an epoch costs little: 30.
-        # LoRA's few adapter weights learn slowly too: 10. Full fine-tuning: 4, the epochs that fit in 600 s of
+        # Heads on a frozen backbone: 5, chosen on SNIPS dev within the frozen recipe's time budget (its two
+        # BiLSTMs make a cached epoch cost about half an encoder pass; docs/benchmarks.md has the sweep).
+        # LoRA's few adapter weights learn slowly: 10. Full fine-tuning: 4, the epochs that fit in 600 s of
         # SNIPS on 2 cores (dev scores were still rising after 3).
-        return 30 if self.frozen_backbone else 10 if self.lora else 4
+        return 5 if self.frozen_backbone else 10 if self.lora else 4
 
     def heads(self, n_labels, n_tags, encoder_config, trained_pooling):
         """The HeadConfig these settings ask for, the defaults resolved for this encoder.
 
         A frozen backbone gets what makes frozen features work (model.py): a scalar mix of every layer and
-        a BiLSTM tag head. A fine-tuned one reads its last layer through linear heads: it can move that
+        a BiLSTM in each head. A fine-tuned one reads its last layer through linear heads: it can move that
         layer towards the task itself.
         """
         all_layers = encoder_config.num_hidden_layers + 1
         if self.layers is not None and self.layers > all_layers:
             raise UserError(f"--layers {self.layers}: the encoder has {all_layers} hidden states "
                             f"(the embeddings and {all_layers - 1} layers)")
+        default_head = "lstm" if self.frozen_backbone else "linear"
+        sentence_head = self.sentence_head or default_head
+        if sentence_head == "lstm" and self.pooling != "auto":
+            raise UserError(f"--pooling {self.pooling} is how the linear sentence head reads the tokens; the BiLSTM "
+                            "sentence head pools its own states (mean and max): add --sentence-head linear")
         return HeadConfig(
             n_labels, n_tags,
             pooling=trained_pooling if self.pooling == "auto" else self.pooling,
             dropout=self.dropout,
             layers=self.layers or (all_layers if self.frozen_backbone else 1),
-            token_head=self.token_head or ("lstm" if self.frozen_backbone else "linear"),
+            sentence_head=sentence_head,
+            token_head=self.token_head or default_head,
             crf=self.crf,
         )
 

@@ -1,7 +1,7 @@
 """One shared BERT backbone, two task heads, and the masked multi-task loss.
 
     tokens -> Bert -> hidden (B, T, H) or top-k layers (B, T, k, H)
-                 +-> [scalar mix] -> pool -> dropout -> linear            -> cls_logits (B, C)
+                 +-> [scalar mix] -> [BiLSTM] -> pool -> dropout -> linear -> cls_logits (B, C)
                  +-> [scalar mix] -> [BiLSTM] -> dropout -> linear        -> ner_logits (B, T, K)
                                                           -> [CRF over words: loss and decoding]
 
@@ -15,8 +15,9 @@ The bracketed parts are what makes a *frozen* backbone nearly as good as fine-tu
   syntax and surface form (useful for tagging), so each head learns its own softmax-weighted "scalar
   mix" of the top k layers (Peters et al. 2018, ELMo). Devlin et al. 2019 (Table 7) fed frozen BERT
   layers to a BiLSTM and came within 0.3 F1 of fine-tuning on CoNLL-2003.
-- context for tags: a linear layer on a frozen state decides each token alone; a small BiLSTM lets the
-  tag head learn which neighbours matter, which fine-tuning would otherwise teach the encoder itself.
+- context: a linear layer on a frozen state decides each token alone, and a mean of frozen states weighs
+  every word alike; a small BiLSTM per head lets the tag head learn which neighbours matter and the sentence
+  head which words decide the intent, which fine-tuning would otherwise teach the encoder itself.
 - a CRF (crf.py) scores whole tag sequences instead of one word at a time.
 """
 
@@ -33,7 +34,7 @@ from .freezing import unit_modules
 
 IGNORE_INDEX = -100  # label id that cross-entropy skips: special tokens, padding, continuation sub-tokens
 POOLINGS = ("cls", "mean")
-TOKEN_HEADS = ("linear", "lstm")
+HEAD_KINDS = ("linear", "lstm")  # what a head puts between the (mixed) states and its output layer
 LSTM_HIDDEN = 128  # per direction: less than half the cost of 256 per token, and cached epochs must stay cheap
 
 
@@ -43,9 +44,10 @@ class HeadConfig:
 
     n_labels: int  # sentence classes; 0 = the data has no sentence task, no head is built
     n_tags: int  # BIO tags; 0 = the data has no token task
-    pooling: str = "cls"
+    pooling: str = "cls"  # how the linear sentence head reads the tokens: [CLS] or their mean
     dropout: float = 0.1
     layers: int = 1  # top hidden states the heads read (the embeddings' output counts as one); > 1: a scalar mix
+    sentence_head: str = "linear"  # or "lstm": a BiLSTM, then the mean and max of its states
     token_head: str = "linear"  # or "lstm": a BiLSTM between the (mixed) states and the tag layer
     crf: bool = False  # a CRF over words on top of the tag layer
 
@@ -72,25 +74,52 @@ def read_layers(config):
     return ScalarMix(config.layers) if config.layers > 1 else nn.Identity()
 
 
+def bilstm(input_size):
+    return nn.LSTM(input_size, LSTM_HIDDEN, batch_first=True, bidirectional=True)
+
+
+def run_bilstm(lstm, x, attention_mask):
+    """(B, T, H) -> (B, T, 2L), padding positions zero. Packed, so that each direction runs over the real
+    tokens only: the backward LSTM must start at [SEP], not at the end of the padding."""
+    lengths = attention_mask.sum(1).cpu()
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    return pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=x.shape[1])[0]
+
+
+def mean_pool(x, attention_mask):  # (B, T, H) -> (B, H)
+    m = attention_mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1): padding must not dilute the mean
+    return (x * m).sum(1) / m.sum(1).clamp(min=1)
+
+
 class ClassificationHead(nn.Module):
-    """(mix the layers) -> pool the tokens into one vector -> dropout -> linear."""
+    """(mix the layers) -> pool the tokens into one vector -> dropout -> linear; or, with a BiLSTM:
+    (mix) -> BiLSTM -> the mean and the max of its states -> dropout -> linear."""
 
     def __init__(self, hidden_size, cfg: HeadConfig):
         super().__init__()
         self.pooling = cfg.pooling
         self.mix = read_layers(cfg)
+        self.lstm = None
+        if cfg.sentence_head == "lstm":
+            self.lstm = bilstm(hidden_size)
+            hidden_size = 2 * 2 * LSTM_HIDDEN  # the mean and the max of (B, T, 2L) states
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(hidden_size, cfg.n_labels)
 
     def forward(self, hidden, attention_mask):
         hidden = self.mix(hidden)  # (B, T, H)
-        if self.pooling == "cls":
+        if self.lstm is not None:
+            # The mean says what the whole sentence is about; the max keeps the one word that decides it
+            # ("play", "book", "rate") from being averaged away among the slot words.
+            states = run_bilstm(self.lstm, hidden, attention_mask)  # (B, T, 2L)
+            top = states.masked_fill(~attention_mask.bool().unsqueeze(-1), float("-inf")).amax(1)  # (B, 2L)
+            x = torch.cat([mean_pool(states, attention_mask), top], -1)  # (B, 4L)
+        elif self.pooling == "cls":
             # [CLS] sees every token through attention; fine-tuning teaches it to summarise the sentence.
             x = hidden[:, 0]  # (B, H)
         else:
             # Sentence encoders such as all-MiniLM-L6-v2 were trained to be read this way (weights.py).
-            m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1): padding must not dilute the mean
-            x = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H)
+            x = mean_pool(hidden, attention_mask)  # (B, H)
         return self.out(self.dropout(x))  # (B, C)
 
 
@@ -106,7 +135,7 @@ class TokenHead(nn.Module):
         self.mix = read_layers(cfg)
         self.lstm = None
         if cfg.token_head == "lstm":
-            self.lstm = nn.LSTM(hidden_size, LSTM_HIDDEN, batch_first=True, bidirectional=True)
+            self.lstm = bilstm(hidden_size)
             hidden_size = 2 * LSTM_HIDDEN
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(hidden_size, cfg.n_tags)
@@ -116,11 +145,7 @@ class TokenHead(nn.Module):
     def forward(self, hidden, attention_mask):
         x = self.mix(hidden)  # (B, T, H)
         if self.lstm is not None:
-            # Packed, so that each direction runs over the real tokens only: the backward LSTM must start
-            # at [SEP], not at the end of the padding.
-            lengths = attention_mask.sum(1).cpu()
-            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-            x, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])  # (B, T, 2L)
+            x = run_bilstm(self.lstm, x, attention_mask)  # (B, T, 2L)
         return self.out(self.dropout(x))  # (B, T, K)
 
     def loss(self, logits, tags, words):

@@ -1,6 +1,6 @@
 """What the heads read and how: layer stacks, the scalar mix, the BiLSTM, the CRF over words, the feature cache.
 
-The frozen-backbone recipe (a scalar mix of every layer, mean pooling, a BiLSTM tag head) must compute the
+The frozen-backbone recipe (a scalar mix of every layer, a BiLSTM in each head) must compute the
 same thing from the cache as from the encoder, and inference must read the same layers as training did.
 """
 
@@ -70,12 +70,23 @@ def model_with(**heads):
     return MultiTaskModel(Bert(CFG), HeadConfig(n_labels=3, n_tags=len(TAGS), **heads), TAGS)
 
 
-def test_the_lstm_never_reads_padding():
-    model = model_with(layers=2, token_head="lstm").eval()
+def test_the_lstms_never_read_padding():
+    model = model_with(layers=2, sentence_head="lstm", token_head="lstm").eval()
     ids, mask = inputs()
-    out = model(ids, mask).ner_logits
-    alone = model(ids[2:, :3], mask[2:, :3]).ner_logits  # sentence 2 without its padding
-    torch.testing.assert_close(out[2:, :3], alone, rtol=0, atol=1e-6)
+    out = model(ids, mask)
+    alone = model(ids[2:, :3], mask[2:, :3])  # sentence 2 without its padding
+    torch.testing.assert_close(out.ner_logits[2:, :3], alone.ner_logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.cls_logits[2:], alone.cls_logits, rtol=0, atol=1e-6)
+
+
+def test_the_lstm_sentence_head_pools_the_mean_and_the_max_of_its_states():
+    model = model_with(sentence_head="lstm").eval()
+    head = model.cls_head
+    ids, mask = inputs()
+    with torch.no_grad():
+        states, _ = head.lstm(model.features(ids[2:, :3], mask[2:, :3]))  # sentence 2 alone: no padding
+        by_hand = head.out(torch.cat([states.mean(1), states.max(1).values], -1))
+        torch.testing.assert_close(model(ids, mask).cls_logits[2:], by_hand, rtol=0, atol=1e-6)
 
 
 def word_batch(ids, mask):
@@ -128,13 +139,20 @@ def frozen_config(tiny_data, tiny_weights, out, **overrides):
     return TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), **settings)
 
 
-def test_the_frozen_recipe_mixes_every_layer_with_a_bilstm(tiny_data, tiny_weights, tmp_path):
+def test_the_frozen_recipe_mixes_every_layer_with_a_bilstm_per_head(tiny_data, tiny_weights, tmp_path):
     model, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out"), log=lambda _: None)
-    assert model.config.layers == 3 and model.config.token_head == "lstm"  # embeddings + 2 layers
+    heads = model.config
+    assert heads.layers == 3 and heads.sentence_head == heads.token_head == "lstm"  # embeddings + 2 layers
     model, _, _ = build(TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights)), log=lambda _: None)
-    assert model.config.layers == 1 and model.config.token_head == "linear"
+    heads = model.config
+    assert heads.layers == 1 and heads.sentence_head == heads.token_head == "linear"
     with pytest.raises(UserError, match="--layers 4: the encoder has 3 hidden states"):
         build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", layers=4), log=lambda _: None)
+    with pytest.raises(UserError, match="--pooling cls is how the linear sentence head reads"):
+        build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", pooling="cls"), log=lambda _: None)
+    model, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", pooling="cls",
+                                      sentence_head="linear"), log=lambda _: None)
+    assert model.config.pooling == "cls"
 
 
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])

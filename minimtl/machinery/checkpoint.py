@@ -29,13 +29,13 @@ from safetensors.torch import save_file
 from ..bert import Bert
 from ..lora import merged_state_dict
 from ..bio import split_tag
-from ..model import POOLINGS, TOKEN_HEADS, HeadConfig, MultiTaskModel
+from ..model import HEAD_KINDS, POOLINGS, HeadConfig, MultiTaskModel
 from ..weights import bert_config, match_state_dict, read_state_dict
 from .errors import UserError, read_json
 from .plots import write_curves
 from .rundir import stale_temporaries
 
-FORMAT_VERSION = 3  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf
+FORMAT_VERSION = 4  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf; 4: sentence_head
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
 MODEL_FILES = ("model.safetensors", "config.json", *TOKENIZER_FILES)
 
@@ -134,16 +134,16 @@ def read_meta(directory):
     if not isinstance(heads, dict) or set(heads) != {f.name for f in fields(HeadConfig)} \
             or any(heads[k] != v for k, v in expected.items()):
         raise UserError(f"'minimtl.heads' should be {{n_labels: {expected['n_labels']}, n_tags: {expected['n_tags']}, "
-                        "pooling, dropout, layers, token_head, crf}, as training writes it", path)
+                        "pooling, dropout, layers, sentence_head, token_head, crf}, as training writes it", path)
     if heads["pooling"] not in POOLINGS or not isinstance(heads["dropout"], (int, float)) \
             or not 0 <= heads["dropout"] < 1:
         raise UserError(f"'minimtl.heads': pooling must be one of {', '.join(POOLINGS)} and dropout in [0, 1)", path)
     max_len = meta.get("max_len")
     config = bert_config(raw, path)
     if type(heads["layers"]) is not int or not 1 <= heads["layers"] <= config.num_hidden_layers + 1 \
-            or heads["token_head"] not in TOKEN_HEADS or type(heads["crf"]) is not bool:
-        raise UserError(f"'minimtl.heads': layers must be 1 to {config.num_hidden_layers + 1}, token_head one of "
-                        f"{', '.join(TOKEN_HEADS)} and crf true or false", path)
+            or any(heads[k] not in HEAD_KINDS for k in ("sentence_head", "token_head")) or type(heads["crf"]) is not bool:
+        raise UserError(f"'minimtl.heads': layers must be 1 to {config.num_hidden_layers + 1}, sentence_head and "
+                        f"token_head one of {', '.join(HEAD_KINDS)} and crf true or false", path)
     if max_len is not None and not (type(max_len) is int and 3 <= max_len <= config.max_position_embeddings):
         raise UserError(f"'minimtl.max_len' should be an integer from 3 to max_position_embeddings "
                         f"{config.max_position_embeddings}, not {max_len!r}", path)
