@@ -6,6 +6,8 @@ import pytest
 
 from minimtl.machinery.download import fetch_default_weights
 
+pytest_plugins = ["small_checkpoint"]  # fixtures of the small random checkpoint for the inference tests
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

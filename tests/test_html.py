@@ -187,7 +187,7 @@ def test_a_failure_midway_leaves_the_old_page(tmp_path):
 
 
 def test_cli_page_shows_the_json_spans_and_escapes_the_text(tmp_path, checkpoint_dir):
-    from test_inference import build  # the small random checkpoint: it predicts plenty of entities
+    from small_checkpoint import build  # the small random checkpoint: it predicts plenty of entities
 
     small = build(tmp_path / "small", checkpoint_dir)
     texts = [HOSTILE.replace("\n", " "), "Angela Merkel met Emmanuel Macron in Paris.", "<script>alert(3)</script>",

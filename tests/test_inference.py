@@ -11,50 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minimtl.machinery.windows import spans, windows
-from minimtl.bert import Bert
 from minimtl.bio import chunks, constrained_decode
-from minimtl.machinery.checkpoint import FORMAT_VERSION, atomic_directory, write_model
-from minimtl.bert import BertConfig
+from minimtl.machinery.checkpoint import FORMAT_VERSION
 from minimtl.machinery.errors import UserError
 from minimtl.inference import Predictor, format_prediction
-from minimtl.model import HeadConfig, MultiTaskModel
+from small_checkpoint import LABELS, MAX_LEN, TAGS, build
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = ["travel", "food", "music"]
-TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-MAX_LEN = 32  # small, so that a sentence of a few dozen words already needs several windows
 SENTENCE = "Alice Smith flew from Paris to Berlin last summer, then José went to 東京."
 LONG = " ".join(["Alice met Bob in Paris and they drove to the old town of Berlin ."] * 10)  # 7 windows
 
 
-def build(directory, tokenizer_dir, labels=LABELS, tags=TAGS):
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64)
-    model = MultiTaskModel(Bert(config), HeadConfig(n_labels=len(labels or []), n_tags=len(tags or [])), tags)
-    meta = {"labels": labels, "tags": tags, "max_len": MAX_LEN, "heads": {"pooling": "cls"}}
-    with atomic_directory(directory) as tmp:
-        write_model(tmp, model, meta, tokenizer_dir)
-    return directory
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The test model is tiny: extra threads only add synchronisation, which costs 20x on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory, checkpoint_dir):
-    return build(tmp_path_factory.mktemp("ckpt") / "small", checkpoint_dir)
-
-
-@pytest.fixture(scope="module")
-def predictor(small):
-    return Predictor.from_checkpoint(small)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small, predictor, one_thread: small_checkpoint.py
 
 
 def test_schema_one_prediction_per_input(predictor):

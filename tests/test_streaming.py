@@ -15,36 +15,19 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from conftest import ROOT
 from hypothesis import given
 from hypothesis import strategies as st
-from test_inference import build
 
 from minimtl import UserError
-from minimtl.inference import Predictor, format_prediction
+from minimtl.inference import format_prediction
 from minimtl.machinery.streaming import CHUNK, _lines, predict_stream, read_lines
 
 TEXTS = ["Alice Smith flew from Paris to Berlin last summer.", "Book a table", "Paris",
          " ".join(["Alice met Bob in Paris and they drove to the old town of Berlin ."] * 10)]  # several windows
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the model is tiny: more threads only wait for each other on a busy machine
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory, checkpoint_dir):
-    return build(tmp_path_factory.mktemp("ckpt") / "small", checkpoint_dir)
-
-
-@pytest.fixture(scope="module")
-def predictor(small):
-    return Predictor.from_checkpoint(small)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small, predictor, one_thread: small_checkpoint.py
 
 
 def assert_same(streamed, whole):
