@@ -4,7 +4,10 @@ import json
 
 from conftest import ROOT
 from minimtl.bio import chunks
+from minimtl.config import TrainConfig
+from minimtl.inference import Predictor
 from minimtl.machinery.data import load_data
+from minimtl.training import train
 from demo import make_demo
 
 DEMO = ROOT / "minimtl" / "demo"
@@ -30,3 +33,11 @@ def test_demo_avoids_the_readme_example_names():
     text = " ".join((DEMO / f"{s}.jsonl").read_text(encoding="utf-8") for s in ("train", "dev", "test"))
     for name in ("Biden", "Musk", "Tesla", "Cybertruck", "Fetch"):
         assert name not in text
+
+
+def test_the_frozen_demo_model_tags_the_readme_example(tmp_path, checkpoint_dir):
+    """`python train.py --freeze backbone`, then `python infer.py "Alice went to Paris last summer."`: the old
+    linear probe tagged Alice as LOC; the frozen recipe must see a person."""
+    train(TrainConfig(freeze=["backbone"], out=str(tmp_path / "demo")), log=lambda _: None)
+    prediction = Predictor.from_checkpoint(tmp_path / "demo").predict(["Alice went to Paris last summer."])[0]
+    assert [(span.type, span.text) for span in prediction.entities] == [("PER", "Alice"), ("LOC", "Paris")]

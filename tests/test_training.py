@@ -57,7 +57,8 @@ def test_freeze_layers_moves_only_the_top_layer_and_heads(tiny_data, tiny_weight
 def test_freeze_heads_keeps_them_fixed_while_the_backbone_learns(tiny_data, tiny_weights, tmp_path):
     run(tiny_data, tiny_weights, tmp_path / "a", freeze=["cls-head", "ner-head"], epochs=1, seed=3)
     # the heads of a fine-tuning run, on a frozen backbone (not the frozen recipe's scalar mix and BiLSTM)
-    run(tiny_data, tiny_weights, tmp_path / "b", freeze=["backbone"], epochs=1, seed=3, layers=1, token_head="linear")
+    run(tiny_data, tiny_weights, tmp_path / "b", freeze=["backbone"], epochs=1, seed=3, layers=1, sentence_head="linear",
+        token_head="linear")
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     # Same seed, so both start from the same heads; (a) never moved them, (b) did.
     for name, tensor in initial_heads(tiny_weights, tmp_path / "a", seed=3).items():
