@@ -136,8 +136,8 @@ class TrainConfig:
     def n_epochs(self):
         if self.epochs is not None:
             return self.epochs
-        # Heads on a frozen backbone: 5, chosen on SNIPS dev within the frozen recipe's time budget (its two
-        # BiLSTMs make a cached epoch cost about half an encoder pass; docs/benchmarks.md has the sweep).
+        # Heads on a frozen backbone: 5, what fits the frozen recipe's time budget on SNIPS (an epoch of its two
+        # BiLSTMs costs about two thirds of an encoder pass); 8 scored higher on dev but runs past it (README).
         # LoRA's few adapter weights learn slowly: 10. Full fine-tuning: 4, the epochs that fit in 600 s of
         # SNIPS on 2 cores (dev scores were still rising after 3).
         return 5 if self.frozen_backbone else 10 if self.lora else 4
