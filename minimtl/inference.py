@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .bio import split_tag
 from .machinery.batches import SplitIds, batches
 from .machinery.checkpoint import load_checkpoint
 from .machinery.errors import UserError
@@ -85,7 +86,7 @@ class Predictor:
     @property
     def entity_types(self):
         """Every entity type the checkpoint can predict, sorted (e.g. for a legend); empty without a tagger."""
-        return sorted({tag[2:] for tag in self.tags or () if tag != "O"})
+        return sorted({split_tag(tag)[1] for tag in self.tags or () if tag != "O"})
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         """One Prediction per text, in order. An empty or whitespace-only text is a UserError."""

@@ -313,8 +313,6 @@ class Progress:
         return {"epoch": self.epoch, "step": self.step, "best": self.best, "best_epoch": self.best_epoch,
                 "history": self.history}
 
-
-
     def resume(self, out, model, cfg, log):
         """Continue the interrupted run in `out`: its progress, weights, AdamW state and random states come
         back; returns that AdamW."""
