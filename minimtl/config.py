@@ -35,6 +35,10 @@ def fraction(v):
     return 0 <= v < 1
 
 
+def decay_factor(v):
+    return 0 < v <= 1
+
+
 def seed_range(v):
     return 0 <= v <= MAX_SEED
 
@@ -44,6 +48,7 @@ def known_device(v):
 
 
 RULES = {positive: "must be positive", non_negative: "must not be negative", fraction: "must be in [0, 1)",
+         decay_factor: "must be in (0, 1]",
          seed_range: f"must be in 0..{MAX_SEED}", known_device: "must be " + ", ".join(DEVICES)}
 
 
@@ -95,6 +100,9 @@ class TrainConfig:
     grad_accum: int = setting(1, "micro-batches per optimizer step", OPTIMISATION, positive)
     lr_backbone: float = setting(2e-4, "learning rate of the encoder (chosen on SNIPS dev: docs/benchmarks.md)",
                                  OPTIMISATION, positive)
+    layer_decay: float = setting(1.0, "layer-wise learning-rate decay D: the top encoder layer trains at "
+                                 "--lr-backbone, each unit below at D times the one above it (1 = one rate)",
+                                 OPTIMISATION, decay_factor)
     lr_heads: float = setting(1e-2, "learning rate of the freshly initialised heads", OPTIMISATION, positive)
     weight_decay: float = setting(0.01, "AdamW decay, never applied to biases and LayerNorm weights",
                                   OPTIMISATION, non_negative)

@@ -92,32 +92,51 @@ def frozen_in_epoch(model, cfg, epoch):
     return frozen
 
 
-def parameter_groups(model, lrs, weight_decay):
-    """AdamW groups of trainable parameters: (backbone | adapters | heads) x (decay | no decay).
+def backbone_depths(model):
+    """unit -> how many units sit above it in the backbone: 0 for the top layer, N for the embeddings."""
+    names = backbone_units(len(model.bert.layers))
+    return {name: len(names) - 1 - i for i, name in enumerate(names)}
+
+
+def unit_learning_rates(model, lrs, layer_decay=1.0):
+    """unit -> its peak learning rate: `lrs` maps each kind to one. With layer-wise decay D < 1 the backbone's
+    rate shrinks by D per unit going down: the top layer trains at lrs["backbone"], the one below at D times
+    that, the embeddings at D^N. Why: the lower layers hold the general features every task needs and the
+    top ones the pretraining task's; a small dataset should reshape the top more than the bottom.
+    """
+    depths = backbone_depths(model)
+    return {unit: lrs[kind(unit)] * layer_decay ** depths.get(unit, 0) for unit in units(model)}
+
+
+def parameter_groups(model, lrs, weight_decay, layer_decay=1.0):
+    """AdamW groups of trainable parameters: (backbone | adapters | heads) x (decay | no decay), with the
+    backbone split into one group per unit when layer-wise decay gives each its own rate.
 
     `lrs` maps each kind to its learning rate. Each group keeps its peak learning rate as "base_lr",
     which the training loop scales by the schedule.
     """
+    unit_lrs = unit_learning_rates(model, lrs, layer_decay)
     groups = {}
     for unit, params in units(model).items():
+        name = unit if layer_decay != 1 and kind(unit) == "backbone" else kind(unit)
         for p in params:
             if not p.requires_grad:
                 continue
             decay = weight_decay if p.ndim >= 2 else 0.0  # 1-d tensors are biases and LayerNorm weights
-            key = (kind(unit), decay > 0)
-            groups.setdefault(key, {"params": [], "lr": lrs[key[0]], "base_lr": lrs[key[0]], "weight_decay": decay,
-                                    "name": f"{key[0]}{'' if decay else ' (no decay)'}"})["params"].append(p)
+            groups.setdefault((name, decay > 0), {"params": [], "lr": unit_lrs[unit], "base_lr": unit_lrs[unit],
+                                                  "weight_decay": decay,
+                                                  "name": f"{name}{'' if decay else ' (no decay)'}"})["params"].append(p)
     return list(groups.values())
 
 
-def make_optimizer(model, lrs, weight_decay, previous=None):
+def make_optimizer(model, lrs, weight_decay, layer_decay=1.0, previous=None):
     """AdamW over exactly the parameters that train now, described by `parameter_groups`.
 
     Built afresh whenever the set of trainable units changes (gradual unfreezing) and when a run resumes;
     each parameter that `previous` already trained keeps its moment estimates and step count, so an
     optimizer is fully described by the trainable units plus per-parameter state (see machinery/resume.py).
     """
-    groups = parameter_groups(model, lrs, weight_decay)
+    groups = parameter_groups(model, lrs, weight_decay, layer_decay)
     if not groups:
         raise UserError("nothing is trainable: check --freeze and --unfreeze-schedule")
     # fused: one pass over each parameter per step instead of a dozen foreach passes.
@@ -128,8 +147,9 @@ def make_optimizer(model, lrs, weight_decay, previous=None):
     return optimizer
 
 
-def parameter_table(model, lrs):
+def parameter_table(model, lrs, layer_decay=1.0):
     """The start-of-training table: one row per unit, then the totals."""
+    unit_lrs = unit_learning_rates(model, lrs, layer_decay)
     rows = [("group", "tensors", "parameters", "% of total", "lr", "frozen?")]
     total = sum(p.numel() for p in model.parameters())
     trainable = 0
@@ -137,7 +157,7 @@ def parameter_table(model, lrs):
         n = sum(p.numel() for p in params)
         frozen = not any(p.requires_grad for p in params)
         trainable += 0 if frozen else n
-        lr = "-" if frozen else f"{lrs[kind(unit)]:g}"
+        lr = "-" if frozen else f"{unit_lrs[unit]:.2e}"
         rows.append((unit, str(len(params)), f"{n:,}", f"{100 * n / total:.2f}", lr, "yes" if frozen else "no"))
         if kind(unit) == "heads":  # what a head is made of: its layer mix, BiLSTM, output layer, CRF transitions
             parts = [(name, list(m.parameters())) for name, m in unit_modules(model)[unit].named_children()]

@@ -74,12 +74,25 @@ def test_optimizer_groups_hold_only_trainable_parameters_with_the_right_lr_and_d
     assert all(g["weight_decay"] == 0.0 for g in groups if "no decay" in g["name"])
 
 
+def test_layer_decay_gives_each_backbone_unit_its_own_rate_shrinking_downwards(model):
+    groups = {g["name"]: g for g in parameter_groups(model, LRS, weight_decay=0.01, layer_decay=0.5)}
+    top = len(LAYERS) - 1
+    for depth, unit in enumerate([f"layer.{i}" for i in range(top, -1, -1)] + ["embeddings"]):  # top first
+        assert groups[unit]["lr"] == groups[f"{unit} (no decay)"]["lr"] == 1e-5 * 0.5 ** depth
+    assert groups[f"layer.{top}"]["lr"] == 1e-5 and groups["heads"]["lr"] == 1e-3  # the heads are not decayed
+    assert {id(p) for p in groups["embeddings"]["params"]} == {id(model.bert.embeddings.word_embeddings.weight),
+                                                               id(model.bert.embeddings.position_embeddings.weight),
+                                                               id(model.bert.embeddings.token_type_embeddings.weight)}
+    rows = {line.split()[0]: line.split() for line in parameter_table(model, LRS, layer_decay=0.5).splitlines()}
+    assert rows["embeddings"][-2] == f"{1e-5 * 0.5 ** (top + 1):.2e}" and rows[f"layer.{top}"][-2] == "1.00e-05"
+
+
 def test_parameter_table_counts_every_parameter(model):
     set_frozen(model, frozen_units(model, ["backbone"]))
     table = parameter_table(model, LRS).splitlines()
     assert table[0].split() == ["group", "tensors", "parameters", "%", "of", "total", "lr", "frozen?"]
     rows = {line.split()[0]: line.split() for line in table[1:]}
-    assert rows["layer.0"][-1] == "yes" and rows["ner-head"][-1] == "no" and rows["ner-head"][-2] == "0.001"
+    assert rows["layer.0"][-1] == "yes" and rows["ner-head"][-1] == "no" and rows["ner-head"][-2] == "1.00e-03"
     heads = sum(p.numel() for p in [*model.cls_head.parameters(), *model.ner_head.parameters()])
     assert rows["trainable"][1] == f"{heads:,}"
 
