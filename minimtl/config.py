@@ -98,9 +98,9 @@ class TrainConfig:
                                  "backbone (see TrainConfig.n_epochs)", OPTIMISATION, positive)
     batch_size: int = setting(32, "sentences per micro-batch", OPTIMISATION, positive)
     grad_accum: int = setting(1, "micro-batches per optimizer step", OPTIMISATION, positive)
-    lr_backbone: float = setting(2e-4, "learning rate of the encoder (chosen on SNIPS dev: docs/benchmarks.md)",
-                                 OPTIMISATION, positive)
-    layer_decay: float = setting(1.0, "layer-wise learning-rate decay D: the top encoder layer trains at "
+    lr_backbone: float = setting(3e-4, "learning rate of the encoder's top layer (chosen on SNIPS dev with "
+                                 "--layer-decay: docs/benchmarks.md)", OPTIMISATION, positive)
+    layer_decay: float = setting(0.8, "layer-wise learning-rate decay D: the top encoder layer trains at "
                                  "--lr-backbone, each unit below at D times the one above it (1 = one rate)",
                                  OPTIMISATION, decay_factor)
     lr_heads: float = setting(1e-2, "learning rate of the freshly initialised heads", OPTIMISATION, positive)

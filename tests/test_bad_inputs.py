@@ -416,6 +416,8 @@ ALL_CASES = [
                 damage=settings(lr_backbone=-1.0)),
     resume_case("resume-setting-unknown", "{d}/out: ", "settings this version does not know: turbo",
                 damage=settings(turbo=True)),
+    resume_case("resume-setting-missing", "{d}/out: ", "lacks settings this version has: layer_decay",
+                damage=state(lambda s: s["config"].pop("layer_decay"))),
     resume_case("resume-without-state", "{d}/out: ", "nothing to resume: no resume/state.json",
                 damage=lambda run, d, env: shutil.rmtree(run / "resume")),
     resume_case("resume-with-another-flag", "--resume", "drop --epochs", args=["--epochs", "3"]),

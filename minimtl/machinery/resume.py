@@ -111,6 +111,10 @@ def resume_config(run_dir):
     if unknown:
         raise UserError(f"the saved run has settings this version does not know: {', '.join(sorted(unknown))}",
                         run_dir)
+    missing = set(known) - set(saved)
+    if missing:  # an older version's run: filling in today's defaults would change its recipe halfway
+        raise UserError(f"the saved run lacks settings this version has: {', '.join(sorted(missing))} (it was "
+                        "written by an older version; train it again)", run_dir)
     default, path = TrainConfig(), Path(run_dir) / STATE_DIR / "state.json"
     for name, value in saved.items():
         # The type of the default (None for "by rule" settings such as epochs) is what a setting must have.

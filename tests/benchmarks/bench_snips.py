@@ -13,8 +13,8 @@ For `full` it prints useful training GFLOP/s (6 x non-embedding parameters x rea
 second of the training loop) as a fraction of the machine's fp32 matmul GFLOP/s, measured before and after.
 
     python tests/benchmarks/bench_snips.py [--quick] [--only full|frozen|lora] [--epochs N] [--lr-backbone X]
-                                           [--lr-heads X] [--lr-lora X] [--batch-size N] [--seed N] [--crf]
-                                           [--runs DIR]
+                                           [--layer-decay X] [--lr-heads X] [--lr-lora X] [--batch-size N]
+                                           [--seed N] [--crf] [--runs DIR]
 
 --quick trains 1 epoch on a temporary SNIPS-format slice (first 300 train / 100 dev / 100 test sentences).
 Writes tests/benchmarks/results/snips.json (snips_ONLY.json with --only, + _seedN with --seed N > 0;
@@ -40,7 +40,7 @@ from minimtl.config import TrainConfig
 from minimtl.training import train
 
 RECIPES = {"full": {}, "frozen": {"freeze": ["backbone"]}, "lora": {"lora": 8}}
-OVERRIDES = ("epochs", "lr_backbone", "lr_heads", "lr_lora", "batch_size", "seed", "patience")
+OVERRIDES = ("epochs", "lr_backbone", "layer_decay", "lr_heads", "lr_lora", "batch_size", "seed", "patience")
 QUICK_SLICE = {"train": 300, "dev": 100, "test": 100}
 
 
@@ -104,7 +104,7 @@ def main():
     p = parser(__doc__, timing=False)
     p.add_argument("--only", choices=list(RECIPES), help="run one recipe")
     for name in OVERRIDES:
-        kind = float if name.startswith("lr") else int
+        kind = float if name.startswith("lr") or name == "layer_decay" else int
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help="default: TrainConfig's")
     p.add_argument("--crf", action="store_true", help="a CRF on the tag head (results file gets _crf)")
     p.add_argument("--runs", default=None, help="keep the run directories under DIR (default: temporary)")
