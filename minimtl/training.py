@@ -275,7 +275,7 @@ class EpochStats:
             sentences, positions, real = totals[2 * len(tasks):]
         losses = {task: total / sentences for task, total in sums.items()}
         return {"loss": sum(losses.values()), **{f"loss_{k}": v for k, v in losses.items()},
-                "lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds,
+                "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "train_seconds": seconds,
                 "sentences_per_second": sentences / seconds, "padding": 1 - real / max(1, positions)}
 
 
