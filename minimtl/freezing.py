@@ -123,9 +123,10 @@ def parameter_groups(model, lrs, weight_decay, layer_decay=1.0):
             if not p.requires_grad:
                 continue
             decay = weight_decay if p.ndim >= 2 else 0.0  # 1-d tensors are biases and LayerNorm weights
-            groups.setdefault((name, decay > 0), {"params": [], "lr": unit_lrs[unit], "base_lr": unit_lrs[unit],
-                                                  "weight_decay": decay,
-                                                  "name": f"{name}{'' if decay else ' (no decay)'}"})["params"].append(p)
+            group = groups.setdefault((name, decay > 0), {"params": [], "lr": unit_lrs[unit], "base_lr": unit_lrs[unit],
+                                                          "weight_decay": decay,
+                                                          "name": f"{name}{'' if decay else ' (no decay)'}"})
+            group["params"].append(p)
     return list(groups.values())
 
 

@@ -63,7 +63,7 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
         ddp.barrier()  # the others go on once rank 0 holds the run directory
         optimizer = progress.resume(out, model, cfg, log) if resume else None
         set_frozen(model, frozen_in_epoch(model, cfg, progress.epoch + 1))
-        log(parameter_table(model, learning_rates(cfg), cfg.layer_decay))
+        log(parameter_table(model, learning_rates(cfg), cfg.backbone_decay))
         if ddp.launched:
             log(f"global batch: {cfg.batch_size} sentences x {ddp.world} processes x {cfg.grad_accum} accumulated "
                 f"= {global_batch(cfg, ddp)} per optimizer step")
@@ -155,7 +155,7 @@ def seed_everything(seed):
 
 
 def learning_rates(cfg):
-    return {"backbone": cfg.lr_backbone, "heads": cfg.lr_heads, "adapters": cfg.lr_lora}
+    return {"backbone": cfg.backbone_lr, "heads": cfg.lr_heads, "adapters": cfg.lr_lora}
 
 
 def nothing_can_learn(model, cfg, log):
@@ -177,7 +177,7 @@ def optimizer_for_epoch(model, cfg, epoch, optimizer, log):
     if optimizer is not None:
         thawed = [unit for unit, params in units(model).items() if any(p in now - before for p in params)]
         log(f"epoch {epoch}: thawed {', '.join(thawed)}")
-    return make_optimizer(model, learning_rates(cfg), cfg.weight_decay, cfg.layer_decay, previous=optimizer)
+    return make_optimizer(model, learning_rates(cfg), cfg.weight_decay, cfg.backbone_decay, previous=optimizer)
 
 
 def features_for_epoch(model, sources, features, log):
@@ -321,7 +321,7 @@ class Progress:
             setattr(self, key, saved[key])
         # The optimizer of the last finished epoch: what it trained is a function of the settings and epoch.
         set_frozen(model, frozen_in_epoch(model, cfg, self.epoch))
-        optimizer = make_optimizer(model, learning_rates(cfg), cfg.weight_decay, cfg.layer_decay)
+        optimizer = make_optimizer(model, learning_rates(cfg), cfg.weight_decay, cfg.backbone_decay)
         load_state(out, model, optimizer, saved)
         log(f"resuming after epoch {self.epoch} (best dev score {self.best:.4f} at epoch {self.best_epoch})")
         return optimizer

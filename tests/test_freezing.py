@@ -87,6 +87,15 @@ def test_layer_decay_gives_each_backbone_unit_its_own_rate_shrinking_downwards(m
     assert rows["embeddings"][-2] == f"{1e-5 * 0.5 ** (top + 1):.2e}" and rows[f"layer.{top}"][-2] == "1.00e-05"
 
 
+def test_the_crf_gets_its_own_backbone_rate_defaults_and_flags_win():
+    from minimtl.config import TrainConfig
+
+    assert (TrainConfig().backbone_lr, TrainConfig().backbone_decay) == (2e-4, 1.0)
+    assert (TrainConfig(crf=True).backbone_lr, TrainConfig(crf=True).backbone_decay) == (3e-4, 0.8)
+    given = TrainConfig(crf=True, lr_backbone=1e-4, layer_decay=1.0)
+    assert (given.backbone_lr, given.backbone_decay) == (1e-4, 1.0)
+
+
 def test_parameter_table_counts_every_parameter(model):
     set_frozen(model, frozen_units(model, ["backbone"]))
     table = parameter_table(model, LRS).splitlines()
