@@ -1,9 +1,11 @@
-"""Freezing is real: which units each mode freezes, eval mode, optimizer groups, the unfreeze schedule."""
+"""Freezing is real: which units each mode freezes, eval mode, optimizer groups and their learning rates, the
+unfreeze schedule."""
 
 import pytest
 import torch
 
 from minimtl import BertConfig, Bert, UserError
+from minimtl.config import TrainConfig
 from minimtl.freezing import (UnfreezeSchedule, frozen_units, parameter_groups, parameter_table, set_frozen,
                               units)
 from minimtl.model import HeadConfig, MultiTaskModel
@@ -88,8 +90,6 @@ def test_layer_decay_gives_each_backbone_unit_its_own_rate_shrinking_downwards(m
 
 
 def test_the_crf_gets_its_own_backbone_rate_defaults_and_flags_win():
-    from minimtl.config import TrainConfig
-
     assert (TrainConfig().backbone_lr, TrainConfig().backbone_decay) == (2e-4, 1.0)
     assert (TrainConfig(crf=True).backbone_lr, TrainConfig(crf=True).backbone_decay) == (3e-4, 0.8)
     given = TrainConfig(crf=True, lr_backbone=1e-4, layer_decay=1.0)
