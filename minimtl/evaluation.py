@@ -18,7 +18,8 @@ EVAL_BATCH = 64  # sentences per forward pass: no gradients are kept, so twice t
 
 
 def autocast(device):
-    # bf16 on CUDA halves memory traffic; CPU and MPS stay in fp32, where bf16 is slower or unsupported.
+    # bf16 on CUDA halves memory traffic. CPU and MPS stay in fp32, whatever precision training ran in: scores
+    # and predictions are then the same on every CPU, bf16 hardware or not.
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 

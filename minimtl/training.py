@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .evaluation import autocast, evaluate_sources, format_scores, selection_score
+from .evaluation import evaluate_sources, format_scores, selection_score
 from .freezing import frozen_in_epoch, make_optimizer, parameter_table, set_frozen, units
 from .lora import add_lora
 from .machinery.batches import batches, seeded_rng
@@ -69,10 +69,11 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
                 f"= {global_batch(cfg, ddp)} per optimizer step")
         total_steps = steps_per_epoch(sources, cfg, ddp.world) * cfg.n_epochs  # optimizer steps of the whole job
         warmup_steps = max(1, round(cfg.warmup * total_steps))
-        features = None
+        features, bf16 = None, None
         for epoch in range(progress.epoch + 1, cfg.n_epochs + 1):
             optimizer = optimizer_for_epoch(model, cfg, epoch, optimizer, log)
             features = features_for_epoch(model, sources, features, log)
+            bf16 = precision_for_epoch(cfg, device, features is not None, bf16, log)
             net = ddp.wrap(TrainingForward(model, cached=features is not None))  # DDP sees what trains now
             model.train()
             ddp.seed_epoch(cfg.seed, epoch)
@@ -82,7 +83,7 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
                 batch = batch.to(device)
                 step_ends = (i + 1) % cfg.grad_accum == 0 or i + 1 == len(train_batches)
                 with ddp.exchange_gradients(net, step_ends):  # DDP averages gradients only where a step ends
-                    with autocast(device):
+                    with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                         cached = features.hidden(source.name, "train", batch) if features else None
                         outputs = net(batch.input_ids, batch.attention_mask, cached)
                         loss, parts = multitask_loss(model, outputs, batch, cfg.w_cls, cfg.w_ner)
@@ -191,6 +192,16 @@ def features_for_epoch(model, sources, features, log):
     if not backbone_frozen(model):
         return None
     return features or FeatureCache(model, sources, ("train", "dev"), log)
+
+
+def precision_for_epoch(cfg, device, cached, before, log):
+    """Whether this epoch's training steps run under bf16 autocast; said when it changes. Evaluation keeps its
+    own precision (evaluation.autocast)."""
+    bf16 = cfg.training_bf16(device, cached)
+    if bf16 != before:
+        log(f"training steps in {'bf16 autocast' if bf16 else 'float32'} on {device.type} "
+            f"(--precision {cfg.precision})")
+    return bf16
 
 
 def epoch_batches(sources, cfg, epoch):
