@@ -10,6 +10,10 @@ no clipping, no schedule), dropout 0.1, in train mode:
             (ignore_index -100); file-order batches; torch.optim.AdamW with its defaults, as such a script
             writes it ("theirs/file"), and with fused=True ("theirs/fused") to show how much of the
             difference is the optimizer step alone
+  bf16      ours/bucketed and theirs/fused again, forward and loss under torch.autocast("cpu", bfloat16), as
+            minimtl.training runs them with --precision bf16 (the default on CPUs with native bf16 dot products);
+            and ours with the word embeddings frozen ("ours/bf16-frozen-words"), to show what their dense
+            30522 x 384 gradient and its AdamW update cost once the products are fast
 Every timed pass builds a fresh model and optimizer (untimed) and they alternate (ours/bucketed, ours/file,
 theirs/file, machine matmul, ...) for --repeats rounds. Reported: median sentences/s, the ratios against
 theirs, and useful training GFLOP/s (6 x non-embedding parameters x real tokens/s) as a fraction of the
@@ -50,16 +54,16 @@ class JointBert(nn.Module):
         return self.intent(self.dropout(h[:, 0])), self.slot(self.dropout(h))
 
 
-def joint_loss(out, labels, tags):
-    intent, slots = out
-    return F.cross_entropy(intent, labels) + F.cross_entropy(slots.flatten(0, 1), tags.flatten(), ignore_index=-100)
+def joint_loss(model, b):
+    intent, slots = model(b.input_ids, b.attention_mask)
+    return F.cross_entropy(intent, b.labels) + F.cross_entropy(slots.flatten(0, 1), b.tags.flatten(), ignore_index=-100)
 
 
-def ours_loss(out, labels, tags):
-    return multitask_loss(out, labels, tags)[0]
+def ours_loss(model, b):
+    return multitask_loss(model, model(b.input_ids, b.attention_mask), b)[0]
 
 
-def train_pass(make_model, loss_fn, batch_list, fused):
+def train_pass(make_model, loss_fn, batch_list, fused, bf16=False):
     """Seconds for one pass of forward, loss, backward, AdamW step over `batch_list` (model built untimed)."""
     torch.manual_seed(0)
     model = make_model().train()
@@ -67,7 +71,9 @@ def train_pass(make_model, loss_fn, batch_list, fused):
 
     def one_pass():
         for b in batch_list:
-            loss_fn(model(b.input_ids, b.attention_mask), b.labels, b.tags).backward()
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                loss = loss_fn(model, b)
+            loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     return timed(one_pass)
@@ -80,6 +86,11 @@ def main():
     path = weights_dir()
     make_ours = lambda: MultiTaskModel(load_encoder(path), HeadConfig(len(labels), len(tags), dropout=DROPOUT))
     make_theirs = lambda: JointBert(path, len(labels), len(tags))
+
+    def make_ours_frozen_words():
+        model = make_ours()
+        model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+        return model
     orders = {"bucketed": batches(split, BATCH, random.Random(0)),
               "file": [collate(split, index) for index in file_order(len(split), BATCH)]}
     params, real_tokens = non_embedding_params(load_encoder(path)), sum(len(ids) for ids in split.input_ids)
@@ -93,28 +104,39 @@ def main():
                   "ours/file": lambda: train_pass(make_ours, ours_loss, orders["file"], True),
                   "theirs/file": lambda: train_pass(make_theirs, joint_loss, orders["file"], False),
                   "theirs/fused": lambda: train_pass(make_theirs, joint_loss, orders["file"], True),
-                  "matmul GFLOP/s": matmul_gflops}
+                  "ours/bf16": lambda: train_pass(make_ours, ours_loss, orders["bucketed"], True, bf16=True),
+                  "theirs/bf16": lambda: train_pass(make_theirs, joint_loss, orders["file"], True, bf16=True),
+                  "ours/bf16-frozen-words": lambda: train_pass(make_ours_frozen_words, ours_loss, orders["bucketed"],
+                                                               True, bf16=True),
+                  "matmul GFLOP/s": matmul_gflops,
+                  "bf16 matmul GFLOP/s": lambda: matmul_gflops(dtype=torch.bfloat16)}
     values = alternate(contenders, args.repeats)
 
-    machine = median(values["matmul GFLOP/s"])
-    print(f"\nmachine fp32 matmul (1024^3): {machine:.1f} GFLOP/s (median of {args.repeats} rounds)")
-    print(f"{'run':<14} {'padding':>7} {'sent/s':>7} {'vs theirs':>9} {'vs fused':>8} {'useful GFLOP/s':>14} "
-          f"{'of machine':>10}   (sent/s ratios, > 1: faster than theirs/file, theirs/fused)")
+    machine, machine_bf16 = median(values["matmul GFLOP/s"]), median(values["bf16 matmul GFLOP/s"])
+    print(f"\nmachine matmul (1024^3): fp32 {machine:.1f}, bf16 {machine_bf16:.1f} GFLOP/s (medians of {args.repeats} "
+          "rounds); 'of machine' below is of the fp32 figure")
+    print(f"{'run':<22} {'padding':>7} {'sent/s':>7} {'vs theirs':>9} {'vs fused':>8} {'vs ours':>7} "
+          f"{'useful GFLOP/s':>14} {'of machine':>10}   (sent/s ratios, > 1: faster than theirs/file, theirs/fused, "
+          "ours/bucketed)")
     theirs_seconds, fused_seconds = median(values["theirs/file"]), median(values["theirs/fused"])
     runs = {}
-    for name in ("ours/bucketed", "ours/file", "theirs/file", "theirs/fused"):
+    for name in ("ours/bucketed", "ours/file", "theirs/file", "theirs/fused", "ours/bf16", "theirs/bf16",
+                 "ours/bf16-frozen-words"):
         seconds = median(values[name])
         useful = 6 * params * real_tokens / seconds / 1e9
-        runs[name] = {"padding": padding_fraction(orders["bucketed" if name == "ours/bucketed" else "file"]),
+        runs[name] = {"padding": padding_fraction(orders["bucketed" if name.startswith("ours/b") else "file"]),
                       "sentences_per_s": len(split) / seconds, "ratio_vs_theirs": theirs_seconds / seconds,
                       "ratio_vs_theirs_fused": fused_seconds / seconds,
+                      "ratio_vs_ours_bucketed": median(values["ours/bucketed"]) / seconds,
                       "useful_gflops": useful, "fraction_of_machine": useful / machine, "seconds": values[name]}
         r = runs[name]
-        print(f"{name:<14} {r['padding']:>7.1%} {r['sentences_per_s']:>7.1f} {r['ratio_vs_theirs']:>9.2f} "
-              f"{r['ratio_vs_theirs_fused']:>8.2f} {useful:>14.1f} {r['fraction_of_machine']:>10.1%}")
+        print(f"{name:<22} {r['padding']:>7.1%} {r['sentences_per_s']:>7.1f} {r['ratio_vs_theirs']:>9.2f} "
+              f"{r['ratio_vs_theirs_fused']:>8.2f} {r['ratio_vs_ours_bucketed']:>7.2f} {useful:>14.1f} "
+              f"{r['fraction_of_machine']:>10.1%}")
     write_results("train_step", {"sentences": len(split), "batch_size": BATCH, "lr": LR, "real_tokens": real_tokens,
                                  "non_embedding_params": params, "load_at_start": load,
                                  "matmul_gflops": {"median": machine, "all": values["matmul GFLOP/s"]},
+                                 "bf16_matmul_gflops": {"median": machine_bf16, "all": values["bf16 matmul GFLOP/s"]},
                                  "runs": runs}, args)
 
 

@@ -105,9 +105,9 @@ def timed(fn):
     return time.perf_counter() - start
 
 
-def matmul_gflops(n=1024, repeats=5):
-    """The machine's fp32 matmul speed right now: median GFLOP/s of a few n x n matmuls (after one warm-up)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n=1024, repeats=5, dtype=torch.float32):
+    """The machine's matmul speed right now: median GFLOP/s of a few n x n matmuls (after one warm-up)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     seconds = [timed(lambda: a @ b) for _ in range(repeats)]
     return 2 * n**3 / statistics.median(seconds) / 1e9
