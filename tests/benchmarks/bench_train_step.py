@@ -84,7 +84,8 @@ def main():
     setup(args)
     aligner, split, labels, tags = snips_train_ids(64 if args.quick else 2048, args.data)
     path = weights_dir()
-    make_ours = lambda: MultiTaskModel(load_encoder(path), HeadConfig(len(labels), len(tags), dropout=DROPOUT))
+    make_ours = lambda: MultiTaskModel(load_encoder(path), HeadConfig(len(labels), len(tags), dropout=DROPOUT),
+                                        tags.names)
     make_theirs = lambda: JointBert(path, len(labels), len(tags))
 
     def make_ours_frozen_words():
