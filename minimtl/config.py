@@ -161,8 +161,8 @@ class TrainConfig:
         # Heads on a frozen backbone: 5, what fits the frozen recipe's time budget on SNIPS (an epoch of its two
         # BiLSTMs costs about two thirds of an encoder pass); 8 scored higher on dev but runs past it (README).
         # LoRA's few adapter weights learn slowly: 10. Full fine-tuning: 4. On SNIPS, 6 epochs (which bf16
-        # products fit in the time of 4 float32 ones) lowered the test medians with and without the CRF, and dev
-        # favoured them only without it (docs/benchmarks.md).
+        # products fit in the time of 4 float32 ones) never raised dev and test together: without the CRF dev
+        # rose and test fell, with it the other way round (README, the CRF section).
         return 5 if self.frozen_backbone else 10 if self.lora else 4
 
     @property
