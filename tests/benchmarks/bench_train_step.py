@@ -120,6 +120,7 @@ def main():
           f"{'useful GFLOP/s':>14} {'of machine':>10}   (sent/s ratios, > 1: faster than theirs/file, theirs/fused, "
           "ours/bucketed)")
     theirs_seconds, fused_seconds = median(values["theirs/file"]), median(values["theirs/fused"])
+    ours_seconds = median(values["ours/bucketed"])
     runs = {}
     for name in ("ours/bucketed", "ours/file", "theirs/file", "theirs/fused", "ours/bf16", "theirs/bf16",
                  "ours/bf16-frozen-words"):
@@ -128,7 +129,7 @@ def main():
         runs[name] = {"padding": padding_fraction(orders["bucketed" if name.startswith("ours/b") else "file"]),
                       "sentences_per_s": len(split) / seconds, "ratio_vs_theirs": theirs_seconds / seconds,
                       "ratio_vs_theirs_fused": fused_seconds / seconds,
-                      "ratio_vs_ours_bucketed": median(values["ours/bucketed"]) / seconds,
+                      "ratio_vs_ours_bucketed": ours_seconds / seconds,
                       "useful_gflops": useful, "fraction_of_machine": useful / machine, "seconds": values[name]}
         r = runs[name]
         print(f"{name:<22} {r['padding']:>7.1%} {r['sentences_per_s']:>7.1f} {r['ratio_vs_theirs']:>9.2f} "
