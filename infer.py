@@ -18,7 +18,7 @@ import os
 import sys
 
 from minimtl.inference import Predictor, format_prediction
-from minimtl.machinery.errors import UserError
+from minimtl.errors import UserError
 from minimtl.machinery.html import write_html
 from minimtl.machinery.report import evaluate_file, format_report
 from minimtl.machinery.streaming import Progress, predict_stream, read_lines

@@ -16,7 +16,7 @@ import sys
 from minimtl.config import TrainConfig
 from minimtl.machinery.cli import add_config_flags, given
 from minimtl.machinery.distributed import PeerLost, joined
-from minimtl.machinery.errors import UserError
+from minimtl.errors import UserError
 from minimtl.machinery.interrupts import Interrupted
 from minimtl.machinery.resume import resume_config
 from minimtl.training import train

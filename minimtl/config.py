@@ -13,9 +13,9 @@ import torch
 
 from .freezing import FREEZE_MODES
 from .lora import DEFAULT_TARGETS, TARGETS
-from .machinery.download import DEFAULT_NAME
-from .machinery.errors import UserError
+from .errors import UserError
 from .model import HEAD_KINDS, POOLINGS, HeadConfig
+from .weights import DEFAULT_NAME
 
 DEMO_DATA = str(Path(__file__).resolve().parent / "demo")
 SAMPLINGS = ("proportional", "uniform", "temperature")

@@ -15,7 +15,7 @@ weight decay (off for biases and LayerNorm weights: decaying them towards 0 only
 import torch
 
 from .lora import lora_parameters
-from .machinery.errors import UserError
+from .errors import UserError
 
 FREEZE_MODES = ("none", "all", "backbone", "embeddings", "cls-head", "ner-head")
 

@@ -21,18 +21,32 @@ probabilities and its (positions, tags) logits.
 import json
 import unicodedata
 from dataclasses import dataclass
+from typing import Sequence
 
+import numpy as np
 import torch
 
-from .bio import split_tag
+from .bio import chunks, split_tag
 from .machinery.batches import SplitIds, batches
 from .machinery.checkpoint import load_checkpoint
-from .machinery.errors import UserError
-from .machinery.windows import Span, Word, merge_windows, spans, split_text, windows
-from .tokenization import Aligner
+from .errors import UserError
+from .tokenization import Aligner, Word, split_text, windows
 
 BATCH_SIZE = 32  # windows per forward pass
 TOP_LABELS = 5  # class probabilities reported besides the winner: enough to see what the model hesitated over
+
+
+@dataclass(frozen=True)
+class Span:
+    """An entity found in raw text: words first..last (inclusive) and the characters they cover."""
+
+    type: str
+    first_word: int
+    last_word: int
+    start: int
+    end: int
+    text: str  # original[start:end], inner whitespace included
+    confidence: float  # mean probability of the entity's word tags
 
 
 @dataclass
@@ -143,6 +157,50 @@ class Predictor:
                     for row, j in enumerate(batch.index):
                         ner_scores[j] = logits[row, : len(encodings[j].input_ids)]  # without the padding
         return cls_probs, ner_scores
+
+
+def merge_windows(windows, scores, n_words) -> torch.Tensor:
+    """One score row per word from per-window, per-position `scores` .
+
+    A word seen by several windows takes its row from the one where it has the most context.
+    """
+    best = np.full(n_words, -1)  # context of the window currently chosen for each word
+    source = np.zeros(n_words, dtype=np.int64)  # which window that is
+    for w, (first, enc) in enumerate(windows):
+        n = len(enc.first_positions)
+        position = np.array(enc.first_positions, dtype=np.int64)
+        last_position = len(enc.input_ids) - 2  # the last content position, before [SEP]
+        # Sub-tokens of context before a word's first sub-token and after its last one in this window.
+        left = position - 1 if first > 0 else np.full(n, len(enc.input_ids))
+        ends = np.append(position[1:] - 1, last_position)
+        right = last_position - ends if first + n < n_words else np.full(n, len(enc.input_ids))
+        context = np.minimum(left, right)
+        better = context > best[first : first + n]  # strict: ties stay with the earlier window
+        best[first : first + n][better] = context[better]
+        source[first : first + n][better] = w
+    rows = [torch.as_tensor(s) for s in scores]
+    out = torch.empty((n_words, *rows[0].shape[1:]), dtype=rows[0].dtype)
+    for w, (first, enc) in enumerate(windows):
+        mine = np.flatnonzero(source == w)
+        if len(mine):
+            positions = np.array(enc.first_positions)[mine - first]
+            out[torch.from_numpy(mine)] = rows[w][torch.from_numpy(positions)]
+    return out
+
+
+def spans(text: str, words: Sequence[Word], tags: Sequence[str], confidences: Sequence[float]) -> list[Span]:
+    """Entity spans from one tag and one confidence per word of `text` (as `Aligner.split_text` gave them).
+
+    Invalid BIO sequences are read as seqeval's default mode does (see `minimtl.bio.chunks`).
+    """
+    if not len(words) == len(tags) == len(confidences):
+        raise ValueError(f"{len(words)} words, {len(tags)} tags and {len(confidences)} confidences")
+    out = []
+    for kind, first, last in chunks(tags):
+        start, end = words[first].start, words[last].end
+        confidence = sum(float(c) for c in confidences[first : last + 1]) / (last - first + 1)
+        out.append(Span(kind, first, last, start, end, text[start:end], confidence))
+    return out
 
 
 def format_prediction(pred: Prediction) -> str:

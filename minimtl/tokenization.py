@@ -18,18 +18,27 @@ run_ner does): the pieces of a `B-X` word after the first become `I-X`.
 WordPiece itself comes from the `tokenizers` library, configured exactly like the checkpoint's
 BertTokenizer, so the ids match what the checkpoint was trained on. Two details keep one prediction per word:
 a word that normalises to nothing (a control character, a zero-width space) still gets one [UNK] position,
-and training cuts a sentence longer than `max_len` (and says so). Raw text and long input at inference
-time (words with character offsets, overlapping windows, entity spans) are in machinery/windows.py.
+and training cuts a sentence longer than `max_len` (and says so).
+
+Raw text at inference time is split here too, exactly as the tokenizer splits it, and long input is read in
+overlapping windows of whole words, so any length works and no word is lost:
+
+    words = split_text(aligner, text)                   # list[Word(text, start, end)], as BERT splits it
+    wins = windows(aligner, [w.text for w in words], max_len=128, stride=32)   # [(first word, Encoding)]
+
+(inference.py merges the windows' scores back into one row per word and turns tags into spans.)
 """
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+import numpy as np
+from tokenizers import PreTokenizedString, Tokenizer, models, normalizers, pre_tokenizers
 
-from .machinery.errors import UserError
+from .errors import UserError
 from .model import IGNORE_INDEX
 
 
@@ -41,6 +50,14 @@ class Encoding:
     word_ids: list[int | None]  # index of the word each position belongs to; None for [CLS]/[SEP]
     first_positions: list[int]  # position of the first sub-token of each word that kept one, in order
     truncated: bool  # some sub-tokens did not fit in max_len
+
+
+class Word(NamedTuple):
+    """A word of raw text: `text == original[start:end]`, offsets in Python characters (code points)."""
+
+    text: str
+    start: int
+    end: int
 
 
 class Aligner:
@@ -160,3 +177,61 @@ def room(max_len):
     if max_len < 3:
         raise UserError(f"max_len must be at least 3 ([CLS], one sub-token, [SEP]), not {max_len}")
     return max_len - 2
+
+
+# --- raw text at inference time: words with character offsets, then overlapping windows ------------
+
+def split_text(aligner, text: str) -> list[Word]:
+    """Split raw text into words exactly as BERT does, with character offsets into `text`.
+
+    Splitting the *normalised* text (what the checkpoint's tokenizer does) means CJK characters
+    become one word each, "Paris." becomes "Paris" and ".", and text that normalises away (control
+    characters, zero-width spaces) belongs to no word. The tokenizers library tracks how normalising
+    moved every character, so offsets point into the original string; we ask for them in characters
+    (code points, as Python indexes strings), not in UTF-8 bytes.
+    """
+    pre = PreTokenizedString(text)
+    pre.normalize(aligner.tokenizer.normalizer.normalize)
+    aligner.tokenizer.pre_tokenizer.pre_tokenize(pre)
+    bounds = [span for _, span, _ in pre.get_splits(offset_referential="original", offset_type="char")]
+    words = []
+    for i, (start, end) in enumerate(bounds):
+        # Accent stripping deletes combining marks, and a deleted mark at the end of a word falls
+        # outside its offsets: "Jose\u0301" would map to "Jose". Take such marks back into the word.
+        limit = bounds[i + 1][0] if i + 1 < len(bounds) else len(text)
+        while end < limit and unicodedata.category(text[end]).startswith("M"):
+            end += 1
+        words.append(Word(text[start:end], start, end))
+    return words
+
+
+def windows(aligner, words: list[str], max_len: int, stride: int) -> list[tuple[int, Encoding]]:
+    """Overlapping windows covering every word: (index of the window's first word, its encoding).
+
+    Each window holds whole words and at most `max_len` positions; consecutive windows share words
+    worth up to `stride` sub-tokens. A word too long for any window keeps its leading sub-tokens.
+    Input that fits in `max_len` gives one window, identical to `encode([words], max_len)[0]`.
+    """
+    fits = room(max_len)
+    if not 0 <= stride < fits:
+        raise UserError(f"stride must be at least 0 and below max_len - 2 = {fits}, not {stride}")
+    (ids, word_ids), = aligner.subtokens([words])
+    ids, word_ids = np.array(ids, dtype=np.int64), np.array(word_ids, dtype=np.int64)
+    starts = np.searchsorted(word_ids, np.arange(len(words)))  # first sub-token of each word
+    counts = np.diff(np.append(starts, len(ids)))
+    cut = counts > fits  # words too long for any window: they keep their first `fits` sub-tokens
+    keep = np.arange(len(ids)) - starts[word_ids] < fits
+    ids, word_ids = ids[keep], word_ids[keep]
+    # before[i]: sub-tokens before word i, so words a..b-1 need before[b] - before[a] positions.
+    before = np.concatenate([[0], np.cumsum(np.minimum(counts, fits))])
+    out, first = [], 0
+    while True:
+        end = int(np.searchsorted(before, before[first] + fits, side="right")) - 1  # as many words as fit
+        window_ids = ids[before[first] : before[end]].tolist()
+        window_words = (word_ids[before[first] : before[end]] - first).tolist()
+        out.append((first, aligner.wrap(window_ids, window_words, bool(cut[first:end].any()))))
+        if end == len(words):
+            return out
+        # The next window starts at the earliest word that leaves at most `stride` sub-tokens of overlap,
+        # but always at least one word further on, so the loop ends.
+        first = max(first + 1, int(np.searchsorted(before, before[end] - stride, side="left")))

@@ -26,7 +26,7 @@ from .lora import add_lora
 from .machinery.batches import batches, seeded_rng
 from .machinery.checkpoint import MODEL_FILES, atomic_directory, load_checkpoint, write_json, write_logs, write_model
 from .machinery.distributed import Processes
-from .machinery.errors import UserError
+from .errors import UserError
 from .machinery.features import FeatureCache, backbone_frozen
 from .machinery.interrupts import ctrl_c_between_batches, stop_message
 from .machinery.report import entity_tables
@@ -36,7 +36,8 @@ from .machinery.sources import check_tasks, encode_sources, load_sources, vocabu
 from .model import MultiTaskModel, multitask_loss
 from .sampling import interleave, source_probabilities
 from .tokenization import Aligner
-from .weights import load_encoder, resolve_weights, trained_pooling
+from .machinery.download import resolve_weights
+from .weights import load_encoder, trained_pooling
 
 
 def train(cfg, log=print, resume=False, ddp=Processes()):

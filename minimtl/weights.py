@@ -7,11 +7,9 @@ Published BERT files come in a few dialects; they are all mapped onto the one se
     bert.encoder.layer.0...          -> encoder.layer.0...        (checkpoints saved from BertFor* models)
     ...LayerNorm.gamma / .beta       -> ...LayerNorm.weight / .bias (the original TensorFlow port)
 
-`python -m minimtl.weights` fetches the default checkpoint, all-MiniLM-L6-v2 (machinery/download.py).
+The default checkpoint, all-MiniLM-L6-v2, is fetched on first use (`python -m minimtl.machinery.download`).
 """
 
-import sys
-import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -19,8 +17,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .bert import Bert, BertConfig
-from .machinery.download import DEFAULT_NAME, WEIGHTS_ROOT, fetch_default_weights
-from .machinery.errors import UserError, read_json
+from .errors import UserError, read_json
+
+DEFAULT_NAME = "all-MiniLM-L6-v2"  # the default --weights: 6 layers, 384 wide, uncased
 
 
 def canonical_name(name):
@@ -124,31 +123,3 @@ def trained_pooling(directory):
     if not isinstance(config, dict):
         raise UserError("not a sentence-transformers pooling config (a JSON object)", path)
     return "mean" if config.get("pooling_mode_mean_tokens") else "cls"
-
-
-def resolve_weights(name_or_path, root=WEIGHTS_ROOT):
-    """A checkpoint directory from a path or a name under weights/; the default is fetched on first use."""
-    if name_or_path == DEFAULT_NAME:
-        return fetch_default_weights(root)
-    for path in (Path(name_or_path), Path(root) / name_or_path):
-        if path.is_dir():
-            return path
-    where = "" if Path(name_or_path).is_absolute() else f" (nor weights/{name_or_path})"
-    raise UserError(f"no checkpoint directory {name_or_path!r}{where}; see weights/README.md")
-
-
-def main():
-    start = time.perf_counter()
-    try:
-        target = fetch_default_weights(quiet=False)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    encoder = load_encoder(target)
-    n = sum(p.numel() for p in encoder.parameters())
-    print(f"{target}: {encoder.config.num_hidden_layers} layers x {encoder.config.hidden_size} hidden, "
-          f"{n / 1e6:.1f}M parameters, verified in {time.perf_counter() - start:.1f}s")
-
-
-if __name__ == "__main__":
-    main()

@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from minimtl.bio import chunks
-from minimtl.machinery.errors import UserError
-from minimtl.machinery.windows import Word, merge_windows, spans, split_text, windows
+from minimtl.errors import UserError
+from minimtl.inference import merge_windows, spans
+from minimtl.tokenization import Word, split_text, windows
 from minimtl.model import IGNORE_INDEX
 from minimtl.tokenization import Aligner
 

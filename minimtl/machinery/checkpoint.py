@@ -31,7 +31,7 @@ from ..lora import merged_state_dict
 from ..bio import split_tag
 from ..model import HEAD_KINDS, POOLINGS, HeadConfig, MultiTaskModel
 from ..weights import bert_config, match_state_dict, read_state_dict
-from .errors import UserError, read_json
+from ..errors import UserError, read_json
 from .plots import write_curves
 from .rundir import stale_temporaries
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..bio import split_tag
 from ..model import IGNORE_INDEX
-from .errors import UserError
+from ..errors import UserError
 
 HOLDOUT_FRACTION = 0.1  # a single file is a train split: this much of it, chosen with a fixed seed, is dev
 HOLDOUT_SEED = 0

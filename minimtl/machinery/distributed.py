@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import UserError
+from ..errors import UserError
 from .interrupts import what_is_saved
 
 # How long a process waits for the others at a collective operation before it gives up. The longest wait

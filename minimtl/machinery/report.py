@@ -18,7 +18,7 @@ from ..tokenization import Aligner
 from .batches import encode_split
 from .checkpoint import load_checkpoint
 from .data import LabelVocab, Splits, load_split, unseen
-from .errors import UserError
+from ..errors import UserError
 from .sources import Source
 
 TOP_CONFUSIONS = 5  # the sentence-label mistakes shown: enough to see a pattern, short enough to read

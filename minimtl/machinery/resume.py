@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..weights import read_state_dict
-from .errors import UserError, read_json
+from ..errors import UserError, read_json
 from .rundir import check_out, is_finished
 
 STATE_DIR = "resume"

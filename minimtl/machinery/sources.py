@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .batches import SplitIds, encode_split
 from .data import LabelVocab, Splits, load_data, unknown_labels
-from .errors import UserError
+from ..errors import UserError
 
 
 @dataclass
