@@ -17,7 +17,8 @@ import json
 import os
 import sys
 
-from minimtl.inference import Predictor, format_prediction
+from minimtl.inference import format_prediction
+from minimtl.machinery.checkpoint import load_predictor
 from minimtl.errors import UserError
 from minimtl.machinery.html import write_html
 from minimtl.machinery.report import evaluate_file, format_report
@@ -68,7 +69,7 @@ def predict(args):
         lines = read_lines("-")
     elif not args.texts:
         raise UserError("no text: give it as an argument, with --file FILE, or on stdin")
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    predictor = load_predictor(args.checkpoint)
     progress = Progress()
     try:
         if args.texts:  # few, and numbered as given in error messages

@@ -19,7 +19,7 @@ from minimtl.machinery.distributed import PeerLost, joined
 from minimtl.errors import UserError
 from minimtl.machinery.interrupts import Interrupted
 from minimtl.machinery.resume import resume_config
-from minimtl.training import train
+from minimtl.machinery.run import train
 
 
 def main(argv=None):

@@ -2,7 +2,10 @@
 
 `train.py --help` is generated from these fields (machinery/cli.py), a run records them in its checkpoint
 and resume state, and `TrainConfig.check()` refuses impossible values before anything is loaded or written.
-The check never changes a value: what a setting means when left at None is a property (`n_epochs`).
+The check never changes a value. What a setting left at None means depends on the kind of run (a frozen
+backbone, LoRA, full fine-tuning) and on the model; `recipe()` resolves all of it in one step, into the
+`Recipe` that training follows, logs at its start and saves in the checkpoint. Why each default is what it
+is: docs/recipes.md.
 """
 
 import math
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .freezing import FREEZE_MODES
+from .freezing import FREEZE_MODES, freezes_backbone
 from .lora import DEFAULT_TARGETS, TARGETS
 from .errors import UserError
 from .model import HEAD_KINDS, POOLINGS, HeadConfig
@@ -103,16 +106,15 @@ class TrainConfig:
                                       choices=tuple(TARGETS))
     lr_lora: float = setting(5e-4, "learning rate of the adapters", LORA, positive)
 
-    epochs: int | None = setting(None, "default: 4 for full fine-tuning, 10 with --lora, 5 with a frozen "
-                                 "backbone (see TrainConfig.n_epochs)", OPTIMISATION, positive)
+    epochs: int | None = setting(None, "default: by the kind of run (the recipe logged at the start; "
+                                 "docs/recipes.md)", OPTIMISATION, positive)
     batch_size: int = setting(32, "sentences per micro-batch", OPTIMISATION, positive)
     grad_accum: int = setting(1, "micro-batches per optimizer step", OPTIMISATION, positive)
     lr_backbone: float | None = setting(None, "learning rate of the encoder (of its top layer, with --layer-decay); "
-                                        "default 2e-4, or 3e-4 with --crf (chosen on SNIPS dev: docs/benchmarks.md)",
-                                        OPTIMISATION, positive)
+                                        "default: by the recipe (docs/recipes.md)", OPTIMISATION, positive)
     layer_decay: float | None = setting(None, "layer-wise learning-rate decay D: the top encoder layer trains at "
-                                        "--lr-backbone, each unit below at D times the one above it; default 1 "
-                                        "(one rate), or 0.8 with --crf", OPTIMISATION, decay_factor)
+                                        "--lr-backbone, each unit below at D times the one above it; default: by "
+                                        "the recipe (1, one rate, unless --crf)", OPTIMISATION, decay_factor)
     lr_heads: float = setting(1e-2, "learning rate of the freshly initialised heads", OPTIMISATION, positive)
     weight_decay: float = setting(0.01, "AdamW decay, never applied to biases and LayerNorm weights",
                                   OPTIMISATION, non_negative)
@@ -139,77 +141,15 @@ class TrainConfig:
                            "without one)", MODEL, choices=("auto", *POOLINGS))
     dropout: float = setting(0.1, "dropout in the heads", MODEL, fraction)
     layers: int | None = setting(None, "the heads read a learned scalar mix of the encoder's top N hidden states "
-                                 "(the embeddings count as one). Default: all of them with a frozen backbone, "
-                                 "1 (the last) otherwise", MODEL, positive)
+                                 "(the embeddings count as one). Default: by the recipe (all of them with a frozen "
+                                 "backbone, the last otherwise)", MODEL, positive)
     sentence_head: str | None = setting(None, "linear (pooled tokens -> linear), or lstm: a BiLSTM whose states' mean "
-                                        "and max feed the linear layer. Default: lstm with a frozen backbone, linear "
-                                        "otherwise", MODEL, choices=HEAD_KINDS)
+                                        "and max feed the linear layer. Default: by the recipe", MODEL,
+                                        choices=HEAD_KINDS)
     token_head: str | None = setting(None, "linear, or lstm: a BiLSTM between the hidden states and the tag layer. "
-                                     "Default: lstm with a frozen backbone, linear otherwise", MODEL,
-                                     choices=HEAD_KINDS)
+                                     "Default: by the recipe", MODEL, choices=HEAD_KINDS)
     crf: bool = setting(False, "a CRF over words on the tag layer: trained by its likelihood, decoded by Viterbi",
                         MODEL)
-
-    @property
-    def frozen_backbone(self):
-        return bool({"backbone", "all"} & set(self.freeze))
-
-    @property
-    def n_epochs(self):
-        if self.epochs is not None:
-            return self.epochs
-        # Heads on a frozen backbone: 5, what fits the frozen recipe's time budget on SNIPS (an epoch of its two
-        # BiLSTMs costs about two thirds of an encoder pass); 8 scored higher on dev but runs past it (README).
-        # LoRA's few adapter weights learn slowly: 10. Full fine-tuning: 4. On SNIPS, 6 epochs (which bf16
-        # products fit in the time of 4 float32 ones) never raised dev and test together: without the CRF dev
-        # rose and test fell, with it the other way round (README, the CRF section).
-        return 5 if self.frozen_backbone else 10 if self.lora else 4
-
-    @property
-    def backbone_lr(self):
-        return self.lr_backbone if self.lr_backbone is not None else 3e-4 if self.crf else 2e-4
-
-    @property
-    def backbone_decay(self):
-        # On SNIPS dev (docs/benchmarks.md) layer-wise decay helped the CRF, whose sentence-level likelihood
-        # dominates the shared encoder's gradient, and did not help the per-word cross-entropy; over three
-        # seeds on test too, so each gets its own default.
-        return self.layer_decay if self.layer_decay is not None else 0.8 if self.crf else 1.0
-
-    def heads(self, n_labels, n_tags, encoder_config, trained_pooling):
-        """The HeadConfig these settings ask for, the defaults resolved for this encoder.
-
-        A frozen backbone gets what makes frozen features work (model.py): a scalar mix of every layer and
-        a BiLSTM in each head. A fine-tuned one reads its last layer through linear heads: it can move that
-        layer towards the task itself.
-        """
-        all_layers = encoder_config.num_hidden_layers + 1
-        if self.layers is not None and self.layers > all_layers:
-            raise UserError(f"--layers {self.layers}: the encoder has {all_layers} hidden states "
-                            f"(the embeddings and {all_layers - 1} layers)")
-        default_head = "lstm" if self.frozen_backbone else "linear"
-        sentence_head = self.sentence_head or default_head
-        if sentence_head == "lstm" and self.pooling != "auto":
-            raise UserError(f"--pooling {self.pooling} is how the linear sentence head reads the tokens; the BiLSTM "
-                            "sentence head pools its own states (mean and max): add --sentence-head linear")
-        return HeadConfig(
-            n_labels, n_tags,
-            pooling=trained_pooling if self.pooling == "auto" else self.pooling,
-            dropout=self.dropout,
-            layers=self.layers or (all_layers if self.frozen_backbone else 1),
-            sentence_head=sentence_head,
-            token_head=self.token_head or default_head,
-            crf=self.crf,
-        )
-
-    def training_bf16(self, device, cached=False):
-        """Whether a training step on `device` runs under bf16 autocast (--precision). `cached`: the step runs
-        the heads alone, on a frozen backbone's cached features."""
-        if self.precision == "auto":
-            # On a CPU, bf16 pays for the encoder's large products; heads on cached features (small BiLSTMs and
-            # linear layers) gain no time from it, so those steps keep float32's numbers.
-            return device.type == "cuda" or device.type == "cpu" and native_bf16_cpu() and not cached
-        return self.precision == "bf16"
 
     def torch_device(self):
         if self.device == "auto":
@@ -249,3 +189,90 @@ class TrainConfig:
                      "weight_decay"):
             if getattr(self, name) is not None and math.isinf(getattr(self, name)):
                 raise UserError(f"--{name.replace('_', '-')} must be finite, not {getattr(self, name)}")
+
+
+# --- the recipe: what the settings mean for this model -----------------------------------------------------
+
+# What each kind of run gets where a setting is left out. The numbers were chosen on dev data; what was
+# tried and what it gave is in docs/recipes.md.
+KIND_DEFAULTS = {  # kind -> (epochs, heads, the hidden states the heads read)
+    "frozen backbone": (5, "lstm", "all"),
+    "LoRA": (10, "linear", "last"),
+    "full fine-tuning": (4, "linear", "last"),
+}
+CRF_DEFAULTS = {True: (3e-4, 0.8), False: (2e-4, 1.0)}  # with --crf or not: (top-layer learning rate, decay)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one run trains with, every default resolved: logged in one block when it starts (`describe`) and
+    saved in its checkpoint's config.json."""
+
+    kind: str  # one of KIND_DEFAULTS
+    epochs: int
+    learning_rates: dict  # unit kind -> peak rate: "backbone" (its top layer's), "heads", "adapters"
+    layer_decay: float  # 1 = one backbone rate; D < 1: each backbone unit trains at D times the one above
+    heads: HeadConfig
+    bf16: bool  # training steps that run the encoder multiply in bfloat16 (autocast)
+    bf16_cached: bool  # the same for steps of the heads alone, on a frozen backbone's cached features
+
+    def describe(self):
+        h = self.heads
+        trains = {"frozen backbone": ("heads",), "LoRA": ("adapters", "heads")}.get(self.kind, ("backbone", "heads"))
+        rates = ", ".join(f"{kind} {self.learning_rates[kind]:.0e}" for kind in trains)
+        decay = f" (layer-wise decay {self.layer_decay} below the top layer)" if "backbone" in trains \
+            and self.layer_decay != 1 else ""
+        sentence = "a BiLSTM, then the mean and max of its states" if h.sentence_head == "lstm" else \
+            f"linear on the {'[CLS] token' if h.pooling == 'cls' else 'mean of the tokens'}"
+        reads = "the last hidden state" if h.layers == 1 else f"a scalar mix of the top {h.layers} hidden states"
+        precision = lambda bf16: "bf16 autocast" if bf16 else "float32"
+        return "\n".join([
+            f"recipe: {self.kind}, {self.epochs} epoch{'s' * (self.epochs != 1)} (docs/recipes.md says why)",
+            f"  learning rates: {rates}{decay}",
+            f"  the heads read {reads}",
+            f"  sentence head: {sentence}; token head: "
+            f"{'a BiLSTM, then linear' if h.token_head == 'lstm' else 'linear'}{' + CRF' if h.crf else ''}",
+            f"  training steps: {precision(self.bf16)} with the encoder, {precision(self.bf16_cached)} on cached "
+            "features",
+        ])
+
+
+def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device):
+    """The Recipe `cfg` asks for with this encoder (its config), its pretrained pooling ("cls" or "mean"),
+    the data's label and tag counts, on `device`. Refuses settings that do not fit the encoder."""
+    kind = "frozen backbone" if freezes_backbone(cfg.freeze) else "LoRA" if cfg.lora else "full fine-tuning"
+    epochs, head, read = KIND_DEFAULTS[kind]
+    all_layers = encoder_config.num_hidden_layers + 1
+    if cfg.layers is not None and cfg.layers > all_layers:
+        raise UserError(f"--layers {cfg.layers}: the encoder has {all_layers} hidden states "
+                        f"(the embeddings and {all_layers - 1} layers)")
+    sentence_head = cfg.sentence_head or head
+    if sentence_head == "lstm" and cfg.pooling != "auto":
+        raise UserError(f"--pooling {cfg.pooling} is how the linear sentence head reads the tokens; the BiLSTM "
+                        "sentence head pools its own states (mean and max): add --sentence-head linear")
+    heads = HeadConfig(
+        n_labels, n_tags,
+        pooling=trained_pooling if cfg.pooling == "auto" else cfg.pooling,
+        dropout=cfg.dropout,
+        layers=cfg.layers or (all_layers if read == "all" else 1),
+        sentence_head=sentence_head,
+        token_head=cfg.token_head or head,
+        crf=cfg.crf,
+    )
+    lr, decay = CRF_DEFAULTS[cfg.crf]
+    return Recipe(
+        kind, cfg.epochs or epochs,
+        {"backbone": cfg.lr_backbone or lr, "heads": cfg.lr_heads, "adapters": cfg.lr_lora},
+        cfg.layer_decay or decay, heads, bf16_steps(cfg.precision, device, cached=False),
+        bf16_steps(cfg.precision, device, cached=True),
+    )
+
+
+def bf16_steps(precision, device, cached):
+    """Whether training steps on `device` run under bf16 autocast (--precision). `cached`: the step runs the
+    heads alone, on a frozen backbone's cached features."""
+    if precision == "auto":
+        # On a CPU, bf16 pays for the encoder's large products; heads on cached features (small BiLSTMs and
+        # linear layers) gain no time from it, so those steps keep float32's numbers.
+        return device.type == "cuda" or device.type == "cpu" and native_bf16_cpu() and not cached
+    return precision == "bf16"

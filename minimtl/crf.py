@@ -24,12 +24,20 @@ scores of all paths over words 0..i that end in tag j:
     log Z      = logsumexp_j( alpha_{n-1}(j) + end[j] )
 
 which is O(n K^2), all in log space so that nothing overflows. Viterbi decoding is the same recursion
-with max in place of logsumexp, plus back-pointers to recover the best path.
+with max in place of logsumexp, plus back-pointers to recover the best path (`viterbi`).
+
+Decoding without a CRF is the same Viterbi: the best *valid* BIO sequence of per-word softmax choices is
+the best path of a CRF whose emissions are the log-probabilities and whose transitions are fixed, 0 where
+BIO allows a step and -inf where it forbids one (`constrained_decode`). A per-word argmax can emit
+`O I-LOC`, which seqeval reads as a new (usually wrong) entity; decoding under the constraints turns such
+slips into the best valid reading instead.
 
 References: Lafferty, McCallum & Pereira 2001, "Conditional Random Fields: Probabilistic Models for
 Segmenting and Labeling Sequence Data"; Lample et al. 2016, "Neural Architectures for Named Entity
 Recognition" (the BiLSTM/encoder + CRF recipe used here).
 """
+
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -117,25 +125,51 @@ class CRF(nn.Module):
             (grad,) = torch.autograd.grad(self.log_partition(e, mask.clone()).sum(), e)
         return grad
 
-    @torch.no_grad()
     def decode(self, emissions, lengths):
         """Viterbi: the best valid tag path per sentence: emissions (B, W, K), word counts (B,) -> B lists."""
-        B, W, K = emissions.shape
-        lengths = torch.as_tensor(lengths, device=emissions.device)
-        if W == 0:
-            return [[] for _ in range(B)]
-        start, transitions, end = self._scores(float("-inf"), emissions.dtype)
-        score = start + emissions[:, 0]  # (B, K): best path score ending in each tag
-        back = []
-        for i in range(1, W):
-            best, arg = (score[:, :, None] + transitions).max(1)  # (B, K_prev, K) -> (B, K): best previous tag
-            back.append(arg)
-            score = torch.where((i < lengths)[:, None], best + emissions[:, i], score)
-        current = (score + end).argmax(1)  # (B,): each sentence's last tag
-        path = torch.empty(B, W, dtype=torch.long, device=emissions.device)
-        for i in range(W - 1, -1, -1):
-            path[:, i] = current
-            if i:  # follow the back-pointer only inside the sentence; past its end the tag stays put
-                previous = back[i - 1].gather(1, current[:, None]).squeeze(1)
-                current = torch.where(i < lengths, previous, current)
-        return [row[:n] for row, n in zip(path.tolist(), lengths.tolist())]
+        return viterbi(emissions, lengths, *self._scores(float("-inf"), emissions.dtype))
+
+
+@torch.no_grad()
+def viterbi(emissions, lengths, start, transitions, end):
+    """The best path per sentence under s(y) above: emissions (B, W, K), word counts (B,), start (K,),
+    transitions (K_prev, K), end (K,) -> B lists of tag ids. One step per word for the whole batch; a
+    sentence that has ended keeps its score and, on the way back, its tag."""
+    B, W, K = emissions.shape
+    lengths = torch.as_tensor(lengths, device=emissions.device)
+    if W == 0:
+        return [[] for _ in range(B)]
+    score = start + emissions[:, 0]  # (B, K): best path score ending in each tag
+    back = []
+    for i in range(1, W):
+        best, arg = (score[:, :, None] + transitions).max(1)  # (B, K_prev, K) -> (B, K): best previous tag
+        back.append(arg)
+        score = torch.where((i < lengths)[:, None], best + emissions[:, i], score)
+    current = (score + end).argmax(1)  # (B,): each sentence's last tag
+    path = torch.empty(B, W, dtype=torch.long, device=emissions.device)
+    for i in range(W - 1, -1, -1):
+        path[:, i] = current
+        if i:  # follow the back-pointer only inside the sentence; past its end the tag stays put
+            previous = back[i - 1].gather(1, current[:, None]).squeeze(1)
+            current = torch.where(i < lengths, previous, current)
+    return [row[:n] for row, n in zip(path.tolist(), lengths.tolist())]
+
+
+def constrained_decode_batch(log_probs, lengths, tags):
+    """The most probable valid BIO sequence per sentence: padded per-word log-probabilities (B, n, K), word
+    counts -> B lists of tag ids. A CRF with fixed transitions: 0 where BIO allows a step, -inf where not."""
+    start, transitions = (t.to(log_probs.device, log_probs.dtype) for t in _fixed_scores(tuple(tags)))
+    return viterbi(log_probs, lengths, start, transitions, torch.zeros_like(start))
+
+
+def constrained_decode(log_probs, tags):
+    """constrained_decode_batch for one sentence: log-probabilities (n, K) -> tag ids."""
+    return constrained_decode_batch(log_probs[None], [log_probs.shape[0]], tags)[0]
+
+
+@lru_cache(maxsize=16)
+def _fixed_scores(tags):
+    """start (K,) and transitions (K, K) of BIO itself, 0 or -inf; built once per tag set, not per batch."""
+    masks = [torch.tensor(ok) for ok in transition_mask(tags)]
+    start, transitions = (torch.zeros(ok.shape).masked_fill(~ok, float("-inf")) for ok in masks)
+    return start, transitions

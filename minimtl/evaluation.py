@@ -8,13 +8,14 @@ names get the source's name in front ("conll2003/entity_f1").
 """
 
 import torch
+import torch.distributed as dist
 
 from . import metrics
-from .machinery.batches import batches
-from .machinery.distributed import NOT_MINE, Processes
+from .batching import batches
 from .model import at_words
 
 EVAL_BATCH = 64  # sentences per forward pass: no gradients are kept, so twice the training batch fits
+NOT_MINE = -1  # a prediction another process of a torchrun job fills in
 
 
 def autocast(device):
@@ -24,23 +25,23 @@ def autocast(device):
 
 
 @torch.inference_mode()
-def predict(model, source, split, features=None, ddp=Processes()):
+def predict(model, source, split, features=None, shard=(0, 1)):
     """(label names or None, tag names per word or None) for one split of a source, in the split's order.
 
-    Under torchrun (`ddp`) each process predicts every N-th batch and the predicted ids are merged, so every
-    process returns the predictions for the whole split.
+    `shard` (rank, world): under torchrun each of the `world` processes predicts every world-th batch and
+    the predicted ids are merged, so every process returns the predictions for the whole split.
     """
+    rank, world = shard
     ids, examples = source.ids[split], getattr(source.splits, split)
     device = next(model.parameters()).device
     label_ids = torch.full((len(ids),), NOT_MINE)  # (N,)
     tag_ids = torch.full((len(ids), max((len(ex.words) for ex in examples), default=0)), NOT_MINE)  # (N, W)
     model.eval()
-    for batch in ddp.every_nth(batches(ids, EVAL_BATCH)):
+    for batch in batches(ids, EVAL_BATCH)[rank::world]:
         batch = batch.to(device)
         with autocast(device):
-            hidden = features.hidden(source.name, split, batch) if features else \
-                model.features(batch.input_ids, batch.attention_mask)
-            out = model.run_heads(hidden, batch.attention_mask)
+            cached = features.hidden(source.name, split, batch) if features else None
+            out = model(batch.input_ids, batch.attention_mask, cached)
         if source.labels:
             label_ids[batch.index] = out.cls_logits.argmax(-1).cpu()
         if source.tags:
@@ -48,7 +49,8 @@ def predict(model, source, split, features=None, ddp=Processes()):
             paths = model.ner_head.decode(emissions, words.sum(1).tolist())
             for i, path in zip(batch.index, paths):
                 tag_ids[i, : len(path)] = torch.tensor(path, dtype=torch.long)
-    label_ids, tag_ids = ddp.merge(label_ids), ddp.merge(tag_ids)
+    if world > 1:  # every entry was filled by exactly one process, the others hold NOT_MINE there
+        label_ids, tag_ids = (merged(t, device) for t in (label_ids, tag_ids))
     labels = [source.labels.names[k] for k in label_ids.tolist()] if source.labels else None
     # A word past the position limit has no prediction (still NOT_MINE): it is scored as "O", i.e. as a miss.
     tags = [[source.tags.names[k] if k != NOT_MINE else "O" for k in row[: len(ex.words)]]
@@ -56,9 +58,15 @@ def predict(model, source, split, features=None, ddp=Processes()):
     return labels, tags
 
 
-def evaluate(model, source, split, features=None, ddp=Processes()):
+def merged(ids, device):
+    on_device = ids.to(device)  # where the process group's backend can reach it (a GPU for nccl)
+    dist.all_reduce(on_device, op=dist.ReduceOp.MAX)
+    return on_device.cpu()
+
+
+def evaluate(model, source, split, features=None, shard=(0, 1)):
     """Every metric that applies to this source, as a flat dict of numbers."""
-    return score(getattr(source.splits, split), *predict(model, source, split, features, ddp))
+    return score(getattr(source.splits, split), *predict(model, source, split, features, shard))
 
 
 def score(examples, labels, tags):
@@ -69,10 +77,10 @@ def score(examples, labels, tags):
                             [list(ex.tags) for ex in examples] if tags else None, tags)
 
 
-def evaluate_sources(model, sources, split, features=None, ddp=Processes()):
+def evaluate_sources(model, sources, split, features=None, shard=(0, 1)):
     """The metrics of every source that has this split, in one flat dict: plain names when the run has one
     source, "source/metric" when it has several (also if only one of them has a test split)."""
-    scores = {s.name: evaluate(model, s, split, features, ddp) for s in sources
+    scores = {s.name: evaluate(model, s, split, features, shard) for s in sources
               if getattr(s.splits, split) is not None}
     if len(sources) == 1:
         return next(iter(scores.values()), {})

@@ -52,6 +52,11 @@ def kind(unit):
     return "heads" if unit.endswith("-head") else "adapters" if unit == "adapters" else "backbone"
 
 
+def freezes_backbone(modes):
+    """Whether `--freeze MODES` keeps the whole backbone frozen for the whole run (the frozen-backbone recipe)."""
+    return bool({"backbone", "all"} & set(modes))
+
+
 def frozen_units(model, modes, freeze_layers=0):
     """The unit names that `--freeze MODES --freeze-layers N` freeze. With LoRA adapters in the model, the
     backbone is frozen too: the adapters are what learns in its place."""
@@ -67,7 +72,7 @@ def frozen_units(model, modes, freeze_layers=0):
     names = set(backbone) if lora_parameters(model) else set()
     if "all" in modes:
         names.update(units(model))
-    if "backbone" in modes:
+    if freezes_backbone(modes):
         names.update(backbone)
     if "embeddings" in modes:
         names.add("embeddings")
@@ -78,10 +83,16 @@ def frozen_units(model, modes, freeze_layers=0):
 
 
 def set_frozen(model, frozen):
-    """Freeze exactly the named units and thaw all others."""
+    """Freeze exactly the named units and thaw all others. Training calls it in one place, once per epoch
+    (training.optimizer_for_epoch); everything else reads what it set."""
     for name, params in units(model).items():
         for p in params:
             p.requires_grad_(name not in frozen)
+
+
+def encoder_frozen(model):
+    """Whether nothing in the encoder trains now (adapters included): it is then a fixed function."""
+    return not any(p.requires_grad for p in model.bert.parameters())
 
 
 def frozen_in_epoch(model, cfg, epoch):
@@ -148,18 +159,17 @@ def make_optimizer(model, lrs, weight_decay, layer_decay=1.0, previous=None):
     return optimizer
 
 
-def parameter_table(model, lrs, layer_decay=1.0):
-    """The start-of-training table: one row per unit, then the totals."""
+def parameter_table(model, frozen, lrs, layer_decay=1.0):
+    """The start-of-training table: one row per unit (the `frozen` ones marked), then the totals."""
     unit_lrs = unit_learning_rates(model, lrs, layer_decay)
     rows = [("group", "tensors", "parameters", "% of total", "lr", "frozen?")]
     total = sum(p.numel() for p in model.parameters())
     trainable = 0
     for unit, params in units(model).items():
         n = sum(p.numel() for p in params)
-        frozen = not any(p.requires_grad for p in params)
-        trainable += 0 if frozen else n
-        lr = "-" if frozen else f"{unit_lrs[unit]:.2e}"
-        rows.append((unit, str(len(params)), f"{n:,}", f"{100 * n / total:.2f}", lr, "yes" if frozen else "no"))
+        trainable += 0 if unit in frozen else n
+        lr = "-" if unit in frozen else f"{unit_lrs[unit]:.2e}"
+        rows.append((unit, str(len(params)), f"{n:,}", f"{100 * n / total:.2f}", lr, "yes" if unit in frozen else "no"))
         if kind(unit) == "heads":  # what a head is made of: its layer mix, BiLSTM, output layer, CRF transitions
             parts = [(name, list(m.parameters())) for name, m in unit_modules(model)[unit].named_children()]
             parts = [(name, ps) for name, ps in parts if ps]

@@ -1,6 +1,6 @@
 """Raw text in, a sentence category and entity spans out, from a checkpoint written by training.
 
-    predictor = Predictor.from_checkpoint("runs/latest")
+    predictor = load_predictor("runs/latest")            # machinery/checkpoint.py reads the directory
     for pred in predictor.predict(["Alice went to Paris last summer."]):
         print(format_prediction(pred))        # or json.dumps(pred.to_json())
 
@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from .bio import chunks, split_tag
-from .machinery.batches import SplitIds, batches
-from .machinery.checkpoint import load_checkpoint
+from .batching import attention_mask, batch_indices, pad
 from .errors import UserError
 from .tokenization import Aligner, Word, split_text, windows
 
@@ -92,11 +91,6 @@ class Predictor:
         # Overlap between windows: each word near a cut is read again with a quarter window of context.
         self.stride = self.max_len // 4
 
-    @classmethod
-    def from_checkpoint(cls, directory, device="cpu"):
-        model, meta = load_checkpoint(directory)
-        return cls(model, meta, Aligner.from_checkpoint(directory, model.bert.config.vocab_size), device)
-
     @property
     def entity_types(self):
         """Every entity type the checkpoint can predict, sorted (e.g. for a legend); empty without a tagger."""
@@ -142,19 +136,18 @@ class Predictor:
     def _run(self, encodings):
         """Per window, in input order: sentence probabilities (C,) and tag logits (positions, K)."""
         cls_probs, ner_scores = [None] * len(encodings), [None] * len(encodings)
-        ids = SplitIds([e.input_ids for e in encodings], [e.first_positions for e in encodings], None, None, 0,
-                       self.aligner.pad_id)
+        rows = [e.input_ids for e in encodings]
         with torch.inference_mode():
-            for batch in batches(ids, BATCH_SIZE):  # shortest first: little padding
-                batch = batch.to(self.device)
-                out = self.model(batch.input_ids, batch.attention_mask)
+            for index in batch_indices([len(r) for r in rows], BATCH_SIZE):  # shortest first: little padding
+                mine = [rows[j] for j in index]
+                out = self.model(pad(mine, self.aligner.pad_id).to(self.device), attention_mask(mine).to(self.device))
                 if out.cls_logits is not None:
                     probs = out.cls_logits.float().softmax(-1).cpu()
-                    for row, j in enumerate(batch.index):
+                    for row, j in enumerate(index):
                         cls_probs[j] = probs[row]
                 if out.ner_logits is not None:
                     logits = out.ner_logits.float().cpu()  # (B, T, K)
-                    for row, j in enumerate(batch.index):
+                    for row, j in enumerate(index):
                         ner_scores[j] = logits[row, : len(encodings[j].input_ids)]  # without the padding
         return cls_probs, ner_scores
 

@@ -82,18 +82,16 @@ class LoRALinear(nn.Module):
 
 
 def add_lora(encoder, rank, alpha, dropout, targets=DEFAULT_TARGETS):
-    """Freeze every encoder parameter, then wrap the target Linears of every layer in place.
+    """Wrap the target Linears of every layer in place; returns the new LoRALinear modules.
 
-    Returns the new LoRALinear modules; their lora_A / lora_B are the encoder's only trainable tensors.
+    What trains is decided elsewhere, like every freezing decision (freezing.py): with adapters in the model,
+    the whole backbone is frozen and the adapters' lora_A / lora_B learn in its place.
     """
     if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
         raise UserError(f"LoRA rank must be a positive integer, not {rank!r}")
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise UserError(f"unknown LoRA target {unknown[0]!r}: choose from {', '.join(TARGETS)}")
-    # Embeddings, LayerNorms and biases too: with LoRA on, the adapters are the backbone's only learning.
-    # Done before wrapping, so the adapters created below stay trainable.
-    encoder.requires_grad_(False)
     wrapped = []
     for layer in encoder.layers:
         for target in dict.fromkeys(targets):  # a target named twice is wrapped once

@@ -28,8 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .bio import constrained_decode_batch
-from .crf import CRF
+from .crf import CRF, constrained_decode_batch
 from .freezing import unit_modules
 
 IGNORE_INDEX = -100  # label id that cross-entropy skips: special tokens, padding, continuation sub-tokens
@@ -164,7 +163,7 @@ class TokenHead(nn.Module):
     def decode(self, emissions, lengths):
         """The best valid BIO path per sentence: emissions (B, W, K) are the logits at each word's first
         sub-token, lengths (B,) the word counts. Without a CRF, the best valid sequence of per-word softmax
-        choices (bio.py); with one, the CRF's Viterbi path."""
+        choices (crf.constrained_decode); with one, the CRF's Viterbi path."""
         emissions = emissions.float()
         if self.crf is not None:
             return self.crf.decode(emissions, lengths)
@@ -214,11 +213,11 @@ class MultiTaskModel(nn.Module):
         stores exactly this)."""
         return self.bert(input_ids, attention_mask, layers=self.config.layers)
 
-    def forward(self, input_ids, attention_mask):
-        return self.run_heads(self.features(input_ids, attention_mask), attention_mask)
-
-    def run_heads(self, hidden, attention_mask):
-        """Both task outputs from `features`: (B, T, H), or (B, T, k, H) with several layers."""
+    def forward(self, input_ids, attention_mask, hidden=None):
+        """Both task outputs. `hidden`: what `features` returns, when it is already known (a frozen backbone's
+        cache, features.py): (B, T, H), or (B, T, k, H) with several layers."""
+        if hidden is None:
+            hidden = self.features(input_ids, attention_mask)
         return Outputs(
             self.cls_head(hidden, attention_mask) if self.cls_head is not None else None,
             self.ner_head(hidden, attention_mask) if self.ner_head is not None else None,

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from minimtl.bert import Bert, BertConfig
-from minimtl.inference import Predictor
-from minimtl.machinery.checkpoint import atomic_directory, write_model
+from minimtl.machinery.checkpoint import atomic_directory, write_model, load_predictor
 from minimtl.model import HeadConfig, MultiTaskModel
 
 LABELS = ["travel", "food", "music"]
@@ -42,4 +41,4 @@ def small(tmp_path_factory, checkpoint_dir):
 
 @pytest.fixture(scope="module")
 def predictor(small):
-    return Predictor.from_checkpoint(small)
+    return load_predictor(small)

@@ -44,7 +44,7 @@ from conftest import ROOT
 from minimtl.config import TrainConfig
 from minimtl.machinery.data import load_data
 from minimtl.machinery.rundir import is_finished
-from minimtl.training import train
+from minimtl.machinery.run import train
 
 TIMEOUT = 240  # seconds per process; they normally take 2-5
 WORKERS = 4

@@ -6,7 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minimtl.bio import constrained_decode, constrained_decode_batch, split_tag, transition_mask
+from minimtl.bio import split_tag, transition_mask
+from minimtl.crf import constrained_decode, constrained_decode_batch
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 

@@ -21,11 +21,11 @@ from conftest import ROOT
 from safetensors.torch import load_file
 
 from minimtl import UserError
+from minimtl.batching import shard
 from minimtl.config import TrainConfig
-from minimtl.inference import Predictor
-from minimtl.machinery.distributed import Processes
+from minimtl.machinery.checkpoint import load_predictor
 from minimtl.machinery.resume import resume_config
-from minimtl.training import train
+from minimtl.machinery.run import train
 
 TIMEOUT = 300  # seconds for one torchrun job; each takes ~10 here (3 Python processes importing torch)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -90,7 +90,7 @@ def history(out):
 def test_each_step_of_the_shards_takes_the_micro_batches_one_process_would(world, accum):
     for n in range(1, 15):
         epoch = [("source", f"batch {i}") for i in range(n)]
-        shards = [Processes(rank, world, True).shard(epoch) for rank in range(world)]
+        shards = [shard(epoch, rank, world) for rank in range(world)]
         assert len({len(shard) for shard in shards}) == 1  # every process joins every step
         real = [[batch for _, batch, counts in shard if counts] for shard in shards]
         assert sorted(sum(real, []), key=lambda b: int(b.split()[1])) == [b for _, b in epoch]
@@ -99,7 +99,7 @@ def test_each_step_of_the_shards_takes_the_micro_batches_one_process_would(world
         steps = range(0, len(shards[0]), accum)
         assert [sorted((b for r in real for b in r[s : s + accum]), key=lambda b: int(b.split()[1]))
                 for s in steps] == [[b for _, b in step] for step in one_process]
-    assert Processes().shard(epoch) == [(s, b, True) for s, b in epoch]  # a plain run: all of them, in order
+    assert shard(epoch) == [(s, b, True) for s, b in epoch]  # a plain run: all of them, in order
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(joint_data, no_dropout_weights, tmp_path):
@@ -173,7 +173,7 @@ def test_a_killed_process_stops_the_other_and_the_run_resumes_exactly(two_source
     assert len(message) == 1 and not message[0].startswith("rank"), killed.stderr[-3000:]
     assert message[0].endswith(f"continue with: torchrun --nproc_per_node 2 train.py --resume {cut}")
     assert json.loads((cut / "resume" / "state.json").read_text())["epoch"] == 1
-    assert Predictor.from_checkpoint(cut).predict(["Alice went to Paris."])[0].tags is not None
+    assert load_predictor(cut).predict(["Alice went to Paris."])[0].tags is not None
 
     with pytest.raises(UserError, match=r"trained in 2 process\(es\), not 1: .* torchrun --nproc_per_node 2"):
         train(resume_config(cut), log=lambda _: None, resume=True)  # this one process is not the job it was

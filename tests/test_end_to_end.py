@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
-from minimtl.inference import Predictor
+from minimtl.machinery.checkpoint import load_predictor
 
 TEXTS = ["President Biden visited Wall Street on Monday.", "Tesla's CEO Elon Musk unveiled the Cybertruck.",
          "Fetch Rewards is awesome and is America's number one app."]
@@ -31,7 +31,7 @@ def test_train_then_infer_in_a_fresh_process(tiny_data, checkpoint_dir, tmp_path
         assert line["text"] == text and len(line["tags"]) == len(line["words"])
         for entity in line["entities"]:
             assert text[entity["start"] : entity["end"]] == entity["text"]
-    in_process = [p.to_json() for p in Predictor.from_checkpoint(out).predict(TEXTS)]
+    in_process = [p.to_json() for p in load_predictor(out).predict(TEXTS)]
     assert lines == in_process
     human = cli("infer.py", "--checkpoint", str(out), TEXTS[0])
     assert human.returncode == 0 and "category:" in human.stdout

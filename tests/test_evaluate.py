@@ -24,7 +24,7 @@ from minimtl.machinery.checkpoint import load_checkpoint
 from minimtl.machinery.report import entity_table, evaluate_file, format_report
 from minimtl.machinery.sources import encode_sources, load_sources, vocabularies
 from minimtl.tokenization import Aligner
-from minimtl.training import train
+from minimtl.machinery.run import train
 
 
 def run_training(data, tiny_weights, out):

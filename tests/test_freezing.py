@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minimtl import BertConfig, Bert, UserError
-from minimtl.config import TrainConfig
+from minimtl.config import TrainConfig, recipe
 from minimtl.freezing import (UnfreezeSchedule, frozen_units, parameter_groups, parameter_table, set_frozen,
                               units)
 from minimtl.model import HeadConfig, MultiTaskModel
@@ -85,20 +85,26 @@ def test_layer_decay_gives_each_backbone_unit_its_own_rate_shrinking_downwards(m
     assert {id(p) for p in groups["embeddings"]["params"]} == {id(model.bert.embeddings.word_embeddings.weight),
                                                                id(model.bert.embeddings.position_embeddings.weight),
                                                                id(model.bert.embeddings.token_type_embeddings.weight)}
-    rows = {line.split()[0]: line.split() for line in parameter_table(model, LRS, layer_decay=0.5).splitlines()}
+    rows = {line.split()[0]: line.split() for line in parameter_table(model, set(), LRS, layer_decay=0.5).splitlines()}
     assert rows["embeddings"][-2] == f"{1e-5 * 0.5 ** (top + 1):.2e}" and rows[f"layer.{top}"][-2] == "1.00e-05"
 
 
+def backbone_rates(cfg):
+    """(top-layer learning rate, layer-wise decay) of the recipe `cfg` resolves to."""
+    resolved = recipe(cfg, BertConfig(num_hidden_layers=3), "cls", 2, 3, torch.device("cpu"))
+    return resolved.learning_rates["backbone"], resolved.layer_decay
+
+
 def test_the_crf_gets_its_own_backbone_rate_defaults_and_flags_win():
-    assert (TrainConfig().backbone_lr, TrainConfig().backbone_decay) == (2e-4, 1.0)
-    assert (TrainConfig(crf=True).backbone_lr, TrainConfig(crf=True).backbone_decay) == (3e-4, 0.8)
+    assert backbone_rates(TrainConfig()) == (2e-4, 1.0)
+    assert backbone_rates(TrainConfig(crf=True)) == (3e-4, 0.8)
     given = TrainConfig(crf=True, lr_backbone=1e-4, layer_decay=1.0)
-    assert (given.backbone_lr, given.backbone_decay) == (1e-4, 1.0)
+    assert backbone_rates(given) == (1e-4, 1.0)
 
 
 def test_parameter_table_counts_every_parameter(model):
     set_frozen(model, frozen_units(model, ["backbone"]))
-    table = parameter_table(model, LRS).splitlines()
+    table = parameter_table(model, frozen_units(model, ["backbone"]), LRS).splitlines()
     assert table[0].split() == ["group", "tensors", "parameters", "%", "of", "total", "lr", "frozen?"]
     rows = {line.split()[0]: line.split() for line in table[1:]}
     assert rows["layer.0"][-1] == "yes" and rows["ner-head"][-1] == "no" and rows["ner-head"][-2] == "1.00e-03"
@@ -136,5 +142,6 @@ def test_lora_adapters_are_their_own_unit_and_group(model):
     assert all(p.requires_grad for p in named["adapters"]) and not any(p.requires_grad for p in named["layer.1"])
     groups = {g["name"]: g for g in parameter_groups(model, LRS, weight_decay=0.01)}
     assert groups["adapters"]["lr"] == 1e-4 and len(groups["adapters"]["params"]) == 2 * 2 * 3
-    row = next(line.split() for line in parameter_table(model, LRS).splitlines() if line.startswith("adapters"))
+    row = next(line.split() for line in parameter_table(model, {"embeddings", *LAYERS}, LRS).splitlines()
+               if line.startswith("adapters"))
     assert row[2] == f"{3 * 2 * 2 * (16 + 16):,}" and row[-1] == "no"

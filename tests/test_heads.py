@@ -14,12 +14,11 @@ import torch
 from minimtl import Bert, BertConfig, UserError
 from minimtl.config import TrainConfig
 from minimtl.evaluation import evaluate_sources, predict
-from minimtl.inference import Predictor
-from minimtl.machinery.batches import batches
-from minimtl.machinery.checkpoint import load_checkpoint
-from minimtl.machinery.features import FeatureCache
+from minimtl.batching import batches
+from minimtl.machinery.checkpoint import load_checkpoint, load_predictor
+from minimtl.features import FeatureCache
 from minimtl.model import IGNORE_INDEX, HeadConfig, MultiTaskModel, ScalarMix, multitask_loss
-from minimtl.training import build, train
+from minimtl.machinery.run import build, train
 from minimtl.weights import trained_pooling
 
 CFG = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
@@ -140,24 +139,24 @@ def frozen_config(tiny_data, tiny_weights, out, **overrides):
 
 
 def test_the_frozen_recipe_mixes_every_layer_with_a_bilstm_per_head(tiny_data, tiny_weights, tmp_path):
-    model, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out"), log=lambda _: None)
+    model, _, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out"), log=lambda _: None)
     heads = model.config
     assert heads.layers == 3 and heads.sentence_head == heads.token_head == "lstm"  # embeddings + 2 layers
-    model, _, _ = build(TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights)), log=lambda _: None)
+    model, _, _, _ = build(TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights)), log=lambda _: None)
     heads = model.config
     assert heads.layers == 1 and heads.sentence_head == heads.token_head == "linear"
     with pytest.raises(UserError, match="--layers 4: the encoder has 3 hidden states"):
         build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", layers=4), log=lambda _: None)
     with pytest.raises(UserError, match="--pooling cls is how the linear sentence head reads"):
         build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", pooling="cls"), log=lambda _: None)
-    model, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", pooling="cls",
+    model, _, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", pooling="cls",
                                       sentence_head="linear"), log=lambda _: None)
     assert model.config.pooling == "cls"
 
 
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
 def test_the_cache_holds_what_the_encoder_computes(tiny_data, tiny_weights, tmp_path, dtype, atol):
-    model, sources, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out"), log=lambda _: None)
+    model, sources, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out"), log=lambda _: None)
     model.eval()
     lines = []
     cache = FeatureCache(model, sources, ("train", "dev"), lines.append, dtype=dtype)
@@ -178,11 +177,11 @@ def test_a_frozen_run_predicts_at_inference_as_it_scored_in_training(tiny_data, 
     results = train(frozen_config(tiny_data, tiny_weights, out), log=lambda _: None)
     model, meta = load_checkpoint(out)
     assert meta["heads"]["layers"] == 3 and meta["heads"]["token_head"] == "lstm"
-    _, sources, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "unused"), log=lambda _: None)
+    _, sources, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "unused"), log=lambda _: None)
     assert evaluate_sources(model, sources, "test") == results["test"]
     labels, tags = predict(model, sources[0], "test")
     texts = [" ".join(ex.words) for ex in sources[0].splits.test]
-    predictions = Predictor.from_checkpoint(out).predict(texts)
+    predictions = load_predictor(out).predict(texts)
     assert [p.label for p in predictions] == labels
     # Raw text is split as BERT splits it ("U.S." may become three words); where the words agree, so do the tags.
     same_words = [i for i, (p, ex) in enumerate(zip(predictions, sources[0].splits.test))
@@ -200,11 +199,11 @@ def test_a_crf_checkpoint_predicts_as_the_trained_model_did(tiny_data, tiny_weig
     assert any("\n  .crf " in line for line in lines)  # the parameter table shows the transitions
     model, meta = load_checkpoint(out)
     assert meta["heads"]["crf"] and model.ner_head.crf.transitions.abs().sum() > 0
-    _, sources, _ = build(cfg, log=lambda _: None)
+    _, sources, _, _ = build(cfg, log=lambda _: None)
     assert evaluate_sources(model, sources, "dev") == results["dev"]  # scored in memory, at the best epoch
     texts = [" ".join(ex.words) for ex in sources[0].splits.test]
     _, tags = predict(model, sources[0], "test")
-    predictions = Predictor.from_checkpoint(out).predict(texts)
+    predictions = load_predictor(out).predict(texts)
     same_words = [i for i, (p, ex) in enumerate(zip(predictions, sources[0].splits.test))
                   if [w.text for w in p.words] == list(ex.words)]
     assert len(same_words) >= len(texts) // 2

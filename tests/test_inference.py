@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from minimtl.inference import spans
 from minimtl.tokenization import windows
-from minimtl.bio import chunks, constrained_decode
-from minimtl.machinery.checkpoint import FORMAT_VERSION
+from minimtl.bio import chunks
+from minimtl.crf import constrained_decode
+from minimtl.machinery.checkpoint import FORMAT_VERSION, load_predictor
 from minimtl.errors import UserError
-from minimtl.inference import Predictor, format_prediction
+from minimtl.inference import format_prediction
 from small_checkpoint import LABELS, MAX_LEN, TAGS, build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,8 +134,8 @@ def test_empty_text_is_a_user_error(predictor, texts, message):
 
 
 def test_single_task_checkpoints(tmp_path, checkpoint_dir):
-    sentence_only = Predictor.from_checkpoint(build(tmp_path / "cls", checkpoint_dir, tags=None))
-    token_only = Predictor.from_checkpoint(build(tmp_path / "ner", checkpoint_dir, labels=None))
+    sentence_only = load_predictor(build(tmp_path / "cls", checkpoint_dir, tags=None))
+    token_only = load_predictor(build(tmp_path / "ner", checkpoint_dir, labels=None))
     pred, = sentence_only.predict([SENTENCE])
     assert set(pred.to_json()) == {"text", "label", "label_probability", "labels", "words"}
     assert "category:" in format_prediction(pred) and "entities" not in format_prediction(pred)
@@ -180,7 +181,7 @@ def test_damaged_checkpoint_is_a_one_line_user_error(small, tmp_path, case):
     damage, named = DAMAGE[case]
     damage(copy_of(small, tmp_path / "ckpt"))
     with pytest.raises(UserError) as error:
-        Predictor.from_checkpoint(tmp_path / "ckpt")
+        load_predictor(tmp_path / "ckpt")
     assert named in str(error.value) and "\n" not in str(error.value)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from minimtl import BertConfig, Bert, UserError
+from minimtl.freezing import frozen_units, set_frozen
 from minimtl.model import IGNORE_INDEX
 from minimtl.lora import (DEFAULT_TARGETS, TARGETS, LoRALinear, adapter_state_dict, add_lora, lora_parameters,
                           merged_state_dict)
@@ -35,7 +36,7 @@ def batch(seed, B=4, T=12):
 
 def run(model, input_ids, attention_mask):
     hidden = model.bert(input_ids, attention_mask)
-    out = model.run_heads(hidden, attention_mask)
+    out = model(None, attention_mask, hidden)
     return hidden, out.cls_logits, out.ner_logits
 
 
@@ -45,6 +46,7 @@ def trained():
     torch.manual_seed(0)
     model = new_model()
     add_lora(model.bert, RANK, alpha=8, dropout=0.1, targets=tuple(TARGETS))
+    set_frozen(model, frozen_units(model, ["none"]))  # with adapters in the model: the whole backbone
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # No weight decay, so a tensor that moved was moved by its gradient.
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
@@ -88,6 +90,7 @@ def test_layers_with_adapters_stay_in_train_mode():
     # MultiTaskModel.train() puts units without trainable parameters in eval mode; adapters keep a layer training.
     model = new_model()
     add_lora(model.bert, RANK, alpha=8, dropout=0.1)
+    set_frozen(model, frozen_units(model, ["none"]))
     model.train()
     assert not model.bert.embeddings.training
     assert all(layer.training for layer in model.bert.layers)
@@ -130,6 +133,7 @@ def expected_trainable(cfg, heads, rank, targets):
 def test_trainable_parameter_count_is_r_times_in_plus_out(targets):
     model = new_model()
     wrapped = add_lora(model.bert, RANK, alpha=8, dropout=0.0, targets=targets)
+    set_frozen(model, frozen_units(model, ["none"]))
     assert len(wrapped) == CFG.num_hidden_layers * len(targets)
     assert all(m.delta_weight().shape == m.base.weight.shape for m in wrapped)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

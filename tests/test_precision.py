@@ -11,21 +11,21 @@ import torch.nn as nn
 from safetensors.torch import load_file
 
 from minimtl import UserError
-from minimtl.config import TrainConfig, native_bf16_cpu
-from minimtl.training import train
+from minimtl.config import TrainConfig, bf16_steps, native_bf16_cpu
+from minimtl.machinery.run import train
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 def test_auto_is_bf16_where_the_encoder_runs_on_bf16_hardware():
-    auto = TrainConfig()
-    assert auto.training_bf16(CUDA) and auto.training_bf16(CUDA, cached=True)
-    assert auto.training_bf16(CPU) == native_bf16_cpu()
-    assert not auto.training_bf16(CPU, cached=True)  # heads alone on cached features: nothing to gain
+    auto = TrainConfig().precision
+    assert bf16_steps(auto, CUDA, cached=False) and bf16_steps(auto, CUDA, cached=True)
+    assert bf16_steps(auto, CPU, cached=False) == native_bf16_cpu()
+    assert not bf16_steps(auto, CPU, cached=True)  # heads alone on cached features: nothing to gain
     for device in (CPU, CUDA):
         for cached in (False, True):
-            assert TrainConfig(precision="bf16").training_bf16(device, cached)
-            assert not TrainConfig(precision="fp32").training_bf16(device, cached)
+            assert bf16_steps(TrainConfig(precision="bf16").precision, device, cached)
+            assert not bf16_steps(TrainConfig(precision="fp32").precision, device, cached)
 
 
 def test_precision_must_be_known():

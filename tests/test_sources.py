@@ -37,9 +37,10 @@ from minimtl.machinery.data import LabelVocab
 from minimtl.machinery.interrupts import Interrupted
 from minimtl.machinery.resume import resume_config
 from minimtl.machinery.sources import encode_sources, load_sources, vocabularies
-from minimtl.sampling import interleave, source_probabilities
+from minimtl.batching import interleave, source_probabilities
 from minimtl.tokenization import Aligner
-from minimtl.training import build, epoch_batches, train
+from minimtl.batching import epoch_batches
+from minimtl.machinery.run import build, train
 
 SPLITS = ("train", "dev", "test")
 NER_TRAIN = 32  # the two sources differ in size, so proportional, uniform and temperature sampling differ

@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 from minimtl import UserError, load_encoder
 from minimtl.model import HeadConfig, MultiTaskModel
 from minimtl.config import TrainConfig
-from minimtl.training import lr_factor, seed_everything, train
+from minimtl.machinery.run import train
+from minimtl.training import lr_factor, seed_everything
 
 
 def run(tiny_data, tiny_weights, out, **overrides):

@@ -29,7 +29,9 @@ from safetensors.torch import save_file
 from ..bert import Bert
 from ..lora import merged_state_dict
 from ..bio import split_tag
+from ..inference import Predictor
 from ..model import HEAD_KINDS, POOLINGS, HeadConfig, MultiTaskModel
+from ..tokenization import Aligner
 from ..weights import bert_config, match_state_dict, read_state_dict
 from ..errors import UserError, read_json
 from .plots import write_curves
@@ -170,3 +172,9 @@ def write_logs(out, history, best_epoch):
     """metrics.jsonl (one object per epoch) and curves.svg (losses and dev metrics, selected epoch marked)."""
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
     write_curves(out / "curves.svg", history, best_epoch)
+
+
+def load_predictor(directory, device="cpu"):
+    """inference.Predictor for the checkpoint in `directory`: its model, vocabularies and tokenizer."""
+    model, meta = load_checkpoint(directory)
+    return Predictor(model, meta, Aligner.from_checkpoint(directory, model.bert.config.vocab_size), device)

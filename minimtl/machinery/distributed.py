@@ -4,8 +4,8 @@
 
 torchrun starts N copies of train.py and tells each its RANK, WORLD_SIZE and LOCAL_RANK in the environment.
 Every copy builds the same model from the same seed and computes the same seeded order of the epoch's
-micro-batches, then takes every N-th of them. DistributedDataParallel (DDP) averages the gradients across
-the processes inside backward(), so every process applies the same update and the weights stay equal
+micro-batches, then takes every N-th of them (batching.shard). DistributedDataParallel (DDP) averages the
+gradients across the processes inside backward(), so every process applies the same update and the weights stay equal
 everywhere without being sent. One optimizer step therefore sees batch_size x N x grad_accum sentences (the
 global batch), and it is the step one process would take with grad_accum x N, up to the order in which
 floating-point sums are added.
@@ -13,16 +13,18 @@ floating-point sums are added.
 What is exchanged, and why:
 
     gradients         all-reduced (averaged) at the last micro-batch of each step; `no_sync` skips the
-                      exchange on the others, whose gradients just accumulate locally
+                      exchange on the others, whose gradients just accumulate locally (training.train_epoch)
     weights           broadcast from rank 0 when DDP is built: the processes start from the same ones
     dev predictions   each process predicts every N-th evaluation batch and the predicted ids are merged,
                       so every process scores the whole split and all take the same best-epoch and
-                      early-stop decisions
+                      early-stop decisions (evaluation.predict)
     epoch statistics  summed (losses, sentences, padding), for the log line and metrics.jsonl
+                      (training.EpochStats)
 
 Nothing else: the batch order is computed, not sent, and so is the feature cache (every process encodes it;
-training.features_for_epoch says why). Rank 0 alone prints, holds the run's lock and writes the run
-directory; the other processes write nothing.
+training.features_for_epoch says why). Those exchanges are the lesson's own few lines; this module is what
+the run (run.py) needs around them: which process this is, the process group, and what happens when a peer
+is lost. Rank 0 alone prints, holds the run's lock and writes the run directory; the others write nothing.
 
 A process that dies makes the others' next collective operation fail at once (its connections close); one
 that stops answering, after PEER_TIMEOUT. Either way the others stop with `PeerLost`, a one-line message.
@@ -38,7 +40,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import UserError
 from .interrupts import what_is_saved
@@ -46,7 +47,6 @@ from .interrupts import what_is_saved
 # How long a process waits for the others at a collective operation before it gives up. The longest wait
 # in a healthy run is the other processes waiting while rank 0 saves an epoch, so this is generous.
 PEER_TIMEOUT = datetime.timedelta(minutes=10)
-NOT_MINE = -1  # in merged id tensors: an entry another process fills in
 
 
 class PeerLost(Exception):
@@ -66,68 +66,11 @@ class Processes:
     def main(self):
         return self.rank == 0
 
-    # --- what each process works on ---
-
-    def shard(self, micro_batches):
-        """This process's micro-batches of an epoch, as (source, batch, counts) with counts True.
-
-        Process r takes items r, r + N, r + 2N, ...: step s then covers items s*N*A .. (s+1)*N*A - 1 of the
-        one ordered list across the processes, the same items as step s of a single process with
-        accumulation N*A. When the count does not divide by N, the processes that come up one short get a
-        filler (the last item again, counts False): its loss is multiplied by 0, so it adds nothing, but the
-        process still takes part in that step's gradient exchange, which every process must join.
-        """
-        mine = [(source, batch, True) for source, batch in micro_batches[self.rank :: self.world]]
-        missing = -(-len(micro_batches) // self.world) - len(mine)  # ceil(n / N) - own: 0 or 1
-        return mine + [(source, batch, False) for source, batch in micro_batches[-1:]] * missing
-
-    def every_nth(self, items):
-        """This process's share of a list that needs no exchange per item (evaluation batches)."""
-        return items[self.rank :: self.world]
-
     def seed_epoch(self, seed, epoch):
         """Under torchrun, each process draws dropout from its own stream, restarted from (seed, epoch, rank)
         at every epoch: a resumed run then needs no per-process random state to continue exactly."""
         if self.launched:
             torch.manual_seed(random.Random(f"{seed}/{epoch}/{self.rank}").getrandbits(63))
-
-    # --- what is exchanged ---
-
-    def wrap(self, module):
-        """`module` in DDP, which averages the gradients of what runs inside its forward(); itself alone."""
-        if not self.launched:
-            return module
-        return DistributedDataParallel(module, device_ids=[self.device] if self.device.type == "cuda" else None)
-
-    def exchange_gradients(self, net, step_ends):
-        """Around one micro-batch's forward and backward: DDP's all-reduce only where the step ends."""
-        return net.no_sync() if self.launched and not step_ends else nullcontext()
-
-    def loss_to_differentiate(self, loss, net, counts):
-        """What backward() runs on. Alone: the loss. Under DDP every process must produce a gradient for every
-        parameter DDP watches at every synchronised micro-batch, or the exchange waits for one that never
-        comes: a filler counts 0, and every trainable parameter enters with weight 0, so a head this batch has
-        no labels for (another source's task, or a CRF on a batch without tags) gets a zero gradient instead
-        of none."""
-        if not self.launched:
-            return loss
-        return loss * counts + 0.0 * sum(p.sum() for p in net.parameters() if p.requires_grad)
-
-    def sum(self, values):
-        """Element-wise sums of a list of numbers over all processes."""
-        if not self.launched:
-            return values
-        total = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(total)
-        return total.tolist()
-
-    def merge(self, ids):
-        """A tensor of ids each process filled in part of (NOT_MINE elsewhere): the whole of it, everywhere."""
-        if not self.launched:
-            return ids
-        merged = ids.to(self.device)
-        dist.all_reduce(merged, op=dist.ReduceOp.MAX)  # each entry was filled by exactly one process
-        return merged.cpu()
 
     def barrier(self):
         if self.launched:

@@ -10,8 +10,9 @@ class Interrupted(Exception):
 
 
 @contextmanager
-def ctrl_c_between_batches(signals=(signal.SIGINT,)):
-    """Make the first Ctrl-C a request that the loop honours at its next batch boundary (`check()`).
+def ctrl_c_between_batches(progress, out, command="python train.py", signals=(signal.SIGINT,)):
+    """Make the first Ctrl-C a request that the loop honours at its next batch boundary (`check()`), then
+    stop with `Interrupted`, saying what is saved and how to continue (`command` --resume `out`).
 
     Why not let KeyboardInterrupt fly: Python raises it wherever the main thread happens to be, and when
     that is inside a finalizer run by garbage collection it prints "Exception ignored" and drops it, so the
@@ -29,25 +30,31 @@ def ctrl_c_between_batches(signals=(signal.SIGINT,)):
         if requested.is_set():
             raise KeyboardInterrupt
 
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield check
-        return
-    previous = {s: signal.signal(s, handler) for s in signals}
+    # Only the main thread may set signal handlers; elsewhere Ctrl-C is the main thread's business.
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, handler) for s in signals} if on_main else {}
     try:
         yield check
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted during epoch {progress.epoch + 1}: {what_is_saved(progress, out, command)}") \
+            from None
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
 
 
-@contextmanager
-def stop_message(progress, out, command="python train.py"):
-    """Turn Ctrl-C into `Interrupted`, saying what is saved and how to continue (`command` --resume)."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted during epoch {progress.epoch + 1}: {what_is_saved(progress, out, command)}") \
-            from None
+class Checked(list):
+    """A list of batches whose iteration calls `check()` before each one: where the loop honours Ctrl-C,
+    without the loop knowing (it only iterates)."""
+
+    def __init__(self, items, check):
+        super().__init__(items)
+        self.check = check
+
+    def __iter__(self):
+        for item in super().__iter__():
+            self.check()
+            yield item
 
 
 def what_is_saved(progress, out, command):

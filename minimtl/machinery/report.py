@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..evaluation import predict, score
 from ..tokenization import Aligner
-from .batches import encode_split
+from ..batching import encode_split
 from .checkpoint import load_checkpoint
 from .data import LabelVocab, Splits, load_split, unseen
 from ..errors import UserError

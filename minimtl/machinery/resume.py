@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..weights import read_state_dict
+from ..config import TrainConfig
 from ..errors import UserError, read_json
+from ..weights import read_state_dict
 from .rundir import check_out, is_finished
 
 STATE_DIR = "resume"
@@ -103,8 +104,6 @@ def load_state(run_dir, model, optimizer, state):
 
 def resume_config(run_dir):
     """The settings of the interrupted run in `run_dir`: a resumed run must use exactly the same ones."""
-    from ..config import TrainConfig  # config.py imports the package's models; resume.py is imported by them
-
     saved = read_progress(run_dir)["config"]
     known = {f.name: f for f in fields(TrainConfig)}
     unknown = set(saved) - set(known)
@@ -131,18 +130,19 @@ def resume_config(run_dir):
     return cfg
 
 
-def claim_run_directory(cfg, resume, sources, world=1):
+def claim_run_directory(cfg, resume, sources, epochs, world=1):
     """--out as a Path, once it is sure that training may write there (machinery/rundir.py has the rules).
 
-    `world`: how many processes train (torchrun); a run is resumed only by as many as started it, because
-    their number sets the global batch, each one's share of the batches and the learning-rate schedule.
+    `epochs`: the recipe's; `world`: how many processes train (torchrun); a run is resumed only by as many
+    as started it, because their number sets the global batch, each one's share of the batches and the
+    learning-rate schedule.
     """
     out = Path(cfg.out)
     if not resume:
         check_out(out, cfg.overwrite)
         return out
     saved = read_progress(out)
-    if is_finished(out) or saved["epoch"] >= cfg.n_epochs:
+    if is_finished(out) or saved["epoch"] >= epochs:
         raise UserError("this run already finished: nothing to resume", out)
     if saved["data_sha256"] != {s.name: s.sha256 for s in sources}:
         raise UserError("the data changed since this run was interrupted: resume it with the data it started "

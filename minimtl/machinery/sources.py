@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .batches import SplitIds, encode_split
+from ..batching import SplitIds, encode_split
 from .data import LabelVocab, Splits, load_data, unknown_labels
 from ..errors import UserError
 

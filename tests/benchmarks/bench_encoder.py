@@ -23,7 +23,7 @@ import torch
 from common import (alternate, file_order, machine_info, matmul_gflops, median, non_embedding_params, parser,
                     quiet_transformers, setup, snips_train_ids, timed, weights_dir, write_results)
 from minimtl import load_encoder
-from minimtl.machinery.batches import batch_indices, collate, padding_fraction
+from minimtl.batching import batch_indices, collate, padding_fraction
 
 BATCH = 64
 

@@ -1,6 +1,6 @@
 """`--freeze backbone` on SNIPS: the default frozen recipe against the old linear probe, and the sweep behind it.
 
-Rows (each one `minimtl.training.train` call on ../shared/data/snips with the default weights, --freeze backbone):
+Rows (each one `minimtl.machinery.run.train` call on ../shared/data/snips with the default weights, --freeze backbone):
   probe       the old recipe: the last layer, [CLS] pooling, linear heads, 20 epochs (--layers 1 --pooling cls
               --sentence-head linear --token-head linear --epochs 20)
   default     the frozen recipe: a scalar mix of all 7 hidden states, a BiLSTM in each head, 5 epochs
@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 
 from common import parser, setup, snips_dir, write_results
+import minimtl.machinery.run as run
 import minimtl.training as training
 from minimtl.config import TrainConfig
-from minimtl.machinery.features import FeatureCache
+from minimtl.features import FeatureCache
 from bench_snips import encoder_pass_seconds, snips_slice
 
 FROZEN = {"freeze": ["backbone"]}
@@ -61,7 +62,7 @@ def run(name, cfg, log_prefix):
         lines.append(str(line))
         print("\n".join(f"  [{log_prefix}] {part}" for part in str(line).splitlines()), flush=True)
     start = time.perf_counter()
-    results = training.train(cfg, log)
+    results = run.train(cfg, log)
     wall = time.perf_counter() - start
     text = "\n".join(lines)
     trainable = int(re.search(r"^trainable\s+([\d,]+)", text, re.M).group(1).replace(",", ""))

@@ -1,4 +1,4 @@
-"""SNIPS end to end: `minimtl.training.train` with the default weights, three recipes, test scores and time.
+"""SNIPS end to end: `minimtl.machinery.run.train` with the default weights, three recipes, test scores and time.
 
   full    full fine-tuning, the default recipe (TrainConfig defaults, overridable by the flags below)
   frozen  --freeze backbone: heads only (the backbone's hidden states are cached after one pass)
@@ -34,10 +34,10 @@ import torch
 from common import (matmul_gflops, non_embedding_params, parser, setup, snips_dir, snips_ids, weights_dir,
                     write_results)
 from minimtl import load_encoder
-from minimtl.machinery.batches import batches
-from minimtl.machinery.features import ENCODE_BATCH
+from minimtl.batching import batches
+from minimtl.features import ENCODE_BATCH
 from minimtl.config import TrainConfig
-from minimtl.training import train
+from minimtl.machinery.run import train
 
 RECIPES = {"full": {}, "frozen": {"freeze": ["backbone"]}, "lora": {"lora": 8}}
 OVERRIDES = ("epochs", "lr_backbone", "layer_decay", "lr_heads", "lr_lora", "batch_size", "seed", "patience")

@@ -1,6 +1,6 @@
 """The design's own model on real corpora: one backbone trained on CoNLL-2003 (NER) and AG News (topics) at once.
 
-Rows (each one `minimtl.training.train` call with the default weights; test scores of the best-on-dev epoch):
+Rows (each one `minimtl.machinery.run.train` call with the default weights; test scores of the best-on-dev epoch):
   shared-full     --data conll2003 --data ag_news              full fine-tuning, one model for both tasks
   conll-full      --data conll2003                              the same budget for NER alone
   ag-full         --data ag_news                                the same budget for topics alone
@@ -22,7 +22,7 @@ import json
 
 from common import RESULTS, ROOT, machine_info, parser, setup, write_results
 from minimtl.config import TrainConfig
-from minimtl.training import train
+from minimtl.machinery.run import train
 
 SHARED = ROOT.parent / "shared" / "data"
 FULL_EPOCHS = 2  # what fits: a shared full fine-tuning epoch over 18k sentences takes minutes on 2 cores

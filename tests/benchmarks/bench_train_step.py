@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from common import (alternate, file_order, machine_info, matmul_gflops, median, non_embedding_params, parser,
                     quiet_transformers, setup, snips_train_ids, timed, weights_dir, write_results)
 from minimtl import load_encoder
-from minimtl.machinery.batches import batches, collate, padding_fraction
+from minimtl.batching import batches, collate, padding_fraction
 from minimtl.model import HeadConfig, MultiTaskModel, multitask_loss
 
 BATCH, LR, DROPOUT = 32, 5e-5, 0.1

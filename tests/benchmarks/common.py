@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
 from minimtl.tokenization import Aligner  # noqa: E402
-from minimtl.machinery.batches import encode_split  # noqa: E402
+from minimtl.batching import encode_split  # noqa: E402
 from minimtl.machinery.data import LabelVocab, load_data  # noqa: E402
 from minimtl.machinery.download import fetch_default_weights  # noqa: E402
 

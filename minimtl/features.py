@@ -10,21 +10,17 @@ batch is one gather, with no per-sentence Python. Half precision halves the memo
 corpus add up) and costs nothing the heads can see: float16 keeps 11 significant bits, and the heads
 train in float32 on the widened values.
 
-The cache holds tensors only, never the model: the training loop builds it when the backbone is frozen
-for an epoch (`backbone_frozen`) and drops it as soon as gradual unfreezing thaws a layer.
+The cache holds tensors only, never the model: the training loop builds it when the whole encoder is
+frozen for an epoch (training.features_for_epoch) and drops it as soon as gradual unfreezing thaws a layer.
 """
 
 import time
 
 import torch
 
-from .batches import batches
+from .batching import batches
 
 ENCODE_BATCH = 64
-
-
-def backbone_frozen(model):
-    return not any(p.requires_grad for p in model.bert.parameters())
 
 
 class FeatureCache:

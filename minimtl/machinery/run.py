@@ -1,0 +1,241 @@
+"""A training run around the loop of training.py: what makes it safe to start, stop and continue.
+
+    build      data files -> vocabularies -> encoder + heads (the recipe resolved) -> (LoRA)
+    claim      --out checked and locked: only a minimtl run is ever replaced, one writer at a time
+    epochs     the lesson's optimizer_for_epoch / features_for_epoch / train_epoch, then dev, then one atomic
+               save of the run directory; Ctrl-C honoured between batches; early stop
+    finally    the best checkpoint reloaded from disk and scored on the test split; results.json
+
+Under torchrun every process runs this; rank 0 alone prints, holds the lock and writes (distributed.py).
+"""
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+from torch.nn.parallel import DistributedDataParallel
+
+from ..batching import epoch_batches, shard, steps_per_epoch
+from ..config import recipe as resolve_recipe
+from ..errors import UserError
+from ..evaluation import evaluate_sources, format_scores, selection_score
+from ..freezing import frozen_in_epoch, parameter_table, units
+from ..lora import add_lora
+from ..model import MultiTaskModel
+from ..tokenization import Aligner
+from ..training import features_for_epoch, lr_factor, optimizer_for_epoch, seed_everything, train_epoch
+from ..weights import load_encoder, trained_pooling
+from .checkpoint import MODEL_FILES, atomic_directory, load_checkpoint, write_json, write_logs, write_model
+from .distributed import Processes
+from .download import resolve_weights
+from .interrupts import Checked, ctrl_c_between_batches
+from .report import entity_tables
+from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
+from .rundir import RunLock, write_marker
+from .sources import check_tasks, encode_sources, load_sources, vocabularies
+
+
+def train(cfg, log=print, resume=False, ddp=Processes()):
+    """Train as configured (or continue the interrupted run in cfg.out when `resume`).
+
+    `ddp`: this process's place in a torchrun job (distributed.py); the default is a plain run.
+    Returns {"best_epoch", "dev": best dev scores, "test": test scores of the best checkpoint or None}; in a
+    torchrun job only rank 0 evaluates the test split, and the others return None there.
+    """
+    cfg.check()
+    log = log if ddp.main else lambda line: None  # one process speaks for the job
+    model, sources, weights_dir, recipe = build(cfg, log)  # every input file is read and checked here
+    first = frozen_in_epoch(model, cfg, 1)  # checks --freeze against this model, too
+    if set(units(model)) <= first and not cfg.unfreeze_schedule:
+        log("--freeze all: nothing can learn, so this only evaluates the untrained heads on the backbone")
+        return {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"), "test": test_scores(model, sources)}
+    out, device = Path(cfg.out), next(model.parameters()).device
+    progress = Progress()
+    with claimed(cfg, resume, sources, recipe, ddp), ddp.peers_watched(progress, out), \
+            ctrl_c_between_batches(progress, out, ddp.command(), ddp.stop_signals) as check_interrupt:
+        optimizer = progress.resume(out, model, cfg, recipe, log) if resume else None
+        log(parameter_table(model, frozen_in_epoch(model, cfg, progress.epoch + 1), recipe.learning_rates,
+                            recipe.layer_decay))
+        log(recipe.describe())
+        if ddp.launched:
+            log(f"global batch: {cfg.batch_size} sentences x {ddp.world} processes x {cfg.grad_accum} accumulated "
+                f"= {global_batch(cfg, ddp)} per optimizer step")
+        total_steps = steps_per_epoch(sources, cfg, ddp.world) * recipe.epochs  # optimizer steps of the whole job
+        schedule = partial(lr_factor, total=total_steps, warmup_steps=max(1, round(cfg.warmup * total_steps)))
+        features, bf16 = None, None
+        for epoch in range(progress.epoch + 1, recipe.epochs + 1):
+            optimizer = optimizer_for_epoch(model, cfg, recipe, epoch, optimizer, log)
+            features = features_for_epoch(model, sources, features, log)
+            bf16 = precision_for_epoch(recipe, cfg, device, features is not None, bf16, log)
+            # DDP watches what trains now: with the cache, the heads alone (the frozen encoder has no gradient).
+            net = DistributedDataParallel(model, device_ids=[ddp.device] if device.type == "cuda" else None) \
+                if ddp.launched else model
+            ddp.seed_epoch(cfg.seed, epoch)
+            micro_batches = Checked(shard(epoch_batches(sources, cfg, epoch), ddp.rank, ddp.world), check_interrupt)
+            try:
+                progress.step, stats = train_epoch(model, net, optimizer, micro_batches, schedule, progress.step, cfg,
+                                                   bf16, features, ddp.launched)
+            except FloatingPointError as e:
+                raise UserError(not_finite(*e.args, epoch, cfg)) from None
+            check_interrupt()
+            dev = evaluate_sources(model, sources, "dev", features, (ddp.rank, ddp.world))
+            record = progress.finish_epoch(epoch, stats.summary(optimizer, ddp.device), dev)
+            if ddp.main:
+                save_epoch(model, optimizer, progress, meta(cfg, recipe, sources, weights_dir, dev, ddp))
+            log(epoch_line(record, recipe))
+            check_interrupt()
+            if cfg.patience and epoch - progress.best_epoch >= cfg.patience:
+                log(f"early stop: no better dev score for {cfg.patience} epochs")
+                break
+        results = {"best_epoch": progress.best_epoch, "dev": progress.history[progress.best_epoch - 1]["dev"],
+                   "test": None}
+        if ddp.main:  # the test split once, by rank 0, from the checkpoint as infer.py will see it
+            results["test"] = test_scores(load_checkpoint(out)[0].to(device), sources)
+            if results["test"] is not None:
+                log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
+                if table := entity_tables(results["test"], [s.name for s in sources]):
+                    log(f"test entities by type:\n{table}")
+            write_json(out / "results.json", results)
+            write_marker(out, finished=True)  # --resume now refuses: the run is complete
+    return results
+
+
+@contextmanager
+def claimed(cfg, resume, sources, recipe, ddp):
+    """Hold --out for the whole run, once it is sure that training may write there (resume.py and rundir.py
+    have the rules): rank 0 writes, and locks it; resuming, every process reads the saved state.
+
+    Checked before the lock file is made beside it, so that a refused --out leaves its folder exactly as it
+    was, and again under the lock, since another process may have written there in between.
+    """
+    if ddp.main or resume:
+        claim_run_directory(cfg, resume, sources, recipe.epochs, ddp.world)
+    with ddp.main_only(RunLock(cfg.out)):
+        if ddp.main:
+            claim_run_directory(cfg, resume, sources, recipe.epochs, ddp.world)
+        ddp.barrier()  # the others go on once rank 0 holds the run directory
+        yield
+
+
+def build(cfg, log):
+    """(model on its device, data sources with their encoded splits, the weights directory, the recipe)."""
+    seed_everything(cfg.seed)
+    sources = load_sources(cfg.data)
+    weights_dir = resolve_weights(cfg.weights)
+    encoder = load_encoder(weights_dir)
+    aligner = Aligner.from_checkpoint(weights_dir, encoder.config.vocab_size)
+    positions = encoder.config.max_position_embeddings
+    if cfg.max_len > positions:
+        raise UserError(f"--max-len {cfg.max_len}: the model in {weights_dir} has only {positions} positions")
+    vocab = vocabularies(sources)
+    check_tasks(sources, cfg)
+    # Evaluation never cuts a sentence short: only the model's position table limits it.
+    encode_sources(sources, aligner, vocab, cfg, positions, log)
+    device = cfg.torch_device()
+    recipe = resolve_recipe(cfg, encoder.config, trained_pooling(weights_dir), len(vocab.labels or []),
+                            len(vocab.tags or []), device)
+    model = MultiTaskModel(encoder, recipe.heads, vocab.tags.names if vocab.tags else None)
+    if cfg.lora:  # wraps the target Linears; with adapters in the model, freezing.py freezes the backbone
+        add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    return model.to(device), sources, weights_dir, recipe
+
+
+def precision_for_epoch(recipe, cfg, device, cached, before, log):
+    """Whether this epoch's training steps run under bf16 autocast; said when it changes. Evaluation keeps its
+    own precision (evaluation.autocast)."""
+    bf16 = recipe.bf16_cached if cached else recipe.bf16
+    if bf16 != before:
+        log(f"training steps in {'bf16 autocast' if bf16 else 'float32'} on {device.type} "
+            f"(--precision {cfg.precision})")
+    return bf16
+
+
+def not_finite(value, step, epoch, cfg):
+    return (f"the loss became {value} at epoch {epoch}, step {step}: training stopped; "
+            + (f"the last good checkpoint in {cfg.out} is kept" if epoch > 1 else
+               "no epoch had finished, so nothing was saved")
+            + " (check the learning rates and loss weights)")
+
+
+def global_batch(cfg, ddp):
+    """Sentences per optimizer step (at most: a source's last batch may be smaller)."""
+    return cfg.batch_size * ddp.world * cfg.grad_accum
+
+
+def epoch_line(record, recipe):
+    return (f"epoch {record['epoch']:>2}/{recipe.epochs}  loss {record['loss']:.4f}  dev {format_scores(record['dev'])}"
+            f"  {record['sentences_per_second']:.0f} sent/s  padding {record['padding']:.1%}  "
+            f"{record['seconds']:.1f}s" + ("  *saved" if record["best"] else ""))
+
+
+# --- what a run keeps ------------------------------------------------------------------------------------
+
+@dataclass
+class Progress:
+    """Where a run stands: what the resume state holds besides tensors."""
+
+    epoch: int = 0
+    step: int = 0
+    best: float = -1.0
+    best_epoch: int = 0
+    history: list = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def finish_epoch(self, epoch, summary, dev):
+        score = selection_score(dev)
+        improved = score > self.best
+        if improved:
+            self.best, self.best_epoch = score, epoch
+        record = {"epoch": epoch, **summary, "dev": dev, "select": score, "best": improved,
+                  "seconds": time.perf_counter() - self.started}
+        self.history.append(record)
+        self.epoch, self.started = epoch, time.perf_counter()
+        return record
+
+    def to_json(self):
+        return {"epoch": self.epoch, "step": self.step, "best": self.best, "best_epoch": self.best_epoch,
+                "history": self.history}
+
+    def resume(self, out, model, cfg, recipe, log):
+        """Continue the interrupted run in `out`: its progress, weights, AdamW state and random states come
+        back; returns that AdamW."""
+        saved = read_progress(out)
+        for key in ("epoch", "step", "best", "best_epoch", "history"):
+            setattr(self, key, saved[key])
+        # The optimizer of the last finished epoch: what it trained is a function of the settings and epoch.
+        optimizer = optimizer_for_epoch(model, cfg, recipe, self.epoch)
+        load_state(out, model, optimizer, saved)
+        log(f"resuming after epoch {self.epoch} (best dev score {self.best:.4f} at epoch {self.best_epoch})")
+        return optimizer
+
+
+def meta(cfg, recipe, sources, weights_dir, dev, ddp):
+    """The "minimtl" section of a checkpoint's config.json: what inference needs, and where it came from."""
+    labels = next((s.labels.names for s in sources if s.labels), None)
+    tags = next((s.tags.names for s in sources if s.tags), None)
+    return {"labels": labels, "tags": tags, "max_len": cfg.max_len, "dev": dev, "weights": str(weights_dir),
+            "sources": {s.name: s.tasks for s in sources}, "train_args": asdict(cfg), "recipe": asdict(recipe),
+            "data_sha256": {s.name: s.sha256 for s in sources}, "world_size": ddp.world,
+            "global_batch": global_batch(cfg, ddp)}
+
+
+def save_epoch(model, optimizer, progress, checkpoint_meta):
+    """One atomic swap of the run directory (--out) per epoch: the best model (new, or carried over
+    unchanged), the resumable state and the logs always describe the same finished epoch."""
+    improved = progress.best_epoch == progress.epoch
+    settings = checkpoint_meta["train_args"]
+    with atomic_directory(settings["out"], carry=() if improved else MODEL_FILES) as tmp:
+        if improved:
+            write_model(tmp, model, {**checkpoint_meta, "epoch": progress.epoch}, checkpoint_meta["weights"])
+        save_state(tmp / STATE_DIR, model, optimizer,
+                   {**progress.to_json(), "config": settings, "data_sha256": checkpoint_meta["data_sha256"],
+                    "world_size": checkpoint_meta["world_size"]})
+        write_marker(tmp, finished=False)
+        write_logs(tmp, progress.history, progress.best_epoch)
+
+
+def test_scores(model, sources):
+    """Test metrics of every source that has a test split, or None when none has."""
+    return evaluate_sources(model, sources, "test") or None
