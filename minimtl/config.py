@@ -25,6 +25,12 @@ SAMPLINGS = ("proportional", "uniform", "temperature")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "bf16", "fp32")
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+# Activations grow with the batch: a micro-batch this large would not fit in any machine's memory with the
+# encoder's gradients, so it is a typo, not a setting.
+MAX_BATCH = 4096
+# More micro-batches per step than an epoch has only makes one step per epoch; far beyond, the loss scale
+# 1 / grad_accum is no longer a number torch can hold.
+MAX_ACCUM = 1_000_000
 
 
 def positive(v):
@@ -176,6 +182,9 @@ class TrainConfig:
                         raise UserError(f"{flag} must be one of {', '.join(choices)}, not {v!r}")
         if not self.data:
             raise UserError("--data: give at least one data folder or file")
+        if self.batch_size > MAX_BATCH or self.grad_accum > MAX_ACCUM:
+            raise UserError(f"--batch-size must be at most {MAX_BATCH} and --grad-accum at most {MAX_ACCUM:,}, not "
+                            f"{self.batch_size} and {self.grad_accum}")
         if self.max_len < 3:
             raise UserError("--max-len must be at least 3 ([CLS], one sub-token, [SEP])")
         if self.w_cls == 0 and self.w_ner == 0:

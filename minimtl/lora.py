@@ -92,6 +92,10 @@ def add_lora(encoder, rank, alpha, dropout, targets=DEFAULT_TARGETS):
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise UserError(f"unknown LoRA target {unknown[0]!r}: choose from {', '.join(TARGETS)}")
+    # B A has rank at most min(in, out) of the Linear it adapts: a larger r adds parameters, not capacity.
+    limit = min(min(encoder.layers[0].get_submodule(TARGETS[t]).weight.shape) for t in targets)
+    if rank > limit:
+        raise UserError(f"--lora {rank}: a rank-r update of these Linears has r at most {limit} (their smaller side)")
     wrapped = []
     for layer in encoder.layers:
         for target in dict.fromkeys(targets):  # a target named twice is wrapped once

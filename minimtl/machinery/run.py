@@ -54,7 +54,7 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
     out, device = Path(cfg.out), next(model.parameters()).device
     progress = Progress()
     with claimed(cfg, resume, sources, recipe, ddp), ddp.peers_watched(progress, out), \
-            ctrl_c_between_batches(progress, out, ddp.command(), ddp.stop_signals) as check_interrupt:
+            ctrl_c_between_batches(progress, out, ddp.command(), ddp.stop_signals) as ctrl_c:
         optimizer = progress.resume(out, model, cfg, recipe, log) if resume else None
         log(parameter_table(model, frozen_in_epoch(model, cfg, progress.epoch + 1), recipe.learning_rates,
                             recipe.layer_decay))
@@ -73,19 +73,20 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
             net = DistributedDataParallel(model, device_ids=[ddp.device] if device.type == "cuda" else None) \
                 if ddp.launched else model
             ddp.seed_epoch(cfg.seed, epoch)
-            micro_batches = Checked(shard(epoch_batches(sources, cfg, epoch), ddp.rank, ddp.world), check_interrupt)
+            micro_batches = Checked(shard(epoch_batches(sources, cfg, epoch), ddp.rank, ddp.world), ctrl_c.check)
             try:
                 progress.step, stats = train_epoch(model, net, optimizer, micro_batches, schedule, progress.step, cfg,
                                                    bf16, features, ddp.launched)
             except FloatingPointError as e:
                 raise UserError(not_finite(*e.args, epoch, cfg)) from None
-            check_interrupt()
             dev = evaluate_sources(model, sources, "dev", features, (ddp.rank, ddp.world))
             record = progress.finish_epoch(epoch, stats.summary(optimizer, ddp.device), dev)
-            if ddp.main:
-                save_epoch(model, optimizer, progress, meta(cfg, recipe, sources, weights_dir, dev, ddp))
+            with ctrl_c.saving():  # a first Ctrl-C waits for the save: what is on disk is then this epoch
+                if ddp.main:
+                    save_epoch(model, optimizer, progress, meta(cfg, recipe, sources, weights_dir, dev, ddp))
+                progress.saved = epoch
             log(epoch_line(record, recipe))
-            check_interrupt()
+            ctrl_c.check()
             if cfg.patience and epoch - progress.best_epoch >= cfg.patience:
                 log(f"early stop: no better dev score for {cfg.patience} epochs")
                 break
@@ -97,8 +98,9 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
                 log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
                 if table := entity_tables(results["test"], [s.name for s in sources]):
                     log(f"test entities by type:\n{table}")
-            write_json(out / "results.json", results)
-            write_marker(out, finished=True)  # --resume now refuses: the run is complete
+            with ctrl_c.saving():
+                write_json(out / "results.json", results)
+                write_marker(out, finished=True)  # --resume now refuses: the run is complete
     return results
 
 
@@ -182,6 +184,7 @@ class Progress:
     best_epoch: int = 0
     history: list = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    saved: int = 0  # the last epoch whose save ended: what --resume would continue from
 
     def finish_epoch(self, epoch, summary, dev):
         score = selection_score(dev)
@@ -204,6 +207,7 @@ class Progress:
         saved = read_progress(out)
         for key in ("epoch", "step", "best", "best_epoch", "history"):
             setattr(self, key, saved[key])
+        self.saved = self.epoch
         # The optimizer of the last finished epoch: what it trained is a function of the settings and epoch.
         optimizer = optimizer_for_epoch(model, cfg, recipe, self.epoch)
         load_state(out, model, optimizer, saved)
