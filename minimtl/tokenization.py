@@ -259,6 +259,10 @@ def split_text(aligner, text: str) -> list[Word]:
         limit = bounds[i + 1][0] if i + 1 < len(bounds) else len(text)
         while end < limit and unicodedata.category(text[end]).startswith("M"):
             end += 1
+        if words and start < words[-1].end:
+            # One character that normalises to several words ("‥" -> ". .") stays one word of the text.
+            previous = words.pop()
+            start, end = previous.start, max(end, previous.end)
         words.append(Word(text[start:end], start, end))
     return words
 
