@@ -74,7 +74,7 @@ def write_tokenizer(path, kind):
 
 # family -> (tokenizer kind, the class saved, its config: every shape unusual, nothing a default)
 FAMILIES = {
-    "bert": ("wordpiece-cased", "BertModel", "BertConfig", dict(
+    "bert": ("wordpiece-cased", "BertForMaskedLM", "BertConfig", dict(
         hidden_size=72, num_hidden_layers=3, num_attention_heads=6, intermediate_size=100,
         max_position_embeddings=80, type_vocab_size=3)),
     "roberta": ("bpe-files", "RobertaForMaskedLM", "RobertaConfig", dict(
