@@ -118,8 +118,8 @@ class Aligner:
             # each word is added by `Aligner.prefix`, not by the pre-tokenizer.
             tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         else:
-            raise UserError("no tokenizer files: expected tokenizer.json, vocab.txt (WordPiece) or vocab.json + "
-                            "merges.txt (byte-level BPE)", path=directory / "vocab.txt")
+            raise UserError("no vocab.txt (WordPiece), tokenizer.json or vocab.json + merges.txt (byte-level BPE): "
+                            "the checkpoint needs its tokenizer files", path=directory / "vocab.txt")
         try:
             aligner = cls(tokenizer)
         except ValueError as e:
