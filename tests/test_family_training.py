@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from conftest import ROOT
 from family_checkpoints import FAMILIES, write_checkpoint
+from minimtl import UserError
 from minimtl.config import TrainConfig
 from minimtl.inference import Predictor
 from minimtl.machinery.checkpoint import load_checkpoint
@@ -162,3 +163,17 @@ def test_the_clis_refuse_a_mixed_or_incomplete_checkpoint_in_one_line(runs, tiny
     one_line_error(cli("infer.py", "--checkpoint", no_merges, "Alice went to Paris."), no_merges / "merges.txt")
     one_line_error(cli("train.py", "--data", tiny_data, "--weights", small_vocab, "--out", tmp_path / "b"),
                    small_vocab / "vocab.json", "vocab_size")
+
+
+def test_a_run_whose_config_disagrees_with_its_weights_is_refused_before_it_is_built(runs, tmp_path):
+    _, out, _ = runs("roberta")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (bad / f.name).write_bytes(f.read_bytes())
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "vocab_size": 10 ** 12}))
+    with pytest.raises(UserError, match=r"model.safetensors: tensor shapes do not match the config: "
+                                        r"embeddings\.word_embeddings\.weight"):
+        load_checkpoint(bad)  # 10^12 rows would never fit in memory: refused from the header

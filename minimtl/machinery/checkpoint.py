@@ -159,9 +159,9 @@ def load_checkpoint(directory):
     """(MultiTaskModel in eval mode, meta) from a directory written by `write_model`."""
     directory = Path(directory)
     config, meta = read_meta(directory)
-    model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]), meta.get("tags"))
     weights = directory / "model.safetensors"
-    check_weights_fit(config, read_shapes(weights), weights)
+    check_weights_fit(config, read_shapes(weights), weights)  # before building: config.json may be absurd
+    model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]), meta.get("tags"))
     own = FAMILIES[config.model_type].prefix
 
     def rename(name):  # the encoder's tensors from its family's names; the heads' names are ours already
