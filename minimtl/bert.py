@@ -7,9 +7,9 @@ loading pretrained weights is a plain name match (see weights.py). `nn.ModuleDic
 where the reference implementation needs a whole class per level of nesting.
 
 RoBERTa, XLM-R, DistilBERT and ELECTRA are this same encoder with other tensor names (families.py maps
-them) and three small differences, each in one place in `Embeddings`: where positions start
-(`position_offset`), whether there is a token-type table, and ELECTRA's projection up from narrower
-embeddings. Their blocks are BERT's.
+them) and a few small differences, each in one place in `Embeddings`: where positions start
+(`position_offset`), whether there is a token-type table, DistilBERT's optional fixed sinusoid positions,
+and ELECTRA's projection up from narrower embeddings. Their blocks are BERT's.
 
 References:
 - Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers", https://arxiv.org/abs/1810.04805

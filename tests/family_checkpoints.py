@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 ROOT = Path(__file__).resolve().parents[1]
 FAIRSEQ_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's and XLM-R's ids 0-4
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# other scripts, accents, an emoji
 EXTRA = ["Zoë visited Köln, Zürich and 東京 with José 😀 last summer.", "Москва — столица России.",
          "Ça coûte 12,50 € !", "नमस्ते दुनिया", "مرحبا بالعالم"]
 
@@ -29,8 +30,9 @@ def byte_level_bpe(vocab_size=500):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(corpus(), trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=FAIRSEQ_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=FAIRSEQ_SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # all 256 bytes
+    tokenizer.train_from_iterator(corpus(), trainer)
     return tokenizer
 
 
