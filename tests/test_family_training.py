@@ -177,3 +177,18 @@ def test_a_run_whose_config_disagrees_with_its_weights_is_refused_before_it_is_b
     with pytest.raises(UserError, match=r"model.safetensors: tensor shapes do not match the config: "
                                         r"embeddings\.word_embeddings\.weight"):
         load_checkpoint(bad)  # 10^12 rows would never fit in memory: refused from the header
+
+
+def test_a_bert_run_written_before_families_still_loads(runs, tmp_path):
+    _, out, _ = runs("bert")
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (old / f.name).write_bytes(f.read_bytes())
+    config = json.loads((old / "config.json").read_text())
+    for key in ("model_type", "pad_token_id"):  # what runs of earlier versions did not write
+        del config[key]
+    (old / "config.json").write_text(json.dumps(config))
+    assert set(load_file(old / "model.safetensors")) >= {"bert.embeddings.word_embeddings.weight"}
+    assert Predictor.from_checkpoint(old).predict(TEXTS) == Predictor.from_checkpoint(out).predict(TEXTS)
