@@ -124,15 +124,15 @@ class Aligner:
             aligner = cls(tokenizer)
         except ValueError as e:
             raise UserError(str(e), path=path) from None
-        if vocab_size is not None and tokenizer.get_vocab_size() > vocab_size:
-            raise UserError(f"holds {tokenizer.get_vocab_size()} tokens but the model's config.json has "
-                            f"vocab_size {vocab_size}", path=path)
+        ids = max(tokenizer.get_vocab().values()) + 1  # ids need not be contiguous: the largest needs a row
+        if vocab_size is not None and ids > vocab_size:
+            raise UserError(f"holds {ids} tokens but the model's config.json has vocab_size {vocab_size}", path=path)
         return aligner
 
     def subtokens(self, sentences):
         """(ids, word_ids) per sentence, without [CLS]/[SEP], every word owning at least one position."""
-        # One batched call: the Rust side normalises, splits and runs WordPiece for all sentences in
-        # parallel. Each word still goes through the pre-tokenizer, so "Paris." is two sub-tokens of one word.
+        # One batched call: the Rust side normalises, splits and runs the tokenizer's model for all sentences
+        # in parallel. Each word still goes through the pre-tokenizer, so "Paris." is two sub-tokens of one word.
         if self.prefix:
             sentences = [[self.prefix + w for w in words] for words in sentences]
         encodings = self.tokenizer.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False)
