@@ -6,6 +6,11 @@ published checkpoints (`embeddings.word_embeddings`, `encoder.layer.0.attention.
 loading pretrained weights is a plain name match (see weights.py). `nn.ModuleDict` provides those names
 where the reference implementation needs a whole class per level of nesting.
 
+RoBERTa, XLM-R, DistilBERT and ELECTRA are this same encoder with other tensor names (families.py maps
+them) and a few small differences, each in one place in `Embeddings`: where positions start
+(`position_offset`), whether there is a token-type table, DistilBERT's optional fixed sinusoid positions,
+and ELECTRA's projection up from narrower embeddings. Their blocks are BERT's.
+
 References:
 - Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers", https://arxiv.org/abs/1810.04805
 - Vaswani et al. 2017, "Attention Is All You Need", https://arxiv.org/abs/1706.03762
@@ -21,7 +26,8 @@ import torch.nn.functional as F
 
 @dataclass
 class BertConfig:
-    """The encoder's shape. Field names are those of a published `config.json`, so one round-trips unchanged."""
+    """The encoder's shape. Field names are those of a published BERT `config.json` (families.py translates
+    the other families' keys), so one round-trips unchanged."""
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -29,17 +35,26 @@ class BertConfig:
     num_attention_heads: int = 12
     intermediate_size: int = 3072
     max_position_embeddings: int = 512
-    type_vocab_size: int = 2
+    type_vocab_size: int = 2  # 0: no token-type table at all (DistilBERT)
     layer_norm_eps: float = 1e-12
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     hidden_act: str = "gelu"
+    model_type: str = "bert"  # the family (families.py): its tensor names, and where positions start
+    pad_token_id: int = 0
+    embedding_size: int | None = None  # ELECTRA: narrower embeddings, projected up to hidden_size
+    sinusoidal_pos_embds: bool = False  # DistilBERT: a fixed sinusoid position table, not a learned one
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size", "layer_norm_eps"):
+                     "max_position_embeddings", "layer_norm_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        for name in ("type_vocab_size", "pad_token_id"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
+        if self.embedding_size is not None and self.embedding_size <= 0:
+            raise ValueError(f"embedding_size must be positive, not {self.embedding_size}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)}")
@@ -49,28 +64,56 @@ class BertConfig:
         if self.hidden_act != "gelu":
             # "gelu" in BERT configs means the exact erf form; the tanh approximations are other models.
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported (only 'gelu')")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_position_embeddings {self.max_position_embeddings} leaves no position after "
+                             f"the first {self.position_offset}")
+
+    @property
+    def position_offset(self):
+        """The first position row a sentence uses. RoBERTa and XLM-R (fairseq) number positions from
+        pad_token_id + 1, the rows below being reserved for padding; BERT's first token uses row 0."""
+        return self.pad_token_id + 1 if self.model_type in ("roberta", "xlm-roberta") else 0
+
+    @property
+    def max_tokens(self):
+        """The longest input, [CLS] and [SEP] included, that the position table can number."""
+        return self.max_position_embeddings - self.position_offset
 
 
 class Embeddings(nn.Module):
-    """word + position + token type, then LayerNorm and dropout."""
+    """word + position + token type, then LayerNorm and dropout (and ELECTRA's projection)."""
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
-        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        E = cfg.embedding_size or cfg.hidden_size
+        self.position_offset = cfg.position_offset
+        self.fixed_positions = cfg.sinusoidal_pos_embds
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, E)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, E)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, E) if cfg.type_vocab_size else None
+        self.LayerNorm = nn.LayerNorm(E, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        # ELECTRA's generator and discriminator share embeddings sized for the small generator; the
+        # discriminator projects them up to its own width.
+        self.project = nn.Linear(E, cfg.hidden_size) if E != cfg.hidden_size else None
 
     def forward(self, input_ids):
-        T = input_ids.shape[1]
-        if T > self.position_embeddings.num_embeddings:
-            raise ValueError(f"sequence of {T} tokens is longer than the {self.position_embeddings.num_embeddings} "
-                             "positions this model was trained with")
+        T, first = input_ids.shape[1], self.position_offset
+        if first + T > self.position_embeddings.num_embeddings:
+            raise ValueError(f"sequence of {T} tokens is longer than the "
+                             f"{self.position_embeddings.num_embeddings - first} positions this model was trained with")
+        # Batches are padded on the right, so a row's real tokens are always its first ones and take
+        # positions first, first + 1, ... (RoBERTa's cumulative count of non-padding tokens, plus its offset).
+        positions = self.position_embeddings.weight[first : first + T]  # (T, E)
+        if self.fixed_positions:
+            positions = positions.detach()  # no gradient, so AdamW never moves (nor decays) the sinusoids
+        x = self.word_embeddings(input_ids) + positions  # (B, T, E)
         # Both tasks read single sentences: every token is in segment 0, so that one row of the token-type
         # table is added to all of them (the table is kept only because pretrained files carry it).
-        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:T]  # (B, T, H)
-        return self.dropout(self.LayerNorm(x + self.token_type_embeddings.weight[0]))
+        if self.token_type_embeddings is not None:
+            x = x + self.token_type_embeddings.weight[0]
+        x = self.dropout(self.LayerNorm(x))
+        return x if self.project is None else self.project(x)  # (B, T, H)
 
 
 class TokenLayout:

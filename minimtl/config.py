@@ -86,8 +86,8 @@ class TrainConfig:
     data: list[str] = setting([DEMO_DATA], "a data folder (train + dev [+ test]) or one file: SNIPS/ATIS folders, "
                               "JSONL, CoNLL columns or CSV; give --data again to train on several sources at once, "
                               "each bringing the task(s) it has (default: the shipped demo set)", RUN)
-    weights: str = setting(DEFAULT_NAME, "a BERT checkpoint directory, or a name under weights/ (the default is "
-                           "fetched on first use)", RUN)
+    weights: str = setting(DEFAULT_NAME, "a checkpoint directory (BERT, RoBERTa, XLM-R, DistilBERT or ELECTRA: "
+                           "docs/families.md), or a name under weights/ (the default is fetched on first use)", RUN)
     out: str = setting("runs/latest", "run directory: best checkpoint, logs, resumable state; must be new, empty, "
                        "or an earlier run (with --overwrite)", RUN)
     overwrite: bool = setting(False, "replace the earlier minimtl run in --out (never anything else)", RUN)

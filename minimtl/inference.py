@@ -87,7 +87,7 @@ class Predictor:
         self.labels = meta.get("labels") or None
         self.tags = meta.get("tags") or None
         # The length the model was trained on; without it, the most its position embeddings allow.
-        self.max_len = int(meta.get("max_len") or model.bert.config.max_position_embeddings)
+        self.max_len = int(meta.get("max_len") or model.bert.config.max_tokens)
         # Overlap between windows: each word near a cut is read again with a quarter window of context.
         self.stride = self.max_len // 4
 

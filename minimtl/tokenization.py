@@ -1,7 +1,7 @@
 """Tokenization, and first-sub-token labels: how a word-level tag becomes a label the model can learn.
 
-The model reads WordPiece sub-tokens, but tags belong to words. So each word's tag is put on its *first*
-sub-token, and every other position gets IGNORE_INDEX, which the loss skips:
+The model reads sub-tokens (WordPiece, byte-level BPE or unigram pieces), but tags belong to words. So each
+word's tag is put on its *first* sub-token, and every other position gets IGNORE_INDEX, which the loss skips:
 
     words     Book      a      table  in     Strasbourg
     tokens    [CLS]  book  a  table  in  st  ##ras  ##bourg  [SEP]
@@ -15,10 +15,12 @@ run_ner does): the pieces of a `B-X` word after the first become `I-X`.
     enc, = aligner.encode([["Book", "a", "table", "in", "Strasbourg"]], max_len=128)
     aligner.labels(enc, ["O", "O", "O", "O", "B-LOC"], {"O": 0, "B-LOC": 1})
 
-WordPiece itself comes from the `tokenizers` library, configured exactly like the checkpoint's
-BertTokenizer, so the ids match what the checkpoint was trained on. Two details keep one prediction per word:
-a word that normalises to nothing (a control character, a zero-width space) still gets one [UNK] position,
-and training cuts a sentence longer than `max_len` (and says so).
+The tokenizer is the checkpoint's own, run by the `tokenizers` library: its tokenizer.json, or BERT's
+WordPiece rebuilt from vocab.txt exactly like its BertTokenizer, or RoBERTa's byte-level BPE from vocab.json
++ merges.txt; so the ids match what the checkpoint was trained on. [CLS] / [SEP] / [PAD] / [UNK] are
+<s> / </s> / <pad> / <unk> for RoBERTa and XLM-R. Two details keep one prediction per word: a word that
+normalises to nothing (a control character, a zero-width space) still gets one [UNK] position, and training
+cuts a sentence longer than `max_len` (and says so).
 
 Raw text at inference time is split here too, exactly as the tokenizer splits it, and long input is read in
 overlapping windows of whole words, so any length works and no word is lost:
@@ -60,53 +62,79 @@ class Word(NamedTuple):
     end: int
 
 
+SPECIALS = (("[CLS]", "[SEP]", "[PAD]", "[UNK]"),  # BERT, DistilBERT, ELECTRA
+            ("<s>", "</s>", "<pad>", "<unk>"))  # RoBERTa, XLM-R (fairseq's names)
+
+
 class Aligner:
+    """A checkpoint's own tokenizer, and how words become sub-tokens and back.
+
+    WordPiece marks a word's *continuations* (##ing); byte-level BPE (RoBERTa) and SentencePiece unigram (XLM-R)
+    mark its *start* instead, with the space before it (Ġ, ▁). In pretraining nearly every word followed a
+    space, so a word tokenized alone, without one, gets other pieces than it had there ("Paris" -> P, aris
+    instead of ĠParis): the first word of every sentence and every word split off mid-text ("Paris" in
+    "Paris.") would be read in a form the model rarely saw. So for those tokenizers each word is encoded with
+    a space before it (`prefix`), the way HF's add_prefix_space does; the same words then get the same pieces
+    in training and at inference, wherever they stand.
+    """
+
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
-        ids = [tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]")]
-        self.cls_id, self.sep_id, self.pad_id, self.unk_id = ids
+        vocab = tokenizer.get_vocab()
+        names = next((names for names in SPECIALS if all(t in vocab for t in names)), None)
+        if names is None:
+            raise ValueError("the vocabulary lacks the special tokens " + " or ".join(", ".join(n) for n in SPECIALS))
+        self.cls_id, self.sep_id, self.pad_id, self.unk_id = (vocab[t] for t in names)
+        marks_starts = isinstance(tokenizer.model, (models.BPE, models.Unigram))
+        self.prefix = " " if marks_starts else ""
+        # Raw text is cut into words where BERT cuts it (whitespace and punctuation) for every tokenizer: NER
+        # data is cut that way, and the byte-level and unigram pre-tokenizers would keep "Paris." whole.
+        self.splitter = tokenizer.pre_tokenizer if not marks_starts and tokenizer.pre_tokenizer else \
+            pre_tokenizers.BertPreTokenizer()
 
     @classmethod
     def from_checkpoint(cls, directory, vocab_size=None):
-        """The checkpoint's BertTokenizer, rebuilt from `vocab.txt` and `tokenizer_config.json`. Given the
-        model's `vocab_size`, every id the tokenizer can produce must have a row in its embedding table."""
+        """The checkpoint's tokenizer: `tokenizer.json` when there is one (any model `tokenizers` reads), else
+        WordPiece from `vocab.txt` (+ `tokenizer_config.json`), else byte-level BPE from `vocab.json` +
+        `merges.txt`. Given the model's `vocab_size`, every id the tokenizer can produce must have a row in its
+        embedding table."""
         directory = Path(directory)
-        vocab = directory / "vocab.txt"
-        if not vocab.is_file():
-            raise UserError("no vocab.txt: the checkpoint needs its WordPiece vocabulary", path=vocab)
-        lowercase = True  # BertTokenizer's default when the config does not say
-        config_path = directory / "tokenizer_config.json"
-        if config_path.is_file():
-            try:
-                config = json.loads(config_path.read_text(encoding="utf-8"))
-                lowercase = bool(config.get("do_lower_case", True))
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-                raise UserError(f"not a valid tokenizer config: {e}", path=config_path) from None
+        if (directory / "tokenizer.json").is_file():
+            path = directory / "tokenizer.json"
+            tokenizer = read_native(Tokenizer.from_file, path, "cannot read the tokenizer", str(path))
+            tokenizer.no_padding()  # the batches pad themselves; published files often pad to a fixed length
+            tokenizer.no_truncation()
+        elif (directory / "vocab.txt").is_file():
+            path = directory / "vocab.txt"
+            tokenizer = wordpiece_tokenizer(path, directory / "tokenizer_config.json")
+        elif (directory / "vocab.json").is_file():
+            path, merges = directory / "vocab.json", directory / "merges.txt"
+            if not merges.is_file():
+                raise UserError("no merges.txt beside vocab.json: byte-level BPE needs both", path=merges)
+            bpe = read_native(models.BPE.from_file, merges, "cannot read the BPE vocabulary and merges",
+                              str(path), str(merges))
+            tokenizer = Tokenizer(bpe)
+            # Byte-level: every byte is a symbol of the vocabulary, so no text is ever unknown. The space before
+            # each word is added by `Aligner.prefix`, not by the pre-tokenizer.
+            tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        else:
+            raise UserError("no vocab.txt (WordPiece), tokenizer.json or vocab.json + merges.txt (byte-level BPE): "
+                            "the checkpoint needs its tokenizer files", path=directory / "vocab.txt")
         try:
-            # 100 is BertTokenizer's limit: longer words become a single [UNK], as in pretraining.
-            wordpiece = models.WordPiece.from_file(
-                str(vocab), unk_token="[UNK]", max_input_chars_per_word=100
-            )
-        except Exception as e:  # tokenizers raises a plain Exception for an unreadable vocabulary
-            raise UserError(f"cannot read the vocabulary: {e}", path=vocab) from None
-        tokenizer = Tokenizer(wordpiece)
-        # strip_accents=None follows `lowercase`, as in BertTokenizer: uncased models also strip accents.
-        tokenizer.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
-        )
-        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        missing = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") if tokenizer.token_to_id(t) is None]
-        if missing:
-            raise UserError(f"the vocabulary lacks the special tokens {', '.join(missing)}", path=vocab)
-        if vocab_size is not None and tokenizer.get_vocab_size() > vocab_size:
-            raise UserError(f"holds {tokenizer.get_vocab_size()} tokens but the model's config.json has "
-                            f"vocab_size {vocab_size}", path=vocab)
-        return cls(tokenizer)
+            aligner = cls(tokenizer)
+        except ValueError as e:
+            raise UserError(str(e), path=path) from None
+        ids = max(tokenizer.get_vocab().values()) + 1  # ids need not be contiguous: the largest needs a row
+        if vocab_size is not None and ids > vocab_size:
+            raise UserError(f"holds {ids} tokens but the model's config.json has vocab_size {vocab_size}", path=path)
+        return aligner
 
     def subtokens(self, sentences):
         """(ids, word_ids) per sentence, without [CLS]/[SEP], every word owning at least one position."""
-        # One batched call: the Rust side normalises, splits and runs WordPiece for all sentences in
-        # parallel. Each word still goes through the pre-tokenizer, so "Paris." is two sub-tokens of one word.
+        # One batched call: the Rust side normalises, splits and runs the tokenizer's model for all sentences
+        # in parallel. Each word still goes through the pre-tokenizer, so "Paris." is two sub-tokens of one word.
+        if self.prefix:
+            sentences = [[self.prefix + w for w in words] for words in sentences]
         encodings = self.tokenizer.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False)
         out = []
         for words, e in zip(sentences, encodings):
@@ -179,20 +207,50 @@ def room(max_len):
     return max_len - 2
 
 
+def read_native(reader, path, what, *args, **kwargs):
+    """`reader(*args, **kwargs)`, a `tokenizers` file reader, its failure (a plain Exception) a UserError."""
+    try:
+        return reader(*args, **kwargs)
+    except Exception as e:
+        raise UserError(f"{what}: {e}", path=path) from None
+
+
+def wordpiece_tokenizer(vocab, config_path):
+    """BertTokenizer, rebuilt from `vocab.txt` and the lower-casing in `tokenizer_config.json`."""
+    lowercase = True  # BertTokenizer's default when the config does not say
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            lowercase = bool(config.get("do_lower_case", True))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise UserError(f"not a valid tokenizer config: {e}", path=config_path) from None
+    # 100 is BertTokenizer's limit: longer words become a single [UNK], as in pretraining.
+    tokenizer = Tokenizer(read_native(models.WordPiece.from_file, vocab, "cannot read the vocabulary", str(vocab),
+                                      unk_token="[UNK]", max_input_chars_per_word=100))
+    # strip_accents=None follows `lowercase`, as in BertTokenizer: uncased models also strip accents.
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tokenizer
+
+
 # --- raw text at inference time: words with character offsets, then overlapping windows ------------
 
 def split_text(aligner, text: str) -> list[Word]:
-    """Split raw text into words exactly as BERT does, with character offsets into `text`.
+    """Split raw text into words as BERT does, with character offsets into `text`.
 
-    Splitting the *normalised* text (what the checkpoint's tokenizer does) means CJK characters
-    become one word each, "Paris." becomes "Paris" and ".", and text that normalises away (control
+    Splitting the *normalised* text (what the checkpoint's tokenizer does) means that for BERT CJK
+    characters become one word each, "Paris." becomes "Paris" and ".", and text that normalises away (control
     characters, zero-width spaces) belongs to no word. The tokenizers library tracks how normalising
     moved every character, so offsets point into the original string; we ask for them in characters
-    (code points, as Python indexes strings), not in UTF-8 bytes.
+    (code points, as Python indexes strings), not in UTF-8 bytes. Byte-level BPE and unigram tokenizers cut
+    the words the same way (`Aligner.splitter`), after their own normaliser if they have one.
     """
     pre = PreTokenizedString(text)
-    pre.normalize(aligner.tokenizer.normalizer.normalize)
-    aligner.tokenizer.pre_tokenizer.pre_tokenize(pre)
+    if aligner.tokenizer.normalizer is not None:
+        pre.normalize(aligner.tokenizer.normalizer.normalize)
+    aligner.splitter.pre_tokenize(pre)
     bounds = [span for _, span, _ in pre.get_splits(offset_referential="original", offset_type="char")]
     words = []
     for i, (start, end) in enumerate(bounds):
@@ -201,6 +259,10 @@ def split_text(aligner, text: str) -> list[Word]:
         limit = bounds[i + 1][0] if i + 1 < len(bounds) else len(text)
         while end < limit and unicodedata.category(text[end]).startswith("M"):
             end += 1
+        if words and start < words[-1].end:
+            # One character that normalises to several words ("‥" -> ". .") stays one word of the text.
+            previous = words.pop()
+            start, end = previous.start, max(end, previous.end)
         words.append(Word(text[start:end], start, end))
     return words
 

@@ -1,38 +1,32 @@
-"""Pretrained weights: a published BERT checkpoint directory -> a `Bert` with its weights loaded.
+"""Pretrained weights: a published checkpoint directory -> a `Bert` with its weights loaded.
 
-A checkpoint is a directory with `config.json` + `model.safetensors` (+ `vocab.txt` for the tokenizer).
-Published BERT files come in a few dialects; they are all mapped onto the one set of names that
-`Bert` uses, and anything else in the file (MLM/NSP heads, the pooler, buffers) is ignored, never guessed at:
+A checkpoint is a directory with `config.json` + `model.safetensors` (+ the tokenizer's files). Its family
+(`model_type`: BERT, RoBERTa, XLM-R, DistilBERT, ELECTRA) decides how its tensors are named; families.py maps
+every dialect onto the one set of names that `Bert` uses, and anything else in the file (MLM/NSP heads, the
+pooler, buffers) is ignored, never guessed at:
 
     bert.encoder.layer.0...          -> encoder.layer.0...        (checkpoints saved from BertFor* models)
     ...LayerNorm.gamma / .beta       -> ...LayerNorm.weight / .bias (the original TensorFlow port)
+    distilbert.transformer.layer.0.attention.q_lin -> encoder.layer.0.attention.self.query   (and so on)
+
+The file's header alone (a few KB) gives every tensor's shape, so a config.json that disagrees with its
+weights (an absurd vocab_size or layer count) is refused before anything is built or allocated.
 
 The default checkpoint, all-MiniLM-L6-v2, is fetched on first use (`python -m minimtl.machinery.download`).
 """
 
-from dataclasses import fields
+import re
 from pathlib import Path
 
-from safetensors import SafetensorError
+import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from .bert import Bert, BertConfig
+from .bert import Bert
 from .errors import UserError, read_json
+from .families import FAMILIES, our_name, read_config
 
 DEFAULT_NAME = "all-MiniLM-L6-v2"  # the default --weights: 6 layers, 384 wide, uncased
-
-
-def canonical_name(name):
-    """A published tensor name in our naming, or None for tensors the encoder does not use."""
-    if name.startswith("bert."):
-        name = name[len("bert."):]
-    if name.endswith("LayerNorm.gamma"):
-        name = name[: -len("gamma")] + "weight"
-    elif name.endswith("LayerNorm.beta"):
-        name = name[: -len("beta")] + "bias"
-    if name == "embeddings.position_ids" or not name.startswith(("embeddings.", "encoder.")):
-        return None
-    return name
 
 
 def read_state_dict(path):
@@ -45,7 +39,30 @@ def read_state_dict(path):
         raise UserError(f"not a readable safetensors file ({e})", path) from None
 
 
-def match_state_dict(module, tensors, source, verbose=False, rename=canonical_name):
+def read_shapes(path):
+    """name -> shape of every tensor in a safetensors file, read from its header: no tensor is loaded."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except FileNotFoundError:
+        raise UserError("weights file not found", path) from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"not a readable safetensors file ({e})", path) from None
+
+
+def check_shapes(expected, found, source, hint=""):
+    """Every name in `expected` (name -> shape) must be in `found` with that shape; `hint` ends the message."""
+    missing = sorted(set(expected) - set(found))
+    wrong = [f"{k} {tuple(found[k])} (expected {tuple(v)})" for k, v in expected.items()
+             if k in found and tuple(found[k]) != tuple(v)]
+    if missing:
+        raise UserError(f"missing tensors: {', '.join(missing[:8])}" + (f" and {len(missing) - 8} more"
+                        if len(missing) > 8 else "") + hint, source)
+    if wrong:
+        raise UserError(f"tensor shapes do not match the config: {'; '.join(wrong[:8])}" + hint, source)
+
+
+def match_state_dict(module, tensors, source, verbose=False, rename=lambda name: name):
     """Load `tensors` into `module`, demanding every parameter and its exact shape.
 
     `rename` maps a file's tensor name to the module's (None = not ours, ignored).
@@ -58,40 +75,33 @@ def match_state_dict(module, tensors, source, verbose=False, rename=canonical_na
         else:
             renamed[ours] = tensor
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(renamed))
-    wrong = [f"{k} {tuple(renamed[k].shape)} (expected {tuple(v.shape)})"
-             for k, v in expected.items() if k in renamed and renamed[k].shape != v.shape]
-    if missing:
-        raise UserError(f"missing tensors: {', '.join(missing[:8])}" + (f" and {len(missing) - 8} more"
-                        if len(missing) > 8 else ""), source)
-    if wrong:
-        raise UserError(f"tensor shapes do not match the config: {'; '.join(wrong[:8])}", source)
+    check_shapes({k: v.shape for k, v in expected.items()}, {k: v.shape for k, v in renamed.items()}, source)
     unused = sorted(set(renamed) - set(expected)) + ignored
     if verbose and unused:
         print(f"{source}: ignored {len(unused)} tensors the model does not use: {', '.join(sorted(unused))}")
     module.load_state_dict({k: renamed[k] for k in expected})
 
 
-def bert_config(raw, path):
-    """The BertConfig in `raw`, the content of `path` (a config.json): every known field of the right type and
-    in range, or a UserError naming the file and the key. Other keys (architectures, ...) are ignored."""
-    if not isinstance(raw, dict):
-        raise UserError("is not a JSON object", path)
-    values = {}
-    for field in fields(BertConfig):
-        if field.name not in raw:
-            continue
-        value, kind = raw[field.name], field.type
-        ok = isinstance(value, str) if kind is str else (
-            isinstance(value, (int, float)) and not isinstance(value, bool)
-            and (kind is float or float(value).is_integer()))
-        if not ok:
-            raise UserError(f"field {field.name!r} should be {kind.__name__}, got {value!r}", path)
-        values[field.name] = kind(value)
-    try:
-        return BertConfig(**values)
-    except ValueError as e:
-        raise UserError(str(e), path) from None
+def check_weights_fit(config, shapes, source):
+    """Refuse a weights file (its header's `shapes`) that does not fit `config`, before anything is built.
+
+    The layer count is compared first, so that an absurd num_hidden_layers never even builds modules; the other
+    shapes come from a `Bert` on the meta device, which has shapes and no memory.
+    """
+    own = FAMILIES[config.model_type].prefix
+    found = {ours: shape for name, shape in shapes.items() if (ours := our_name(name, config.model_type))}
+    # A mixed checkpoint (say a RoBERTa config over BERT's tensors) is named as such.
+    others = sorted({f.prefix for f in FAMILIES.values() if f.prefix != own and any(n.startswith(f.prefix)
+                                                                                     for n in shapes)})
+    hint = (f" (its tensors are named {', '.join(p + '*' for p in others)}, but config.json says model_type "
+            f"{config.model_type!r})") if others else ""
+    layers = {int(m[1]) for name in found if (m := re.match(r"encoder\.layer\.(\d+)\.", name))}
+    if len(layers) != config.num_hidden_layers or max(layers, default=-1) != len(layers) - 1:  # not 0 .. n-1
+        raise UserError(f"holds {len(layers)} encoder layers, but config.json asks for {config.num_hidden_layers}"
+                        + hint, source)
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in Bert(config).state_dict().items()}
+    check_shapes(expected, found, source, hint)
 
 
 def load_encoder(path, verbose=False):
@@ -103,9 +113,12 @@ def load_encoder(path, verbose=False):
     path = Path(path)
     if not path.is_dir():
         raise UserError("checkpoint directory not found (expected config.json + model.safetensors)", path)
-    config = path / "config.json"
-    encoder = Bert(bert_config(read_json(config, missing="config file not found"), config))
-    match_state_dict(encoder, read_state_dict(path / "model.safetensors"), path / "model.safetensors", verbose)
+    config_path, weights = path / "config.json", path / "model.safetensors"
+    config = read_config(read_json(config_path, missing="config file not found"), config_path)
+    check_weights_fit(config, read_shapes(weights), weights)
+    encoder = Bert(config)
+    match_state_dict(encoder, read_state_dict(weights), weights, verbose,
+                     rename=lambda name: our_name(name, config.model_type))
     return encoder.eval()
 
 

@@ -169,7 +169,7 @@ DAMAGE = {
     "not_json": (lambda d: (d / "config.json").write_text("{not json"), "config.json"),
     "version": (lambda d: (d / "config.json").write_text(
         (d / "config.json").read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 999')), "999"),
-    "no_vocab": (lambda d: (d / "vocab.txt").unlink(), "vocab.txt"),
+    "no_vocab": (lambda d: [(d / name).unlink() for name in ("tokenizer.json", "vocab.txt")], "vocab.txt"),
     "truncated": (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
                   "model.safetensors"),
     "no_checkpoint": (shutil.rmtree, "no checkpoint"),

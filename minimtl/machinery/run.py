@@ -128,7 +128,7 @@ def build(cfg, log):
     weights_dir = resolve_weights(cfg.weights)
     encoder = load_encoder(weights_dir)
     aligner = Aligner.from_checkpoint(weights_dir, encoder.config.vocab_size)
-    positions = encoder.config.max_position_embeddings
+    positions = encoder.config.max_tokens
     if cfg.max_len > positions:
         raise UserError(f"--max-len {cfg.max_len}: the model in {weights_dir} has only {positions} positions")
     vocab = vocabularies(sources)
