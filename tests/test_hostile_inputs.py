@@ -1,0 +1,224 @@
+"""Input built to break the machine, not merely wrong: each class of it is refused in one line, at its root.
+
+* readers that recurse or echo: JSON nested 100,000 deep, a 1 MB word, terminal escapes in a file name;
+* writing where it must not: `--html` at a symlink, a device, a FIFO, and temporaries a SIGKILL left;
+* silent misreads: IOB1 tags (read as BIO, said once in the log) and a CSV written label,text (refused);
+* resume state that does not fit the model: every tensor and random state is checked before the first step;
+* small holes: a label index written '²', a CSV text longer than Python's csv field limit;
+* the operating system saying no: stdout on a full device or closed, stdin closed or a directory.
+
+The CLI promises run the real commands in a subprocess: exit code 2, one `error: ...` line, no traceback.
+"""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from hypothesis import given, settings, strategies as st
+from safetensors.torch import load_file, save_file
+
+from minimtl.config import TrainConfig
+from minimtl.errors import MAX_DEPTH, MAX_LINE, UserError, parse_json, quote, read_json
+from minimtl.machinery.data import load_data, load_split
+from minimtl.machinery.formats import Example, bio_from_iob1
+from minimtl.machinery.html import write_html
+from minimtl.machinery.interrupts import Interrupted
+from minimtl.machinery.resume import resume_config
+from minimtl.training import train
+
+MEGABYTE_WORD = "x" * 1_000_000
+
+
+def write(path, content):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content, encoding="utf-8")
+    return path
+
+
+def error_of(call, *args):
+    with pytest.raises(UserError) as caught:
+        call(*args)
+    return str(caught.value)
+
+
+# --- 1. readers that recurse or echo ---------------------------------------------------------------------
+
+JSONL_LINE = '{"tokens": ["Alice", "visited", "Paris"], "tags": ["B-PER", "O", "B-LOC"], "label": "travel"}'
+
+
+@pytest.mark.parametrize("nested", ["[" * 100_000, '{"a":' * 100_000, "[" * 100_000 + "]" * 100_000,
+                                    '{"tokens": ' + "[" * 5000 + "]" * 5000 + "}"])
+def test_deep_json_line_is_one_error_naming_the_line(tmp_path, nested):
+    write(tmp_path / "train.jsonl", JSONL_LINE + "\n" + nested + "\n")
+    write(tmp_path / "dev.jsonl", JSONL_LINE + "\n")
+    message = error_of(load_data, tmp_path)
+    assert message.startswith(f"{tmp_path / 'train.jsonl'}:2: ") and f"deeper than {MAX_DEPTH} levels" in message
+    assert len(message) < 300
+
+
+def test_deep_config_json_is_one_error(tmp_path):
+    path = write(tmp_path / "config.json", '{"hidden_size": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert error_of(read_json, path).startswith(f"{path}: JSON nested deeper than {MAX_DEPTH} levels")
+
+
+def test_nesting_up_to_the_limit_and_brackets_inside_strings_are_fine():
+    value = parse_json("[" * MAX_DEPTH + "1" + "]" * MAX_DEPTH, "f")
+    for _ in range(MAX_DEPTH):
+        value = value[0]
+    assert value == 1
+    text = json.dumps({"text": "[{" * 10_000, "quote": 'a "[" b \\ ['})
+    assert parse_json(text, "f") == json.loads(text)
+    with pytest.raises(UserError, match=f"deeper than {MAX_DEPTH}"):
+        parse_json("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), "f")
+
+
+def test_a_number_too_long_to_convert_is_one_error(tmp_path):
+    write(tmp_path / "classes.txt", "travel\nmusic\n")
+    write(tmp_path / "train.jsonl", '{"text": "fly home", "label": ' + "1" * 5000 + "}\n")
+    write(tmp_path / "dev.jsonl", '{"text": "fly home", "label": 0}\n')
+    assert error_of(load_data, tmp_path).startswith(f"{tmp_path / 'train.jsonl'}:1: a JSON number of more digits")
+
+
+@pytest.mark.parametrize("files, where", [
+    ({"train.txt": "Alice B-PER\n" + MEGABYTE_WORD + "\n", "dev.txt": "Bob B-PER\n"}, "train.txt:2"),
+    ({"train.txt": f"Alice {MEGABYTE_WORD}\n", "dev.txt": "Bob B-PER\n"}, "train.txt:1"),  # a 1 MB tag
+    ({"classes.txt": "travel\nmusic\n", "train.csv": f"fly home,{MEGABYTE_WORD}\n", "dev.csv": "a,travel\n"},
+     "train.csv:1"),
+    ({"classes.txt": f"travel\n{MEGABYTE_WORD}\n{MEGABYTE_WORD}\n", "train.csv": "a,0\n", "dev.csv": "b,0\n"},
+     "classes.txt:3"),
+])
+def test_a_megabyte_of_user_text_is_quoted_as_a_short_excerpt(tmp_path, files, where):
+    for name, content in files.items():
+        write(tmp_path / name, content)
+    message = error_of(load_data, tmp_path)
+    assert message.startswith(f"{tmp_path / where}: ") and "(1,000,000 characters)" in message
+    assert len(message) < 300
+
+
+def test_error_lines_escape_what_a_terminal_would_act_on():
+    label = "a\x1b[2J\x07b"
+    message = str(UserError(f"label {quote(label)} unknown \x1b[31m red", path="texts\n\u202e.txt", line=3))
+    assert message.isprintable() and "\n" not in message
+    assert message == "texts\\n\\u202e.txt:3: label 'a\\x1b[2J\\x07b' unknown \\x1b[31m red"
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(), path=st.text(max_size=300), line=st.none() | st.integers(1, 10**9))
+def test_any_error_line_is_one_bounded_printable_line(text, path, line):
+    message = str(UserError(f"{text} and {quote(text)}", path=path, line=line))
+    assert message.isprintable() and len(message) <= MAX_LINE + 5
+    assert len(quote(text)) <= len(repr("\U000e0001")) * 40 + len("... (1,000,000,000 characters)")
+
+
+def test_a_long_message_keeps_both_ends():
+    message = str(UserError("the start " + "y" * 10**6 + " the end"))
+    assert len(message) <= MAX_LINE + 5 and message.startswith("the start") and message.endswith("the end")
+
+
+# --- 3. silent misreads -----------------------------------------------------------------------------------
+
+# The first sentences of the original CoNLL-2003 eng.train, in IOB1, and the same in BIO.
+IOB1_CONLL = ("-DOCSTART- -X- O O\n\nEU NNP I-NP I-ORG\nrejects VBZ I-VP O\nGerman JJ I-NP I-MISC\n"
+              "call NN I-NP O\n\nPeter NNP I-NP I-PER\nBlackburn NNP I-NP I-PER\n\n"
+              "BRUSSELS NNP I-NP I-LOC\n1996-08-22 CD I-NP O\n\n"
+              "Japan NNP I-NP I-LOC\nChina NNP I-NP B-LOC\nKorea NNP I-NP B-LOC\nand CC O O\nEU NNP I-NP I-ORG\n")
+BIO_TAGS = [("B-ORG", "O", "B-MISC", "O"), ("B-PER", "I-PER"), ("B-LOC", "O"),
+            ("B-LOC", "B-LOC", "B-LOC", "O", "B-ORG")]
+
+
+def test_iob1_conll_is_read_as_bio_and_said_once(tmp_path):
+    write(tmp_path / "train.txt", IOB1_CONLL)
+    write(tmp_path / "dev.txt", "Bonn I-LOC\nand O\nParis I-LOC\nB-LOC B-LOC\n")
+    write(tmp_path / "test.txt", "Bonn B-LOC\nsaw O\n")  # BIO already: left as it is
+    splits = load_data(tmp_path)
+    assert [ex.tags for ex in splits.train] == BIO_TAGS
+    assert splits.dev[0].tags == ("B-LOC", "O", "B-LOC", "B-LOC")
+    assert splits.test[0].tags == ("B-LOC", "O")
+    assert len(splits.notes) == 2 and all("IOB1" in note and "read as BIO" in note for note in splits.notes)
+    assert splits.notes[0].startswith(str(tmp_path / "train.txt"))
+    examples, description = load_split(tmp_path / "train.txt")
+    assert [ex.tags for ex in examples] == BIO_TAGS and "IOB1" in description
+
+
+def test_bio_with_a_stray_i_tag_is_not_converted(tmp_path):
+    write(tmp_path / "train.txt", "Alice B-PER\nvisited O\nParis I-LOC\n\nBob B-PER\nI-PER I-PER\n")
+    write(tmp_path / "dev.txt", "Eve B-PER\n")
+    splits = load_data(tmp_path)
+    assert splits.train[0].tags == ("B-PER", "O", "I-LOC") and splits.notes == []
+
+
+SPANS = st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3), st.sampled_from(["PER", "LOC"])), max_size=5)
+
+
+def spans_to_tags(spans, iob1):
+    """A sentence of gaps and entities (gap length, entity length, type), tagged as BIO or as IOB1."""
+    tags, before = [], ""
+    for gap, length, kind in spans:
+        tags += ["O"] * gap
+        opener = "B" if not iob1 or (gap == 0 and before == kind) else "I"
+        tags += [f"{opener}-{kind}"] + [f"I-{kind}"] * (length - 1)
+        before = kind
+    return tuple(tags) or ("O",)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(SPANS, min_size=1, max_size=6))
+def test_iob1_and_bio_of_the_same_entities_read_the_same(sentences):
+    bio = [Example(tuple("w" * len(spans_to_tags(s, False))), spans_to_tags(s, False)) for s in sentences]
+    iob1 = [Example(ex.words, spans_to_tags(s, True)) for ex, s in zip(bio, sentences)]
+    assert bio_from_iob1(bio) == (bio, False)  # BIO is never converted
+    converted, was_iob1 = bio_from_iob1(iob1)
+    assert converted == bio and was_iob1 == any(sentences)
+
+
+SWAPPED = "".join(f"{label},{text}\n" for label, text in [
+    ("travel", "book a flight to Paris"), ("music", "play some jazz please"), ("travel", "fly me home"),
+    ("music", "put on the new album"), ("weather", "will it rain tomorrow"), ("travel", "find a cheap hotel")])
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (SWAPPED, "the columns look swapped: the second column, read as labels, holds 6 different texts"),
+    ("label,text\n" + SWAPPED, "the header is label,text: write the columns as text,label"),
+])
+def test_a_label_first_csv_is_refused(tmp_path, content, fragment):
+    write(tmp_path / "train.csv", content)
+    write(tmp_path / "dev.csv", "fly home,travel\n")
+    message = error_of(load_data, tmp_path)
+    assert message.startswith(f"{tmp_path / 'train.csv'}") and fragment in message
+
+
+def test_csv_with_labels_of_several_words_is_not_taken_for_swapped(tmp_path):
+    write(tmp_path / "train.csv", "book a flight,air travel\nplay jazz,live music\nfly home,air travel\n"
+                                  "rain,weather\n")  # labels of several words, texts as varied: no swap
+    write(tmp_path / "dev.csv", "Paris,city\n")
+    assert [ex.label for ex in load_data(tmp_path).train] == ["air travel", "live music", "air travel", "weather"]
+
+
+# --- 5. smaller holes -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("label", ["\u00b2", "\u0663", "1" * 4000, "0" * 30 + "1"])
+def test_a_label_that_is_no_ascii_index_is_one_error(tmp_path, label):
+    write(tmp_path / "classes.txt", "travel\nmusic\n")
+    write(tmp_path / "train.csv", f"fly home,travel\nplay jazz,{label}\n")
+    write(tmp_path / "dev.csv", "fly home,1\n")
+    message = error_of(load_data, tmp_path)
+    assert message.startswith(f"{tmp_path / 'train.csv'}:2: label ") and "nor an index 0-1" in message
+
+
+def test_a_csv_text_longer_than_the_csv_field_limit_is_read(tmp_path):
+    long_text = " ".join(["word"] * 60_000)  # 300,000 characters: over Python's default 131,072
+    write(tmp_path / "train.csv", f'text,label\n"{long_text}",travel\nplay jazz,music\n')
+    write(tmp_path / "dev.csv", "fly home,travel\n")
+    before = csv.field_size_limit()
+    splits = load_data(tmp_path)
+    assert len(splits.train[0].words) == 60_000 and csv.field_size_limit() == before
