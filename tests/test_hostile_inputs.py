@@ -222,3 +222,91 @@ def test_a_csv_text_longer_than_the_csv_field_limit_is_read(tmp_path):
     before = csv.field_size_limit()
     splits = load_data(tmp_path)
     assert len(splits.train[0].words) == 60_000 and csv.field_size_limit() == before
+
+
+# --- 2. writing where it must not (--html PATH) -----------------------------------------------------------
+
+PAGE = [{"text": "Alice in Paris.", "entities": [{"type": "PER", "start": 0, "end": 5, "confidence": 0.9}]}]
+
+
+def listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_symlink_is_refused_and_left_pointing_where_it_did(tmp_path):
+    target = write(tmp_path / "mine.html", "my own page")
+    (tmp_path / "page.html").symlink_to(target)
+    assert "is a symbolic link" in error_of(write_html, tmp_path / "page.html", PAGE)
+    assert (tmp_path / "page.html").is_symlink() and target.read_text() == "my own page"
+    (tmp_path / "dangling.html").symlink_to(tmp_path / "nowhere")
+    assert "is a symbolic link" in error_of(write_html, tmp_path / "dangling.html", PAGE)
+    assert listing(tmp_path) == ["dangling.html", "mine.html", "page.html"]
+
+
+def test_a_fifo_is_refused_and_stays_a_fifo(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    assert "is a FIFO, not a regular file" in error_of(write_html, tmp_path / "pipe", PAGE)
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe").st_mode) and listing(tmp_path) == ["pipe"]
+
+
+def test_a_device_is_refused_and_stays_a_device(tmp_path):
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # what /dev/null is
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    assert "is a device, not a regular file" in error_of(write_html, null, PAGE)
+    assert stat.S_ISCHR(os.lstat(null).st_mode) and listing(tmp_path) == ["null"]
+
+
+def test_a_replaced_page_keeps_its_permissions(tmp_path):
+    path = write(tmp_path / "page.html", "old")
+    path.chmod(0o600)
+    assert write_html(path, PAGE) == 1
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and "Alice" in path.read_text(encoding="utf-8")
+    assert listing(tmp_path) == ["page.html"]
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError, OSError])
+def test_any_exception_midway_removes_the_temporary(tmp_path, failure):
+    path = write(tmp_path / "page.html", "old")
+
+    def failing():
+        yield PAGE[0]
+        raise failure(28, "No space left on device") if failure is OSError else failure()
+
+    with pytest.raises(UserError if failure is OSError else failure):
+        write_html(path, failing())
+    assert path.read_text() == "old" and listing(tmp_path) == ["page.html"]
+
+
+def dead_pid():
+    p = subprocess.Popen([sys.executable, "-c", ""])
+    p.wait()
+    return p.pid  # reaped: no process has it now (a new one could, much later: not within this test)
+
+
+def test_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    dead = tmp_path / f".page.html.tmp-{dead_pid()}"
+    live = tmp_path / f".page.html.tmp-{os.getppid()}"
+    other = tmp_path / f".notes.txt.tmp-{dead_pid()}"  # another file's: not this write's business
+    for folder in (dead, live, other):
+        write(folder / "page.html", "half a page")
+    write_html(tmp_path / "page.html", PAGE)
+    assert listing(tmp_path) == sorted([live.name, other.name, "page.html"])
+
+
+def test_a_page_killed_midway_leaves_a_temporary_the_next_write_removes(tmp_path):
+    path = write(tmp_path / "page.html", "old")
+    script = ("import sys, time\nfrom minimtl.machinery.html import write_html\n"
+              "def slow():\n    yield {'text': 'Alice'}\n    print('started', flush=True)\n    time.sleep(600)\n"
+              f"write_html({str(path)!r}, slow())\n")
+    p = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "started\n"
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert listing(tmp_path) == sorted([f".page.html.tmp-{p.pid}", "page.html"]) and path.read_text() == "old"
+    write_html(path, PAGE)
+    assert listing(tmp_path) == ["page.html"] and "Alice" in path.read_text(encoding="utf-8")
