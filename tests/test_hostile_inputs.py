@@ -310,3 +310,127 @@ def test_a_page_killed_midway_leaves_a_temporary_the_next_write_removes(tmp_path
     assert listing(tmp_path) == sorted([f".page.html.tmp-{p.pid}", "page.html"]) and path.read_text() == "old"
     write_html(path, PAGE)
     assert listing(tmp_path) == ["page.html"] and "Alice" in path.read_text(encoding="utf-8")
+
+
+# --- 4. resume state that does not fit the model ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory, tiny_data, tiny_weights):
+    """A run of 3 epochs stopped (as by Ctrl-C) after its first: resumable."""
+    out = tmp_path_factory.mktemp("interrupted") / "run"
+    cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=3, batch_size=16,
+                      patience=0, device="cpu")
+
+    def stop(line):
+        if line.startswith("epoch  1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        train(cfg, log=stop)
+    return out
+
+
+def edit_tensors(file, edit):
+    def damage(run):
+        tensors = load_file(run / "resume" / file)
+        edit(tensors)
+        save_file(tensors, run / "resume" / file)
+    return damage
+
+
+def first(tensors, kind):
+    return next(k for k in sorted(tensors) if k.endswith(":" + kind))
+
+
+def set_first(kind, change):
+    return lambda t: t.update({first(t, kind): change(t[first(t, kind)])})
+
+
+def edit_state(edit):
+    def damage(run):
+        path = run / "resume" / "state.json"
+        state = json.loads(path.read_text())
+        edit(state)
+        path.write_text(json.dumps(state))
+    return damage
+
+
+OPTIMIZER, WEIGHTS, STATE = "optimizer.safetensors", "model.safetensors", "state.json"
+RESUME_DAMAGE = {
+    "torch-rng-truncated": (OPTIMIZER, "'torch_rng' should be 5,056 bytes",
+                            edit_tensors(OPTIMIZER, lambda t: t.update(torch_rng=t["torch_rng"][:100].clone()))),
+    "torch-rng-float": (OPTIMIZER, "'torch_rng' should be 5,056 bytes",
+                        edit_tensors(OPTIMIZER, lambda t: t.update(torch_rng=t["torch_rng"].float()))),
+    "torch-rng-missing": (OPTIMIZER, "not missing", edit_tensors(OPTIMIZER, lambda t: t.pop("torch_rng"))),
+    "torch-rng-random-bytes": (OPTIMIZER, "'torch_rng' is not a torch random state", edit_tensors(
+        OPTIMIZER, lambda t: t.update(torch_rng=torch.randint(0, 256, t["torch_rng"].shape, dtype=torch.uint8)))),
+    "moment-one-row-longer": (OPTIMIZER, "should be float32 of shape", edit_tensors(
+        OPTIMIZER, set_first("exp_avg", lambda v: torch.cat([v, v[:1]])))),
+    "moment-nan": (OPTIMIZER, "holds NaN or infinite values", edit_tensors(
+        OPTIMIZER, set_first("exp_avg", lambda v: torch.full_like(v, float("nan"))))),
+    "moment-integers": (OPTIMIZER, "should be float32 of shape", edit_tensors(
+        OPTIMIZER, set_first("exp_avg", lambda v: v.long()))),
+    "second-moment-negative": (OPTIMIZER, "holds negative values", edit_tensors(
+        OPTIMIZER, set_first("exp_avg_sq", lambda v: -1 - v))),
+    "moment-missing": (OPTIMIZER, "lacks exp_avg_sq", edit_tensors(
+        OPTIMIZER, lambda t: t.pop(first(t, "exp_avg_sq")))),
+    "step-a-vector": (OPTIMIZER, "should be a step count", edit_tensors(
+        OPTIMIZER, set_first("step", lambda v: torch.stack([v, v])))),
+    "step-nan": (OPTIMIZER, "should be a step count", edit_tensors(
+        OPTIMIZER, set_first("step", lambda v: torch.tensor(float("nan"))))),
+    "unknown-kind": (OPTIMIZER, "is no part of AdamW's state", edit_tensors(
+        OPTIMIZER, lambda t: t.update({first(t, "step").replace(":step", ":momentum"): t[first(t, "step")].clone()}))),
+    "weight-one-row-longer": (WEIGHTS, "should be float32 of shape", edit_tensors(
+        WEIGHTS, lambda t: t.update({k: torch.cat([v, v[:1]]) for k, v in list(t.items())[:1]}))),
+    "weight-infinite": (WEIGHTS, "holds NaN or infinite values", edit_tensors(
+        WEIGHTS, lambda t: t.update({k: torch.full_like(v, float("inf")) for k, v in list(t.items())[:1]}))),
+    "python-rng-truncated": (STATE, "'python_rng' should be [version, 625 integers", edit_state(
+        lambda s: s["python_rng"].__setitem__(1, s["python_rng"][1][:100]))),
+    "python-rng-index-out-of-range": (STATE, "'python_rng' is not a random state", edit_state(
+        lambda s: s["python_rng"][1].__setitem__(-1, 700))),
+    "python-rng-gauss-a-string": (STATE, "'python_rng' should be", edit_state(
+        lambda s: s["python_rng"].__setitem__(2, "0.5"))),
+    "numpy-rng-truncated": (STATE, "'numpy_rng' should be [name, 624 integers", edit_state(
+        lambda s: s["numpy_rng"].__setitem__(1, s["numpy_rng"][1][:10]))),
+    "numpy-rng-key-negative": (STATE, "'numpy_rng' should be", edit_state(
+        lambda s: s["numpy_rng"][1].__setitem__(0, -1))),
+    "numpy-rng-other-generator": (STATE, "'numpy_rng' is not a random state", edit_state(
+        lambda s: s["numpy_rng"].__setitem__(0, "PCG64"))),
+    "numpy-rng-no-position": (STATE, "'numpy_rng' should be", edit_state(lambda s: s["numpy_rng"].pop(2))),
+    "history-not-records": (STATE, "'epoch', 'best_epoch' and 'history' do not agree", edit_state(
+        lambda s: s.update(history=[1]))),
+}
+
+
+def files_of(folder):
+    return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name", RESUME_DAMAGE)
+def test_damaged_resume_state_is_one_error_naming_the_file_before_any_step(interrupted_run, tmp_path, name):
+    file, fragment, damage = RESUME_DAMAGE[name]
+    run = tmp_path / "run"
+    shutil.copytree(interrupted_run, run)
+    damage(run)
+    before = files_of(run)
+    steps = []
+    message = error_of(lambda: train(resume_config(run), log=steps.append, resume=True))
+    assert message.startswith(f"{run / 'resume' / file}: ") and fragment in message, message
+    assert not any(line.startswith("epoch ") for line in steps) and files_of(run) == before
+
+
+def test_an_undamaged_copy_resumes_to_what_the_uninterrupted_run_gives(interrupted_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(interrupted_run, run)
+    cfg = resume_config(run)
+    whole = train(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "whole")}), log=lambda line: None)
+    assert train(cfg, log=lambda line: None, resume=True) == whole
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason="resume_config (not this change's) checks a setting "
+                   "whose default is None (epochs) against no type; the TypeError comes from cfg.check()")
+def test_a_saved_setting_of_the_wrong_type_with_a_none_default_is_one_error(interrupted_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(interrupted_run, run)
+    edit_state(lambda s: s["config"].update(epochs="3"))(run)
+    assert "setting 'epochs' should be int" in error_of(resume_config, run)
