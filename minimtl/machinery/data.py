@@ -75,7 +75,7 @@ def load_data(path):
     if not path.exists():
         raise UserError("no such file or directory", path)
     if not path.is_dir():
-        examples, name, notes = _read(path)
+        examples, name, iob1 = _read(path)
         if len(examples) < 2:
             raise UserError("a single file needs at least 2 sentences, to hold one out as dev", path)
         order = list(range(len(examples)))
@@ -83,7 +83,8 @@ def load_data(path):
         held_out = set(order[: max(1, round(len(examples) * HOLDOUT_FRACTION))])
         train = [ex for i, ex in enumerate(examples) if i not in held_out]
         dev = [ex for i, ex in enumerate(examples) if i in held_out]
-        return Splits(train, dev, None, f"{name} in {path} (dev: seeded {HOLDOUT_FRACTION:.0%} holdout)", notes)
+        return Splits(train, dev, None, f"{name} in {path} (dev: seeded {HOLDOUT_FRACTION:.0%} holdout)",
+                      _iob1_notes([path] if iob1 else []))
     files = {split: _find_split(path, split) for split in ("train", "dev", "test")}
     for split in ("train", "dev"):
         if files[split] is None:
@@ -95,7 +96,7 @@ def load_data(path):
         if _fields(examples) != _fields(train):
             raise UserError(f"has {_fields(examples)} but the train split has {_fields(train)}", files[split])
     return Splits(train, dev, read["test"][0] if "test" in read else None, f"{name} in {path}",
-                  [note for _, _, notes in read.values() for note in notes])
+                  _iob1_notes([files[split].name for split, (_, _, iob1) in read.items() if iob1]))
 
 
 def load_split(path, split=None):
@@ -116,8 +117,8 @@ def load_split(path, split=None):
             raise UserError(f"no {split} split: expected a {split}.txt/.conll/.csv/.jsonl file or a {split}/ "
                             "folder holding seq.in, seq.out and label", path)
         path = found
-    examples, name, notes = _read(path)
-    return examples, f"{name} in {path}" + "".join(f" ({note})" for note in notes)
+    examples, name, iob1 = _read(path)
+    return examples, f"{name} in {path}" + " (IOB1 tags, read as BIO)" * iob1
 
 
 def unknown_labels(splits, label_vocab, tag_vocab):
@@ -157,8 +158,8 @@ def _find_split(folder, split):
 
 
 def _read(path):
-    """(examples, format name, notes) of one split's file or ATIS/SNIPS folder; the notes say what reading
-    changed (IOB1 tags rewritten as BIO), for the log."""
+    """(examples, format name, whether its IOB1 tags were rewritten as BIO) of one split's file or ATIS/SNIPS
+    folder."""
     if path.is_dir():
         name, reader = "ATIS/SNIPS folders", read_seq_folder
     elif path.suffix.lower() in FORMATS:
@@ -168,10 +169,14 @@ def _read(path):
     examples = reader(path)
     if not examples:
         raise UserError("no sentences in this file", path)
-    examples, converted = bio_from_iob1(examples)
-    notes = [f"{path}: the tags are IOB1 (entities open with I-, as in the original CoNLL-2003 files): read as "
-             "BIO"] if converted else []
-    return examples, name, notes
+    examples, iob1 = bio_from_iob1(examples)
+    return examples, name, iob1
+
+
+def _iob1_notes(files):
+    """The one log line saying which files' IOB1 tags were read as BIO, or none."""
+    return [f"{', '.join(map(str, files))}: IOB1 tags (entities open with I-, as in the original CoNLL-2003 "
+            "release), read as BIO"] if files else []
 
 
 def _fields(examples):
