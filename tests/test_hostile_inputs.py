@@ -144,8 +144,9 @@ def test_iob1_conll_is_read_as_bio_and_said_once(tmp_path):
     assert [ex.tags for ex in splits.train] == BIO_TAGS
     assert splits.dev[0].tags == ("B-LOC", "O", "B-LOC", "B-LOC")
     assert splits.test[0].tags == ("B-LOC", "O")
-    assert len(splits.notes) == 2 and all("IOB1" in note and "read as BIO" in note for note in splits.notes)
-    assert splits.notes[0].startswith(str(tmp_path / "train.txt"))
+    assert splits.notes == ["train.txt, dev.txt: IOB1 tags (entities open with I-, as in the original CoNLL-2003 "
+                            "release), read as BIO"]
+    assert load_data(tmp_path / "train.txt").notes[0].startswith(f"{tmp_path / 'train.txt'}: IOB1 tags")
     examples, description = load_split(tmp_path / "train.txt")
     assert [ex.tags for ex in examples] == BIO_TAGS and "IOB1" in description
 
@@ -434,3 +435,56 @@ def test_a_saved_setting_of_the_wrong_type_with_a_none_default_is_one_error(inte
     shutil.copytree(interrupted_run, run)
     edit_state(lambda s: s["config"].update(epochs="3"))(run)
     assert "setting 'epochs' should be int" in error_of(resume_config, run)
+
+
+# --- 6. the operating system says no (infer.py) ------------------------------------------------------------
+
+def shell(command, **env):
+    """`command` run by bash in the repository, its redirections as written; (exit code, stdout, stderr)."""
+    r = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=240,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+    return r.returncode, r.stdout, r.stderr
+
+
+def assert_one_error_line(result, fragment):
+    code, stdout, stderr = result
+    assert code == 2 and "Traceback" not in stdout + stderr and "Exception ignored" not in stderr, result
+    assert len(stderr.splitlines()) == 1 and stderr.startswith("error: ") and fragment in stderr, result
+
+
+@pytest.mark.parametrize("redirect, fragment", [
+    ('"Alice visited Paris" > /dev/full', "error: writing the results: No space left on device"),
+    ('--json --file - < {texts} > /dev/full', "No space left on device"),
+    ('--evaluate {data} > /dev/full', "No space left on device"),
+    ("--file - <&-", "error: stdin is closed"),
+    ("<&-", "error: no text: stdin is closed"),
+    ('"Alice visited Paris" >&-', "error: stdout is closed"),
+    ("--file /proc/self/mem", "/proc/self/mem: cannot read (Input/output error)"),
+])
+def test_infer_says_in_one_line_what_the_system_refused(small, tmp_path, redirect, fragment):
+    texts = write(tmp_path / "texts.txt", "Alice visited Paris\n" * 2000)
+    data = write(tmp_path / "data.jsonl", '{"tokens": ["Alice", "visited", "Paris"], "tags": ["B-PER", "O", '
+                                          '"B-LOC"], "label": "travel"}\n')
+    command = f"exec {sys.executable} infer.py --checkpoint {small} " + redirect.format(texts=texts, data=data)
+    assert_one_error_line(shell(command), fragment)
+
+
+def test_html_into_a_symlink_from_the_cli_is_one_line(small, tmp_path):
+    target = write(tmp_path / "mine.html", "my page")
+    (tmp_path / "page.html").symlink_to(target)
+    result = shell(f"exec {sys.executable} infer.py --checkpoint {small} --html {tmp_path / 'page.html'} Alice")
+    assert_one_error_line(result, f"{tmp_path / 'page.html'}: is a symbolic link")
+    assert (tmp_path / "page.html").is_symlink() and target.read_text() == "my page"
+
+
+def test_training_on_iob1_conll_says_so_once_and_learns_bio(tiny_weights, tmp_path):
+    for split in ("train", "dev"):
+        write(tmp_path / "data" / f"{split}.txt", IOB1_CONLL)
+    code, stdout, stderr = shell(f"exec {sys.executable} train.py --data {tmp_path / 'data'} --weights {tiny_weights} "
+                                 f"--out {tmp_path / 'run'} --epochs 1 --batch-size 8 --device cpu")
+    assert code == 0, stderr
+    notes = [line for line in stdout.splitlines() if "IOB1" in line]
+    assert notes == ["note: data: train.txt, dev.txt: IOB1 tags (entities open with I-, as in the original "
+                     "CoNLL-2003 release), read as BIO"], stdout
+    tags = json.loads((tmp_path / "run" / "config.json").read_text())["minimtl"]["tags"]
+    assert tags == ["O", "B-LOC", "B-MISC", "B-ORG", "B-PER", "I-PER"]
