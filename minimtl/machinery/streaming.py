@@ -23,7 +23,7 @@ def read_lines(name):
     the reader gets to it."""
     if name == "-":
         if sys.stdin is None:  # the process was started with stdin closed (`<&-`): Python then has none
-            raise UserError("stdin is closed: give the texts as arguments, with --file FILE, or on stdin")
+            raise UserError("stdin is closed: give the texts as arguments or with --file FILE")
         return _texts(sys.stdin.buffer, "<stdin>")
     try:
         stream = open(name, "rb")
@@ -51,8 +51,8 @@ def _texts(stream, name):
 
 def _lines(stream, name="<stream>"):
     """The lines of a binary stream without their endings, split like bytes.splitlines (at LF, CRLF and a
-    lone CR), one line in memory at a time. A read the system refuses (stdin a directory, a disk error) is a
-    UserError naming the stream."""
+    lone CR), one line in memory at a time. A read the system refuses (a disk error, a file like
+    /proc/self/mem that opens but cannot be read) is a UserError naming the stream."""
     pieces = iter(stream)
     while True:
         try:
