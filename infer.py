@@ -65,7 +65,8 @@ def main():
         sys.exit(2)
     except BrokenPipeError:  # `infer.py ... | head -1`: the reader has all it wanted
         _discard_stdout()
-    except OSError as e:  # the system said no: stdout on a full disk, a device gone; not a bug in the input
+    except OSError as e:  # the system said no (stdout on a full disk, a device gone): not a bug, one line
+        # The files infer.py reads and writes report their own errors; one without a file name is stdout's.
         where = f"{e.filename}: " if e.filename else "writing the results: "
         print(f"error: {UserError(f'{where}{e.strerror or e}')}", file=sys.stderr)
         _discard_stdout()

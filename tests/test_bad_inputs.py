@@ -511,7 +511,8 @@ ALL_CASES = [
                                                          + "9" * 5000 + "}")),
     train_case("data-conll-megabyte-word-without-tag", "{d}/data/train.txt:2: ",
                "found only 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... (1,000,000 characters)",
-               data=lambda d, e: files(d, {"train.txt": "Alice B-PER\n" + "x" * 1_000_000 + "\n", "dev.txt": CONLL_OK})),
+               data=lambda d, e: files(d, {"train.txt": "Alice B-PER\n" + "x" * 1_000_000 + "\n",
+                                           "dev.txt": CONLL_OK})),
     train_case("data-csv-columns-swapped", "{d}/topics/train.csv: ", "the columns look swapped",
                data=lambda d, e: folder(d, "topics", {
                    "train.csv": "travel,book a flight\nmusic,play some jazz\ntravel,fly me home\n",

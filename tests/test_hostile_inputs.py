@@ -57,7 +57,8 @@ JSONL_LINE = '{"tokens": ["Alice", "visited", "Paris"], "tags": ["B-PER", "O", "
 
 
 @pytest.mark.parametrize("nested", ["[" * 100_000, '{"a":' * 100_000, "[" * 100_000 + "]" * 100_000,
-                                    '{"tokens": ' + "[" * 5000 + "]" * 5000 + "}"])
+                                    '{"tokens": ' + "[" * 5000 + "]" * 5000 + "}"],
+                         ids=["open-arrays", "open-objects", "closed-arrays", "inside-a-record"])
 def test_deep_json_line_is_one_error_naming_the_line(tmp_path, nested):
     write(tmp_path / "train.jsonl", JSONL_LINE + "\n" + nested + "\n")
     write(tmp_path / "dev.jsonl", JSONL_LINE + "\n")
@@ -96,7 +97,7 @@ def test_a_number_too_long_to_convert_is_one_error(tmp_path):
      "train.csv:1"),
     ({"classes.txt": f"travel\n{MEGABYTE_WORD}\n{MEGABYTE_WORD}\n", "train.csv": "a,0\n", "dev.csv": "b,0\n"},
      "classes.txt:3"),
-])
+], ids=["word-without-tag", "tag", "csv-label", "class-listed-twice"])
 def test_a_megabyte_of_user_text_is_quoted_as_a_short_excerpt(tmp_path, files, where):
     for name, content in files.items():
         write(tmp_path / name, content)
@@ -190,7 +191,7 @@ SWAPPED = "".join(f"{label},{text}\n" for label, text in [
 @pytest.mark.parametrize("content, fragment", [
     (SWAPPED, "the columns look swapped: the second column, read as labels, holds 6 different texts"),
     ("label,text\n" + SWAPPED, "the header is label,text: write the columns as text,label"),
-])
+], ids=["no-header", "header"])
 def test_a_label_first_csv_is_refused(tmp_path, content, fragment):
     write(tmp_path / "train.csv", content)
     write(tmp_path / "dev.csv", "fly home,travel\n")
@@ -207,13 +208,22 @@ def test_csv_with_labels_of_several_words_is_not_taken_for_swapped(tmp_path):
 
 # --- 5. smaller holes -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("label", ["\u00b2", "\u0663", "1" * 4000, "0" * 30 + "1"])
+@pytest.mark.parametrize("label", ["\u00b2", "\u0663", "1" * 5000],
+                         ids=["superscript-2", "arabic-indic-3", "5000-digits"])
 def test_a_label_that_is_no_ascii_index_is_one_error(tmp_path, label):
     write(tmp_path / "classes.txt", "travel\nmusic\n")
     write(tmp_path / "train.csv", f"fly home,travel\nplay jazz,{label}\n")
     write(tmp_path / "dev.csv", "fly home,1\n")
     message = error_of(load_data, tmp_path)
     assert message.startswith(f"{tmp_path / 'train.csv'}:2: label ") and "nor an index 0-1" in message
+
+
+def test_an_index_with_leading_zeros_is_still_an_index(tmp_path):
+    write(tmp_path / "classes.txt", "travel\nmusic\n")
+    write(tmp_path / "train.csv", "fly home,travel\nplay jazz," + "0" * 5000 + "1\n")
+    write(tmp_path / "dev.csv", "fly home,00\n")
+    splits = load_data(tmp_path)
+    assert [ex.label for ex in splits.train + splits.dev] == ["travel", "music", "travel"]
 
 
 def test_a_csv_text_longer_than_the_csv_field_limit_is_read(tmp_path):

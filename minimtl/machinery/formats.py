@@ -10,13 +10,11 @@ read as plausible data and would train a useless model without a word, so they a
 
 import csv
 import io
-import re
 from dataclasses import dataclass
 
 from ..bio import split_tag
 from ..errors import UserError, parse_json, quote
 
-INDEX = re.compile(r"[0-9]{1,18}")  # a class index as written: ASCII digits ('²' is a digit, not an int)
 
 
 @dataclass(frozen=True)
@@ -70,10 +68,18 @@ def _label(value, classes, path, line):
         raise UserError("empty label", path, line)
     if classes is None or name in classes:
         return name
-    if INDEX.fullmatch(name) and int(name) < len(classes):
-        return classes[int(name)]
+    index = _index(name)
+    if index is not None and index < len(classes):
+        return classes[index]
     raise UserError(f"label {quote(name)} is neither a name in classes.txt nor an index 0-{len(classes) - 1}",
                     path, line)
+
+
+def _index(name):
+    """The class index `name` spells in ASCII digits, or None. ('²' is a digit to str.isdigit, but not to int;
+    and int refuses more than 4300 digits, which no index needs.)"""
+    digits = name.lstrip("0") or "0"
+    return int(digits) if name.isascii() and name.isdigit() and len(digits) <= 18 else None
 
 
 def _read_classes(path):
