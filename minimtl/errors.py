@@ -17,9 +17,7 @@ QUOTE_CHARS = 40  # of a user's text in an error line: enough to find it in the 
 MAX_LINE = 1000  # characters of an error line; a longer one is cut in the middle (both ends say the most)
 MAX_DEPTH = 100  # nesting of a JSON document; ours need under 10, and Python's parser recurses per level
 
-# A JSON string (whose brackets do not count) or one bracket; the string pattern is the unrolled loop, which
-# the regex engine runs without backtracking, however long the string.
-_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+_JSON_SPECIAL = re.compile(r'[\[\]{}"\\]')  # what the depth count looks at: brackets, quotes, escapes
 
 
 class UserError(Exception):
@@ -55,12 +53,7 @@ def parse_json(text, path, line=None):
     """json.loads for a document a user gave us: nesting beyond MAX_DEPTH, an integer too long to convert
     and malformed JSON are each a UserError naming `path` (and `line`, for one line of a JSON-lines file)."""
     if text.count("[") + text.count("{") > MAX_DEPTH:  # else it cannot be nested deeper: no scan needed
-        depth = 0
-        for token in _JSON_TOKENS.finditer(text):
-            depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(token.group(), 0)
-            if depth > MAX_DEPTH:
-                raise UserError(f"JSON nested deeper than {MAX_DEPTH} levels (at character {token.start() + 1:,}): "
-                                "no file minimtl reads is", path, line)
+        _check_depth(text, path, line)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -68,6 +61,25 @@ def parse_json(text, path, line=None):
         raise UserError(f"not valid JSON ({e.msg}, {at})", path, line) from None
     except ValueError:  # json's other refusal: an integer of more digits than Python converts (4300)
         raise UserError("a JSON number of more digits than Python converts (4300)", path, line) from None
+
+
+def _check_depth(text, path, line):
+    """Count the nesting of `text` in one pass over its brackets, quotes and backslashes (a bracket inside a
+    string does not count), never backtracking: a line built to be slow to scan is not."""
+    depth, in_string, escaped = 0, False, -1
+    for special in _JSON_SPECIAL.finditer(text):
+        at, char = special.start(), special.group()
+        if at == escaped:  # the character after a backslash: \" and \\ are text
+            continue
+        if char == "\\":
+            escaped = at + 1
+        elif char == '"':
+            in_string = not in_string
+        elif not in_string:
+            depth += 1 if char in "[{" else -1
+            if depth > MAX_DEPTH:
+                raise UserError(f"JSON nested deeper than {MAX_DEPTH} levels (at character {at + 1:,}): no file "
+                                "minimtl reads is", path, line)
 
 
 def read_json(path, missing="file not found"):

@@ -83,6 +83,16 @@ def test_nesting_up_to_the_limit_and_brackets_inside_strings_are_fine():
         parse_json("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), "f")
 
 
+def test_the_depth_count_reads_escapes_and_is_one_pass():
+    assert parse_json('["\\\\", "\\"[", ' + "[" * 99 + "]" * 99 + "]", "f")[:2] == ["\\", '"[']
+    with pytest.raises(UserError, match="deeper than"):
+        parse_json('["\\\\", ' + "[" * 100 + "]" * 100 + "]", "f")  # the string ends after its escaped \\
+    # A string of 200,000 escaped quotes that never ends: a backtracking scan of it is quadratic.
+    hostile = "[" * 50 + '"' + '\\"' * 200_000 + "]" * 50 + "{}" * 30
+    with pytest.raises(UserError, match="not valid JSON .Unterminated string"):
+        parse_json(hostile, "f")
+
+
 def test_a_number_too_long_to_convert_is_one_error(tmp_path):
     write(tmp_path / "classes.txt", "travel\nmusic\n")
     write(tmp_path / "train.jsonl", '{"text": "fly home", "label": ' + "1" * 5000 + "}\n")
