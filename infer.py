@@ -49,17 +49,35 @@ def main():
     if args.json and args.html:
         parser.error("give --json or --html, not both")
     try:
+        # Started with stdin or stdout closed (`<&-`, `>&-`), Python has None there: say so, before any work.
+        if sys.stdout is None and not args.html:
+            raise UserError("stdout is closed: the results would go nowhere (redirect it, or give --html FILE)")
+        if sys.stdin is None and not (args.texts or args.file or args.evaluate):
+            raise UserError("no text: stdin is closed; give the texts as arguments or with --file FILE")
         if args.evaluate:
             report = evaluate_file(args.checkpoint, args.evaluate, args.split)
             print(json.dumps(report.to_json(), ensure_ascii=False) if args.json else format_report(report))
         else:
             predict(args)
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except BrokenPipeError:  # `infer.py ... | head -1`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        _discard_stdout()
+    except OSError as e:  # the system said no (stdout on a full disk, a device gone): not a bug, one line
+        # The files infer.py reads and writes report their own errors; one without a file name is stdout's.
+        where = f"{e.filename}: " if e.filename else "writing the results: "
+        print(f"error: {UserError(f'{where}{e.strerror or e}')}", file=sys.stderr)
+        _discard_stdout()
+        sys.exit(2)
+
+
+def _discard_stdout():
+    """Point stdout at /dev/null, so that the flush at exit cannot fail again (and print a second error)."""
+    if sys.stdout is not None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def predict(args):

@@ -200,7 +200,7 @@ class UnfreezeSchedule:
         for s in steps:
             if s == "all":
                 self.stages.append(n_layers + 1)  # every layer plus the embeddings
-            elif s.isdigit() and int(s) <= n_layers:
+            elif s.isascii() and s.isdigit() and int(s) <= n_layers:  # "²".isdigit() is true too
                 self.stages.append(int(s))
             else:
                 raise UserError(f"--unfreeze-schedule {spec!r}: {s!r} is not 'all' or a layer count "

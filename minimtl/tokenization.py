@@ -31,7 +31,6 @@ overlapping windows of whole words, so any length works and no word is lost:
 (inference.py merges the windows' scores back into one row per word and turns tags into spans.)
 """
 
-import json
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 from tokenizers import PreTokenizedString, Tokenizer, models, normalizers, pre_tokenizers
 
-from .errors import UserError
+from .errors import UserError, read_json
 from .model import IGNORE_INDEX
 
 
@@ -219,11 +218,10 @@ def wordpiece_tokenizer(vocab, config_path):
     """BertTokenizer, rebuilt from `vocab.txt` and the lower-casing in `tokenizer_config.json`."""
     lowercase = True  # BertTokenizer's default when the config does not say
     if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-            lowercase = bool(config.get("do_lower_case", True))
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-            raise UserError(f"not a valid tokenizer config: {e}", path=config_path) from None
+        config = read_json(config_path)
+        if not isinstance(config, dict):
+            raise UserError("not a valid tokenizer config (a JSON object)", path=config_path)
+        lowercase = bool(config.get("do_lower_case", True))
     # 100 is BertTokenizer's limit: longer words become a single [UNK], as in pretraining.
     tokenizer = Tokenizer(read_native(models.WordPiece.from_file, vocab, "cannot read the vocabulary", str(vocab),
                                       unk_token="[UNK]", max_input_chars_per_word=100))

@@ -4,8 +4,9 @@ Each case below runs the real command (`train.py`, `infer.py`, `python -m minimt
 process and demands:
 
 * exit code 2, nothing that looks like a traceback on stdout or stderr;
-* exactly one line on stderr, `error: ...`, naming the offending file (`path:line:` where there is a line)
-  or argument, and a fragment of what is wrong;
+* exactly one line on stderr, `error: ...`, of at most MAX_MESSAGE characters (a 1 MB word in a file is quoted
+  as a short excerpt), naming the offending file (`path:line:` where there is a line) or argument, and a
+  fragment of what is wrong;
 * nothing that existed is modified: every train case starts with a valid earlier run in `d/out` (its
   `--out`, unless the case points --out at a user's file or folder; a --resume case resumes a copy of that
   run), and every file of the case (data, weights, checkpoint, output) keeps its bytes and mtime, and no
@@ -49,6 +50,7 @@ from minimtl.machinery.run import train
 TIMEOUT = 240  # seconds per process; they normally take 2-5
 WORKERS = 4
 MAX_RSS = 2 * 1024**3  # bytes: the 10,000-word text must not need more
+MAX_MESSAGE = 1100  # characters of the error line: minimtl.errors.MAX_LINE, with "error: " before it
 NO_CUDA = not torch.cuda.is_available()
 
 
@@ -243,6 +245,24 @@ def infer_case(id, where, what, ckpt=None, args=("Alice visited Paris",), **kw):
                 *(a(d) if callable(a) else a for a in args)]
 
     return Case(id, "infer", setup, where, what, **kw)
+
+
+def html_case(id, where, what, make):
+    """`infer.py --html d/page.html`, after `make(d)` put something that is no regular file there."""
+
+    def setup(d, env):
+        make(d)
+        return ["infer.py", "--checkpoint", env["checkpoint"], "--html", d / "page.html", "Alice visited Paris"]
+
+    return Case(id, "infer", setup, where, what)
+
+
+def optimizer_state(run, edit):
+    """`edit(tensors)` on the run's resume/optimizer.safetensors."""
+    path = run / "resume" / "optimizer.safetensors"
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path)
 
 
 def weights_cli_case(d, env):
@@ -483,6 +503,46 @@ ALL_CASES = [
                data=lambda d, e: [joint(d, e), folder(d, "topics", TOPICS)]),
     train_case("data-same-folder-twice", "{d}/./data: ", "given twice as --data",
                data=lambda d, e: [joint(d, e), f"{d}/./data"]),
+    # --- hostile input: built to break the reader, not merely wrong (tests/test_hostile_inputs.py has more) ---
+    train_case("data-jsonl-nested-100000-deep", "{d}/data/train.jsonl:3: ", "JSON nested deeper than 100 levels",
+               data=lambda d, e: joint(d, e, "train", 3, "[" * 100_000)),
+    train_case("data-jsonl-number-of-5000-digits", "{d}/data/train.jsonl:2: ", "a JSON number of more digits",
+               data=lambda d, e: joint(d, e, "train", 2, '{"tokens": ["Paris"], "tags": ["B-LOC"], "label": '
+                                                         + "9" * 5000 + "}")),
+    train_case("data-conll-megabyte-word-without-tag", "{d}/data/train.txt:2: ",
+               "found only 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... (1,000,000 characters)",
+               data=lambda d, e: files(d, {"train.txt": "Alice B-PER\n" + "x" * 1_000_000 + "\n",
+                                           "dev.txt": CONLL_OK})),
+    train_case("data-csv-columns-swapped", "{d}/topics/train.csv: ", "the columns look swapped",
+               data=lambda d, e: folder(d, "topics", {
+                   "train.csv": "travel,book a flight\nmusic,play some jazz\ntravel,fly me home\n",
+                   "dev.csv": "fly home,travel\n"})),
+    train_case("data-csv-superscript-index", "{d}/topics/train.csv:3: ", "label '\u00b2' is neither a name",
+               data=lambda d, e: folder(d, "topics", {"classes.txt": "travel\nmusic\n", **TOPICS,
+                                                      "train.csv": "text,label\nbook a flight,0\nplay jazz,\u00b2\n"})),
+    train_case("weights-config-nested-100000-deep", "{d}/weights/config.json: ", "JSON nested deeper than 100",
+               weights=lambda d, e: weights_copy(d, e, lambda w: write(w / "config.json", "[" * 100_000))),
+    infer_case("ckpt-config-nested-100000-deep", "{d}/ckpt/config.json: ", "JSON nested deeper than 100",
+               ckpt=lambda d, e: ckpt_copy(d, e, lambda c: write(c / "config.json", '{"a": ' * 100_000))),
+    resume_case("resume-state-nested-100000-deep", "{d}/out/resume/state.json: ", "JSON nested deeper than 100",
+                damage=lambda run, d, env: write(run / "resume" / "state.json", "[" * 100_000)),
+    resume_case("resume-numpy-rng-truncated", "{d}/out/resume/state.json: ", "'numpy_rng' should be [name, 624",
+                damage=lambda run, d, env: (interrupted(run), state(lambda s: s["numpy_rng"].__setitem__(
+                    1, s["numpy_rng"][1][:100]))(run, d, env))),
+    # These fail only once the run directory is locked: its lock file comes and goes beside it, in d.
+    resume_case("resume-torch-rng-truncated", "{d}/out/resume/optimizer.safetensors: ",
+                "'torch_rng' should be 5,056 bytes",
+                damage=lambda run, d, env: (interrupted(run), optimizer_state(run, lambda t: t.update(
+                    torch_rng=t["torch_rng"][:1000].clone()))), protect=lambda d: [d / "out"]),
+    resume_case("resume-moment-of-another-shape", "{d}/out/resume/optimizer.safetensors: ",
+                "should be float32 of shape",
+                damage=lambda run, d, env: (interrupted(run), optimizer_state(run, lambda t: t.update(
+                    {k: v[:1].clone() for k, v in t.items() if k.endswith(":exp_avg") and v.ndim == 2}))),
+                protect=lambda d: [d / "out"]),
+    html_case("html-into-a-symlink", "{d}/page.html: ", "is a symbolic link",
+              lambda d: (write(d / "mine.html", "my page"), (d / "page.html").symlink_to(d / "mine.html"))),
+    html_case("html-into-a-fifo", "{d}/page.html: ", "is a FIFO, not a regular file",
+              lambda d: os.mkfifo(d / "page.html")),
 ]
 
 # Each process pays ~2 s of CPU for importing torch, so by default only the cases above minus these run:
@@ -496,7 +556,9 @@ EXTRA = {"data-jsonl-tag-not-bio", "data-jsonl-keys-differ", "data-jsonl-not-jso
          # tests/test_sources.py runs these through load_sources and train.py, test_resume.py through resume_config,
          # test_bert.py through load_encoder
          "data-two-sources-with-labels", "data-same-folder-twice", "resume-without-state", "weights-size-a-string",
-         "weights-hidden-size-not-multiple-of-heads"}
+         "weights-hidden-size-not-multiple-of-heads",
+         # tests/test_hostile_inputs.py reads these through read_json and load_data
+         "ckpt-config-nested-100000-deep", "data-jsonl-number-of-5000-digits"}
 if os.environ.get("MINIMTL_ALL_BAD_INPUTS") != "1":
     for case in ALL_CASES:
         if case.id in EXTRA:
@@ -666,6 +728,7 @@ def test_bad_input_is_one_line_exit_2(case, results, tiny_weights):
             lines = lines[1:]
         assert len(lines) == 1 and r.stderr.endswith("\n"), describe(r)
         message = lines[0]
+        assert len(message) <= MAX_MESSAGE, describe(r)
         assert message.startswith("error: ") and message.strip() != "error:", describe(r)
     where = case.where.format(d=r.dir, tiny=tiny_weights)
     assert where in message, f"{where!r} not in {message!r}"

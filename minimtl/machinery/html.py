@@ -8,11 +8,9 @@ is escaped, and the Content-Security-Policy forbids scripts anyway, in case an e
 """
 
 import html
-import os
 import re
-from pathlib import Path
 
-from ..errors import UserError
+from .userfile import replace_file
 
 # displaCy's colours for the CoNLL-2003 types (PER is its PERSON, MISC takes its GPE yellow); any other type
 # gets the next palette colour in sorted order, so a page's colours do not depend on the order of its texts.
@@ -76,12 +74,9 @@ def render_html(predictions, title="minimtl predictions", types=None) -> str:
 
 
 def write_html(path, predictions, title="minimtl predictions", types=None):
-    """Write the page to `path` as the predictions come; returns how many there were. The page is built in a
-    temporary sibling and renamed over `path` only when complete: an error midway leaves `path` as it was."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError("is a directory: give a file name for the page", path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write the page to `path` as the predictions come; returns how many there were. `path` must be a
+    regular file or a new name, and is replaced only by a complete page (machinery/userfile.py): an error
+    midway leaves it as it was."""
     count = 0
 
     def counted():
@@ -89,14 +84,8 @@ def write_html(path, predictions, title="minimtl predictions", types=None):
         for count, prediction in enumerate(predictions, 1):
             yield prediction
 
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(html_page(counted(), title, types))
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write ({e.strerror})", path) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replace_file(path) as f:
+        f.writelines(html_page(counted(), title, types))
     return count
 
 

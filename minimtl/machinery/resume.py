@@ -15,6 +15,8 @@ safetensors, the rest in JSON.
 
 import json
 import random
+import types
+import typing
 from dataclasses import fields
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..config import TrainConfig
-from ..errors import UserError, read_json
+from ..errors import UserError, quote, read_json
 from ..weights import read_state_dict
 from .rundir import check_out, is_finished
 
@@ -54,7 +56,8 @@ def save_state(directory, model, optimizer, progress):
 
 
 def read_progress(run_dir):
-    """The state.json of an interrupted run in `run_dir`, validated enough to build the run again."""
+    """The state.json of an interrupted run in `run_dir`, validated enough to build the run again: every
+    value has its type, and the random states are ones Python and NumPy take back."""
     path = Path(run_dir) / STATE_DIR / "state.json"
     if not path.is_file():
         raise UserError(f"nothing to resume: no {STATE_DIR}/state.json (only runs of this version that "
@@ -67,39 +70,131 @@ def read_progress(run_dir):
     for key, kind in expected.items():
         value = state.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise UserError(f"{key!r} should be {kind.__name__}, not {value!r}: the training state is damaged", path)
-    if not 1 <= state["epoch"] == len(state["history"]) or not 0 <= state["best_epoch"] <= state["epoch"]:
+            raise UserError(f"{key!r} should be {kind.__name__}, not {quote(value)}: the training state is damaged",
+                            path)
+    if not 1 <= state["epoch"] == len(state["history"]) or not 0 <= state["best_epoch"] <= state["epoch"] \
+            or not all(isinstance(record, dict) for record in state["history"]):
         raise UserError("'epoch', 'best_epoch' and 'history' do not agree: the training state is damaged", path)
     world = state.setdefault("world_size", 1)  # runs saved before torchrun support were single processes
     if type(world) is not int or world < 1:
-        raise UserError(f"'world_size' should be a positive integer, not {world!r}: the training state is damaged",
-                        path)
+        raise UserError(f"'world_size' should be a positive integer, not {quote(world)}: the training state is "
+                        "damaged", path)
+    _check_random_states(state, path)
     return state
+
+
+def _check_random_states(state, path):
+    """The shapes random.getstate() and np.random.get_state() give, then a trial on a scratch generator of
+    each kind, which checks the values (an index in range, ...) without touching the process's own."""
+    python, numpy = state["python_rng"], state["numpy_rng"]
+    if not (len(python) == 3 and type(python[0]) is int and isinstance(python[1], list) and len(python[1]) == 625
+            and all(type(w) is int for w in python[1]) and (python[2] is None or type(python[2]) is float)):
+        raise UserError("'python_rng' should be [version, 625 integers, null or a float], as random.getstate() "
+                        "gives: the training state is damaged", path)
+    if not (len(numpy) == 5 and type(numpy[0]) is str and isinstance(numpy[1], list) and len(numpy[1]) == 624
+            and all(type(k) is int and 0 <= k < 2**32 for k in numpy[1]) and type(numpy[2]) is int
+            and type(numpy[3]) is int and type(numpy[4]) is float):
+        raise UserError("'numpy_rng' should be [name, 624 integers of 32 bits, position, has_gauss, float], as "
+                        "np.random.get_state() gives: the training state is damaged", path)
+    for key, scratch in (("python_rng", lambda: random.Random().setstate(_python_state(python))),
+                         ("numpy_rng", lambda: np.random.RandomState().set_state(_numpy_state(numpy)))):
+        try:
+            scratch()
+        except (ValueError, TypeError, OverflowError) as e:
+            raise UserError(f"{key!r} is not a random state ({quote(e, 80)}): the training state is damaged",
+                            path) from None
+
+
+def _python_state(saved):
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss
+
+
+def _numpy_state(saved):
+    name, keys, *rest = saved
+    return (name, np.array(keys, dtype=np.uint32), *rest)
 
 
 def load_state(run_dir, model, optimizer, state):
     """Put the saved weights, AdamW state and random states back; `optimizer` holds what the run trained
-    in its last finished epoch."""
+    in its last finished epoch. Every tensor is checked against the model before anything is changed: a
+    moment of the wrong shape or a NaN in it would otherwise train a whole epoch and end as a NaN loss."""
     directory = Path(run_dir) / STATE_DIR
     params = {name: p for name, p in model.named_parameters()}
     trained = {name for name, p in params.items() if any(p is q for g in optimizer.param_groups for q in g["params"])}
-    weights = read_state_dict(directory / "model.safetensors")
+    weights_path, optimizer_path = directory / "model.safetensors", directory / "optimizer.safetensors"
+    weights = read_state_dict(weights_path)
     if weights.keys() != trained:
-        raise UserError("saved weights do not match the model this run builds", directory / "model.safetensors")
-    model.load_state_dict(weights, strict=False)
-    tensors = read_state_dict(directory / "optimizer.safetensors")
+        raise UserError("saved weights do not match the model this run builds", weights_path)
+    for name, value in weights.items():
+        _check_like(value, params[name], f"weight {quote(name, 80)}", weights_path)
+    tensors = read_state_dict(optimizer_path)
+    amsgrad = any(group.get("amsgrad") for group in optimizer.param_groups)
+    kinds = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if amsgrad else set())
+    moments = {}
     for key, value in tensors.items():
         if key == "torch_rng":
             continue
         name, _, kind = key.partition(":")
         if name not in trained:
-            raise UserError(f"optimizer state for {name!r}, which this run does not train", directory)
-        optimizer.state[params[name]][kind] = value if kind == "step" else value.to(params[name].device)
-    torch.set_rng_state(tensors["torch_rng"])
-    version, internal, gauss = state["python_rng"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, *rest = state["numpy_rng"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+            raise UserError(f"optimizer state for {quote(name, 80)}, which this run does not train", optimizer_path)
+        if kind not in kinds:
+            raise UserError(f"{quote(key, 80)} is no part of AdamW's state ({', '.join(sorted(kinds))})",
+                            optimizer_path)
+        _check_moment(value, params[name], kind, quote(key, 80), optimizer_path)
+        moments.setdefault(name, {})[kind] = value
+    for name, state_of in moments.items():
+        if state_of.keys() != kinds:
+            raise UserError(f"AdamW's state for {quote(name, 80)} lacks {', '.join(sorted(kinds - state_of.keys()))}",
+                            optimizer_path)
+    rng = tensors.get("torch_rng")
+    expected = torch.get_rng_state()
+    if rng is None or rng.dtype != expected.dtype or rng.shape != expected.shape:
+        raise UserError(f"'torch_rng' should be {expected.numel():,} bytes (torch.uint8), as torch.get_rng_state() "
+                        f"gives, not {_described(rng)}", optimizer_path)
+    try:
+        torch.Generator().set_state(rng)  # a scratch generator: checks the bytes, changes nothing of ours
+    except RuntimeError as e:
+        raise UserError(f"'torch_rng' is not a torch random state ({quote(e, 80)})", optimizer_path) from None
+    # Everything is checked: only now does anything change.
+    model.load_state_dict(weights, strict=False)
+    for name, state_of in moments.items():
+        device = params[name].device
+        optimizer.state[params[name]] = {kind: value if kind == "step" else value.to(device)
+                                         for kind, value in state_of.items()}
+    torch.set_rng_state(rng)
+    random.setstate(_python_state(state["python_rng"]))
+    np.random.set_state(_numpy_state(state["numpy_rng"]))
+
+
+def _check_like(value, param, what, path):
+    """`value` must be able to stand in for `param`: its shape and dtype, finite."""
+    if value.shape != param.shape or value.dtype != param.dtype:
+        raise UserError(f"{what} should be {str(param.dtype).removeprefix('torch.')} of shape "
+                        f"{tuple(param.shape)}, as the model has it, not {_described(value)}", path)
+    if not torch.isfinite(value).all():
+        raise UserError(f"{what} holds NaN or infinite values", path)
+
+
+def _check_moment(value, param, kind, what, path):
+    """AdamW's `step` is a float scalar counting steps; a moment is a tensor like its parameter, and the
+    second moments (running means of squares) are never negative."""
+    if kind == "step":
+        if value.ndim != 0 or not value.is_floating_point() or not torch.isfinite(value) or value < 0 \
+                or value != value.floor():
+            raise UserError(f"{what} should be a step count (a float scalar, a whole number >= 0), not "
+                            f"{_described(value)}", path)
+        return
+    _check_like(value, param, what, path)
+    if kind != "exp_avg" and (value < 0).any():
+        raise UserError(f"{what} holds negative values: a mean of squares cannot", path)
+
+
+def _described(tensor):
+    if tensor is None:
+        return "missing"
+    shown = f" {tensor.item():g}" if tensor.numel() == 1 and not tensor.dtype.is_complex else ""
+    return f"{str(tensor.dtype).removeprefix('torch.')} of shape {tuple(tensor.shape)}{shown}"
 
 
 def resume_config(run_dir):
@@ -114,14 +209,19 @@ def resume_config(run_dir):
     if missing:  # an older version's run: filling in today's defaults would change its recipe halfway
         raise UserError(f"the saved run lacks settings this version has: {', '.join(sorted(missing))} (it was "
                         "written by an older version; train it again)", run_dir)
-    default, path = TrainConfig(), Path(run_dir) / STATE_DIR / "state.json"
+    path = Path(run_dir) / STATE_DIR / "state.json"
     for name, value in saved.items():
-        # The type of the default (None for "by rule" settings such as epochs) is what a setting must have.
-        wanted = type(getattr(default, name))
-        if value is not None and not (type(value) is wanted or wanted is float and type(value) is int) \
-                and getattr(default, name) is not None:
-            raise UserError(f"setting {name!r} should be {wanted.__name__}, not {value!r}: the training state is "
-                            "damaged", path)
+        # The declared type is what a setting must have: `int | None` for the ones a recipe resolves.
+        declared = known[name].type
+        kinds = tuple(typing.get_origin(t) or t for t in
+                      (typing.get_args(declared) if isinstance(declared, types.UnionType) else (declared,)))
+        ok = type(value) in kinds or float in kinds and type(value) is int
+        if ok and type(value) is list:
+            ok = all(type(v) is str for v in value)
+        if not ok:
+            wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise UserError(f"setting {name!r} should be {wanted}, not {quote(value)}: the training state is damaged",
+                            path)
     cfg = TrainConfig(**{**saved, "out": str(run_dir)})
     try:  # a saved value out of range is damage in this file, not a flag the user gave
         cfg.check()

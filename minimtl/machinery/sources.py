@@ -77,7 +77,7 @@ def encode_sources(sources, aligner, vocab, cfg, eval_len, log):
     for s in sources:
         s.labels = labels = vocab.labels if s.splits.has_labels else None
         s.tags = tags = vocab.tags if s.splits.has_tags else None
-        for message in unknown_labels(s.splits, labels, tags):
+        for message in s.splits.notes + unknown_labels(s.splits, labels, tags):
             log(f"note: {s.name}: {message}")
         for split in ("train", "dev", "test"):
             examples = getattr(s.splits, split)

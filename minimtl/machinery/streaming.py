@@ -22,6 +22,8 @@ def read_lines(name):
     one is reported before any work; a blank or non-UTF-8 line raises a UserError naming file and line when
     the reader gets to it."""
     if name == "-":
+        if sys.stdin is None:  # the process was started with stdin closed (`<&-`): Python then has none
+            raise UserError("stdin is closed: give the texts as arguments or with --file FILE")
         return _texts(sys.stdin.buffer, "<stdin>")
     try:
         stream = open(name, "rb")
@@ -35,7 +37,7 @@ def read_lines(name):
 def _texts(stream, name):
     count = 0
     with stream:
-        for count, line in enumerate(_lines(stream), 1):
+        for count, line in enumerate(_lines(stream, name), 1):
             try:  # decoded line by line, so an encoding problem is reported with its line number
                 text = line.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -47,12 +49,19 @@ def _texts(stream, name):
         raise UserError("no text in the file", name)
 
 
-def _lines(stream):
+def _lines(stream, name="<stream>"):
     """The lines of a binary stream without their endings, split like bytes.splitlines (at LF, CRLF and a
-    lone CR), one line in memory at a time."""
-    for raw in stream:  # each piece ends at a LF (or at the end of the stream)
-        raw = raw.removesuffix(b"\n").removesuffix(b"\r")
-        yield from raw.split(b"\r")
+    lone CR), one line in memory at a time. A read the system refuses (a disk error, a file like
+    /proc/self/mem that opens but cannot be read) is a UserError naming the stream."""
+    pieces = iter(stream)
+    while True:
+        try:
+            raw = next(pieces, None)  # a piece ends at a LF (or at the end of the stream)
+        except OSError as e:
+            raise UserError(f"cannot read ({e.strerror})", name) from None
+        if raw is None:
+            return
+        yield from raw.removesuffix(b"\n").removesuffix(b"\r").split(b"\r")
 
 
 def predict_stream(predictor, texts, chunk=CHUNK, progress=None):

@@ -1,0 +1,262 @@
+"""The readers of each data format (machinery/data.py says which file gets which), and their checks.
+
+Every reader returns a list of `Example`s, or raises a `UserError` naming the file and line. Two mistakes
+read as plausible data and would train a useless model without a word, so they are caught here too:
+
+* IOB1 tags (the original CoNLL-2003 release: an entity begins with I-, and B- only separates two adjacent
+  entities of one type) are recognised and converted to BIO (`bio_from_iob1`); the caller says so in the log.
+* A CSV written label first (`label,text`) would give one class per row: it is refused (`_check_not_swapped`).
+"""
+
+import csv
+import io
+from dataclasses import dataclass
+
+from ..bio import split_tag
+from ..errors import UserError, parse_json, quote
+
+
+
+@dataclass(frozen=True)
+class Example:
+    words: tuple[str, ...]
+    tags: tuple[str, ...] | None = None  # one BIO tag per word, or None for classification-only data
+    label: str | None = None  # the sentence label, or None for NER-only data
+
+
+# --- reading text ----------------------------------------------------------------------------------------
+
+def _read_text(path):
+    """The whole file as a string, without a UTF-8 byte-order mark."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read ({e.strerror})", path) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise UserError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x}): save the file as UTF-8", path, line) from None
+    if not text.strip():
+        raise UserError("file is empty", path)
+    return text
+
+
+def _lines(path):
+    """Lines without their LF, CRLF or (old Mac) CR ending, trailing blank lines dropped. (Not str.splitlines:
+    that also splits inside a sentence at characters like U+2028 or U+0085, which would misalign files.)"""
+    lines = _read_text(path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def _tag(tag, path, line):
+    try:
+        split_tag(tag)
+    except ValueError:
+        raise UserError(f"tag {quote(tag)} is not O, B-TYPE or I-TYPE", path, line) from None
+    return tag
+
+
+def _label(value, classes, path, line):
+    """A label as written (a name, or an integer index into classes.txt when there is one) -> its name."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise UserError(f"a label must be a string or an integer, not {quote(value)}", path, line)
+    name = str(value).strip()
+    if not name:
+        raise UserError("empty label", path, line)
+    if classes is None or name in classes:
+        return name
+    index = _index(name)
+    if index is not None and index < len(classes):
+        return classes[index]
+    raise UserError(f"label {quote(name)} is neither a name in classes.txt nor an index 0-{len(classes) - 1}",
+                    path, line)
+
+
+def _index(name):
+    """The class index `name` spells in ASCII digits, or None. ('²' is a digit to str.isdigit, but not to int;
+    and int refuses more than 4300 digits, which no index needs.)"""
+    digits = name.lstrip("0") or "0"
+    return int(digits) if name.isascii() and name.isdigit() and len(digits) <= 18 else None
+
+
+def _read_classes(path):
+    """classes.txt beside a CSV/JSONL file: label names in index order, or None when there is no such file."""
+    if not path.is_file():
+        return None
+    classes = []
+    for i, line in enumerate(_lines(path), 1):
+        name = line.strip()
+        if not name or name in classes:
+            raise UserError("blank line in a classes file" if not name else f"class {quote(name)} listed twice",
+                            path, i)
+        classes.append(name)
+    return classes
+
+
+def bio_from_iob1(examples):
+    """(examples, True) with IOB1 tags rewritten as BIO, or (examples, False) when they are not IOB1.
+
+    In IOB1 a `B-X` only ever follows an `I-X` or `B-X` (it separates two adjacent X entities), and entities
+    open with `I-X`. BIO data opens nearly every entity with a `B-X` after `O` or the sentence start, which
+    IOB1 never has: one such `B-X` anywhere and the file is BIO, read as it is, whatever stray `O I-X` it also
+    holds. So the rule is: IOB1 iff no `B-X` follows anything but an X, and some `I-X` opens an entity.
+    """
+    opened_by_i = False
+    for ex in examples:
+        before = ""  # the entity type of the previous tag: "" at the sentence start and after O
+        for tag in ex.tags or ():
+            prefix, kind = split_tag(tag)
+            if kind != before:
+                if prefix == "B":
+                    return examples, False
+                opened_by_i |= prefix == "I"
+            before = kind
+    if not opened_by_i:
+        return examples, False
+    converted = []
+    for ex in examples:
+        tags, before = [], ""
+        for tag in ex.tags:
+            prefix, kind = split_tag(tag)
+            tags.append(f"B-{kind}" if prefix == "I" and kind != before else tag)
+            before = kind
+        converted.append(Example(ex.words, tuple(tags), ex.label))
+    return converted, True
+
+
+# --- the formats -----------------------------------------------------------------------------------------
+
+def read_seq_folder(folder):
+    """ATIS/SNIPS: line i of seq.in (words), seq.out (tags) and label is sentence i."""
+    files = [folder / "seq.in", folder / "seq.out", folder / "label"]
+    sentences, tag_lines, labels = (_lines(file) for file in files)
+    for file, lines in zip(files[1:], (tag_lines, labels)):
+        if len(lines) != len(sentences):
+            raise UserError(f"has {len(lines)} lines but seq.in has {len(sentences)}", file,
+                            min(len(lines), len(sentences)) + 1)
+    examples = []
+    for i, (sentence, tag_line, label) in enumerate(zip(sentences, tag_lines, labels), 1):
+        words, tags = tuple(sentence.split()), tag_line.split()
+        if not words:
+            raise UserError("empty sentence", files[0], i)
+        if len(tags) != len(words):
+            raise UserError(f"{len(tags)} tags for the {len(words)} words of seq.in", files[1], i)
+        tags = tuple(_tag(tag, files[1], i) for tag in tags)
+        examples.append(Example(words, tags, _label(label, None, files[2], i)))
+    return examples
+
+
+def _read_conll(path):
+    examples, sentence = [], []
+    for i, line in enumerate(_lines(path) + [""], 1):  # the extra blank line ends the last sentence
+        columns = line.split()
+        if columns and columns[0] != "-DOCSTART-":
+            if len(columns) < 2:
+                raise UserError(f"expected 'word ... TAG' columns, found only {quote(columns[0])}", path, i)
+            sentence.append((columns[0], _tag(columns[-1], path, i)))
+        elif sentence:  # a blank line or a document marker ends a sentence
+            words, tags = zip(*sentence)
+            examples.append(Example(words, tags))
+            sentence = []
+    return examples
+
+
+def _read_csv(path):
+    classes = _read_classes(path.parent / "classes.txt")
+    text = _read_text(path)
+    rows = csv.reader(io.StringIO(text, newline=""))
+    records, next_line = [], 1  # (text, label, line) of every row
+    limit = csv.field_size_limit()
+    # No field is longer than its file, so this limit (131,072 characters by default) never refuses a
+    # legitimate text, and it is still a bound.
+    csv.field_size_limit(max(limit, len(text)))
+    try:
+        for row in rows:
+            # A quoted field may span lines: report the line the record starts on.
+            line, next_line = next_line, rows.line_num + 1
+            if not any(field.strip() for field in row):
+                continue
+            header = [field.strip().lower() for field in row] if not records else None
+            if header == ["text", "label"]:
+                continue
+            if header == ["label", "text"]:
+                raise UserError("the header is label,text: write the columns as text,label", path, line)
+            if len(row) != 2:
+                raise UserError(f"expected 2 fields (text,label), found {len(row)}: quote a text that has commas",
+                                path, line)
+            records.append((row[0], row[1], line))
+    except csv.Error as e:
+        raise UserError(f"malformed CSV ({e})", path, rows.line_num) from None
+    finally:
+        csv.field_size_limit(limit)
+    if classes is None:
+        _check_not_swapped(records, path)
+    examples = []
+    for text, label, line in records:
+        words = tuple(text.split())
+        if not words:
+            raise UserError("empty text", path, line)
+        examples.append(Example(words, None, _label(label, classes, path, line)))
+    return examples
+
+
+def _check_not_swapped(records, path):
+    """Refuse a CSV that reads as label,text: its "labels" are mostly texts of several words, and there are
+    more different ones than different "texts". Real labels are never more varied than the texts they label."""
+    labels = {label.strip() for _, label, _ in records}
+    texts = {text.strip() for text, _, _ in records}
+    several_words = sum(len(label.split()) > 1 for _, label, _ in records)
+    if 2 * several_words > len(records) and len(texts) < len(labels):
+        example = max(labels, key=len)
+        raise UserError(f"the columns look swapped: the second column, read as labels, holds {len(labels):,} "
+                        f"different texts of several words (e.g. {quote(example)}), the first only {len(texts):,} "
+                        "different values: write each row as text,label", path)
+
+
+def _read_jsonl(path):
+    classes = _read_classes(path.parent / "classes.txt")
+    examples, first = [], None
+    for i, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        record = parse_json(line, path, i)
+        if not isinstance(record, dict):
+            raise UserError(f"expected a JSON object, found {type(record).__name__}", path, i)
+        keys = [key for key in ("tokens", "text", "tags", "label") if key in record]
+        if first is None:
+            first = (i, keys)
+        if keys != first[1]:
+            raise UserError(f"has keys {keys} but line {first[0]} has {first[1]}: every line needs the same", path, i)
+        examples.append(_json_example(record, classes, path, i))
+    return examples
+
+
+def _json_example(record, classes, path, line):
+    if "tokens" in record:
+        words = record["tokens"]
+        if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
+            raise UserError("'tokens' must be a list of non-blank strings", path, line)
+    elif "tags" in record or not isinstance(record.get("text"), str):
+        raise UserError("a JSON line needs 'tokens' (a list of words; required with 'tags') or 'text' (a string)",
+                        path, line)
+    else:
+        words = record["text"].split()
+    if not words:
+        raise UserError("no words", path, line)
+    if "tags" not in record and "label" not in record:
+        raise UserError("a JSON line needs 'tags', 'label' or both", path, line)
+    tags = record.get("tags")
+    if "tags" in record:
+        if not isinstance(tags, list) or len(tags) != len(words) or not all(isinstance(t, str) for t in tags):
+            raise UserError(f"'tags' must be a list of {len(words)} strings, one per token", path, line)
+        tags = tuple(_tag(tag, path, line) for tag in tags)
+    label = _label(record["label"], classes, path, line) if "label" in record else None
+    return Example(tuple(words), tags, label)
+
+
+# file extension -> (format name for logs, reader)
+FORMATS = {".txt": ("CoNLL columns", _read_conll), ".conll": ("CoNLL columns", _read_conll),
+           ".csv": ("CSV text,label", _read_csv), ".jsonl": ("JSON lines", _read_jsonl)}
