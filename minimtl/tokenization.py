@@ -65,6 +65,10 @@ SPECIALS = (("[CLS]", "[SEP]", "[PAD]", "[UNK]"),  # BERT, DistilBERT, ELECTRA
             ("<s>", "</s>", "<pad>", "<unk>"))  # RoBERTa, XLM-R (fairseq's names)
 
 
+SEGMENT = 1 << 16  # characters of raw text split at once (split_text)
+WORD_CHARS = 1 << 14  # characters of one word that inference tokenizes (windows)
+
+
 class Aligner:
     """A checkpoint's own tokenizer, and how words become sub-tokens and back.
 
@@ -244,24 +248,59 @@ def split_text(aligner, text: str) -> list[Word]:
     moved every character, so offsets point into the original string; we ask for them in characters
     (code points, as Python indexes strings), not in UTF-8 bytes. Byte-level BPE and unigram tokenizers cut
     the words the same way (`Aligner.splitter`), after their own normaliser if they have one.
+
+    A long text is split a segment of at most SEGMENT characters at a time (cut at whitespace where there is
+    some, else inside a run of ASCII letters and digits, whose two halves are joined again; a text with
+    neither is cut where it must), so the memory it takes follows the segment, not the text.
     """
-    pre = PreTokenizedString(text)
+    bounds = []
+    for start, end in _segments(text):
+        part = _split(aligner, text, start, end)
+        if part and bounds and bounds[-1][1] == part[0][0]:  # a word cut in two by the segment boundary
+            bounds[-1] = (bounds[-1][0], part.pop(0)[1])
+        bounds += part
+    return [Word(text[start:end], start, end) for start, end in bounds]
+
+
+def _segments(text):
+    """(start, end) of consecutive pieces of `text` of at most SEGMENT characters, cut where a splitter
+    would cut anyway (after whitespace) or where the two halves can safely be joined (between ASCII letters
+    and digits)."""
+    start = 0
+    while len(text) - start > SEGMENT:
+        end = start + SEGMENT
+        near = text[end - SEGMENT // 16 : end]
+        after_space = max(near.rfind(" "), near.rfind("\n"), near.rfind("\t"))
+        if after_space >= 0:
+            end = end - len(near) + after_space + 1
+        else:
+            end = next((i for i in range(end, end - len(near), -1)
+                        if (text[i - 1] + text[i]).isascii() and (text[i - 1] + text[i]).isalnum()), end)
+        yield start, end
+        start = end
+    yield start, len(text)
+
+
+def _split(aligner, text, start, end):
+    """(start, end) in `text` of each word of text[start:end]."""
+    pre = PreTokenizedString(text[start:end])
     if aligner.tokenizer.normalizer is not None:
         pre.normalize(aligner.tokenizer.normalizer.normalize)
     aligner.splitter.pre_tokenize(pre)
-    bounds = [span for _, span, _ in pre.get_splits(offset_referential="original", offset_type="char")]
+    bounds = [(start + a, start + b) for _, (a, b), _ in
+              pre.get_splits(offset_referential="original", offset_type="char")]
     words = []
-    for i, (start, end) in enumerate(bounds):
+    for i, (first, last) in enumerate(bounds):
         # Accent stripping deletes combining marks, and a deleted mark at the end of a word falls
         # outside its offsets: "Jose\u0301" would map to "Jose". Take such marks back into the word.
-        limit = bounds[i + 1][0] if i + 1 < len(bounds) else len(text)
-        while end < limit and unicodedata.category(text[end]).startswith("M"):
-            end += 1
-        if words and start < words[-1].end:
+        limit = bounds[i + 1][0] if i + 1 < len(bounds) else end
+        while last < limit and unicodedata.category(text[last]).startswith("M"):
+            last += 1
+        if words and first < words[-1][1]:
             # One character that normalises to several words ("‥" -> ". .") stays one word of the text.
             previous = words.pop()
-            start, end = previous.start, max(end, previous.end)
-        words.append(Word(text[start:end], start, end))
+            first, last = previous[0], max(last, previous[1])
+        words.append((first, last))
     return words
 
 
@@ -275,7 +314,10 @@ def windows(aligner, words: list[str], max_len: int, stride: int) -> list[tuple[
     fits = room(max_len)
     if not 0 <= stride < fits:
         raise UserError(f"stride must be at least 0 and below max_len - 2 = {fits}, not {stride}")
-    (ids, word_ids), = aligner.subtokens([words])
+    # A word longer than WORD_CHARS characters is tokenized from its start only: the window keeps at most its
+    # first `fits` sub-tokens, which lie far inside that start (and WordPiece makes any word of over 100
+    # characters a single [UNK] anyway), so a word of megabytes costs no more than one of kilobytes.
+    (ids, word_ids), = aligner.subtokens([[w[:WORD_CHARS] for w in words]])
     ids, word_ids = np.array(ids, dtype=np.int64), np.array(word_ids, dtype=np.int64)
     starts = np.searchsorted(word_ids, np.arange(len(words)))  # first sub-token of each word
     counts = np.diff(np.append(starts, len(ids)))

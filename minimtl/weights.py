@@ -41,12 +41,14 @@ def read_state_dict(path):
 
 def read_shapes(path):
     """name -> shape of every tensor in a safetensors file, read from its header: no tensor is loaded."""
+    if not Path(path).is_file():  # safe_open says so only as a RuntimeError, like any other failure
+        raise UserError("weights file not found", path)
     try:
         with safe_open(path, framework="pt") as f:
             return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     except FileNotFoundError:
         raise UserError("weights file not found", path) from None
-    except (SafetensorError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise UserError(f"not a readable safetensors file ({e})", path) from None
 
 

@@ -36,6 +36,7 @@ from ..errors import UserError, read_json
 from ..tokenization import Aligner
 from ..weights import check_weights_fit, match_state_dict, read_shapes, read_state_dict
 from .plots import write_curves
+from .reading import one_version
 from .rundir import stale_temporaries
 
 FORMAT_VERSION = 4  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf; 4: sentence_head
@@ -158,7 +159,14 @@ def read_meta(directory):
 
 
 def load_checkpoint(directory):
-    """(MultiTaskModel in eval mode, meta) from a directory written by `write_model`."""
+    """(MultiTaskModel in eval mode, meta) from a directory written by `write_model`, both from one version
+    of it (reading.py: a save may swap the directory while it is read)."""
+    _recover(Path(directory))
+    return one_version(directory, read_checkpoint)
+
+
+def read_checkpoint(directory):
+    """load_checkpoint's work, on a directory that stays one version."""
     directory = Path(directory)
     config, meta = read_meta(directory)
     weights = directory / "model.safetensors"
@@ -186,7 +194,16 @@ def write_logs(out, history, best_epoch):
     write_curves(out / "curves.svg", history, best_epoch)
 
 
+def load_with_tokenizer(directory):
+    """(MultiTaskModel in eval mode, meta, its Aligner) of the checkpoint in `directory`, all from one version."""
+    _recover(Path(directory))
+
+    def read(path):
+        model, meta = read_checkpoint(path)
+        return model, meta, Aligner.from_checkpoint(path, model.bert.config.vocab_size)
+    return one_version(directory, read)
+
+
 def load_predictor(directory, device="cpu"):
     """inference.Predictor for the checkpoint in `directory`: its model, vocabularies and tokenizer."""
-    model, meta = load_checkpoint(directory)
-    return Predictor(model, meta, Aligner.from_checkpoint(directory, model.bert.config.vocab_size), device)
+    return Predictor(*load_with_tokenizer(directory), device)

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import UserError
+from .reading import check_files
 from ..weights import DEFAULT_NAME, load_encoder
 
 WEIGHTS_ROOT = Path(__file__).resolve().parents[2] / "weights"
@@ -91,6 +92,7 @@ def resolve_weights(name_or_path, root=WEIGHTS_ROOT):
         return fetch_default_weights(root)
     for path in (Path(name_or_path), Path(root) / name_or_path):
         if path.is_dir():
+            check_files(path)  # regular files only: no FIFO to hang on, no link out of the checkpoint
             return path
     where = "" if Path(name_or_path).is_absolute() else f" (nor weights/{name_or_path})"
     raise UserError(f"no checkpoint directory {name_or_path!r}{where}; see weights/README.md")

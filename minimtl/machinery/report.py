@@ -14,9 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ..evaluation import predict, score
-from ..tokenization import Aligner
 from ..batching import encode_split
-from .checkpoint import load_checkpoint
+from .checkpoint import load_with_tokenizer
 from .data import LabelVocab, Splits, load_split, unseen
 from ..errors import UserError
 from .sources import Source
@@ -43,12 +42,11 @@ def evaluate_file(checkpoint, path, split=None):
     unless `split` says otherwise)."""
     examples, description = load_split(path, split)
     split = split or "test"
-    model, meta = load_checkpoint(checkpoint)
+    model, meta, aligner = load_with_tokenizer(checkpoint)
     labels, tags, notes = _vocabularies(meta, examples, description)
     notes += unseen(examples, labels, tags)
     # The split keeps its name so that `predict` reads it as training does; the other splits stay empty.
     splits = Splits(**{"train": [], "dev": [], "test": None, split: examples}, source=description)
-    aligner = Aligner.from_checkpoint(checkpoint, model.bert.config.vocab_size)
     ids = encode_split(aligner, examples, labels, tags, model.bert.config.max_tokens)
     source = Source("evaluated", splits, labels, tags, {split: ids})
     predicted_labels, predicted_tags = predict(model, source, split)
