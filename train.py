@@ -51,6 +51,9 @@ def main(argv=None):
     except PeerLost as e:
         print(f"{who}{e}", file=sys.stderr)
         sys.exit(1)
+    except OSError as e:  # the system said no where no step above expected it (every save says its own)
+        print(f"{who}error: {UserError(e.strerror or e, e.filename)}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:  # before training started: nothing was written
         print(f"{who}interrupted before training started: nothing was saved", file=sys.stderr)
         sys.exit(130)

@@ -18,7 +18,6 @@ The default checkpoint, all-MiniLM-L6-v2, is fetched on first use (`python -m mi
 import re
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
@@ -87,8 +86,8 @@ def match_state_dict(module, tensors, source, verbose=False, rename=lambda name:
 def check_weights_fit(config, shapes, source):
     """Refuse a weights file (its header's `shapes`) that does not fit `config`, before anything is built.
 
-    The layer count is compared first, so that an absurd num_hidden_layers never even builds modules; the other
-    shapes come from a `Bert` on the meta device, which has shapes and no memory.
+    The layer count is compared first, then the sizes every tensor's shape is made of: an absurd vocab_size,
+    hidden_size or layer count never allocates anything.
     """
     own = FAMILIES[config.model_type].prefix
     found = {ours: shape for name, shape in shapes.items() if (ours := our_name(name, config.model_type))}
@@ -101,9 +100,16 @@ def check_weights_fit(config, shapes, source):
     if len(layers) != config.num_hidden_layers or max(layers, default=-1) != len(layers) - 1:  # not 0 .. n-1
         raise UserError(f"holds {len(layers)} encoder layers, but config.json asks for {config.num_hidden_layers}"
                         + hint, source)
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in Bert(config).state_dict().items()}
-    check_shapes(expected, found, source, hint)
+    # The sizes that decide how much building the model allocates. When the file agrees on these, the model
+    # is about as large as the file itself, and match_state_dict then checks every tensor exactly.
+    E, H = config.embedding_size or config.hidden_size, config.hidden_size
+    sizes = {"embeddings.word_embeddings.weight": (config.vocab_size, E),
+             "embeddings.position_embeddings.weight": (config.max_position_embeddings, E),
+             "encoder.layer.0.attention.self.query.weight": (H, H),
+             "encoder.layer.0.intermediate.dense.weight": (config.intermediate_size, H)}
+    if config.type_vocab_size:
+        sizes["embeddings.token_type_embeddings.weight"] = (config.type_vocab_size, E)
+    check_shapes(sizes, found, source, hint)
 
 
 def load_encoder(path, verbose=False):

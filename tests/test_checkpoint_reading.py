@@ -118,8 +118,9 @@ SWAPPER = textwrap.dedent("""
             for name in os.listdir(versions[i % 2]):
                 os.link(os.path.join(versions[i % 2], name), tmp / name)
         i += 1
+        if i == 1:
+            print("swapping", flush=True)
         time.sleep(0.2)
-    print(i)
 """)
 
 
@@ -128,11 +129,12 @@ def test_a_reader_racing_saves_always_gets_one_whole_version(tmp_path, checkpoin
     b = version(tmp_path / "b", checkpoint_dir, hidden=48, labels=["p", "q", "r", "s"])
     out = tmp_path / "run"
     shutil.copytree(a, out)
-    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, str(ROOT), str(out), str(a), str(b), "60"],
+    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, str(ROOT), str(out), str(a), str(b), "120"],
                                stdout=subprocess.PIPE, text=True)
     seen = set()
     try:
-        for _ in range(150):
+        assert swapper.stdout.readline() == "swapping\n"
+        for _ in range(300):
             model, meta = load_checkpoint(out)  # raises if config.json and model.safetensors disagree
             seen.add((model.bert.config.hidden_size, len(meta["labels"]), model.cls_head.out.out_features))
     finally:

@@ -104,7 +104,12 @@ def _recover(directory):
         return
     leftovers = sorted((p for p in stale_temporaries(directory) if ".old-" in p.name), key=lambda p: p.stat().st_mtime)
     if leftovers:
-        leftovers[-1].rename(directory)
+        try:
+            leftovers[-1].rename(directory)
+        except OSError as e:  # a read-only file system, say: the complete version stays where it is
+            raise UserError(f"a save was cut short between its two renames and its previous, complete version, "
+                            f"{leftovers[-1]}, cannot be put back here ({e.strerror}): move it to this name",
+                            directory) from None
 
 
 def read_meta(directory):

@@ -8,11 +8,11 @@ Two rules, for the pretrained weights (--weights) and for trained runs (--checkp
    `models--ORG--NAME/snapshots/REV/FILE -> ../../blobs/SHA`, so a symlink whose target is a regular file
    in the `blobs/` folder of that same cache is read. Anything else is refused with one line.
 2. **One version.** Training replaces a run directory whole at every save (checkpoint.atomic_directory:
-   the old directory renamed away, the new one renamed in). A reader that opened config.json before a swap
-   and model.safetensors after it would mix two versions. So `one_version` opens the directory once and
-   reads every file through that handle (`/proc/self/fd/N/FILE`: the directory it was when opened, whatever
-   is renamed since); if a swap removed the old version before all of it was read, it reads again. Where
-   the system has no /proc/self/fd, files are read by path, without that guarantee.
+   the old directory renamed away, a new one renamed in; never the same directory back). A reader that
+   opened config.json before a swap and model.safetensors after it would mix two versions. So `one_version`
+   notes which directory the path names (device and inode) before reading and again after: the same one
+   means every file was opened in that one version (what an open file holds stays readable when its
+   directory is renamed or removed); another one means a swap happened meanwhile, and it reads again.
 """
 
 import os
@@ -25,13 +25,11 @@ from ..errors import UserError
 READ_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
               "tokenizer_config.json", "1_Pooling/config.json")
 SWAP_RETRIES = 20  # each retry follows a save that swapped the directory mid-read: a save takes far longer
-FD_DIR = Path("/proc/self/fd")
 
 
-def check_files(directory, shown=None):
-    """Refuse anything among READ_FILES in `directory` that is not a regular file (rule 1). `shown`: the
-    directory as the user named it, for the message."""
-    directory, shown = Path(directory), Path(shown or directory)
+def check_files(directory):
+    """Refuse anything among READ_FILES in `directory` that is not a regular file (rule 1)."""
+    directory = Path(directory)
     real = Path(os.path.realpath(directory))
     for name in READ_FILES:
         try:
@@ -44,48 +42,47 @@ def check_files(directory, shown=None):
             if real.parent.name == "snapshots" and target.parent == blobs and target.is_file():
                 continue
             raise UserError("is a symbolic link out of the checkpoint (only a hub cache's links into its blobs/ "
-                            "are read)", shown / name)
+                            "are read)", directory / name)
         if not stat.S_ISREG(info.st_mode):
-            raise UserError("is not a regular file", shown / name)
+            raise UserError("is not a regular file", directory / name)
 
 
 def one_version(directory, read):
-    """`read(path)` on one whole version of the checkpoint in `directory` (rule 2), after `check_files`;
-    errors name `directory`, not the handle it was read through."""
+    """`read(directory)` on one whole version of the checkpoint there (rule 2), after `check_files`."""
     directory = Path(directory)
-    if not FD_DIR.is_dir():
-        check_files(directory)
-        return read(directory)
     for attempt in range(SWAP_RETRIES):
+        last = attempt + 1 == SWAP_RETRIES
         try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            before = _identity(directory)
         except FileNotFoundError:  # between a save's two renames, or no checkpoint at all
-            if attempt + 1 < SWAP_RETRIES and _swapping(directory):
+            if not last and _swapping(directory):
                 time.sleep(0.01)
                 continue
             raise UserError("no checkpoint here: train one first (python train.py) or pass --checkpoint DIR",
                             directory) from None
-        except OSError as e:  # a file, a folder we may not read
-            raise UserError(f"not a checkpoint directory ({e.strerror})", directory) from None
-        pinned = FD_DIR / str(fd)
         try:
-            check_files(pinned, shown=directory)
-            return read(pinned)
-        except UserError as e:
-            if attempt + 1 < SWAP_RETRIES and _replaced(directory, fd):
-                continue  # a save swapped in a new version and removed this one while it was read
-            raise UserError(str(e).replace(str(pinned), str(directory))) from None
-        finally:
-            os.close(fd)
+            check_files(directory)
+            result = read(directory)
+        except UserError:
+            if not last and _identity_or_none(directory) != before:
+                continue  # a save swapped in a new version, and removed this one, while it was read
+            raise
+        if _identity_or_none(directory) == before:  # no swap since the first file was opened: one version
+            return result
+    raise UserError("the checkpoint was replaced again and again while it was read (a training run saving "
+                    "into it?): try again", directory)
 
 
-def _replaced(directory, fd):
-    """Whether `directory` is no longer the directory that `fd` was opened on."""
+def _identity(directory):
+    info = os.stat(directory)
+    return info.st_dev, info.st_ino
+
+
+def _identity_or_none(directory):
     try:
-        now, then = os.stat(directory), os.fstat(fd)
-    except FileNotFoundError:
-        return True
-    return (now.st_dev, now.st_ino) != (then.st_dev, then.st_ino)
+        return _identity(directory)
+    except OSError:
+        return None
 
 
 def _swapping(directory):

@@ -30,7 +30,7 @@ from ..weights import load_encoder, trained_pooling
 from .checkpoint import MODEL_FILES, atomic_directory, load_checkpoint, write_json, write_logs, write_model
 from .distributed import Processes
 from .download import resolve_weights
-from .interrupts import Checked, ctrl_c_between_batches
+from .interrupts import Checked, ctrl_c_between_batches, what_is_saved
 from .report import entity_tables
 from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
 from .rundir import RunLock, write_marker
@@ -83,7 +83,11 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
             record = progress.finish_epoch(epoch, stats.summary(optimizer, ddp.device), dev)
             with ctrl_c.saving():  # a first Ctrl-C waits for the save: what is on disk is then this epoch
                 if ddp.main:
-                    save_epoch(model, optimizer, progress, meta(cfg, recipe, sources, weights_dir, dev, ddp))
+                    try:
+                        save_epoch(model, optimizer, progress, meta(cfg, recipe, sources, weights_dir, dev, ddp))
+                    except OSError as e:  # a full disk, say: the half-written version was discarded whole
+                        raise UserError(f"cannot save epoch {epoch} ({e.strerror}): training stopped; "
+                                        f"{what_is_saved(progress, out, ddp.command())}", out) from None
                 progress.saved = epoch
             log(epoch_line(record, recipe))
             ctrl_c.check()
