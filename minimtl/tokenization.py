@@ -33,14 +33,14 @@ overlapping windows of whole words, so any length works and no word is lost:
 
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
-from tokenizers import PreTokenizedString, Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import PreTokenizedString, models, pre_tokenizers
 
-from .errors import UserError, read_json
+from .errors import UserError
 from .model import IGNORE_INDEX
+from .tokenizer_files import read_tokenizer
 
 
 @dataclass
@@ -97,32 +97,9 @@ class Aligner:
 
     @classmethod
     def from_checkpoint(cls, directory, vocab_size=None):
-        """The checkpoint's tokenizer: `tokenizer.json` when there is one (any model `tokenizers` reads), else
-        WordPiece from `vocab.txt` (+ `tokenizer_config.json`), else byte-level BPE from `vocab.json` +
-        `merges.txt`. Given the model's `vocab_size`, every id the tokenizer can produce must have a row in its
-        embedding table."""
-        directory = Path(directory)
-        if (directory / "tokenizer.json").is_file():
-            path = directory / "tokenizer.json"
-            tokenizer = read_native(Tokenizer.from_file, path, "cannot read the tokenizer", str(path))
-            tokenizer.no_padding()  # the batches pad themselves; published files often pad to a fixed length
-            tokenizer.no_truncation()
-        elif (directory / "vocab.txt").is_file():
-            path = directory / "vocab.txt"
-            tokenizer = wordpiece_tokenizer(path, directory / "tokenizer_config.json")
-        elif (directory / "vocab.json").is_file():
-            path, merges = directory / "vocab.json", directory / "merges.txt"
-            if not merges.is_file():
-                raise UserError("no merges.txt beside vocab.json: byte-level BPE needs both", path=merges)
-            bpe = read_native(models.BPE.from_file, merges, "cannot read the BPE vocabulary and merges",
-                              str(path), str(merges))
-            tokenizer = Tokenizer(bpe)
-            # Byte-level: every byte is a symbol of the vocabulary, so no text is ever unknown. The space before
-            # each word is added by `Aligner.prefix`, not by the pre-tokenizer.
-            tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        else:
-            raise UserError("no vocab.txt (WordPiece), tokenizer.json or vocab.json + merges.txt (byte-level BPE): "
-                            "the checkpoint needs its tokenizer files", path=directory / "vocab.txt")
+        """The checkpoint's own tokenizer (tokenizer_files.py says which files). Given the model's `vocab_size`,
+        every id the tokenizer can produce must have a row in its embedding table."""
+        tokenizer, path = read_tokenizer(directory)
         try:
             aligner = cls(tokenizer)
         except ValueError as e:
@@ -208,33 +185,6 @@ def room(max_len):
     if max_len < 3:
         raise UserError(f"max_len must be at least 3 ([CLS], one sub-token, [SEP]), not {max_len}")
     return max_len - 2
-
-
-def read_native(reader, path, what, *args, **kwargs):
-    """`reader(*args, **kwargs)`, a `tokenizers` file reader, its failure (a plain Exception) a UserError."""
-    try:
-        return reader(*args, **kwargs)
-    except Exception as e:
-        raise UserError(f"{what}: {e}", path=path) from None
-
-
-def wordpiece_tokenizer(vocab, config_path):
-    """BertTokenizer, rebuilt from `vocab.txt` and the lower-casing in `tokenizer_config.json`."""
-    lowercase = True  # BertTokenizer's default when the config does not say
-    if config_path.is_file():
-        config = read_json(config_path)
-        if not isinstance(config, dict):
-            raise UserError("not a valid tokenizer config (a JSON object)", path=config_path)
-        lowercase = bool(config.get("do_lower_case", True))
-    # 100 is BertTokenizer's limit: longer words become a single [UNK], as in pretraining.
-    tokenizer = Tokenizer(read_native(models.WordPiece.from_file, vocab, "cannot read the vocabulary", str(vocab),
-                                      unk_token="[UNK]", max_input_chars_per_word=100))
-    # strip_accents=None follows `lowercase`, as in BertTokenizer: uncased models also strip accents.
-    tokenizer.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
-    )
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    return tokenizer
 
 
 # --- raw text at inference time: words with character offsets, then overlapping windows ------------

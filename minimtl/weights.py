@@ -15,40 +15,58 @@ weights (an absurd vocab_size or layer count) is refused before anything is buil
 The default checkpoint, all-MiniLM-L6-v2, is fetched on first use (`python -m minimtl.machinery.download`).
 """
 
+import os
 import re
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .bert import Bert
-from .errors import UserError, read_json
+from .errors import UserError, parse_json, quote, read_json
 from .families import FAMILIES, our_name, read_config
+from .paths import readable
 
 DEFAULT_NAME = "all-MiniLM-L6-v2"  # the default --weights: 6 layers, 384 wide, uncased
+MAX_HEADER = 100 << 20  # bytes of a safetensors header, as the format itself limits it
 
 
 def read_state_dict(path):
     """The tensors of a safetensors file, as a state dict; a damaged file is a UserError."""
-    try:
-        return load_file(path)
-    except FileNotFoundError:
-        raise UserError("weights file not found", path) from None
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"not a readable safetensors file ({e})", path) from None
-
-
-def read_shapes(path):
-    """name -> shape of every tensor in a safetensors file, read from its header: no tensor is loaded."""
-    if not Path(path).is_file():  # safe_open says so only as a RuntimeError, like any other failure
+    if not Path(path).is_file():  # safetensors says so only as a RuntimeError, like any other failure
         raise UserError("weights file not found", path)
     try:
-        with safe_open(path, framework="pt") as f:
-            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+        with readable(path) as name:
+            return load_file(name)
     except FileNotFoundError:
         raise UserError("weights file not found", path) from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise UserError(f"not a readable safetensors file ({e})", path) from None
+
+
+def read_shapes(path):
+    """name -> shape of every tensor in a safetensors file, from its header alone: the first 8 bytes are the
+    header's length (little-endian), then the header is JSON, {name: {"dtype", "shape", "data_offsets"}}."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 2 <= size <= min(MAX_HEADER, os.fstat(f.fileno()).st_size - 8):
+                raise UserError(f"not a safetensors file (a header of {size:,} bytes)", path)
+            header = parse_json(f.read(size).decode("utf-8", "replace"), path)
+    except FileNotFoundError:
+        raise UserError("weights file not found", path) from None
+    except OSError as e:
+        raise UserError(f"cannot read ({e.strerror})", path) from None
+    if not isinstance(header, dict):
+        raise UserError("not a safetensors file (its header is not a JSON object)", path)
+    shapes = {}
+    for name, info in header.items():
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if name != "__metadata__" and not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
+            raise UserError(f"not a safetensors file (tensor {quote(name)} has no shape)", path)
+        if name != "__metadata__":
+            shapes[name] = tuple(shape)
+    return shapes
 
 
 def check_shapes(expected, found, source, hint=""):
