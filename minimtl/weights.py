@@ -51,19 +51,23 @@ def read_shapes(path):
         with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
             if not 2 <= size <= min(MAX_HEADER, os.fstat(f.fileno()).st_size - 8):
-                raise UserError(f"not a safetensors file (a header of {size:,} bytes)", path)
-            header = parse_json(f.read(size).decode("utf-8", "replace"), path)
+                raise UserError(f"not a readable safetensors file (a header of {size:,} bytes)", path)
+            text = f.read(size).decode("utf-8", "replace")
     except FileNotFoundError:
         raise UserError("weights file not found", path) from None
     except OSError as e:
         raise UserError(f"cannot read ({e.strerror})", path) from None
+    try:
+        header = parse_json(text, path)
+    except UserError as e:
+        raise UserError(f"not a readable safetensors file (its header: {e})") from None
     if not isinstance(header, dict):
-        raise UserError("not a safetensors file (its header is not a JSON object)", path)
+        raise UserError("not a readable safetensors file (its header is not a JSON object)", path)
     shapes = {}
     for name, info in header.items():
         shape = info.get("shape") if isinstance(info, dict) else None
         if name != "__metadata__" and not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
-            raise UserError(f"not a safetensors file (tensor {quote(name)} has no shape)", path)
+            raise UserError(f"not a readable safetensors file (tensor {quote(name)} has no shape)", path)
         if name != "__metadata__":
             shapes[name] = tuple(shape)
     return shapes
