@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from minimtl.config import TrainConfig
 from minimtl.machinery.download import fetch_default_weights
+from minimtl.machinery.interrupts import Interrupted
+from minimtl.machinery.run import train
 
 pytest_plugins = ["small_checkpoint"]  # fixtures of the small random checkpoint for the inference tests
 
@@ -49,3 +52,19 @@ def tiny_data(tmp_path_factory):
         lines = (demo / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
         (path / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def interrupted_run(tmp_path_factory, tiny_data, tiny_weights):
+    """A run of 3 epochs stopped (as by Ctrl-C) after its first: resumable. Tests copy it before changing it."""
+    out = tmp_path_factory.mktemp("interrupted") / "run"
+    cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=3, batch_size=16,
+                      patience=0, device="cpu")
+
+    def stop(line):
+        if line.startswith("epoch  1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        train(cfg, log=stop)
+    return out

@@ -32,7 +32,6 @@ from minimtl.errors import MAX_DEPTH, MAX_LINE, UserError, parse_json, quote, re
 from minimtl.machinery.data import load_data, load_split
 from minimtl.machinery.formats import Example, bio_from_iob1
 from minimtl.machinery.html import write_html
-from minimtl.machinery.interrupts import Interrupted
 from minimtl.machinery.resume import resume_config
 from minimtl.machinery.run import train
 
@@ -334,22 +333,6 @@ def test_a_page_killed_midway_leaves_a_temporary_the_next_write_removes(tmp_path
 
 
 # --- 4. resume state that does not fit the model ----------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def interrupted_run(tmp_path_factory, tiny_data, tiny_weights):
-    """A run of 3 epochs stopped (as by Ctrl-C) after its first: resumable."""
-    out = tmp_path_factory.mktemp("interrupted") / "run"
-    cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=3, batch_size=16,
-                      patience=0, device="cpu")
-
-    def stop(line):
-        if line.startswith("epoch  1/"):
-            raise KeyboardInterrupt
-
-    with pytest.raises(Interrupted):
-        train(cfg, log=stop)
-    return out
-
 
 def edit_tensors(file, edit):
     def damage(run):

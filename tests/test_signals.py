@@ -13,8 +13,7 @@ import pytest
 from conftest import ROOT
 
 from minimtl import UserError
-from minimtl.config import TrainConfig
-from minimtl.machinery.interrupts import CtrlC, Interrupted, what_is_saved
+from minimtl.machinery.interrupts import CtrlC, what_is_saved
 from minimtl.machinery.resume import resume_config
 from minimtl.machinery.run import Progress, train
 
@@ -82,22 +81,6 @@ def test_ctrl_c_during_the_feature_cache_stops_before_the_cache_is_done(tmp_path
     assert not (tmp_path / "run").exists() and os.listdir(tmp_path) == []  # no lock file, no temporary
 
 
-@pytest.fixture(scope="module")
-def interrupted(tmp_path_factory, tiny_data, tiny_weights):
-    """A run of 3 epochs stopped after its first."""
-    out = tmp_path_factory.mktemp("interrupted") / "run"
-    cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=3, batch_size=16,
-                      patience=0, device="cpu")
-
-    def stop(line):
-        if line.startswith("epoch  1/"):
-            raise KeyboardInterrupt
-
-    with pytest.raises(Interrupted):
-        train(cfg, log=stop)
-    return out
-
-
 def damage_optimizer(run):
     (run / "resume" / "optimizer.safetensors").write_bytes(b"not a safetensors file")
 
@@ -115,9 +98,9 @@ def change_data(run):
 
 
 @pytest.mark.parametrize("damage", [damage_optimizer, damage_settings, change_data])
-def test_a_failed_resume_leaves_no_lock_file_and_the_run_as_it_was(interrupted, tmp_path, damage):
+def test_a_failed_resume_leaves_no_lock_file_and_the_run_as_it_was(interrupted_run, tmp_path, damage):
     run = tmp_path / "run"
-    shutil.copytree(interrupted, run)
+    shutil.copytree(interrupted_run, run)
     damage(run)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     with pytest.raises(UserError):
