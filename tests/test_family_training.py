@@ -3,6 +3,7 @@ training did; the saved run is still a checkpoint of its family, which its own `
 freezing, LoRA and the CLIs' one-line errors work the same for all of them."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -165,13 +166,18 @@ def test_the_clis_refuse_a_mixed_or_incomplete_checkpoint_in_one_line(runs, tiny
                    small_vocab / "vocab.json", "vocab_size")
 
 
+def files_of(run, directory):
+    """A copy of the checkpoint files of `run` (its top-level files, not its resume state) in `directory`."""
+    directory.mkdir()
+    for f in run.iterdir():
+        if f.is_file():
+            shutil.copyfile(f, directory / f.name)
+    return directory
+
+
 def test_a_run_whose_config_disagrees_with_its_weights_is_refused_before_it_is_built(runs, tmp_path):
     _, out, _ = runs("roberta")
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    for f in out.iterdir():
-        if f.is_file():
-            (bad / f.name).write_bytes(f.read_bytes())
+    bad = files_of(out, tmp_path / "bad")
     config = json.loads((bad / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**config, "vocab_size": 10 ** 12}))
     with pytest.raises(UserError, match=r"model.safetensors: tensor shapes do not match the config: "
@@ -181,11 +187,7 @@ def test_a_run_whose_config_disagrees_with_its_weights_is_refused_before_it_is_b
 
 def test_a_bert_run_written_before_families_still_loads(runs, tmp_path):
     _, out, _ = runs("bert")
-    old = tmp_path / "old"
-    old.mkdir()
-    for f in out.iterdir():
-        if f.is_file():
-            (old / f.name).write_bytes(f.read_bytes())
+    old = files_of(out, tmp_path / "old")
     config = json.loads((old / "config.json").read_text())
     for key in ("model_type", "pad_token_id"):  # what runs of earlier versions did not write
         del config[key]
