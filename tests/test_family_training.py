@@ -3,6 +3,7 @@ training did; the saved run is still a checkpoint of its family, which its own `
 freezing, LoRA and the CLIs' one-line errors work the same for all of them."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -194,3 +195,19 @@ def test_a_bert_run_written_before_families_still_loads(runs, tmp_path):
     (old / "config.json").write_text(json.dumps(config))
     assert set(load_file(old / "model.safetensors")) >= {"bert.embeddings.word_embeddings.weight"}
     assert load_predictor(old).predict(TEXTS) == load_predictor(out).predict(TEXTS)
+
+
+def test_torchrun_the_feature_cache_the_crf_and_the_html_page_work_with_roberta(tiny_data, tmp_path):
+    weights, out, page = tmp_path / "roberta", tmp_path / "run", tmp_path / "page.html"
+    write_checkpoint(weights, "roberta")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "train.py", "--data", str(tiny_data), "--weights", str(weights), "--out", str(out),
+                           "--freeze", "backbone", "--crf", "--epochs", "2", "--batch-size", "8", "--max-len", "48"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("feature cache: backbone frozen") == 1 and "global batch: 8 sentences x 2" in done.stdout
+    assert json.loads((out / "config.json").read_text())["model_type"] == "roberta"
+    drawn = cli("infer.py", "--checkpoint", out, "--html", page, *TEXTS)
+    assert drawn.returncode == 0, drawn.stderr
+    assert "Alice went to Paris last summer." in page.read_text(encoding="utf-8")
