@@ -93,6 +93,10 @@ class TrainConfig:
     overwrite: bool = setting(False, "replace the earlier minimtl run in --out (never anything else)", RUN)
     max_len: int = setting(128, "training sentences are cut to this many sub-tokens, and the cut ones counted",
                            RUN, positive)
+    cache_memory: float | None = setting(None, "GiB that the frozen backbone's feature cache may take; a larger "
+                                         "cache is not built and the frozen encoder runs in every step instead "
+                                         "(default: half of the memory available when the run starts)", RUN,
+                                         positive)
     label_all_subtokens: bool = setting(False, "label every sub-token of a word (continuations of B-X as I-X), "
                                         "not only the first", RUN)
 

@@ -38,6 +38,15 @@ class FeatureCache:
             f"{str(dtype).removeprefix('torch.')}); the heads train on the cached features")
 
     @staticmethod
+    def size(model, sources, splits, dtype=torch.float16):
+        """The bytes a cache of these splits takes, known before it is built: every real token's features
+        (and one zero row per split), plus where each sentence starts."""
+        layers, H = model.config.layers, model.bert.config.hidden_size
+        per_token = layers * H * torch.empty((), dtype=dtype).element_size()
+        return sum((sum(map(len, s.ids[split].input_ids)) + 1) * per_token + 8 * len(s.ids[split])
+                   for s in sources for split in splits)
+
+    @staticmethod
     @torch.inference_mode()
     def encode(model, split, dtype):
         lengths = torch.tensor([len(ids) for ids in split.input_ids])

@@ -9,6 +9,7 @@
 Under torchrun every process runs this; rank 0 alone prints, holds the lock and writes (distributed.py).
 """
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,8 @@ from ..batching import epoch_batches, shard, steps_per_epoch
 from ..config import recipe as resolve_recipe
 from ..errors import UserError
 from ..evaluation import evaluate_sources, format_scores, selection_score
-from ..freezing import frozen_in_epoch, parameter_table, units
+from ..features import FeatureCache
+from ..freezing import encoder_frozen, frozen_in_epoch, parameter_table, units
 from ..lora import add_lora
 from ..model import MultiTaskModel
 from ..tokenization import Aligner
@@ -64,10 +66,12 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
                 f"= {global_batch(cfg, ddp)} per optimizer step")
         total_steps = steps_per_epoch(sources, cfg, ddp.world) * recipe.epochs  # optimizer steps of the whole job
         schedule = partial(lr_factor, total=total_steps, warmup_steps=max(1, round(cfg.warmup * total_steps)))
-        features, bf16 = None, None
+        features, bf16, cache_fits = None, None, None
         for epoch in range(progress.epoch + 1, recipe.epochs + 1):
             optimizer = optimizer_for_epoch(model, cfg, recipe, epoch, optimizer, log)
-            features = features_for_epoch(model, sources, features, log)
+            if cache_fits is None and encoder_frozen(model):
+                cache_fits = fits_in_memory(model, sources, cfg, ddp.world, log)
+            features = features_for_epoch(model, sources, features, log) if cache_fits else None
             bf16 = precision_for_epoch(recipe, cfg, device, features is not None, bf16, log)
             # DDP watches what trains now: with the cache, the heads alone (the frozen encoder has no gradient).
             net = DistributedDataParallel(model, device_ids=[ddp.device] if device.type == "cuda" else None) \
@@ -146,6 +150,29 @@ def build(cfg, log):
     if cfg.lora:  # wraps the target Linears; with adapters in the model, freezing.py freezes the backbone
         add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     return model.to(device), sources, weights_dir, recipe
+
+
+def fits_in_memory(model, sources, cfg, world, log):
+    """Whether the frozen backbone's feature cache fits its budget (--cache-memory; by default half of the
+    memory available now, shared by the job's processes, each of which builds its own). Never start what
+    would run the machine out of memory: beyond the budget the cache is not built, and the frozen encoder
+    runs in every step instead (under no_grad, as it has no trainable weight), which costs time, not memory."""
+    size = FeatureCache.size(model, sources, ("train", "dev"))
+    budget = cfg.cache_memory * 2**30 if cfg.cache_memory is not None else available_memory() / (2 * world)
+    if size <= budget:
+        return True
+    log(f"feature cache: {size / 2**20:,.0f} MiB would not fit in the budget of {budget / 2**20:,.0f} MiB "
+        "(--cache-memory): not built; the frozen encoder runs in every step instead")
+    return False
+
+
+def available_memory():
+    """Bytes the kernel says it can give without swapping (MemAvailable), or the free pages where it says none."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def precision_for_epoch(recipe, cfg, device, cached, before, log):
