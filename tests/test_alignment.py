@@ -156,16 +156,21 @@ def test_raw_text_words_and_spans(aligner, reference, text, data):
         assert s.confidence == pytest.approx(mean)
 
 
+def check_windows(wins, n_words, max_len):
+    """Windows start at the first word, always move on, skip no word, end at the last, and fit max_len."""
+    assert wins[0][0] == 0
+    for (first, enc), (next_first, _) in zip(wins, wins[1:]):
+        assert first < next_first <= first + len(enc.first_positions)  # progress, and no word skipped
+    assert wins[-1][0] + len(wins[-1][1].first_positions) == n_words
+    assert all(len(enc.input_ids) <= max_len for _, enc in wins)
+
+
 @SETTINGS
 @given(st.lists(word, max_size=60), st.integers(3, 24), st.data())
 def test_windows_give_one_row_per_word(aligner, words, max_len, data):
     stride = data.draw(st.integers(0, max_len - 3))
     wins = windows(aligner, words, max_len, stride)
-    assert wins[0][0] == 0
-    for (first, enc), (next_first, _) in zip(wins, wins[1:]):
-        assert first < next_first <= first + len(enc.first_positions)  # progress, and no word skipped
-    assert wins[-1][0] + len(wins[-1][1].first_positions) == len(words)
-    assert all(len(enc.input_ids) <= max_len for _, enc in wins)
+    check_windows(wins, len(words), max_len)
 
     rows = predict_words(aligner, words, fake_scores, max_len, stride)
     assert rows.shape == (len(words), 3)

@@ -86,11 +86,7 @@ def test_windows_never_drop_a_word(kind, words, max_len, data):
     _, aligner, _ = kind
     stride = data.draw(st.integers(0, max_len - 3))
     wins = windows(aligner, words, max_len, stride)
-    assert wins[0][0] == 0
-    for (first, enc), (next_first, _) in zip(wins, wins[1:]):
-        assert first < next_first <= first + len(enc.first_positions)  # progress, and no word skipped
-    assert wins[-1][0] + len(wins[-1][1].first_positions) == len(words)
-    assert all(len(enc.input_ids) <= max_len for _, enc in wins)
+    base.check_windows(wins, len(words), max_len)
     rows = base.predict_words(aligner, words, base.fake_scores, max_len, stride)
     assert rows.shape == (len(words), 3)
     for i, w in enumerate(words):
