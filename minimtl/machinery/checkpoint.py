@@ -36,7 +36,7 @@ from ..errors import UserError, read_json
 from ..tokenization import Aligner
 from ..weights import check_weights_fit, match_state_dict, read_shapes, read_state_dict
 from .plots import write_curves
-from .reading import one_version
+from .reading import NO_CHECKPOINT, one_version
 from .rundir import stale_temporaries
 
 FORMAT_VERSION = 4  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf; 4: sentence_head
@@ -113,12 +113,10 @@ def _recover(directory):
 
 
 def read_meta(directory):
-    """(BERT config, minimtl section) of a checkpoint directory, validated."""
+    """(BERT config, minimtl section) of a checkpoint directory, validated (after load_checkpoint's _recover)."""
     directory = Path(directory)
-    _recover(directory)
     if not directory.is_dir():
-        raise UserError("no checkpoint here: train one first (python train.py) or pass --checkpoint DIR",
-                        directory)
+        raise UserError(NO_CHECKPOINT, directory)  # a file, say: one_version found something at the path
     path = directory / "config.json"
     raw = read_json(path, missing="checkpoint has no config.json")
     meta = raw.get("minimtl") if isinstance(raw, dict) else None

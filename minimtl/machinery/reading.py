@@ -24,6 +24,7 @@ from ..errors import UserError
 
 READ_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
               "tokenizer_config.json", "1_Pooling/config.json")
+NO_CHECKPOINT = "no checkpoint here: train one first (python train.py) or pass --checkpoint DIR"
 SWAP_RETRIES = 20  # each retry follows a save that swapped the directory mid-read: a save takes far longer
 
 
@@ -58,8 +59,7 @@ def one_version(directory, read):
             if not last and _swapping(directory):
                 time.sleep(0.01)
                 continue
-            raise UserError("no checkpoint here: train one first (python train.py) or pass --checkpoint DIR",
-                            directory) from None
+            raise UserError(NO_CHECKPOINT, directory) from None
         try:
             check_files(directory)
             result = read(directory)
