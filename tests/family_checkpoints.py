@@ -111,3 +111,11 @@ def write_checkpoint(path, family, seed=0):
             p.add_(torch.randn_like(p) * 0.05)
     model.save_pretrained(path)
     return model.base_model, tokenizer
+
+
+def write_checkpoints(tmp_path_factory, *families):
+    """A random checkpoint of each of `families`, each in a folder of its own; their paths, in that order."""
+    paths = tuple(tmp_path_factory.mktemp(family) for family in families)
+    for path, family in zip(paths, families):
+        write_checkpoint(path, family)
+    return paths

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from family_checkpoints import FAMILIES, write_checkpoint
+from family_checkpoints import FAMILIES, write_checkpoint, write_checkpoints
 from minimtl import UserError, load_encoder
 from minimtl.tokenization import Aligner
 
@@ -86,10 +86,7 @@ def copy_checkpoint(src, dst, config=None, rename=None):
 
 @pytest.fixture(scope="module")
 def bert_and_roberta(tmp_path_factory):
-    bert, roberta = tmp_path_factory.mktemp("bert"), tmp_path_factory.mktemp("roberta")
-    write_checkpoint(bert, "bert")
-    write_checkpoint(roberta, "roberta")
-    return bert, roberta
+    return write_checkpoints(tmp_path_factory, "bert", "roberta")
 
 
 def test_a_roberta_config_over_bert_tensors_is_one_line_naming_the_file(bert_and_roberta, tmp_path):

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT
-from family_checkpoints import FAMILIES, write_checkpoint
+from family_checkpoints import FAMILIES, write_checkpoint, write_checkpoints
 from minimtl import UserError
 from minimtl.config import TrainConfig
 from minimtl.machinery.checkpoint import load_predictor
@@ -99,10 +99,7 @@ def test_distilbert_sinusoids_stay_fixed_while_the_rest_learns(runs):
 
 @pytest.fixture(scope="module")
 def electra_and_distilbert(tmp_path_factory):
-    electra, distilbert = tmp_path_factory.mktemp("electra"), tmp_path_factory.mktemp("distilbert")
-    write_checkpoint(electra, "electra")
-    write_checkpoint(distilbert, "distilbert")
-    return electra, distilbert
+    return write_checkpoints(tmp_path_factory, "electra", "distilbert")
 
 
 def test_freezing_by_unit_holds_electras_projection_with_its_embeddings(electra_and_distilbert, tiny_data, tmp_path):
