@@ -24,6 +24,7 @@ DEMO_DATA = str(Path(__file__).resolve().parent / "demo")
 SAMPLINGS = ("proportional", "uniform", "temperature")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "bf16", "fp32")
+CACHE_PLACES = ("auto", "disk", "off")
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 # Activations grow with the batch: a micro-batch this large would not fit in any machine's memory with the
 # encoder's gradients, so it is a typo, not a setting.
@@ -93,8 +94,12 @@ class TrainConfig:
     overwrite: bool = setting(False, "replace the earlier minimtl run in --out (never anything else)", RUN)
     max_len: int = setting(128, "training sentences are cut to this many sub-tokens, and the cut ones counted",
                            RUN, positive)
-    cache_memory: float | None = setting(None, "GiB that the frozen backbone's feature cache may take; a larger "
-                                         "cache is not built and the frozen encoder runs in every step instead "
+    feature_cache: str = setting("auto", "where the frozen backbone's features are kept: auto = in memory within "
+                                 "--cache-memory, else in a temporary file beside --out (removed when the run "
+                                 "ends) within half of the free disk space there, else nowhere; disk = in that "
+                                 "file; off = nowhere, the frozen encoder runs in every step", RUN,
+                                 choices=CACHE_PLACES)
+    cache_memory: float | None = setting(None, "GiB of memory that the frozen backbone's feature cache may take "
                                          "(default: half of the memory available when the run starts)", RUN,
                                          positive)
     label_all_subtokens: bool = setting(False, "label every sub-token of a word (continuations of B-X as I-X), "

@@ -5,17 +5,27 @@ function: a sentence's hidden states are the same in every epoch. Computing them
 the heads on the stored states turns an N-epoch run into one encoder pass plus N cheap head passes.
 
 What is stored is exactly what the heads read (`MultiTaskModel.features`): the last hidden state, or the
-top k layers for a scalar mix. Only real tokens are kept, all sentences of a split in one flat tensor, so a
-batch is one gather, with no per-sentence Python. Half precision halves the memory (k layers of a whole
-corpus add up) and costs nothing the heads can see: float16 keeps 11 significant bits, and the heads
-train in float32 on the widened values.
+top k layers for a scalar mix. Only real tokens are kept, all sentences of a split one after the other, so a
+sentence is one contiguous run of rows. Half precision halves the size (k layers of a whole corpus add up)
+and costs nothing the heads can see: float16 keeps 11 significant bits, and the heads train in float32 on
+the widened values.
+
+Where the rows live:
+- in memory, one flat tensor per split: a batch is one gather;
+- in a file, when memory cannot hold them (`file`): the rows are written once and each batch reads its
+  sentences back with one positioned read each. Plain reads, not a memory map: a mapped file's pages count
+  as the process's own memory while they stay mapped, so a scan of a cache larger than memory would still
+  grow the process; read pages belong to the kernel's page cache, which gives them back under pressure.
+  The values are the same float16 bits either way, so both train the same model, bit for bit.
 
 The cache holds tensors only, never the model: the training loop builds it when the whole encoder is
 frozen for an epoch (training.features_for_epoch) and drops it as soon as gradual unfreezing thaws a layer.
 """
 
+import os
 import time
 
+import math
 import torch
 
 from .batching import batches
@@ -25,50 +35,94 @@ ENCODE_BATCH = 64
 
 class FeatureCache:
     """(source name, split name) -> the features of every real token of the split, and where each sentence
-    starts: flat (N_tokens + 1, [k,] H), its last row zeros (what padding reads, as the encoder gives it)."""
+    starts: rows (N_tokens + 1, [k,] H), the last row zeros (what padding reads, as the encoder gives it)."""
 
-    def __init__(self, model, sources, splits, log, dtype=torch.float16):
+    def __init__(self, model, sources, splits, log, dtype=torch.float16, file=None):
+        """`file`: an open binary file to keep the rows in instead of memory (a temporary one: the caller
+        decides where, and removes it)."""
         start = time.perf_counter()
-        self.states = {(s.name, split): self.encode(model, s.ids[split], dtype) for s in sources for split in splits}
+        self.file, self.dtype = file, dtype
+        self.row_shape = feature_shape(model)  # ([k,] H)
+        self.row_bytes = self.token_bytes(model, dtype)
+        self.states, end = {}, 0
+        for s in sources:
+            for split in splits:
+                self.states[s.name, split] = self.encode(model, s.ids[split], end)
+                end += self.rows_of(s.ids[split]) * self.row_bytes
         n = sum(len(starts) for _, starts in self.states.values())
-        size = sum(flat.numel() * flat.element_size() for flat, _ in self.states.values())
         layers = model.config.layers
         log(f"feature cache: backbone frozen, encoded {n} sentences once in {time.perf_counter() - start:.1f}s "
-            f"({'the last layer' if layers == 1 else f'the top {layers} layers'}, {size / 2**20:,.0f} MiB in "
-            f"{str(dtype).removeprefix('torch.')}); the heads train on the cached features")
+            f"({'the last layer' if layers == 1 else f'the top {layers} layers'}, {end / 2**20:,.0f} MiB in "
+            f"{str(dtype).removeprefix('torch.')}, {'on disk' if file else 'in memory'}); the heads train on the "
+            "cached features")
+
+    @staticmethod
+    def rows_of(split):
+        return sum(map(len, split.input_ids)) + 1  # every real token, and the zero row
+
+    @staticmethod
+    def token_bytes(model, dtype=torch.float16):
+        return math.prod(feature_shape(model)) * torch.empty((), dtype=dtype).element_size()
 
     @staticmethod
     def size(model, sources, splits, dtype=torch.float16):
         """The bytes a cache of these splits takes, known before it is built: every real token's features
         (and one zero row per split), plus where each sentence starts."""
-        layers, H = model.config.layers, model.bert.config.hidden_size
-        per_token = layers * H * torch.empty((), dtype=dtype).element_size()
-        return sum((sum(map(len, s.ids[split].input_ids)) + 1) * per_token + 8 * len(s.ids[split])
+        return sum(FeatureCache.rows_of(s.ids[split]) * FeatureCache.token_bytes(model, dtype) + 8 * len(s.ids[split])
                    for s in sources for split in splits)
 
-    @staticmethod
     @torch.inference_mode()
-    def encode(model, split, dtype):
+    def encode(self, model, split, offset):
+        """Encode one split into memory, or into the file from byte `offset` on: (rows or offset, starts)."""
         lengths = torch.tensor([len(ids) for ids in split.input_ids])
         starts = torch.cumsum(lengths, 0) - lengths  # (S,): first row of each sentence
-        flat = None
+        rows = self.rows_of(split)
+        device = next(model.parameters()).device
+        if self.file is None:
+            flat = torch.zeros((rows, *self.row_shape), dtype=self.dtype, device=device)
+        else:  # the zero row past the last sentence, and with it the file's length
+            os.pwrite(self.file.fileno(), bytes(self.row_bytes), offset + (rows - 1) * self.row_bytes)
         was_training = model.bert.training
         model.bert.eval()
-        device = next(model.parameters()).device
         for batch in batches(split, ENCODE_BATCH):
             hidden = model.features(batch.input_ids.to(device), batch.attention_mask.to(device))  # (B, T, [k,] H)
-            if flat is None:
-                flat = hidden.new_zeros((int(lengths.sum()) + 1, *hidden.shape[2:]), dtype=dtype)
             for row, i in enumerate(batch.index):
-                flat[starts[i] : starts[i] + lengths[i]] = hidden[row, : lengths[i]]
+                mine = hidden[row, : lengths[i]].to(self.dtype)  # (length, [k,] H)
+                if self.file is None:
+                    flat[starts[i] : starts[i] + lengths[i]] = mine
+                else:
+                    os.pwrite(self.file.fileno(), as_bytes(mine.cpu()), offset + int(starts[i]) * self.row_bytes)
         model.bert.train(was_training)
-        return flat, starts.to(device)
+        return (flat if self.file is None else offset), starts.to(device)
 
     def hidden(self, source, split, batch):
         """The cached features of `batch`, padded to (B, T, [k,] H) like the encoder's own output."""
-        flat, starts = self.states[source, split]
+        rows, starts = self.states[source, split]
+        if self.file is not None:
+            return self.read(rows, starts, batch).to(starts.device).float()
         T = batch.input_ids.shape[1]
         positions = torch.arange(T, device=starts.device)
-        rows = starts[batch.index][:, None] + positions  # (B, T)
+        at = starts[batch.index][:, None] + positions  # (B, T)
         real = batch.attention_mask.to(starts.device).bool()
-        return flat[torch.where(real, rows, len(flat) - 1)].float()  # padding reads the zero row
+        return rows[torch.where(real, at, len(rows) - 1)].float()  # padding reads the zero row
+
+    def read(self, offset, starts, batch):
+        """`batch`'s rows from the file, one read per sentence, into zeros where the batch pads."""
+        lengths = batch.attention_mask.sum(1).tolist()
+        out = torch.zeros((len(lengths), batch.input_ids.shape[1], *self.row_shape), dtype=self.dtype)  # (B, T, [k,] H)
+        for b, (i, n) in enumerate(zip(batch.index, lengths)):
+            read = os.preadv(self.file.fileno(), [as_bytes(out[b, :n])], offset + int(starts[i]) * self.row_bytes)
+            if read != n * self.row_bytes:
+                raise OSError(f"the feature cache file ended early ({read} of {n * self.row_bytes} bytes)")
+        return out
+
+
+def feature_shape(model):
+    """What the cache keeps of each token: ([k,] H), as `MultiTaskModel.features` gives it."""
+    layers, H = model.config.layers, model.bert.config.hidden_size
+    return (layers, H) if layers > 1 else (H,)
+
+
+def as_bytes(rows):
+    """The memory of a contiguous CPU tensor as a writable byte buffer (what os.pwrite and os.preadv take)."""
+    return rows.contiguous().view(torch.uint8).numpy()

@@ -80,8 +80,9 @@ def optimizer_for_epoch(model, cfg, recipe, epoch, optimizer=None, log=print):
     return make_optimizer(model, recipe.learning_rates, cfg.weight_decay, recipe.layer_decay, previous=optimizer)
 
 
-def features_for_epoch(model, sources, features, log=print):
-    """The feature cache while the whole encoder is frozen (built once), None as soon as any of it trains.
+def features_for_epoch(model, sources, features, log=print, file=None):
+    """The feature cache while the whole encoder is frozen (built once; in `file` when given, else in memory),
+    None as soon as any of it trains.
 
     Under torchrun every process encodes the whole of both splits. Each one trains on different sentences
     every epoch (the shards are re-drawn from each epoch's order), so caching only one epoch's share would not
@@ -90,7 +91,7 @@ def features_for_epoch(model, sources, features, log=print):
     """
     if not encoder_frozen(model):
         return None
-    return features or FeatureCache(model, sources, ("train", "dev"), log)
+    return features or FeatureCache(model, sources, ("train", "dev"), log, file=file)
 
 
 def lr_factor(step, total, warmup_steps):

@@ -339,6 +339,8 @@ ALL_CASES = [
     train_case("arg-epochs-zero", "--epochs", "must be positive, not 0", args=["--epochs", "0"]),
     train_case("arg-epochs-negative", "--epochs", "must be positive, not -2", args=["--epochs", "-2"]),
     train_case("arg-batch-size-zero", "--batch-size", "must be positive, not 0", args=["--batch-size", "0"]),
+    train_case("arg-cache-memory-below-one-batch", "--cache-memory 1e-06 GiB", "cannot hold even one batch of features",
+               args=["--freeze", "backbone", "--cache-memory", "0.000001"]),
     train_case("arg-batch-size-negative", "--batch-size", "must be positive, not -8", args=["--batch-size", "-8"]),
     train_case("arg-loss-weights-both-zero", "--w-cls and --w-ner", "both 0", args=["--w-cls", "0", "--w-ner", "0"]),
     train_case("arg-device-cuda-without-gpu", "--device cuda", "no CUDA GPU is available",

@@ -69,13 +69,35 @@ def model_with(**heads):
     return MultiTaskModel(Bert(CFG), HeadConfig(n_labels=3, n_tags=len(TAGS), **heads), TAGS)
 
 
-def test_the_lstms_never_read_padding():
-    model = model_with(layers=2, sentence_head="lstm", token_head="lstm").eval()
+@pytest.mark.parametrize("kind", ["conv", "lstm"])
+def test_the_contextual_layers_never_read_padding(kind):
+    model = model_with(layers=2, sentence_head=kind, token_head=kind).eval()
     ids, mask = inputs()
     out = model(ids, mask)
     alone = model(ids[2:, :3], mask[2:, :3])  # sentence 2 without its padding
     torch.testing.assert_close(out.ner_logits[2:, :3], alone.ner_logits, rtol=0, atol=1e-6)
     torch.testing.assert_close(out.cls_logits[2:], alone.cls_logits, rtol=0, atol=1e-6)
+    # Whatever the padding positions hold (a cache's padding row, say), the real ones read the same.
+    hidden = model.features(ids, mask)
+    noisy = hidden.masked_fill(~mask.bool()[..., None, None], 1e3)
+    garbage = model(ids, mask, noisy)
+    real = mask.bool()
+    torch.testing.assert_close(garbage.ner_logits[real], out.ner_logits[real], rtol=0, atol=1e-5)
+    torch.testing.assert_close(garbage.cls_logits, out.cls_logits, rtol=0, atol=1e-5)
+
+
+def test_a_dilated_convolution_state_sees_29_positions_and_no_more():
+    """Dilations 1, 2, 4 see 1 + 2 * (1 + 2 + 4) = 15 positions; the block applied twice, 1 + 2 * 14 = 29."""
+    from minimtl.model import DilatedConvs
+    torch.manual_seed(0)
+    convs = DilatedConvs(8).eval()
+    x, mask = torch.randn(1, 40, 8), torch.ones(1, 40, dtype=torch.long)
+    base = convs(x, mask)[0, 20]
+    for position in range(40):
+        changed = x.clone()
+        changed[0, position] += 1.0
+        moved = not torch.equal(convs(changed, mask)[0, 20], base)
+        assert moved == (abs(position - 20) <= 14), position
 
 
 def test_the_lstm_sentence_head_pools_the_mean_and_the_max_of_its_states():

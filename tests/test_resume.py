@@ -40,7 +40,8 @@ def without_timings(record):
 @pytest.mark.parametrize("overrides", [{}, {"unfreeze_schedule": "0,1,all", "grad_accum": 2, "layer_decay": 0.5},
                                        {"crf": True}, {"crf": True, "precision": "bf16"},
                                        {"freeze": ["backbone"], "crf": True},
-                                       {"freeze": ["backbone"], "cache_memory": 1e-9}])  # no cache: on the fly
+                                       {"freeze": ["backbone"], "feature_cache": "off"},  # no cache: on the fly
+                                       {"freeze": ["backbone"], "feature_cache": "disk"}])
 def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(tiny_data, tiny_weights, tmp_path, overrides):
     whole = train(config(tiny_data, tiny_weights, tmp_path / "whole", **overrides), log=lambda _: None)
     with pytest.raises(Interrupted, match="the state after epoch 1 is saved"):

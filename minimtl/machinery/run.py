@@ -10,8 +10,10 @@ Under torchrun every process runs this; rank 0 alone prints, holds the lock and 
 """
 
 import os
+import shutil
+import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,7 +25,7 @@ from ..config import recipe as resolve_recipe
 from ..errors import UserError
 from ..evaluation import evaluate_sources, format_scores, selection_score
 from ..features import FeatureCache
-from ..freezing import encoder_frozen, frozen_in_epoch, parameter_table, units
+from ..freezing import backbone_units, frozen_in_epoch, parameter_table, units
 from ..lora import add_lora
 from ..model import MultiTaskModel
 from ..tokenization import Aligner
@@ -54,9 +56,16 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
         log("--freeze all: nothing can learn, so this only evaluates the untrained heads on the backbone")
         return {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"), "test": test_scores(model, sources)}
     out, device = Path(cfg.out), next(model.parameters()).device
+    # Where the frozen backbone's features go is decided before anything is written: a budget too small for
+    # them is a bad flag like any other.
+    place = cache_place(model, sources, cfg, ddp.world, log) if set(backbone_units(len(model.bert.layers))) <= first \
+        and not cfg.lora else "off"
     progress = Progress()
     with claimed(cfg, resume, sources, recipe, ddp), ddp.peers_watched(progress, out), \
-            ctrl_c_between_batches(progress, out, ddp.command(), ddp.stop_signals) as ctrl_c:
+            ctrl_c_between_batches(progress, out, ddp.command(), ddp.stop_signals) as ctrl_c, ExitStack() as files:
+        # On disk, the cache is a file without a name: the kernel removes it when it is closed or the process
+        # dies, however it dies, so no run leaves gigabytes behind.
+        cache_file = files.enter_context(tempfile.TemporaryFile(dir=cache_dir(out))) if place == "disk" else None
         optimizer = progress.resume(out, model, cfg, recipe, log) if resume else None
         log(parameter_table(model, frozen_in_epoch(model, cfg, progress.epoch + 1), recipe.learning_rates,
                             recipe.layer_decay))
@@ -66,12 +75,10 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
                 f"= {global_batch(cfg, ddp)} per optimizer step")
         total_steps = steps_per_epoch(sources, cfg, ddp.world) * recipe.epochs  # optimizer steps of the whole job
         schedule = partial(lr_factor, total=total_steps, warmup_steps=max(1, round(cfg.warmup * total_steps)))
-        features, bf16, cache_fits = None, None, None
+        features, bf16 = None, None
         for epoch in range(progress.epoch + 1, recipe.epochs + 1):
             optimizer = optimizer_for_epoch(model, cfg, recipe, epoch, optimizer, log)
-            if cache_fits is None and encoder_frozen(model):
-                cache_fits = fits_in_memory(model, sources, cfg, ddp.world, log)
-            features = features_for_epoch(model, sources, features, log) if cache_fits else None
+            features = features_for_epoch(model, sources, features, log, cache_file) if place != "off" else None
             bf16 = precision_for_epoch(recipe, cfg, device, features is not None, bf16, log)
             # DDP watches what trains now: with the cache, the heads alone (the frozen encoder has no gradient).
             net = DistributedDataParallel(model, device_ids=[ddp.device] if device.type == "cuda" else None) \
@@ -152,18 +159,44 @@ def build(cfg, log):
     return model.to(device), sources, weights_dir, recipe
 
 
-def fits_in_memory(model, sources, cfg, world, log):
-    """Whether the frozen backbone's feature cache fits its budget (--cache-memory; by default half of the
-    memory available now, shared by the job's processes, each of which builds its own). Never start what
-    would run the machine out of memory: beyond the budget the cache is not built, and the frozen encoder
-    runs in every step instead (under no_grad, as it has no trainable weight), which costs time, not memory."""
+def cache_place(model, sources, cfg, world, log):
+    """Where the frozen backbone's feature cache is kept: "memory", "disk" or "off" (not built: the frozen
+    encoder runs in every step, under no_grad, which costs time instead of space). Never start what would run
+    the machine out of memory or fill its disk: the cache's size is known exactly before it is built
+    (FeatureCache.size), and with --feature-cache auto it goes in memory within --cache-memory (default: half
+    of the memory available now), else on disk within half of the free space beside --out, else nowhere.
+    Each of the job's processes builds its own cache, so they share both budgets. Says which, and why."""
     size = FeatureCache.size(model, sources, ("train", "dev"))
     budget = cfg.cache_memory * 2**30 if cfg.cache_memory is not None else available_memory() / (2 * world)
-    if size <= budget:
-        return True
-    log(f"feature cache: {size / 2**20:,.0f} MiB would not fit in the budget of {budget / 2**20:,.0f} MiB "
-        "(--cache-memory): not built; the frozen encoder runs in every step instead")
-    return False
+    one_batch = cfg.batch_size * cfg.max_len * FeatureCache.token_bytes(model)
+    if cfg.cache_memory is not None and budget < one_batch:
+        raise UserError(f"--cache-memory {cfg.cache_memory:g} GiB cannot hold even one batch of features "
+                        f"({one_batch / 2**20:,.1f} MiB for --batch-size {cfg.batch_size} at --max-len {cfg.max_len})")
+    disk = shutil.disk_usage(cache_dir(Path(cfg.out))).free / (2 * world)
+    mib = lambda n: f"{n / 2**20:,.1f} MiB"
+    if cfg.feature_cache == "off":
+        place, why = "off", "--feature-cache off"
+    elif cfg.feature_cache == "auto" and size <= budget:
+        place, why = "memory", f"within the memory budget of {mib(budget)}"
+    elif size <= disk:
+        place, why = "disk", ("--feature-cache disk" if cfg.feature_cache == "disk" else
+                              f"over the memory budget of {mib(budget)} (--cache-memory)") + \
+            f"; within half of the {mib(2 * world * disk)} free beside {cfg.out}"
+    elif cfg.feature_cache == "disk":
+        raise UserError(f"--feature-cache disk: the cache takes {mib(size)}, more than half of the "
+                        f"{mib(2 * world * disk)} free beside {cfg.out}")
+    else:
+        place, why = "off", f"over the memory budget of {mib(budget)} and half of the free disk space ({mib(disk)})"
+    log(f"feature cache: {mib(size)}, " + {"memory": "kept in memory", "disk": "kept on disk",
+                                           "off": "not built: the frozen encoder runs in every step"}[place]
+        + f" ({why})")
+    return place
+
+
+def cache_dir(out):
+    """Where a cache file goes: beside the run directory, on the disk the user chose for the run (not in /tmp,
+    which is often memory); the nearest folder that exists, as the run directory's may not yet."""
+    return next(p for p in out.resolve().parents if p.is_dir())
 
 
 def available_memory():
