@@ -9,6 +9,7 @@ is: docs/recipes.md.
 """
 
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -69,6 +70,10 @@ def setting(default, help, group, check=None, choices=None):
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def usable_cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def native_bf16_cpu():
@@ -144,6 +149,9 @@ class TrainConfig:
                             choices=SAMPLINGS)
     temperature: float = setting(2.0, "T for --sampling temperature", OPTIMISATION, positive)
     device: str = setting("auto", "auto, cpu, cuda or mps", OPTIMISATION, known_device)
+    threads: int | None = setting(None, "threads torch computes with (at most the CPUs this process may use); "
+                                  "default: the cores that other processes leave idle, looked at before the feature "
+                                  "cache and each epoch (or OMP_NUM_THREADS, when set)", OPTIMISATION, positive)
     precision: str = setting("auto", "bf16: training steps run their matrix products in bfloat16 (autocast: the "
                              "weights and AdamW stay float32, evaluation is unaffected); fp32: all in float32; "
                              "auto: bf16 on CUDA, and on CPUs with native bf16 dot products (AVX512-BF16 or AMX) "
@@ -194,6 +202,8 @@ class TrainConfig:
         if self.batch_size > MAX_BATCH or self.grad_accum > MAX_ACCUM:
             raise UserError(f"--batch-size must be at most {MAX_BATCH} and --grad-accum at most {MAX_ACCUM:,}, not "
                             f"{self.batch_size} and {self.grad_accum}")
+        if self.threads is not None and self.threads > usable_cpus():
+            raise UserError(f"--threads must be at most {usable_cpus()}, the CPUs this process may use, not {self.threads}")
         if self.max_len < 3:
             raise UserError("--max-len must be at least 3 ([CLS], one sub-token, [SEP])")
         if self.w_cls == 0 and self.w_ner == 0:

@@ -1,3 +1,9 @@
+import os
+
+# Runs in these tests compare bit for bit, and a thread count chosen from the machine's load could differ
+# between two of them (minimtl/machinery/threads.py): fix it, at torch's own default, for every process.
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+
 import json
 from dataclasses import asdict
 from pathlib import Path

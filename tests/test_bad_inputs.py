@@ -339,6 +339,8 @@ ALL_CASES = [
     train_case("arg-epochs-zero", "--epochs", "must be positive, not 0", args=["--epochs", "0"]),
     train_case("arg-epochs-negative", "--epochs", "must be positive, not -2", args=["--epochs", "-2"]),
     train_case("arg-batch-size-zero", "--batch-size", "must be positive, not 0", args=["--batch-size", "0"]),
+    train_case("arg-threads-too-many", "--threads must be at most", "the CPUs this process may use, not 100000",
+               args=["--threads", "100000"]),
     train_case("arg-cache-memory-below-one-batch", "--cache-memory 1e-06 GiB", "cannot hold even one batch of features",
                args=["--freeze", "backbone", "--cache-memory", "0.000001"]),
     train_case("arg-batch-size-negative", "--batch-size", "must be positive, not -8", args=["--batch-size", "-8"]),

@@ -38,6 +38,7 @@ from .interrupts import Checked, ctrl_c_between_batches, what_is_saved
 from .report import entity_tables
 from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
 from .rundir import RunLock, write_marker
+from .threads import choose_threads
 from .sources import check_tasks, encode_sources, load_sources, vocabularies
 
 
@@ -75,8 +76,9 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
                 f"= {global_batch(cfg, ddp)} per optimizer step")
         total_steps = steps_per_epoch(sources, cfg, ddp.world) * recipe.epochs  # optimizer steps of the whole job
         schedule = partial(lr_factor, total=total_steps, warmup_steps=max(1, round(cfg.warmup * total_steps)))
-        features, bf16 = None, None
+        features, bf16, threads = None, None, None
         for epoch in range(progress.epoch + 1, recipe.epochs + 1):
+            threads = choose_threads(cfg, f"epoch {epoch}", log, threads)
             optimizer = optimizer_for_epoch(model, cfg, recipe, epoch, optimizer, log)
             features = features_for_epoch(model, sources, features, log, cache_file) if place != "off" else None
             bf16 = precision_for_epoch(recipe, cfg, device, features is not None, bf16, log)
@@ -108,6 +110,7 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
         results = {"best_epoch": progress.best_epoch, "dev": progress.history[progress.best_epoch - 1]["dev"],
                    "test": None}
         if ddp.main:  # the test split once, by rank 0, from the checkpoint as infer.py will see it
+            choose_threads(cfg, "test", log, threads)
             results["test"] = test_scores(load_checkpoint(out)[0].to(device), sources)
             if results["test"] is not None:
                 log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")

@@ -1,0 +1,147 @@
+"""Threads under load: each phase of a run with 1 and 2 threads, on a quiet machine and beside a busy process.
+
+Phases (sentences/s of the first 1,024 SNIPS training sentences, the default weights, batches as training makes them):
+  cache   the frozen backbone's feature pass: the encoder under inference_mode, batches of 64 (FeatureCache)
+  heads   heads-only steps on cached features: the frozen recipe's heads, forward + backward + AdamW, batches of 32
+  full    full fine-tuning steps: encoder + heads, forward + backward + AdamW, batches of 32, in the precision
+          --precision auto gives this CPU (bf16 autocast where it multiplies bf16 in hardware)
+
+Loads: quiet; one busy process beside it (a Python loop, as a build or a browser tab is); the same at nice 19.
+Each (phase, threads, load, OpenMP wait policy) is a child process timed for a fixed number of batches after one
+warm-up batch; rounds alternate every contender, and the table gives medians and each row's speed as a share of
+the same phase on one thread on the quiet machine (the issue's goal: at least 80% with one busy process beside).
+
+    python tests/benchmarks/bench_threads.py [--rounds 3] [--policies default passive]
+
+Writes tests/benchmarks/results/threads.json.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PHASES = ("cache", "heads", "full")
+LOADS = ("quiet", "busy", "busy-nice19")
+BATCHES = {"cache": 8, "heads": 24, "full": 6}  # timed batches per child: a few seconds each on two cores
+
+
+def child(phase, threads):
+    """Time one phase in this process; print sentences/s as JSON."""
+    import torch
+    sys.path.insert(0, str(HERE))
+    from common import snips_train_ids, weights_dir
+    from minimtl.batching import batches, seeded_rng
+    from minimtl.config import TrainConfig, bf16_steps, recipe
+    from minimtl.model import MultiTaskModel, multitask_loss
+    from minimtl.weights import load_encoder, trained_pooling
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    _, ids, labels, tags = snips_train_ids(1024)
+    encoder = load_encoder(weights_dir())
+    frozen = phase != "full"
+    cfg = TrainConfig(freeze=["backbone"] if frozen else ["none"])
+    r = recipe(cfg, encoder.config, trained_pooling(weights_dir()), len(labels), len(tags), torch.device("cpu"))
+    model = MultiTaskModel(encoder, r.heads, tags.names)
+    size = 64 if phase == "cache" else 32
+    work = batches(ids, size, seeded_rng(0, 1))[: BATCHES[phase] + 1]
+    if phase == "cache":
+        model.eval()
+
+        def step(batch):
+            with torch.inference_mode():
+                model.features(batch.input_ids, batch.attention_mask)
+    else:
+        if frozen:
+            model.bert.requires_grad_(False)
+            model.bert.eval()
+            with torch.inference_mode():
+                cached = [model.features(b.input_ids, b.attention_mask).clone() for b in work]
+        trained = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trained, lr=1e-4)
+        bf16 = bf16_steps("auto", torch.device("cpu"), cached=frozen)
+
+        def step(batch):
+            hidden = cached[next(i for i, b in enumerate(work) if b is batch)] if frozen else None
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                loss, _ = multitask_loss(model, model(batch.input_ids, batch.attention_mask, hidden), batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    step(work[0])  # warm-up: the first call allocates and picks kernels
+    start = time.perf_counter()
+    for batch in work[1:]:
+        step(batch)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"sentences_per_second": sum(len(b.index) for b in work[1:]) / seconds}))
+
+
+def measure(phase, threads, policy):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    if policy != "default":
+        env["OMP_WAIT_POLICY"] = policy.upper()
+    out = subprocess.run([sys.executable, __file__, "--child", phase, str(threads)], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["sentences_per_second"]
+
+
+def busy(load):
+    """A competing process that keeps one core busy (None when quiet)."""
+    if load == "quiet":
+        return None
+    prefix = ["nice", "-n", "19"] if load == "busy-nice19" else []
+    return subprocess.Popen(prefix + [sys.executable, "-c", "while True: pass"])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="one round, the default OpenMP policy only")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--policies", nargs="+", default=["default", "passive"], choices=["default", "passive", "active"])
+    p.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args.child[0], int(args.child[1]))
+    if args.quick:
+        args.rounds, args.policies = 1, ["default"]
+    sys.path.insert(0, str(HERE))
+    from common import machine_info, write_results
+
+    speeds = {}
+    for r in range(args.rounds):
+        for load in LOADS:
+            competitor = busy(load)
+            try:
+                time.sleep(0.5)  # the competitor is running before the first batch
+                for phase in args.phases:
+                    for policy in args.policies:
+                        for threads in (1, 2):
+                            s = measure(phase, threads, policy)
+                            speeds.setdefault(f"{phase}|{load}|{policy}|{threads}", []).append(s)
+                            print(f"round {r + 1}: {phase:<6} {load:<12} {policy:<8} {threads} thread(s): "
+                                  f"{s:7.1f} sent/s", flush=True)
+            finally:
+                if competitor:
+                    competitor.kill()
+                    competitor.wait()
+    rows = []
+    print(f"\n{'phase':<6} {'load':<12} {'policy':<8} {'threads':>7} {'sent/s':>8} {'vs 1 thread quiet':>18}")
+    for key, values in speeds.items():
+        phase, load, policy, threads = key.split("|")
+        median = statistics.median(values)
+        base = statistics.median(speeds[f"{phase}|quiet|{policy}|1"])
+        rows.append({"phase": phase, "load": load, "omp_wait_policy": policy, "threads": int(threads),
+                     "sentences_per_second": median, "runs": values, "share_of_one_thread_quiet": median / base})
+        print(f"{phase:<6} {load:<12} {policy:<8} {threads:>7} {median:8.1f} {median / base:18.0%}")
+    write_results("threads", {"rows": rows, "rounds": args.rounds, "batches": BATCHES}, args)
+
+
+if __name__ == "__main__":
+    main()
