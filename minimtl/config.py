@@ -223,10 +223,10 @@ class TrainConfig:
 
 # What each kind of run gets where a setting is left out. The numbers were chosen on dev data; what was
 # tried and what it gave is in docs/recipes.md.
-KIND_DEFAULTS = {  # kind -> (epochs, heads, the hidden states the heads read)
-    "frozen backbone": (5, "lstm", "all"),
-    "LoRA": (10, "linear", "last"),
-    "full fine-tuning": (4, "linear", "last"),
+KIND_DEFAULTS = {  # kind -> (epochs, sentence head, token head, the hidden states the heads read)
+    "frozen backbone": (5, "linear", "conv", "all"),
+    "LoRA": (10, "linear", "linear", "last"),
+    "full fine-tuning": (4, "linear", "linear", "last"),
 }
 CRF_DEFAULTS = {True: (3e-4, 0.8), False: (2e-4, 1.0)}  # with --crf or not: (top-layer learning rate, decay)
 
@@ -250,16 +250,17 @@ class Recipe:
         rates = ", ".join(f"{kind} {self.learning_rates[kind]:.0e}" for kind in trains)
         decay = f" (layer-wise decay {self.layer_decay} below the top layer)" if "backbone" in trains \
             and self.layer_decay != 1 else ""
-        sentence = "a BiLSTM, then the mean and max of its states" if h.sentence_head == "lstm" else \
-            f"linear on the {'[CLS] token' if h.pooling == 'cls' else 'mean of the tokens'}"
+        context = {"conv": "dilated convolutions", "lstm": "a BiLSTM"}
+        sentence = f"{context[h.sentence_head]}, then the mean and max of its states" if h.sentence_head in context \
+            else f"linear on the {'[CLS] token' if h.pooling == 'cls' else 'mean of the tokens'}"
+        token = f"{context[h.token_head]}, then linear" if h.token_head in context else "linear"
         reads = "the last hidden state" if h.layers == 1 else f"a scalar mix of the top {h.layers} hidden states"
         precision = lambda bf16: "bf16 autocast" if bf16 else "float32"
         return "\n".join([
             f"recipe: {self.kind}, {self.epochs} epoch{'s' * (self.epochs != 1)} (docs/recipes.md says why)",
             f"  learning rates: {rates}{decay}",
             f"  the heads read {reads}",
-            f"  sentence head: {sentence}; token head: "
-            f"{'a BiLSTM, then linear' if h.token_head == 'lstm' else 'linear'}{' + CRF' if h.crf else ''}",
+            f"  sentence head: {sentence}; token head: {token}{' + CRF' if h.crf else ''}",
             f"  training steps: {precision(self.bf16)} with the encoder, {precision(self.bf16_cached)} on cached "
             "features",
         ])
@@ -269,22 +270,22 @@ def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device):
     """The Recipe `cfg` asks for with this encoder (its config), its pretrained pooling ("cls" or "mean"),
     the data's label and tag counts, on `device`. Refuses settings that do not fit the encoder."""
     kind = "frozen backbone" if freezes_backbone(cfg.freeze) else "LoRA" if cfg.lora else "full fine-tuning"
-    epochs, head, read = KIND_DEFAULTS[kind]
+    epochs, sentence, token, read = KIND_DEFAULTS[kind]
     all_layers = encoder_config.num_hidden_layers + 1
     if cfg.layers is not None and cfg.layers > all_layers:
         raise UserError(f"--layers {cfg.layers}: the encoder has {all_layers} hidden states "
                         f"(the embeddings and {all_layers - 1} layers)")
-    sentence_head = cfg.sentence_head or head
-    if sentence_head == "lstm" and cfg.pooling != "auto":
-        raise UserError(f"--pooling {cfg.pooling} is how the linear sentence head reads the tokens; the BiLSTM "
-                        "sentence head pools its own states (mean and max): add --sentence-head linear")
+    sentence_head = cfg.sentence_head or sentence
+    if sentence_head != "linear" and cfg.pooling != "auto":
+        raise UserError(f"--pooling {cfg.pooling} is how the linear sentence head reads the tokens; the "
+                        f"{sentence_head} sentence head pools its own states (mean and max): add --sentence-head linear")
     heads = HeadConfig(
         n_labels, n_tags,
         pooling=trained_pooling if cfg.pooling == "auto" else cfg.pooling,
         dropout=cfg.dropout,
         layers=cfg.layers or (all_layers if read == "all" else 1),
         sentence_head=sentence_head,
-        token_head=cfg.token_head or head,
+        token_head=cfg.token_head or token,
         crf=cfg.crf,
     )
     lr, decay = CRF_DEFAULTS[cfg.crf]
