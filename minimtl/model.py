@@ -71,7 +71,10 @@ class ScalarMix(nn.Module):
 
     def forward(self, states):  # (B, T, k, H) -> (B, T, H)
         w = self.weights.softmax(0).to(states.dtype)
-        return self.gamma * torch.einsum("btkh,k->bth", states, w)
+        # One layer at a time: an einsum over the stacked states would first copy all of them into the layout
+        # of a batched product, which costs several times the sum itself (heads on cached features run this
+        # in every step).
+        return self.gamma * sum(w[j] * states[:, :, j] for j in range(len(w)))
 
 
 def read_layers(config):
