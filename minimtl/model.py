@@ -169,14 +169,16 @@ class TokenHead(nn.Module):
             return self.crf.decode(emissions, lengths)
         return constrained_decode_batch(emissions.log_softmax(-1), lengths, self.tags)
 
-    def confidence(self, emissions, lengths, paths):
+    def confidence(self, emissions, lengths, paths, temperature=1.0):
         """Each word's probability of its decoded tag: the softmax without a CRF; with one, the CRF's marginal
-        p(y_i = tag | sentence), which accounts for the neighbours."""
+        p(y_i = tag | sentence), which accounts for the neighbours. `temperature`: the head's calibrated T
+        (calibration.py), which changes these probabilities and never the paths."""
         emissions = emissions.float()
         if self.crf is None:
-            probs = emissions.softmax(-1)
+            probs = (emissions / temperature).softmax(-1)
         else:
-            probs = self.crf.marginals(emissions, torch.as_tensor(lengths)[:, None] > torch.arange(emissions.shape[1]))
+            mask = torch.as_tensor(lengths)[:, None] > torch.arange(emissions.shape[1])  # (B, W)
+            probs = self.crf.marginals(emissions, mask, temperature)
         return [probs[b, torch.arange(len(p)), torch.tensor(p, dtype=torch.long)].tolist() for b, p in enumerate(paths)]
 
 
