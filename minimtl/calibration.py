@@ -59,6 +59,7 @@ GOLDEN = (math.sqrt(5) - 1) / 2
 class Logits:
     """What the heads said about one split of one source, computed once for every trial temperature."""
 
+    order: list[int]  # the split's sentence behind each row below: batches run shortest first
     cls: torch.Tensor | None  # (N, C) sentence logits; None without a sentence task
     labels: torch.Tensor | None  # (N,) gold class ids, IGNORE_INDEX for a class the model never saw
     # Per batch of sentences: emissions (B, W, K) at each word's first sub-token, word counts (B,),
@@ -72,8 +73,9 @@ def collect(model, source, split):
     examples = getattr(source.splits, split)
     device = next(model.parameters()).device
     model.eval()
-    cls, labels, tag_batches = [], [], []
+    order, cls, labels, tag_batches = [], [], [], []
     for batch in batches(source.ids[split], EVAL_BATCH):
+        order += batch.index
         batch = batch.to(device)
         with autocast(device):
             out = model(batch.input_ids, batch.attention_mask)
@@ -86,8 +88,8 @@ def collect(model, source, split):
             entities = [set(chunks(examples[i].tags)) for i in batch.index]
             tag_batches.append((emissions.double().cpu(), words.sum(1).tolist(), gold.cpu(), entities))
     if not source.labels:
-        return Logits(None, None, tag_batches)
-    return Logits(torch.cat(cls), torch.cat(labels), tag_batches)
+        return Logits(order, None, None, tag_batches)
+    return Logits(order, torch.cat(cls), torch.cat(labels), tag_batches)
 
 
 # --- fitting T ----------------------------------------------------------------------------------------------
@@ -96,7 +98,8 @@ def fit_temperature(nll):
     """The T > 0 that minimises `nll(T)` (a function of T, convex in 1/T), by golden-section search on log T.
 
     Never worse than no calibration: if the search ends above nll(1) (it cannot for a convex NLL, but float
-    rounding can tie), T = 1 is kept."""
+    rounding can tie), T = 1 is kept. When the data have no mistake at all (every gold label the arg-max),
+    the NLL falls towards 0 as T -> 0 and has no minimum: the search then ends at the bottom of LOG_T_RANGE."""
     lo, hi = LOG_T_RANGE
     a, b = hi - GOLDEN * (hi - lo), lo + GOLDEN * (hi - lo)  # two inner points, a < b
     fa, fb = nll(math.exp(a)), nll(math.exp(b))
@@ -123,7 +126,7 @@ def sentence_nll(logits, labels, temperature):
 def tag_nll(head, tag_batches, temperature):
     """Without a CRF: mean -log p(gold tag) per word under softmax(e / T). With one: mean -log p(gold path)
     per sentence under the CRF scaled by T. A word (or, with a CRF, a sentence) whose gold tag was never seen
-    in training has no probability to judge and is skipped."""
+    in training has no probability to judge and is skipped; so is, with a CRF, a gold path that BIO forbids."""
     total, count = 0.0, 0
     for emissions, lengths, gold, _ in tag_batches:
         mask = torch.as_tensor(lengths)[:, None] > torch.arange(emissions.shape[1])  # (B, W)
@@ -133,9 +136,13 @@ def tag_nll(head, tag_batches, temperature):
             count += int(keep.sum())
         else:
             keep = ((gold != IGNORE_INDEX) | ~mask).all(1)  # (B,) sentences whose whole gold path is known
+            # A gold path that BIO forbids (`O I-X`, which seqeval reads as an entity) costs crf.FORBIDDEN / T:
+            # it would drag T up without bound, and it says nothing about how sure the model should be.
+            g, crf = gold.clamp(min=0), head.crf
+            keep &= crf.start_ok[g[:, 0]] & (crf.follow_ok[g[:, :-1], g[:, 1:]] | ~mask[:, 1:]).all(1)
             if keep.any():
                 n = int(keep.sum())
-                total += n * float(head.crf.nll(emissions[keep], gold[keep].clamp(min=0), mask[keep], temperature))
+                total += n * float(crf.nll(emissions[keep], g[keep], mask[keep], temperature))
                 count += n
     return total / max(count, 1)
 

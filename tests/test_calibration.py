@@ -86,6 +86,20 @@ def test_tag_fit_lowers_the_nll_and_keeps_every_path(crf):
         assert scaled == paths
 
 
+def test_a_gold_path_that_bio_forbids_is_left_out_of_the_crf_fit():
+    torch.manual_seed(0)
+    head = TokenHead(8, HeadConfig(n_labels=0, n_tags=len(TAGS), crf=True), TAGS).double()
+    emissions, lengths, gold, entities = tag_batches(head, seed=3, n_batches=1)[0]
+    gold = gold.clone()
+    gold[:, :2] = torch.tensor([0, 1])  # O B-PER: valid for every sentence of two words or more
+    lengths = [max(n, 2) for n in lengths]
+    forbidden, unknown = gold.clone(), gold.clone()
+    forbidden[0, :2] = torch.tensor([0, 2])  # O I-PER
+    unknown[0, 0] = -100  # the same sentence, left out because a gold tag is unknown
+    nll = [tag_nll(head, [(emissions, lengths, g, entities)], 1.5) for g in (forbidden, unknown)]
+    assert nll[0] == nll[1] < 100  # one forbidden step would cost 1e4 / T
+
+
 @settings(max_examples=60, deadline=None)
 @given(problems(), st.floats(0.2, 5.0))
 def test_crf_marginals_at_a_temperature_are_those_of_the_scaled_path_scores(problem, temperature):
@@ -122,7 +136,7 @@ def test_predictions_judge_entities_by_exact_span_and_type():
     for i, k in enumerate([1, 2, 0, 3]):  # B-PER I-PER O B-LOC
         emissions[0, i, k] = 5.0
     gold = [{("PER", 0, 1), ("LOC", 2, 3)}]  # PER right; LOC has the wrong span
-    logits = Logits(None, None, [(emissions, [4], torch.tensor([[1, 2, 3, 4]]), gold)])
+    logits = Logits([0], None, None, [(emissions, [4], torch.tensor([[1, 2, 3, 4]]), gold)])
     confidences, correct = predictions(SimpleNamespace(ner_head=head), logits, {})["entity"]
     assert correct == [True, False]
     word = torch.tensor([5.0] + [-5.0] * 4).softmax(0)[0].item()
