@@ -32,6 +32,7 @@ from minimtl.evaluation import score
 from minimtl.batching import encode_split
 from minimtl.machinery.checkpoint import load_with_tokenizer
 from minimtl.machinery.data import LabelVocab
+from minimtl.machinery.rundir import is_finished
 from minimtl.machinery.sources import load_sources
 
 GOALS = {"label": 0.02, "entity": 0.03}
@@ -87,7 +88,9 @@ def run(name, checkpoint, data, n=None):
     temperatures = fit_temperatures(model, sources, "dev")
     fit_seconds = time.perf_counter() - fit_start
     row = {"checkpoint": str(checkpoint), "data": [str(d) for d in data], "temperature": temperatures,
-           "heads": meta["heads"], "fit_seconds": round(fit_seconds, 1), "sources": {}}
+           "heads": meta["heads"], "best_epoch": meta.get("epoch"),
+           "epochs": meta.get("recipe", {}).get("epochs"), "run_finished": is_finished(checkpoint),
+           "fit_seconds": round(fit_seconds, 1), "sources": {}}
     saved = Path(checkpoint) / "results.json"
     saved_test = json.loads(saved.read_text())["test"] if saved.is_file() else None
     for s in sources:
