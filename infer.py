@@ -5,6 +5,7 @@
     cat texts.txt | python infer.py                # stdin, when no text is given
     python infer.py --file texts.txt --html predictions.html     # entities highlighted on one HTML page
     python infer.py --evaluate data/test.jsonl     # scores against the file's labels (a folder: its test split)
+    python infer.py --min-confidence 0.8 "Alice went to Paris"     # only the entities at 0.8 or more
 
 Lines from a file or stdin are read and predicted a chunk at a time, and results are written as they come,
 so a file of any length runs in bounded memory. A blank or non-UTF-8 line stops the run with an error naming
@@ -17,7 +18,7 @@ import json
 import os
 import sys
 
-from minimtl.inference import format_prediction
+from minimtl.inference import confident, format_prediction
 from minimtl.machinery.checkpoint import load_predictor
 from minimtl.errors import UserError
 from minimtl.machinery.html import write_html
@@ -39,6 +40,8 @@ def main():
                         "P/R/F1 per type, frame accuracy")
     parser.add_argument("--split", choices=("train", "dev", "test"), help="with --evaluate on a data folder: "
                         "the split to score (default: test)")
+    parser.add_argument("--min-confidence", metavar="P", help="leave out entities whose confidence (the "
+                        "calibrated probability printed beside them) is below P, from 0 to 1; tags stay as decoded")
     args = parser.parse_args()
     if args.texts and args.file:
         parser.error("give texts as arguments or with --file, not both")
@@ -48,7 +51,10 @@ def main():
         parser.error("--split picks the split that --evaluate scores")
     if args.json and args.html:
         parser.error("give --json or --html, not both")
+    if args.evaluate and args.min_confidence is not None:
+        parser.error("--min-confidence filters predicted entities; --evaluate scores every one of them")
     try:
+        args.min_confidence = probability("--min-confidence", args.min_confidence)
         # Started with stdin or stdout closed (`<&-`, `>&-`), Python has None there: say so, before any work.
         if sys.stdout is None and not args.html:
             raise UserError("stdout is closed: the results would go nowhere (redirect it, or give --html FILE)")
@@ -74,6 +80,19 @@ def main():
         sys.exit(2)
 
 
+def probability(flag, text):
+    """A number from 0 to 1 given as `flag`, 0.0 when the flag is absent."""
+    if text is None:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 1:  # nan fails both comparisons
+        raise UserError(f"{flag} must be a probability from 0 to 1, not {text!r}")
+    return value
+
+
 def _discard_stdout():
     """Point stdout at /dev/null, so that the flush at exit cannot fail again (and print a second error)."""
     if sys.stdout is not None:
@@ -95,6 +114,8 @@ def predict(args):
         else:
             to_terminal = sys.stderr.isatty() and (args.html or not sys.stdout.isatty())
             predictions = predict_stream(predictor, lines, progress=progress if to_terminal else None)
+        if args.min_confidence:
+            predictions = (confident(pred, args.min_confidence) for pred in predictions)
         if args.html:
             count = write_html(args.html, (p.to_json() for p in predictions), types=predictor.entity_types)
             progress.end()

@@ -69,23 +69,26 @@ class CRF(nn.Module):
         self.register_buffer("start_ok", torch.tensor(start_ok), persistent=False)  # (K,)
         self.register_buffer("follow_ok", torch.tensor(follow_ok), persistent=False)  # (K_prev, K)
 
-    def _scores(self, forbidden, dtype):
-        """start (K,), transitions (K, K) and end (K,) in `dtype`, BIO-forbidden entries set to `forbidden`.
+    def _scores(self, forbidden, dtype, temperature=1.0):
+        """start (K,), transitions (K, K) and end (K,) in `dtype`, BIO-forbidden entries set to `forbidden`,
+        all divided by `temperature` (calibration.py).
 
         masked_fill passes no gradient to the filled entries, so the parameters under the mask never move.
         """
         start = self.start.masked_fill(~self.start_ok, forbidden)
         transitions = self.transitions.masked_fill(~self.follow_ok, forbidden)
-        return start.to(dtype), transitions.to(dtype), self.end.to(dtype)
+        return tuple(s.to(dtype) / temperature for s in (start, transitions, self.end))
 
-    def log_partition(self, emissions, mask):
-        """log Z per sentence: emissions (B, W, K), mask (B, W) True on real words (a prefix) -> (B,)."""
+    def log_partition(self, emissions, mask, temperature=1.0):
+        """log Z per sentence: emissions (B, W, K), mask (B, W) True on real words (a prefix) -> (B,).
+
+        With a `temperature` T, of the CRF whose every score is divided by T: log sum_y exp(s(y) / T)."""
         B, W, K = emissions.shape
         if W == 0:  # zeros (B,) that stay on the graph, so backward() works on a batch of empty sentences
             return emissions.sum((1, 2))
-        start, transitions, end = self._scores(FORBIDDEN, emissions.dtype)
+        start, transitions, end = self._scores(FORBIDDEN, emissions.dtype, temperature)
         # Padding is zeroed first so that no value there (not even inf or nan) can reach the result.
-        emissions = emissions.masked_fill(~mask[..., None], 0)
+        emissions = emissions.masked_fill(~mask[..., None], 0) / temperature
         alpha = start + emissions[:, 0]  # (B, K)
         for i in range(1, W):
             step = (alpha[:, :, None] + transitions).logsumexp(1) + emissions[:, i]  # (B, K_prev, K) -> (B, K)
@@ -109,21 +112,24 @@ class CRF(nn.Module):
                  + start[tags[:, 0]] + end[last])
         return torch.where(lengths > 0, score, 0)
 
-    def nll(self, emissions, tags, mask):
-        """Mean over sentences of -log p(gold tags): a scalar >= 0, the training loss."""
-        return (self.log_partition(emissions, mask) - self.gold_score(emissions, tags, mask)).mean()
+    def nll(self, emissions, tags, mask, temperature=1.0):
+        """Mean over sentences of -log p(gold tags): a scalar >= 0, the training loss. With a `temperature` T,
+        under the CRF whose scores are all divided by T (s(gold) is a sum of scores, so it is divided too)."""
+        log_z = self.log_partition(emissions, mask, temperature)
+        return (log_z - self.gold_score(emissions, tags, mask) / temperature).mean()
 
-    def marginals(self, emissions, mask):
+    def marginals(self, emissions, mask, temperature=1.0):
         """p(y_i = k | sentence) per word (B, W, K), by the forward-backward algorithm run as autograd.
 
         s(y) is linear in the emissions: d s(y) / d e_i[k] = [y_i = k]. So d log Z / d e_i[k] =
         sum_y p(y) [y_i = k], the marginal: the backward pass through `log_partition` is the backward
-        recursion of forward-backward, with no second recursion to write or test.
+        recursion of forward-backward, with no second recursion to write or test. With a temperature T the
+        path scores are s(y) / T, whose derivative is [y_i = k] / T: the gradient is the marginal over T.
         """
         with torch.inference_mode(False), torch.enable_grad():  # callers may predict in inference mode
             e = emissions.clone().requires_grad_()
-            (grad,) = torch.autograd.grad(self.log_partition(e, mask.clone()).sum(), e)
-        return grad
+            (grad,) = torch.autograd.grad(self.log_partition(e, mask.clone(), temperature).sum(), e)
+        return grad * temperature
 
     def decode(self, emissions, lengths):
         """Viterbi: the best valid tag path per sentence: emissions (B, W, K), word counts (B,) -> B lists."""

@@ -12,6 +12,9 @@ The pipeline, per text:
                      (TokenHead.decode) -> one tag and its probability per word (TokenHead.confidence) -> spans
                   -> softmax of the sentence logits, averaged over the text's windows -> category
 
+Probabilities use the temperatures calibrated after training (calibration.py), so that an entity at 0.8 is
+right about 80% of the time; a temperature changes no category, tag or entity.
+
 Windows from all texts are batched together, shortest first, so padding is small and a batch of short
 texts costs one forward pass instead of one per text. The model's activations are bounded by the
 batch, not by the input: a long text only adds windows, and each window keeps just its sentence
@@ -20,7 +23,7 @@ probabilities and its (positions, tags) logits.
 
 import json
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -86,6 +89,10 @@ class Predictor:
         self.aligner = aligner
         self.labels = meta.get("labels") or None
         self.tags = meta.get("tags") or None
+        # Each head's calibrated temperature (calibration.py): it changes the probabilities, never a prediction.
+        # A checkpoint from before calibration has none: T = 1, the plain softmax.
+        temperature = meta.get("temperature") or {}
+        self.cls_temperature, self.ner_temperature = (float(temperature.get(h, 1.0)) for h in ("cls", "ner"))
         # The length the model was trained on; without it, the most its position embeddings allow.
         self.max_len = int(meta.get("max_len") or model.bert.config.max_tokens)
         # Overlap between windows: each word near a cut is read again with a quarter window of context.
@@ -129,7 +136,8 @@ class Predictor:
                 head = self.model.ner_head
                 paths = head.decode(emissions, [len(ws)])
                 pred.tags = [self.tags[k] for k in paths[0]]
-                pred.entities = spans(text, ws, pred.tags, head.confidence(emissions, [len(ws)], paths)[0])
+                confidences = head.confidence(emissions, [len(ws)], paths, self.ner_temperature)[0]
+                pred.entities = spans(text, ws, pred.tags, confidences)
             out.append(pred)
         return out
 
@@ -142,7 +150,7 @@ class Predictor:
                 mine = [rows[j] for j in index]
                 out = self.model(pad(mine, self.aligner.pad_id).to(self.device), attention_mask(mine).to(self.device))
                 if out.cls_logits is not None:
-                    probs = out.cls_logits.float().softmax(-1).cpu()
+                    probs = (out.cls_logits.float() / self.cls_temperature).softmax(-1).cpu()
                     for row, j in enumerate(index):
                         cls_probs[j] = probs[row]
                 if out.ner_logits is not None:
@@ -194,6 +202,13 @@ def spans(text: str, words: Sequence[Word], tags: Sequence[str], confidences: Se
         confidence = sum(float(c) for c in confidences[first : last + 1]) / (last - first + 1)
         out.append(Span(kind, first, last, start, end, text[start:end], confidence))
     return out
+
+
+def confident(pred: Prediction, threshold: float) -> Prediction:
+    """`pred` without the entities whose confidence is below `threshold` (its tags stay as decoded)."""
+    if pred.entities is None:
+        return pred
+    return replace(pred, entities=[s for s in pred.entities if s.confidence >= threshold])
 
 
 def format_prediction(pred: Prediction) -> str:

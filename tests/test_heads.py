@@ -160,22 +160,20 @@ def frozen_config(tiny_data, tiny_weights, out, **overrides):
     return TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), **settings)
 
 
-def test_the_frozen_recipe_mixes_every_layer_and_tags_through_dilated_convolutions(tiny_data, tiny_weights, tmp_path):
+def test_the_frozen_recipe_mixes_every_layer_with_a_bilstm_per_head(tiny_data, tiny_weights, tmp_path):
     model, _, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out"), log=lambda _: None)
     heads = model.config
-    assert heads.layers == 3  # embeddings + 2 layers
-    assert heads.sentence_head == "linear" and heads.pooling == "cls" and heads.token_head == "conv"
+    assert heads.layers == 3 and heads.sentence_head == heads.token_head == "lstm"  # embeddings + 2 layers
     model, _, _, _ = build(TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights)), log=lambda _: None)
     heads = model.config
     assert heads.layers == 1 and heads.sentence_head == heads.token_head == "linear"
     with pytest.raises(UserError, match="--layers 4: the encoder has 3 hidden states"):
         build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", layers=4), log=lambda _: None)
-    with pytest.raises(UserError, match="--pooling mean is how the linear sentence head reads"):
-        build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", pooling="mean", sentence_head="lstm"),
-              log=lambda _: None)
-    model, _, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", pooling="mean"),
-                           log=lambda _: None)
-    assert model.config.pooling == "mean"
+    with pytest.raises(UserError, match="--pooling cls is how the linear sentence head reads"):
+        build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", pooling="cls"), log=lambda _: None)
+    model, _, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", pooling="cls",
+                                      sentence_head="linear"), log=lambda _: None)
+    assert model.config.pooling == "cls"
 
 
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
@@ -200,7 +198,7 @@ def test_a_frozen_run_predicts_at_inference_as_it_scored_in_training(tiny_data, 
     out = tmp_path / "out"
     results = train(frozen_config(tiny_data, tiny_weights, out), log=lambda _: None)
     model, meta = load_checkpoint(out)
-    assert meta["heads"]["layers"] == 3 and meta["heads"]["token_head"] == "conv"
+    assert meta["heads"]["layers"] == 3 and meta["heads"]["token_head"] == "lstm"
     _, sources, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "unused"), log=lambda _: None)
     assert evaluate_sources(model, sources, "test") == results["test"]
     labels, tags = predict(model, sources[0], "test")

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minimtl.inference import spans
+from minimtl.inference import confident, spans
 from minimtl.tokenization import windows
 from minimtl.bio import chunks
 from minimtl.crf import constrained_decode
@@ -208,6 +208,7 @@ def cli(small, tmp_path_factory):
     DAMAGE["truncated"][0](truncated)
     runs = {
         "json": (["--checkpoint", small, "--json", *CLI_TEXTS], None),
+        "confident": (["--checkpoint", small, "--json", "--min-confidence", "0.3", *CLI_TEXTS], None),
         "stdin": (["--checkpoint", small], "\n".join(CLI_TEXTS) + "\n"),  # no text argument, stdin not a TTY
         "empty": (["--checkpoint", small, "Paris", " \t "], None),
         "truncated": (["--checkpoint", truncated, "Paris"], None),
@@ -235,3 +236,12 @@ def test_cli_output_is_what_predict_gives(cli, predictor):
     (out, err), returncode = cli["stdin"]
     assert returncode == 0, err
     assert out == "\n\n".join(format_prediction(p) for p in expected) + "\n"
+
+
+def test_cli_min_confidence_drops_the_entities_below_it(cli, predictor):
+    expected = [confident(p, 0.3) for p in predictor.predict(CLI_TEXTS)]
+    assert sum(len(p.entities) for p in expected) < sum(len(p.entities) for p in predictor.predict(CLI_TEXTS))
+    (out, err), returncode = cli["confident"]
+    assert returncode == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [p.to_json() for p in expected]
+    assert all(s.confidence >= 0.3 for p in expected for s in p.entities)

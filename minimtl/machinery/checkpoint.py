@@ -18,6 +18,7 @@ which the next load or save puts back.
 """
 
 import json
+import math
 import os
 import shutil
 from contextlib import contextmanager
@@ -158,6 +159,12 @@ def read_meta(directory):
     if max_len is not None and not (type(max_len) is int and 3 <= max_len <= config.max_tokens):
         raise UserError(f"'minimtl.max_len' should be an integer from 3 to max_position_embeddings "
                         f"{config.max_tokens}, not {max_len!r}", path)
+    # Absent in checkpoints from before calibration: every head's T is then 1, the uncalibrated softmax.
+    temperature = meta.get("temperature", {})
+    if not isinstance(temperature, dict) or not set(temperature) <= {"cls", "ner"} or not all(
+            type(t) in (int, float) and math.isfinite(t) and t > 0 for t in temperature.values()):
+        raise UserError("'minimtl.temperature' should map 'cls' and 'ner' to positive numbers, as training "
+                        "writes it", path)
     return config, meta
 
 
@@ -186,9 +193,24 @@ def read_checkpoint(directory):
 
 
 def write_json(path, value):
+    """`value` as `path`, replaced whole: a crash leaves the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(value, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename makes it the file
     os.replace(tmp, path)
+
+
+def write_temperatures(directory, temperatures):
+    """Add the calibrated temperatures (calibration.fit_temperatures) to the checkpoint in `directory`.
+
+    Only config.json changes, replaced whole by one rename: a reader or a crash sees the old file (no
+    temperatures, so T = 1) or the new one, either of which loads with the same model.safetensors."""
+    path = Path(directory) / "config.json"
+    config = read_json(path, missing="checkpoint has no config.json")
+    config["minimtl"]["temperature"] = temperatures
+    write_json(path, config)
 
 
 def write_logs(out, history, best_epoch):

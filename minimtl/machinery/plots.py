@@ -1,6 +1,7 @@
-"""Training curves as one small SVG file, written by hand.
+"""Training curves and a reliability diagram as small SVG files, written by hand.
 
     write_curves(out / "curves.svg", history, best_epoch)
+    write_reliability(out / "reliability.svg", pooled, temperatures)    # calibration.calibration_report
 
 Why not matplotlib: it is a heavy optional dependency for two line charts, and its PNGs differ from machine to
 machine. An SVG built from strings needs only the standard library, is deterministic (same history, same
@@ -12,6 +13,8 @@ import html
 import math
 import re
 from pathlib import Path
+
+from ..calibration import expected_calibration_error, reliability
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",  # the familiar "tab10" colours
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -145,3 +148,73 @@ def _format(value, step):
 def _esc(text):
     # Names come from data files: escape the markup, and drop the control characters XML 1.0 forbids outright.
     return html.escape(re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "", text))
+
+
+RELIABILITY_KINDS = (("label", "sentence labels"), ("entity", "entities"))
+
+
+def write_reliability(path, pooled, temperatures):
+    """A reliability diagram (per confidence bin: accuracy against mean confidence, before and after
+    calibration) with one panel per task that `pooled` has, as calibration.calibration_report returns it."""
+    panels = []
+    for kind, title in RELIABILITY_KINDS:
+        if kind not in pooled:
+            continue
+        t = temperatures.get("cls" if kind == "label" else "ner", 1.0)
+        series = {}
+        for when, name in (("before", "before (T = 1)"), ("after", f"after (T = {t:.3g})")):
+            confidences, correct = pooled[kind][when]
+            ece = expected_calibration_error(confidences, correct)
+            points = [(c, a) for n, c, a in reliability(confidences, correct) if n]
+            series[f"{name}: ECE {100 * ece:.2f}%"] = points
+        n = len(pooled[kind]["before"][0])
+        panels.append(_reliability_panel(f"{title} ({n:,})", series))
+    width = PANEL_W * max(1, len(panels))
+    height = TOP + PLOT_H + 52 + 3 * LEGEND_ROW
+    svg = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} '
+            f'{height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">'),
+           f'<rect width="{width}" height="{height}" fill="white"/>']
+    for i, panel in enumerate(panels):
+        svg += [f'<g class="panel" transform="translate({i * PANEL_W},0)">', *panel, "</g>"]
+    if not panels:
+        svg.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#888">no predictions</text>')
+    Path(path).write_text("\n".join(svg + ["</svg>"]) + "\n", encoding="utf-8")
+
+
+def _reliability_panel(title, series):
+    """Accuracy (y) against confidence (x), both 0 to 1, the diagonal being perfect calibration."""
+    plot_w, bottom = PANEL_W - LEFT - RIGHT, TOP + PLOT_H
+    side = min(plot_w, PLOT_H)  # square, so that the diagonal is at 45 degrees
+
+    def x(value):
+        return LEFT + value * side
+
+    def y(value):
+        return bottom - value * side
+
+    heading = f'<text x="{PANEL_W / 2:.1f}" y="24" text-anchor="middle" font-size="15" font-weight="bold">'
+    out = [f"{heading}{_esc(title)}</text>"]
+    for value in _ticks(0, 1, 0.2):
+        out.append(f'<line x1="{LEFT}" y1="{y(value):.1f}" x2="{x(1):.1f}" y2="{y(value):.1f}" stroke="#e6e6e6"/>')
+        out.append(f'<text x="{LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.1f}</text>')
+        out.append(f'<text x="{x(value):.1f}" y="{bottom + 18}" text-anchor="middle">{value:.1f}</text>')
+    out.append(f'<path d="M{LEFT} {y(1):.1f}V{bottom}H{x(1):.1f}" fill="none" stroke="#333"/>')
+    out.append(f'<line class="diagonal" x1="{x(0):.1f}" y1="{y(0):.1f}" x2="{x(1):.1f}" y2="{y(1):.1f}" '
+               f'stroke="#888" stroke-dasharray="5,4"/>')
+    out.append(f'<text x="{LEFT + side / 2:.1f}" y="{bottom + 36}" text-anchor="middle">confidence (bin mean)</text>')
+    out.append(f'<text transform="translate(16,{bottom - side / 2:.1f}) rotate(-90)" text-anchor="middle">'
+               f"accuracy</text>")
+    for i, (name, points) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        xy = " ".join(f"{x(c):.1f},{y(a):.1f}" for c, a in points)
+        out.append(f'<polyline points="{xy}" fill="none" stroke="{colour}" stroke-width="2">'
+                   f"<title>{_esc(name)}</title></polyline>")
+        for c, a in points:
+            out.append(f'<circle cx="{x(c):.1f}" cy="{y(a):.1f}" r="3" fill="{colour}" stroke="white">'
+                       f"<title>confidence {c:.3f}, accuracy {a:.3f}</title></circle>")
+    legend_top = bottom + 52
+    for i, name in enumerate(series):
+        colour, row = PALETTE[i % len(PALETTE)], legend_top + i * LEGEND_ROW
+        out.append(f'<line x1="{LEFT}" y1="{row}" x2="{LEFT + 22}" y2="{row}" stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<text x="{LEFT + 30}" y="{row + 4}">{_esc(name)}</text>')
+    return out

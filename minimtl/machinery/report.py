@@ -3,6 +3,9 @@
     report = evaluate_file("runs/latest", "../shared/data/conll2003")   # a folder: its test split
     print(format_report(report))                                        # or json.dumps(report.to_json())
 
+With the report comes the expected calibration error of its sentence labels and entities, without and with the
+checkpoint's temperatures (calibration.py).
+
 The file becomes a split exactly as training builds its test split (the same readers, the checkpoint's own
 label and tag vocabularies, sentences cut only at the model's position limit) and goes through the same
 `evaluation.predict` and `evaluation.score`. So on a run's own test split the scores equal the test scores
@@ -13,6 +16,7 @@ checkpoint never saw is reported once and counted as wrong, as in training.
 from collections import Counter
 from dataclasses import dataclass
 
+from ..calibration import ECE_BINS, calibration_report
 from ..evaluation import predict, score
 from ..batching import encode_split
 from .checkpoint import load_with_tokenizer
@@ -30,11 +34,13 @@ class Report:
     scores: dict  # flat, with the names results.json uses: "label_accuracy", "entity_f1/LOC", ...
     confusions: list  # [(gold, predicted, count)], the most frequent wrong sentence labels first
     notes: list  # what was not scored, or counted as wrong, and why
+    # {"temperature": the checkpoint's, "ece": {"label_ece_before", ..., "entity_ece_after"}} (calibration.py)
+    calibration: dict
 
     def to_json(self):
         return {"data": self.data, "sentences": self.sentences, "scores": self.scores,
                 "confusions": [{"gold": g, "predicted": p, "count": n} for g, p, n in self.confusions],
-                "notes": self.notes}
+                "notes": self.notes, "calibration": self.calibration}
 
 
 def evaluate_file(checkpoint, path, split=None):
@@ -54,7 +60,10 @@ def evaluate_file(checkpoint, path, split=None):
     if predicted_labels is not None:
         wrong = Counter((ex.label, p) for ex, p in zip(examples, predicted_labels) if ex.label != p)
         confusions = [(g, p, n) for (g, p), n in wrong.most_common(TOP_CONFUSIONS)]
-    return Report(description, len(examples), score(examples, predicted_labels, predicted_tags), confusions, notes)
+    temperatures = meta.get("temperature", {})
+    errors, _ = calibration_report(model, [source], split, temperatures)
+    return Report(description, len(examples), score(examples, predicted_labels, predicted_tags), confusions, notes,
+                  {"temperature": temperatures, "ece": errors})
 
 
 def _vocabularies(meta, examples, description):
@@ -93,7 +102,22 @@ def format_report(report):
         lines.append(entity_table(s))
     if "frame_accuracy" in s:
         lines.append(f"frame accuracy {_pct(s['frame_accuracy'])}  (label and every tag right)")
-    return "\n".join(lines)
+    return "\n".join(lines + calibration_lines(report.calibration))
+
+
+def calibration_lines(calibration):
+    """ECE before -> after the checkpoint's temperatures, one line per task (none when nothing was predicted)."""
+    temperatures, ece = calibration["temperature"], calibration["ece"]
+    tasks = (("label", "sentence labels", "cls"), ("entity", "entities", "ner"))
+    rows = [(kind, name, head) for kind, name, head in tasks if f"{kind}_ece_before" in ece]
+    if not rows:
+        return []
+    lines = [f"calibration: expected calibration error ({ECE_BINS} bins), uncalibrated -> with the checkpoint's "
+             f"temperature" + ("" if temperatures else " (it has none: T = 1)")]
+    for kind, name, head in rows:
+        lines.append(f"  {name:<15}  {_pct(ece[kind + '_ece_before']):>6}% -> {_pct(ece[kind + '_ece_after']):>6}%"
+                     f"  (T = {temperatures.get(head, 1.0):.3f})")
+    return lines
 
 
 def entity_table(scores, prefix=""):

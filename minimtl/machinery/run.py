@@ -4,7 +4,8 @@
     claim      --out checked and locked: only a minimtl run is ever replaced, one writer at a time
     epochs     the lesson's optimizer_for_epoch / features_for_epoch / train_epoch, then dev, then one atomic
                save of the run directory; Ctrl-C honoured between batches; early stop
-    finally    the best checkpoint reloaded from disk and scored on the test split; results.json
+    finally    the best checkpoint reloaded from disk and scored on the test split; each head's temperature
+               fitted on dev (calibration.py) and written into the checkpoint; reliability.svg; results.json
 
 Under torchrun every process runs this; rank 0 alone prints, holds the lock and writes (distributed.py).
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from torch.nn.parallel import DistributedDataParallel
 
 from ..batching import epoch_batches, shard, steps_per_epoch
+from ..calibration import calibration_report, fit_temperatures
 from ..config import recipe as resolve_recipe
 from ..errors import UserError
 from ..evaluation import evaluate_sources, format_scores, selection_score
@@ -31,10 +33,12 @@ from ..model import MultiTaskModel
 from ..tokenization import Aligner
 from ..training import features_for_epoch, lr_factor, optimizer_for_epoch, seed_everything, train_epoch
 from ..weights import load_encoder, trained_pooling
-from .checkpoint import MODEL_FILES, atomic_directory, load_checkpoint, write_json, write_logs, write_model
+from .checkpoint import (MODEL_FILES, atomic_directory, load_checkpoint, write_json, write_logs, write_model,
+                         write_temperatures)
 from .distributed import Processes
 from .download import resolve_weights
 from .interrupts import Checked, ctrl_c_between_batches, what_is_saved
+from .plots import write_reliability
 from .report import entity_tables
 from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
 from .rundir import RunLock, write_marker
@@ -111,15 +115,32 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
                    "test": None}
         if ddp.main:  # the test split once, by rank 0, from the checkpoint as infer.py will see it
             choose_threads(cfg, "test", log, threads)
-            results["test"] = test_scores(load_checkpoint(out)[0].to(device), sources)
+            best = load_checkpoint(out)[0].to(device)
+            results["test"] = test_scores(best, sources)
             if results["test"] is not None:
                 log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
                 if table := entity_tables(results["test"], [s.name for s in sources]):
                     log(f"test entities by type:\n{table}")
+            results["calibration"], pooled = calibrate(best, sources, log)
             with ctrl_c.saving():
+                # Into the checkpoint first: results.json and the finished marker then describe a checkpoint
+                # that has its temperatures. Each write replaces one file whole, so nothing is ever lost.
+                write_temperatures(out, results["calibration"]["temperature"])
+                write_reliability(out / "reliability.svg", pooled, results["calibration"]["temperature"])
                 write_json(out / "results.json", results)
                 write_marker(out, finished=True)  # --resume now refuses: the run is complete
     return results
+
+
+def calibrate(model, sources, log):
+    """Each head's temperature fitted on the dev split of the best checkpoint, and its expected calibration
+    error on the test split before and after: ({"temperature", "test"}, the test predictions pooled for a
+    reliability diagram; none without a test split)."""
+    temperatures = fit_temperatures(model, sources, "dev")
+    errors, pooled = calibration_report(model, sources, "test", temperatures)
+    log("calibration: " + "  ".join(f"{head} T = {t:.3f}" for head, t in temperatures.items())
+        + "".join(f"  {name.replace('_ece_', ' ECE ')} {100 * v:.2f}%" for name, v in errors.items()))
+    return {"temperature": temperatures, "test": errors or None}, pooled
 
 
 @contextmanager

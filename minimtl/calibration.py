@@ -1,0 +1,232 @@
+"""Calibration: making a reported probability mean what it says, and measuring how far it is from that.
+
+A model is *calibrated* when, of all its predictions made with confidence 0.8, 80% are right. Networks
+trained with cross-entropy tend to be over-confident (Guo, Pleiss, Sun & Weinberger 2017, "On Calibration of
+Modern Neural Networks"): training keeps pushing the gold logit up long after the argmax is right.
+
+**Temperature scaling** (same paper) fixes most of it with one number per head. After training, with every
+weight fixed, the head's logits z are divided by a scalar T > 0 before the softmax, p = softmax(z / T), and T
+is chosen to minimise the negative log-likelihood of the gold labels on the dev split. T > 1 softens
+over-confident probabilities, T < 1 sharpens under-confident ones. For the tag head the NLL is that of the gold
+tag at each word's first sub-token; with a CRF, T divides the emissions AND the start, transition and end
+scores, so every path score becomes s(y) / T, and the NLL is that of the gold path under the scaled CRF.
+
+**Why a temperature changes no prediction** (accuracy and F1 stay the same to the last digit):
+- sentence labels: z / T is z times a positive number, so argmax_k z_k / T = argmax_k z_k.
+- tags with a CRF: Viterbi picks argmax_y s(y) / T = argmax_y s(y), since every path's score is divided by
+  the same T.
+- tags without a CRF: decoding picks the valid path with the largest sum_i log softmax(e_i / T)[y_i]
+  = (1/T) sum_i e_i[y_i] - sum_i logsumexp(e_i / T). The second sum is the same for every path, and the BIO
+  constraints cost 0 or -inf whatever T, so the best path is that of sum_i e_i[y_i] at every T.
+Only the reported probabilities change: the sentence softmax, each word's tag probability (or CRF marginal),
+and so an entity's confidence, the mean of its words' (inference.spans).
+
+**The fit.** As a function of beta = 1/T, NLL(beta) = mean_n [logsumexp_k(beta z_nk) - beta z_n,gold] is
+convex (a log-sum-exp of functions linear in beta, minus a linear one); the CRF's log Z(beta) - beta s(gold)
+is the same with paths for classes. So the NLL has a single minimum along log T, which golden-section search
+finds without gradients, learning rates or randomness. The logits are computed once (`collect`); each trial
+T only rescales them, so the encoder never runs again.
+
+**Expected calibration error** (ECE; Naeini et al. 2015, as Guo et al. use it): the predictions are put into
+M = 15 equal-width bins by confidence, (0, 1/15], (1/15, 2/15], ..., (14/15, 1], and
+
+    ECE = sum_b |B_b| / N * |accuracy(B_b) - mean confidence(B_b)|
+
+the average gap between how sure the model says it is and how often it is right. For sentence labels the
+confidence is the top softmax probability and "right" is argmax == gold. For entities it is the confidence
+infer.py prints beside each predicted entity, and "right" means that exact span and type is a gold entity:
+ECE here measures the entities a user sees (a missed gold entity has no confidence to judge).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .batching import batches
+from .bio import chunks
+from .evaluation import EVAL_BATCH, autocast
+from .model import IGNORE_INDEX, at_words
+
+ECE_BINS = 15
+LOG_T_RANGE = (math.log(1 / 20), math.log(20))  # T from 0.05 to 20: far beyond what a trained head needs
+LOG_T_TOLERANCE = 1e-4  # the search stops when log T is known to this: T to 0.01%
+GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+@dataclass
+class Logits:
+    """What the heads said about one split of one source, computed once for every trial temperature."""
+
+    order: list[int]  # the split's sentence behind each row below: batches run shortest first
+    cls: torch.Tensor | None  # (N, C) sentence logits; None without a sentence task
+    labels: torch.Tensor | None  # (N,) gold class ids, IGNORE_INDEX for a class the model never saw
+    # Per batch of sentences: emissions (B, W, K) at each word's first sub-token, word counts (B,),
+    # gold tag ids (B, W) (IGNORE_INDEX for a tag never seen in training), and the sentences' gold entities.
+    tag_batches: list[tuple[torch.Tensor, list[int], torch.Tensor, list[set]]]
+
+
+@torch.inference_mode()
+def collect(model, source, split):
+    """The logits of every sentence of `source`'s `split`, as float64 on the CPU (a smooth NLL to minimise)."""
+    examples = getattr(source.splits, split)
+    device = next(model.parameters()).device
+    model.eval()
+    order, cls, labels, tag_batches = [], [], [], []
+    for batch in batches(source.ids[split], EVAL_BATCH):
+        order += batch.index
+        batch = batch.to(device)
+        with autocast(device):
+            out = model(batch.input_ids, batch.attention_mask)
+        if source.labels:
+            cls.append(out.cls_logits.double().cpu())
+            labels.append(batch.labels.cpu())
+        if source.tags:
+            emissions, words = at_words(out.ner_logits, batch.words)  # (B, W, K), (B, W)
+            gold = batch.tags.gather(1, batch.words.clamp(min=0))  # (B, W)
+            entities = [set(chunks(examples[i].tags)) for i in batch.index]
+            tag_batches.append((emissions.double().cpu(), words.sum(1).tolist(), gold.cpu(), entities))
+    if not source.labels:
+        return Logits(order, None, None, tag_batches)
+    return Logits(order, torch.cat(cls), torch.cat(labels), tag_batches)
+
+
+# --- fitting T ----------------------------------------------------------------------------------------------
+
+def fit_temperature(nll):
+    """The T > 0 that minimises `nll(T)` (a function of T, convex in 1/T), by golden-section search on log T.
+
+    Never worse than no calibration: if the search ends above nll(1) (it cannot for a convex NLL, but float
+    rounding can tie), T = 1 is kept. When the data have no mistake at all (every gold label the arg-max),
+    the NLL falls towards 0 as T -> 0 and has no minimum: the search then ends at the bottom of LOG_T_RANGE,
+    which would make every later prediction near-certain on the word of a dev split too easy to say
+    anything; T = 1 is kept then too."""
+    lo, hi = LOG_T_RANGE
+    a, b = hi - GOLDEN * (hi - lo), lo + GOLDEN * (hi - lo)  # two inner points, a < b
+    fa, fb = nll(math.exp(a)), nll(math.exp(b))
+    while hi - lo > LOG_T_TOLERANCE:
+        if fa <= fb:  # the minimum is left of b
+            hi, b, fb = b, a, fa
+            a = hi - GOLDEN * (hi - lo)
+            fa = nll(math.exp(a))
+        else:  # right of a
+            lo, a, fa = a, b, fb
+            b = lo + GOLDEN * (hi - lo)
+            fb = nll(math.exp(b))
+    t, best = (math.exp(a), fa) if fa <= fb else (math.exp(b), fb)
+    at_the_edge = math.log(t) - LOG_T_RANGE[0] <= 2 * LOG_T_TOLERANCE
+    return t if best < nll(1.0) and not at_the_edge else 1.0
+
+
+@torch.no_grad()
+def sentence_nll(logits, labels, temperature):
+    """Mean -log p(gold class) under softmax(z / T): logits (N, C), labels (N,) with IGNORE_INDEX skipped."""
+    return float(F.cross_entropy(logits / temperature, labels, ignore_index=IGNORE_INDEX))
+
+
+@torch.no_grad()
+def tag_nll(head, tag_batches, temperature):
+    """Without a CRF: mean -log p(gold tag) per word under softmax(e / T). With one: mean -log p(gold path)
+    per sentence under the CRF scaled by T. A word (or, with a CRF, a sentence) whose gold tag was never seen
+    in training has no probability to judge and is skipped; so is, with a CRF, a gold path that BIO forbids."""
+    total, count = 0.0, 0
+    for emissions, lengths, gold, _ in tag_batches:
+        mask = torch.as_tensor(lengths)[:, None] > torch.arange(emissions.shape[1])  # (B, W)
+        if head.crf is None:
+            keep = mask & (gold != IGNORE_INDEX)
+            total += float(F.cross_entropy(emissions[keep] / temperature, gold[keep], reduction="sum"))
+            count += int(keep.sum())
+        else:
+            keep = ((gold != IGNORE_INDEX) | ~mask).all(1)  # (B,) sentences whose whole gold path is known
+            # A gold path that BIO forbids (`O I-X`, which seqeval reads as an entity) costs crf.FORBIDDEN / T:
+            # it would drag T up without bound, and it says nothing about how sure the model should be.
+            g, crf = gold.clamp(min=0), head.crf
+            keep &= crf.start_ok[g[:, 0]] & (crf.follow_ok[g[:, :-1], g[:, 1:]] | ~mask[:, 1:]).all(1)
+            if keep.any():
+                n = int(keep.sum())
+                total += n * float(crf.nll(emissions[keep], g[keep], mask[keep], temperature))
+                count += n
+    return total / max(count, 1)
+
+
+def fit_temperatures(model, sources, split="dev"):
+    """{"cls": T, "ner": T} for the heads the model has, each fitted on every source's `split` that has the
+    head's labels (a source without that split, or a head with no such data, gets no T)."""
+    logits = [collect(model, s, split) for s in sources if getattr(s.splits, split) is not None]
+    out = {}
+    cls = [x for x in logits if x.cls is not None]
+    if cls and model.cls_head is not None:
+        z, y = torch.cat([x.cls for x in cls]), torch.cat([x.labels for x in cls])
+        if (y != IGNORE_INDEX).any():
+            out["cls"] = fit_temperature(lambda t: sentence_nll(z, y, t))
+    tag_batches = [b for x in logits for b in x.tag_batches]
+    if tag_batches and model.ner_head is not None:
+        out["ner"] = fit_temperature(lambda t: tag_nll(model.ner_head, tag_batches, t))
+    return out
+
+
+# --- measuring calibration ------------------------------------------------------------------------------
+
+def predictions(model, logits, temperatures):
+    """{"label": (confidences, correct), "entity": (confidences, correct)} for the tasks `logits` has: one
+    pair per predicted sentence label and per predicted entity, under the given temperatures (1 if absent)."""
+    out = {}
+    if logits.cls is not None:
+        probs = (logits.cls / temperatures.get("cls", 1.0)).softmax(-1)  # (N, C)
+        confidence, predicted = probs.max(-1)
+        out["label"] = (confidence.tolist(), (predicted == logits.labels).tolist())
+    if logits.tag_batches:
+        head, t = model.ner_head, temperatures.get("ner", 1.0)
+        confidences, correct = [], []
+        for emissions, lengths, _, gold_entities in logits.tag_batches:
+            paths = head.decode(emissions, lengths)
+            word_probs = head.confidence(emissions, lengths, paths, t)
+            for path, probs, gold in zip(paths, word_probs, gold_entities):
+                for entity in chunks([head.tags[k] for k in path]):
+                    _, first, last = entity
+                    confidences.append(sum(probs[first : last + 1]) / (last - first + 1))  # as inference.spans
+                    correct.append(entity in gold)
+        out["entity"] = (confidences, correct)
+    return out
+
+
+def reliability(confidences, correct, bins=ECE_BINS):
+    """Per equal-width confidence bin (0, 1/M], ..., ((M-1)/M, 1]: (count, mean confidence, accuracy);
+    an empty bin gives (0, None, None)."""
+    members = [[] for _ in range(bins)]
+    for c, ok in zip(confidences, correct):
+        members[min(max(math.ceil(c * bins) - 1, 0), bins - 1)].append((c, ok))
+    return [(len(m), sum(c for c, _ in m) / len(m), sum(ok for _, ok in m) / len(m)) if m else (0, None, None)
+            for m in members]
+
+
+def expected_calibration_error(confidences, correct, bins=ECE_BINS):
+    """sum over bins of |bin| / N * |accuracy - mean confidence|; 0.0 for no predictions."""
+    n = len(confidences)
+    return sum(count / n * abs(accuracy - confidence)
+               for count, confidence, accuracy in reliability(confidences, correct, bins) if count)
+
+
+def calibration_report(model, sources, split, temperatures):
+    """ECE before (T = 1) and after calibration on `split` of every source that has it, and the predictions
+    behind them pooled over the sources, for a reliability diagram:
+
+        ({"label_ece_before", "label_ece_after", "entity_ece_before", "entity_ece_after"} (those that apply;
+          "source/..." when there are several sources, as evaluation.evaluate_sources names metrics),
+         {"label" | "entity": {"before" | "after": (confidences, correct)}})
+    """
+    scores, pooled = {}, {}
+    for source in sources:
+        if getattr(source.splits, split) is None:
+            continue
+        logits = collect(model, source, split)
+        prefix = f"{source.name}/" if len(sources) > 1 else ""
+        for when, preds in (("before", predictions(model, logits, {})),
+                            ("after", predictions(model, logits, temperatures))):
+            for kind, (confidences, correct) in preds.items():
+                scores[f"{prefix}{kind}_ece_{when}"] = expected_calibration_error(confidences, correct)
+                mine = pooled.setdefault(kind, {}).setdefault(when, ([], []))
+                mine[0].extend(confidences)
+                mine[1].extend(correct)
+    return dict(sorted(scores.items())), pooled
