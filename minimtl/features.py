@@ -56,7 +56,8 @@ class FeatureCache:
         model.bert.eval()
         device = next(model.parameters()).device
         for batch in batches(split, ENCODE_BATCH):
-            hidden = model.features(batch.input_ids.to(device), batch.attention_mask.to(device))  # (B, T, [k,] H)
+            batch = batch.to(device)
+            hidden = model.features(batch.input_ids, batch.attention_mask, batch.shape_ids)  # (B, T, [k,] H)
             if flat is None:
                 flat = hidden.new_zeros((int(lengths.sum()) + 1, *hidden.shape[2:]), dtype=dtype)
             for row, i in enumerate(batch.index):
