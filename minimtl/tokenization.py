@@ -295,7 +295,8 @@ def windows(aligner, words: list[str], max_len: int, stride: int) -> list[tuple[
 
 # --- a sentence in its document: the neighbouring sentences as context ----------------------------------
 
-def in_context(aligner, documents: list[list[list[str]]], window: int, max_len: int) -> list[tuple[int, Encoding, range]]:
+def in_context(aligner, documents: list[list[list[str]]], window: int, max_len: int) \
+        -> list[tuple[int, Encoding, range]]:
     """Every sentence of every document, encoded with as many neighbouring words of its document as fit in
     `window` positions: (the window's first word, as an index into the document's words; the window's
     Encoding; the sentence's own words, as indices into the window's words), one per sentence, in order.

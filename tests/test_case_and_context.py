@@ -23,7 +23,7 @@ from minimtl.errors import UserError
 from minimtl.evaluation import EVAL_BATCH, predict
 from minimtl.freezing import units
 from minimtl.machinery.checkpoint import atomic_directory, load_predictor, write_model
-from minimtl.machinery.data import Example, LabelVocab, Splits
+from minimtl.machinery.data import Example, LabelVocab, Splits, load_split
 from minimtl.machinery.run import train
 from minimtl.machinery.sources import Source
 from minimtl.model import IGNORE_INDEX, HeadConfig, MultiTaskModel, at_words, multitask_loss
@@ -247,7 +247,8 @@ def test_a_sentence_is_read_in_as_much_of_its_own_document_as_fits(aligner, exam
         assert split.first_positions[i] == first
         assert [p for p, t in enumerate(split.tags[i]) if t != IGNORE_INDEX] == first
         assert [TAGS[split.tags[i][p]] for p in first] == list(ex.tags)
-        assert split.shape_ids[i] == [NONE] + [word_shape(w) for w, p in zip(words[a:b], pieces[a:b]) for _ in p] + [NONE]
+        shapes = [word_shape(w) for w, p in zip(words[a:b], pieces[a:b]) for _ in p]
+        assert split.shape_ids[i] == [NONE, *shapes, NONE]
 
 
 def test_without_documents_context_changes_nothing(aligner):
@@ -316,3 +317,36 @@ def test_infer_reads_a_document_as_evaluation_reads_it_in_context(checkpoint_dir
     assert torch.allclose(ner[0][enc.first_positions], training_rows(predictor.model, split), atol=1e-6)
     alone = encode_split(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True)
     assert not torch.allclose(training_rows(predictor.model, alone), training_rows(predictor.model, split))
+
+
+# --- a run with both ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("freeze", [["backbone"], ["none"]])
+def test_a_run_with_both_scores_as_seqeval_and_as_infer_evaluate(tiny_documents, tiny_weights, tmp_path, freeze):
+    from seqeval.metrics import f1_score
+
+    from minimtl.machinery.checkpoint import load_checkpoint
+    from minimtl.machinery.report import evaluate_file
+
+    lines = []
+    cfg = TrainConfig(data=[str(tiny_documents)], weights=str(tiny_weights), out=str(tmp_path / "run"), epochs=2,
+                      batch_size=8, lr_backbone=1e-3, patience=0, word_shape=True, context=True, freeze=freeze,
+                      token_head="linear")  # a BiLSTM would only make it slower
+    results = train(cfg, log=lines.append)
+    assert any("each sentence is read in its document (16 in train)" in line for line in lines)
+    assert any("word shapes: a zero-initialised vector per shape" in line for line in lines)
+    model, meta = load_checkpoint(tmp_path / "run")
+    where = "heads" if freeze == ["backbone"] else "embeddings"
+    assert meta["word_shapes"] == where and meta["context"] is True
+    table = model.head_shapes if where == "heads" else model.bert.embeddings.word_shapes
+    assert table.weight[1:].any() and not table.weight[NONE].any()  # it learned; NONE never did
+    # infer.py --evaluate reads the split with the run's shapes and context: the same scores as training.
+    report = evaluate_file(tmp_path / "run", tiny_documents, "dev")
+    assert report.scores == results["dev"]
+    source = Source("dev", Splits([], [], None, "dev"), None, LabelVocab(meta["tags"]))
+    examples = load_split(tiny_documents, "dev")[0]
+    source = replace(source, splits=replace(source.splits, dev=examples),
+                     ids={"dev": encode_split(Aligner.from_checkpoint(tmp_path / "run"), examples, None, source.tags,
+                                              512, word_shapes=True, context=cfg.max_len)})
+    _, tags = predict(model, source, "dev")
+    assert results["dev"]["entity_f1"] == pytest.approx(f1_score([list(ex.tags) for ex in examples], tags))
