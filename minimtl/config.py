@@ -100,7 +100,7 @@ class TrainConfig:
     label_all_subtokens: bool = setting(False, "label every sub-token of a word (continuations of B-X as I-X), "
                                         "not only the first", RUN)
     context: bool = setting(False, "encode each sentence of data that has documents (CoNLL's -DOCSTART-) with as "
-                            "many neighbouring sentences of its document as fit in --max-len, as infer.py reads a "
+                            "many neighbouring words of its document as fit in --max-len, as infer.py reads a "
                             "text of several sentences; only the sentence's own words are labelled and scored",
                             RUN)
 

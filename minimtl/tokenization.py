@@ -52,7 +52,7 @@ class Encoding:
     """One sentence (or one inference window) as the model sees it."""
 
     input_ids: list[int]  # [CLS] sub-tokens... [SEP], unpadded
-    word_ids: list[int | None]  # index of the word each position belongs to; None for [CLS]/[SEP] (and context)
+    word_ids: list[int | None]  # index of each position's word; None for [CLS]/[SEP] (and sentence_view's context)
     first_positions: list[int]  # position of the first sub-token of each word that kept one, in order
     truncated: bool  # some sub-tokens did not fit in max_len
 
@@ -325,7 +325,7 @@ def in_context(aligner, documents: list[list[list[str]]], window: int, max_len: 
             if own > fits:
                 end = before[s] + min(own, room(max_len))
                 out.append((s, aligner.wrap(ids[before[s] : end].tolist(), (word_ids[before[s] : end] - s).tolist(),
-                                            end < before[e]), range(e - s)))
+                                            bool(end < before[e])), range(e - s)))
                 continue
             spare = fits - own
             left = min(before[s], max(spare // 2, spare - (before[-1] - before[e])))

@@ -171,6 +171,17 @@ def test_a_checkpoint_with_shapes_in_its_encoder_is_never_loaded_without_them(ch
         load_encoder(tmp_path / "run")
 
 
+def test_a_checkpoint_older_than_both_options_loads_with_neither(checkpoint_dir, tmp_path):
+    with atomic_directory(tmp_path / "run") as tmp:
+        write_model(tmp, model_with(None), {"labels": ["a", "b", "c"], "tags": TAGS, "max_len": 64}, checkpoint_dir)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert "word_shapes" not in config["minimtl"] and "context" not in config["minimtl"]
+    predictor = load_predictor(tmp_path / "run")
+    assert predictor.model.word_shapes is None and predictor.model.head_shapes is None
+    assert predictor.model.bert.embeddings.word_shapes is None
+    assert len(predictor.predict(["Alice went to Paris. She liked it."])[0].tags) == 9
+
+
 def test_word_shapes_in_frozen_embeddings_are_refused(tiny_data, tiny_weights, tmp_path):
     for settings in ({"freeze": ["embeddings"]}, {"freeze_layers": 1}):
         cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(tmp_path / "x"), word_shape=True,
