@@ -5,7 +5,7 @@ so "Apple", "apple" and "APPLE" are the same ids, and capitalisation is the stro
 for a name. So each word gets a *shape*, decided from its original text, one of a small fixed list:
 
     lower        apple, é, 4th        every letter that has a case is lowercase
-    capitalised  Apple, A, 3M, Éa     the first cased letter is upper (or title) case, the others lower
+    capitalised  Apple, A, 3M, Élan   the first cased letter is upper (or title) case, the others lower
     upper        APPLE, U.S., NATO    two or more cased letters, all upper case
     mixed        iPhone, McDonald     any other mix
     uncased      東京, القاهرة, 서울   letters, none of which has a case (most scripts have none)
