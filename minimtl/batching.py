@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 
 from .model import IGNORE_INDEX
+from .tokenization import in_context, sentence_view
+from .wordshape import NONE, position_shapes, word_shape
 
 CHUNK_BATCHES = 50  # sort within windows of this many batches: padding falls, order stays random
 
@@ -45,20 +47,55 @@ class SplitIds:
     labels: list[int] | None  # per sentence; None without a sentence task
     n_truncated: int  # sentences cut at max_len
     pad_id: int  # the tokenizer's [PAD], which fills batches up to their longest sentence
+    shape_ids: list[list[int]] | None = None  # per position, its word's shape (wordshape.py); None without shapes
 
     def __len__(self):
         return len(self.input_ids)
 
 
-def encode_split(aligner, examples, label_vocab, tag_vocab, max_len, all_subtokens=False):
-    encodings = aligner.encode([list(ex.words) for ex in examples], max_len=max_len)
+def encode_split(aligner, examples, label_vocab, tag_vocab, max_len, all_subtokens=False, word_shapes=False,
+                 context=None):
+    """Ids, label ids (and with `word_shapes`, shape ids) of every example, each cut at `max_len` positions.
+
+    `context`: None, or the window (positions) in which each sentence of a document is read with its
+    neighbours (tokenization.in_context); a document is a run of consecutive examples with the same
+    `document`, and an example without one (None) is read alone. Only the sentence's own words are labelled
+    and scored, so the split's `first_positions` are its own words' and the context carries IGNORE_INDEX."""
+    sentences = [list(ex.words) for ex in examples]
+    if context is None:
+        encodings = aligner.encode(sentences, max_len=max_len)
+        shapes = [position_shapes(e.word_ids, [word_shape(w) for w in words]) for e, words in
+                  zip(encodings, sentences)] if word_shapes else None
+    else:
+        documents = [[sentences[i] for i in document] for document in by_document(examples)]
+        in_documents = in_context(aligner, documents, context, max_len)
+        encodings = [sentence_view(enc, own) for _, enc, own in in_documents]
+        shapes = None
+        if word_shapes:
+            # The context's words have their shapes too: they are read, only never labelled.
+            per_document = [[word_shape(w) for words in document for w in words] for document in documents]
+            owner = [d for d, document in enumerate(documents) for _ in document]
+            shapes = [position_shapes(enc.word_ids, per_document[d][first:])
+                      for d, (first, enc, _) in zip(owner, in_documents)]
     tags = None
     if tag_vocab is not None:
         tag_to_id = {name: i for i, name in enumerate(tag_vocab.names)}
         tags = [aligner.labels(enc, ex.tags, tag_to_id, all_subtokens) for enc, ex in zip(encodings, examples)]
     labels = [label_vocab.id(ex.label) for ex in examples] if label_vocab is not None else None
     return SplitIds([e.input_ids for e in encodings], [e.first_positions for e in encodings], tags, labels,
-                    sum(e.truncated for e in encodings), aligner.pad_id)
+                    sum(e.truncated for e in encodings), aligner.pad_id, shapes)
+
+
+def by_document(examples):
+    """Example indices grouped into documents: runs of consecutive examples with the same `document`; an
+    example without one is a document of its own."""
+    groups = []
+    for i, ex in enumerate(examples):
+        if groups and ex.document is not None and examples[groups[-1][-1]].document == ex.document:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 @dataclass
@@ -69,11 +106,12 @@ class Batch:
     labels: torch.Tensor | None  # (B,)
     tags: torch.Tensor | None  # (B, T)
     words: torch.Tensor  # (B, W): each word's first sub-token position, -1 after a sentence's last word
+    shape_ids: torch.Tensor | None = None  # (B, T): each position's word shape; None without shapes
 
     def to(self, device):
         move = lambda t: None if t is None else t.to(device, non_blocking=True)
         return Batch(self.index, move(self.input_ids), move(self.attention_mask), move(self.labels), move(self.tags),
-                     move(self.words))
+                     move(self.words), move(self.shape_ids))
 
 
 def batch_indices(lengths, batch_size, rng=None):
@@ -112,7 +150,8 @@ def collate(split: SplitIds, index):
     tags = None if split.tags is None else pad([split.tags[i] for i in index], IGNORE_INDEX, input_ids.shape[1])
     labels = None if split.labels is None else torch.tensor([split.labels[i] for i in index])
     words = pad([split.first_positions[i] for i in index], -1)  # (B, W)
-    return Batch(list(index), input_ids, attention_mask(rows), labels, tags, words)
+    shapes = None if split.shape_ids is None else pad([split.shape_ids[i] for i in index], NONE, input_ids.shape[1])
+    return Batch(list(index), input_ids, attention_mask(rows), labels, tags, words, shapes)
 
 
 def batches(split: SplitIds, batch_size, rng=None):

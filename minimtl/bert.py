@@ -96,8 +96,11 @@ class Embeddings(nn.Module):
         # ELECTRA's generator and discriminator share embeddings sized for the small generator; the
         # discriminator projects them up to its own width.
         self.project = nn.Linear(E, cfg.hidden_size) if E != cfg.hidden_size else None
+        # A run with --word-shape (outside the frozen recipe) sets a wordshape.WordShapes(E) table here: one more
+        # id per position, like the token type, added before the LayerNorm. Published checkpoints have none.
+        self.word_shapes = None
 
-    def forward(self, input_ids):
+    def forward(self, input_ids, shape_ids=None):
         T, first = input_ids.shape[1], self.position_offset
         if first + T > self.position_embeddings.num_embeddings:
             raise ValueError(f"sequence of {T} tokens is longer than the "
@@ -112,6 +115,10 @@ class Embeddings(nn.Module):
         # table is added to all of them (the table is kept only because pretrained files carry it).
         if self.token_type_embeddings is not None:
             x = x + self.token_type_embeddings.weight[0]
+        if self.word_shapes is not None:
+            if shape_ids is None:
+                raise ValueError("this encoder adds word shapes to its embeddings: pass shape_ids")
+            x = x + self.word_shapes(shape_ids)  # (B, T, E); all zeros until training moves it (wordshape.py)
         x = self.dropout(self.LayerNorm(x))
         return x if self.project is None else self.project(x)  # (B, T, H)
 
@@ -226,12 +233,13 @@ class Bert(nn.Module):
     def layers(self):
         return self.encoder["layer"]
 
-    def forward(self, input_ids, attention_mask=None, layers=1):
+    def forward(self, input_ids, attention_mask=None, layers=1, shape_ids=None):
         """The last hidden states (B, T, H); with `layers` = k > 1, the top k hidden states stacked as
-        (B, T, k, H), bottom first, the embeddings' output counting as layer 0 (so k <= num_hidden_layers + 1)."""
+        (B, T, k, H), bottom first, the embeddings' output counting as layer 0 (so k <= num_hidden_layers + 1).
+        `shape_ids` (B, T): each position's word shape, for an encoder whose embeddings have a shape table."""
         B, T = input_ids.shape
         layout = TokenLayout(attention_mask, B, T)
-        x = layout.pack(self.embeddings(input_ids))  # (N, H)
+        x = layout.pack(self.embeddings(input_ids, shape_ids))  # (N, H)
         states = deque([x], maxlen=layers)  # the top `layers` outputs so far
         for layer in self.layers:
             x = layer(x, layout)

@@ -78,7 +78,7 @@ def collect(model, source, split):
         order += batch.index
         batch = batch.to(device)
         with autocast(device):
-            out = model(batch.input_ids, batch.attention_mask)
+            out = model(batch.input_ids, batch.attention_mask, shape_ids=batch.shape_ids)
         if source.labels:
             cls.append(out.cls_logits.double().cpu())
             labels.append(batch.labels.cpu())

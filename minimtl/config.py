@@ -109,6 +109,10 @@ class TrainConfig:
                                          positive)
     label_all_subtokens: bool = setting(False, "label every sub-token of a word (continuations of B-X as I-X), "
                                         "not only the first", RUN)
+    context: bool = setting(False, "encode each sentence of data that has documents (CoNLL's -DOCSTART-) with as "
+                            "many neighbouring words of its document as fit in --max-len, as infer.py reads a "
+                            "text of several sentences; only the sentence's own words are labelled and scored",
+                            RUN)
 
     freeze: list[str] = setting(["none"], "one or more of: " + ", ".join(FREEZE_MODES) + ". With the whole "
                                 "backbone frozen its hidden states are computed once and cached", FREEZING,
@@ -173,6 +177,10 @@ class TrainConfig:
                                      "Default: by the recipe", MODEL, choices=HEAD_KINDS)
     crf: bool = setting(False, "a CRF over words on the tag layer: trained by its likelihood, decoded by Viterbi",
                         MODEL)
+    word_shape: bool = setting(False, "give the model each word's case, which an uncased tokenizer erases: a "
+                               "learned vector per word shape (lower, Capitalised, UPPER, mixed, digits, ...), zero "
+                               "at the start, added to the input embeddings of the word's sub-tokens (with "
+                               "--freeze backbone: to what the heads read)", MODEL)
 
     def torch_device(self):
         if self.device == "auto":
@@ -243,6 +251,7 @@ class Recipe:
     heads: HeadConfig
     bf16: bool  # training steps that run the encoder multiply in bfloat16 (autocast)
     bf16_cached: bool  # the same for steps of the heads alone, on a frozen backbone's cached features
+    word_shapes: str | None = None  # where the word-shape vectors are added (model.WORD_SHAPES), None: no shapes
 
     def describe(self):
         h = self.heads
@@ -263,7 +272,14 @@ class Recipe:
             f"  sentence head: {sentence}; token head: {token}{' + CRF' if h.crf else ''}",
             f"  training steps: {precision(self.bf16)} with the encoder, {precision(self.bf16_cached)} on cached "
             "features",
-        ])
+        ] + ([f"  word shapes: {SHAPES_WHERE[self.word_shapes]}"] if self.word_shapes else []))
+
+
+SHAPES_WHERE = {
+    "embeddings": "a zero-initialised vector per shape, added to the input embeddings (transformers' "
+                  "BertModel.from_pretrained(run) loads this encoder without it: docs/operating.md)",
+    "heads": "a zero-initialised vector per shape, added to what the heads read (the frozen encoder cannot learn it)",
+}
 
 
 def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device):
@@ -288,12 +304,19 @@ def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device):
         token_head=cfg.token_head or token,
         crf=cfg.crf,
     )
+    # Word shapes enter the encoder where the encoder learns, and the heads where it cannot (wordshape.py).
+    word_shapes = None if not cfg.word_shape else "heads" if kind == "frozen backbone" else "embeddings"
+    if word_shapes == "embeddings" and not cfg.lora and not cfg.unfreeze_schedule and \
+            ("embeddings" in cfg.freeze or cfg.freeze_layers):
+        raise UserError("--word-shape adds its vectors to the input embeddings, which --freeze embeddings / "
+                        "--freeze-layers keep frozen: they would never learn (use --freeze backbone to add them to "
+                        "what the heads read)")
     lr, decay = CRF_DEFAULTS[cfg.crf]
     return Recipe(
         kind, cfg.epochs or epochs,
         {"backbone": cfg.lr_backbone or lr, "heads": cfg.lr_heads, "adapters": cfg.lr_lora},
         cfg.layer_decay or decay, heads, bf16_steps(cfg.precision, device, cached=False),
-        bf16_steps(cfg.precision, device, cached=True),
+        bf16_steps(cfg.precision, device, cached=True), word_shapes,
     )
 
 

@@ -41,7 +41,7 @@ def predict(model, source, split, features=None, shard=(0, 1)):
         batch = batch.to(device)
         with autocast(device):
             cached = features.hidden(source.name, split, batch) if features else None
-            out = model(batch.input_ids, batch.attention_mask, cached)
+            out = model(batch.input_ids, batch.attention_mask, cached, batch.shape_ids)
         if source.labels:
             label_ids[batch.index] = out.cls_logits.argmax(-1).cpu()
         if source.tags:

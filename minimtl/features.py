@@ -85,7 +85,8 @@ class FeatureCache:
         was_training = model.bert.training
         model.bert.eval()
         for batch in batches(split, ENCODE_BATCH):
-            hidden = model.features(batch.input_ids.to(device), batch.attention_mask.to(device))  # (B, T, [k,] H)
+            batch = batch.to(device)
+            hidden = model.features(batch.input_ids, batch.attention_mask, batch.shape_ids)  # (B, T, [k,] H)
             for row, i in enumerate(batch.index):
                 mine = hidden[row, : lengths[i]].to(self.dtype)  # (length, [k,] H)
                 if self.file is None:

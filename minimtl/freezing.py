@@ -3,7 +3,7 @@ r"""Which parameters learn, and how fast: freezing, parameter groups, gradual un
 The model is cut into units that are frozen or trained as a whole:
 
     embeddings | layer.0 ... layer.N-1 | cls-head | ner-head    (+ adapters, with LoRA: see lora.py)
-    \________________ backbone _______/
+    \________________ backbone _______/   (+ word-shapes before the heads, which read it: wordshape.py)
 
 Freezing a unit is three things, all of them needed: `requires_grad=False` (no gradient is computed or
 stored for it), leaving it out of the optimizer (AdamW's weight decay would otherwise still shrink it), and
@@ -28,8 +28,8 @@ def backbone_units(n_layers):
 def unit_modules(model):
     """The one list of units: name -> module, bottom to top. Everything else here is derived from it."""
     modules = dict(zip(backbone_units(len(model.bert.layers)), [model.bert.embeddings, *model.bert.layers]))
-    modules.update({name: head for name, head in (("cls-head", model.cls_head), ("ner-head", model.ner_head))
-                    if head is not None})
+    modules.update({name: head for name, head in (("word-shapes", model.head_shapes), ("cls-head", model.cls_head),
+                                                  ("ner-head", model.ner_head)) if head is not None})
     return modules
 
 
@@ -37,9 +37,13 @@ def units(model):
     """name -> its parameters, bottom to top.
 
     With LoRA on, the adapters are a unit of their own ("adapters"), taken out of the layers that hold them:
-    they train while the layer weights around them stay frozen.
+    they train while the layer weights around them stay frozen. A word-shape table in the embeddings
+    (wordshape.py) joins them there: like them it starts at zero and learns in place of the frozen encoder.
+    Without LoRA it is part of the embeddings, and trains (or is frozen) with them.
     """
     adapters = lora_parameters(model)
+    if adapters and model.bert.embeddings.word_shapes is not None:
+        adapters = adapters + list(model.bert.embeddings.word_shapes.parameters())
     inside = {id(p) for p in adapters}
     named = {name: [p for p in m.parameters() if id(p) not in inside] for name, m in unit_modules(model).items()}
     if adapters:
@@ -49,7 +53,8 @@ def units(model):
 
 def kind(unit):
     """Which learning rate a unit trains with: "heads", "adapters" or "backbone"."""
-    return "heads" if unit.endswith("-head") else "adapters" if unit == "adapters" else "backbone"
+    return "heads" if unit.endswith("-head") or unit == "word-shapes" else "adapters" if unit == "adapters" \
+        else "backbone"
 
 
 def freezes_backbone(modes):

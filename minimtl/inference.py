@@ -7,7 +7,9 @@
 The pipeline, per text:
 
     text -> split_text -> words with character offsets
-         -> overlapping windows of at most max_len sub-tokens (so no length is too long, and no word is lost)
+         -> overlapping windows of at most max_len sub-tokens (so no length is too long, and no word is lost;
+            the sentences of a text are each other's context, as in training with --context)
+         -> (with word shapes: each word's shape, from its original text, on each of its sub-tokens)
          -> model -> tag logits at each word's first sub-token -> the best valid BIO sequence
                      (TokenHead.decode) -> one tag and its probability per word (TokenHead.confidence) -> spans
                   -> softmax of the sentence logits, averaged over the text's windows -> category
@@ -33,6 +35,7 @@ from .bio import chunks, split_tag
 from .batching import attention_mask, batch_indices, pad
 from .errors import UserError
 from .tokenization import Aligner, Word, split_text, windows
+from .wordshape import NONE, position_shapes, word_shape
 
 BATCH_SIZE = 32  # windows per forward pass
 TOP_LABELS = 5  # class probabilities reported besides the winner: enough to see what the model hesitated over
@@ -117,7 +120,13 @@ class Predictor:
         # [CLS][SEP], so it still gets a sentence category.
         per_text = [windows(self.aligner, [w.text for w in ws], self.max_len, self.stride) for ws in words]
         flat = [enc for text_windows in per_text for _, enc in text_windows]
-        cls_probs, ner_scores = self._run(flat)
+        shapes = None
+        if self.model.word_shapes:  # from the words' original text, as training computes them (wordshape.py)
+            shapes = []
+            for ws, text_windows in zip(words, per_text):
+                text_shapes = [word_shape(w.text) for w in ws]
+                shapes += [position_shapes(enc.word_ids, text_shapes[first:]) for first, enc in text_windows]
+        cls_probs, ner_scores = self._run(flat, shapes)
 
         out, at = [], 0
         for text, ws, text_windows in zip(texts, words, per_text):
@@ -141,14 +150,17 @@ class Predictor:
             out.append(pred)
         return out
 
-    def _run(self, encodings):
-        """Per window, in input order: sentence probabilities (C,) and tag logits (positions, K)."""
+    def _run(self, encodings, shapes=None):
+        """Per window, in input order: sentence probabilities (C,) and tag logits (positions, K). `shapes`: each
+        window's shape id per position, for a model with word shapes."""
         cls_probs, ner_scores = [None] * len(encodings), [None] * len(encodings)
         rows = [e.input_ids for e in encodings]
         with torch.inference_mode():
             for index in batch_indices([len(r) for r in rows], BATCH_SIZE):  # shortest first: little padding
                 mine = [rows[j] for j in index]
-                out = self.model(pad(mine, self.aligner.pad_id).to(self.device), attention_mask(mine).to(self.device))
+                shape_ids = None if shapes is None else pad([shapes[j] for j in index], NONE).to(self.device)
+                out = self.model(pad(mine, self.aligner.pad_id).to(self.device), attention_mask(mine).to(self.device),
+                                 shape_ids=shape_ids)
                 if out.cls_logits is not None:
                     probs = (out.cls_logits.float() / self.cls_temperature).softmax(-1).cpu()
                     for row, j in enumerate(index):

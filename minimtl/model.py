@@ -33,9 +33,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .crf import CRF, constrained_decode_batch
 from .freezing import unit_modules
+from .wordshape import WordShapes
 
 IGNORE_INDEX = -100  # label id that cross-entropy skips: special tokens, padding, continuation sub-tokens
 POOLINGS = ("cls", "mean")
+WORD_SHAPES = ("embeddings", "heads")  # where a run with --word-shape adds its shape vectors (wordshape.py)
 HEAD_KINDS = ("linear", "conv", "lstm")  # what a head puts between the (mixed) states and its output layer
 LSTM_HIDDEN = 128  # per direction: less than half the cost of 256 per token, and cached epochs must stay cheap
 CONV_WIDTH = 128  # channels of the dilated convolutions: their products are most of a cached step's time
@@ -274,11 +276,20 @@ class Outputs:
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, encoder, config: HeadConfig, tags=None):
-        """`tags`: the BIO tag names (needed when config.n_tags > 0; a CRF and decoding read their scheme)."""
+    def __init__(self, encoder, config: HeadConfig, tags=None, word_shapes=None):
+        """`tags`: the BIO tag names (needed when config.n_tags > 0; a CRF and decoding read their scheme).
+        `word_shapes`: None, or where a zero-initialised word-shape table is added (one of WORD_SHAPES)."""
         super().__init__()
         self.bert = encoder
         self.config = config
+        self.word_shapes = word_shapes
+        self.head_shapes = None  # the table, when the heads read the shapes (the frozen recipe)
+        if word_shapes == "embeddings":
+            encoder.embeddings.word_shapes = WordShapes(encoder.embeddings.word_embeddings.embedding_dim)
+        elif word_shapes == "heads":
+            self.head_shapes = WordShapes(encoder.config.hidden_size)
+        elif word_shapes is not None:
+            raise ValueError(f"word_shapes must be None or one of {WORD_SHAPES}, not {word_shapes!r}")
         H = encoder.config.hidden_size
         if not 1 <= config.layers <= encoder.config.num_hidden_layers + 1:
             raise ValueError(f"the heads cannot read {config.layers} layers of a "
@@ -288,16 +299,22 @@ class MultiTaskModel(nn.Module):
         self.cls_head = ClassificationHead(H, config) if config.n_labels else None
         self.ner_head = TokenHead(H, config, list(tags)) if config.n_tags else None
 
-    def features(self, input_ids, attention_mask):
+    def features(self, input_ids, attention_mask, shape_ids=None):
         """What the heads read: the encoder's top `config.layers` hidden states (the frozen-backbone cache
-        stores exactly this)."""
-        return self.bert(input_ids, attention_mask, layers=self.config.layers)
+        stores exactly this). `shape_ids` (B, T): each position's word shape (wordshape.py), when the model has
+        word shapes."""
+        return self.bert(input_ids, attention_mask, layers=self.config.layers, shape_ids=shape_ids)
 
-    def forward(self, input_ids, attention_mask, hidden=None):
+    def forward(self, input_ids, attention_mask, hidden=None, shape_ids=None):
         """Both task outputs. `hidden`: what `features` returns, when it is already known (a frozen backbone's
         cache, features.py): (B, T, H), or (B, T, k, H) with several layers."""
         if hidden is None:
-            hidden = self.features(input_ids, attention_mask)
+            hidden = self.features(input_ids, attention_mask, shape_ids)
+        if self.head_shapes is not None:
+            # Added to every layer a scalar mix reads: the mix is a weighted mean, so that is the same as adding
+            # gamma * shape to the mix, whatever the head does next.
+            shapes = self.head_shapes(shape_ids)  # (B, T, H)
+            hidden = hidden + (shapes if hidden.dim() == 3 else shapes[:, :, None])
         return Outputs(
             self.cls_head(hidden, attention_mask) if self.cls_head is not None else None,
             self.ner_head(hidden, attention_mask) if self.ner_head is not None else None,

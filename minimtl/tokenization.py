@@ -29,6 +29,10 @@ overlapping windows of whole words, so any length works and no word is lost:
     wins = windows(aligner, [w.text for w in words], max_len=128, stride=32)   # [(first word, Encoding)]
 
 (inference.py merges the windows' scores back into one row per word and turns tags into spans.)
+
+So at inference a sentence is read with its neighbours in the text around it. Training can read each sentence
+of a document the same way (`in_context`, --context): the window holds the sentence and as many
+neighbouring words of its document as fit, and `sentence_view` keeps only the sentence's own words labelled.
 """
 
 import unicodedata
@@ -48,7 +52,7 @@ class Encoding:
     """One sentence (or one inference window) as the model sees it."""
 
     input_ids: list[int]  # [CLS] sub-tokens... [SEP], unpadded
-    word_ids: list[int | None]  # index of the word each position belongs to; None for [CLS]/[SEP]
+    word_ids: list[int | None]  # index of each position's word; None for [CLS]/[SEP] (and sentence_view's context)
     first_positions: list[int]  # position of the first sub-token of each word that kept one, in order
     truncated: bool  # some sub-tokens did not fit in max_len
 
@@ -287,3 +291,55 @@ def windows(aligner, words: list[str], max_len: int, stride: int) -> list[tuple[
         # The next window starts at the earliest word that leaves at most `stride` sub-tokens of overlap,
         # but always at least one word further on, so the loop ends.
         first = max(first + 1, int(np.searchsorted(before, before[end] - stride, side="left")))
+
+
+# --- a sentence in its document: the neighbouring sentences as context ----------------------------------
+
+def in_context(aligner, documents: list[list[list[str]]], window: int, max_len: int) \
+        -> list[tuple[int, Encoding, range]]:
+    """Every sentence of every document, encoded with as many neighbouring words of its document as fit in
+    `window` positions: (the window's first word, as an index into the document's words; the window's
+    Encoding; the sentence's own words, as indices into the window's words), one per sentence, in order.
+
+    The room beside the sentence is shared: half before it, half after, and a side that reaches the start or
+    the end of the document leaves what it cannot use to the other. Context is whole words, the nearest first,
+    so it may begin or end inside a neighbouring sentence, as a window at inference does. A sentence too long
+    for `window` is encoded alone and cut at `max_len`, as `encode` cuts it; context never crosses a document.
+    """
+    fits = room(window)
+    sentences = [sentence for document in documents for sentence in document]
+    pieces = iter(aligner.subtokens(sentences))
+    out = []
+    for document in documents:
+        ids, word_ids, starts = [], [], [0]  # the document's sub-tokens, their words, each sentence's first word
+        for words in document:
+            sentence_ids, sentence_words = next(pieces)
+            ids += sentence_ids
+            word_ids += [starts[-1] + w for w in sentence_words]
+            starts.append(starts[-1] + len(words))
+        ids, word_ids = np.array(ids, dtype=np.int64), np.array(word_ids, dtype=np.int64)
+        # before[k]: the document's sub-tokens before its word k (every word has at least one: subtokens).
+        before = np.searchsorted(word_ids, np.arange(starts[-1] + 1))
+        for s, e in zip(starts, starts[1:]):
+            own = before[e] - before[s]
+            if own > fits:
+                end = before[s] + min(own, room(max_len))
+                out.append((s, aligner.wrap(ids[before[s] : end].tolist(), (word_ids[before[s] : end] - s).tolist(),
+                                            bool(end < before[e])), range(e - s)))
+                continue
+            spare = fits - own
+            left = min(before[s], max(spare // 2, spare - (before[-1] - before[e])))
+            first = int(np.searchsorted(before, before[s] - left, side="left"))  # whole words that fit before
+            end = int(np.searchsorted(before, before[e] + spare - left, side="right")) - 1  # ... and after
+            out.append((first, aligner.wrap(ids[before[first] : before[end]].tolist(),
+                                            (word_ids[before[first] : before[end]] - first).tolist(), False),
+                        range(s - first, e - first)))
+    return out
+
+
+def sentence_view(enc: Encoding, own: range) -> Encoding:
+    """A sentence in its context (`in_context`) as training labels it and evaluation reads it: the same
+    positions, but only the sentence's own words have word ids (from 0) and first positions; the context's
+    positions have none, like [CLS] and [SEP], so they are never labelled, never in the loss, never scored."""
+    word_ids = [w - own.start if w is not None and w in own else None for w in enc.word_ids]
+    return Encoding(enc.input_ids, word_ids, enc.first_positions[own.start : own.stop], enc.truncated)

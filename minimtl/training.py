@@ -44,7 +44,7 @@ def train_epoch(model, net, optimizer, micro_batches, schedule, step, cfg, bf16=
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                 # A frozen backbone's features come from the cache: the encoder does not run at all.
                 cached = features.hidden(source.name, "train", batch) if features else None
-                outputs = net(batch.input_ids, batch.attention_mask, cached)
+                outputs = net(batch.input_ids, batch.attention_mask, cached, shape_ids=batch.shape_ids)
                 loss, parts = multitask_loss(model, outputs, batch, cfg.w_cls, cfg.w_ner)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(loss.item(), step)  # the run says what is saved

@@ -29,6 +29,7 @@ from .paths import readable
 
 DEFAULT_NAME = "all-MiniLM-L6-v2"  # the default --weights: 6 layers, 384 wide, uncased
 MAX_HEADER = 100 << 20  # bytes of a safetensors header, as the format itself limits it
+WORD_SHAPES_TENSOR = "embeddings.word_shapes.weight"  # the table --word-shape adds to a trained encoder (wordshape.py)
 
 
 def read_state_dict(path):
@@ -145,7 +146,12 @@ def load_encoder(path, verbose=False):
         raise UserError("checkpoint directory not found (expected config.json + model.safetensors)", path)
     config_path, weights = path / "config.json", path / "model.safetensors"
     config = read_config(read_json(config_path, missing="config file not found"), config_path)
-    check_weights_fit(config, read_shapes(weights), weights)
+    shapes = read_shapes(weights)
+    check_weights_fit(config, shapes, weights)
+    if any(our_name(name, config.model_type) == WORD_SHAPES_TENSOR for name in shapes):
+        raise UserError("was trained with --word-shape: its encoder adds a learned word-shape table to its input "
+                        "embeddings, which a plain encoder would silently lose; it cannot be used as --weights",
+                        weights)
     encoder = Bert(config)
     match_state_dict(encoder, read_state_dict(weights), weights, verbose,
                      rename=lambda name: our_name(name, config.model_type))

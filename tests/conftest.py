@@ -61,6 +61,19 @@ def tiny_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_documents(tmp_path_factory):
+    """The tiny data's sentences and tags as CoNLL columns, in documents of three sentences (-DOCSTART-)."""
+    demo = ROOT / "minimtl" / "demo"
+    path = tmp_path_factory.mktemp("tiny-documents")
+    for split, n in (("train", 48), ("dev", 16), ("test", 16)):
+        records = [json.loads(line) for line in (demo / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]]
+        (path / f"{split}.txt").write_text("".join(
+            "-DOCSTART- -X- O\n\n" * (i % 3 == 0) + "".join(f"{w} {t}\n" for w, t in zip(r["tokens"], r["tags"])) + "\n"
+            for i, r in enumerate(records)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
 def interrupted_run(tmp_path_factory, tiny_data, tiny_weights):
     """A run of 3 epochs stopped (as by Ctrl-C) after its first: resumable. Tests copy it before changing it."""
     out = tmp_path_factory.mktemp("interrupted") / "run"

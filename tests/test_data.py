@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -139,9 +140,22 @@ def test_round_trip_snips(tmp_path):
 def test_round_trip_conll_without_test_and_valid_name(tmp_path):
     write(tmp_path, {"train.conll": as_conll(EXAMPLES), "valid.conll": as_conll(EXAMPLES[1:])})
     splits = load_data(tmp_path)
-    assert (splits.train, splits.dev, splits.test) == (strip(EXAMPLES, label=False), strip(EXAMPLES[1:], label=False),
-                                                       None)
+    in_document = lambda examples: [dataclasses.replace(ex, document=0) for ex in strip(examples, label=False)]
+    assert (splits.train, splits.dev, splits.test) == (in_document(EXAMPLES), in_document(EXAMPLES[1:]), None)
     assert splits.has_tags and not splits.has_labels
+
+
+def test_conll_documents_survive_reading(tmp_path):
+    """-DOCSTART- starts a document (the sentences before the first marker are document 0); a file without any
+    marker has no documents; IOB1 conversion keeps them."""
+    sentence = lambda word, tag="O": f"{word} NN {tag}\n\n"
+    text = (sentence("lead") + "-DOCSTART- -X- O\n\n-DOCSTART- -X- O\n\n" + sentence("a") + sentence("b")
+            + "-DOCSTART- -X- O\n" + sentence("c", "I-LOC") + "-DOCSTART- -X- O\n\n")
+    write(tmp_path, {"train.txt": text, "dev.txt": sentence("x") + sentence("y")})
+    splits = load_data(tmp_path)
+    assert [(ex.words[0], ex.document) for ex in splits.train] == [("lead", 0), ("a", 1), ("b", 1), ("c", 2)]
+    assert splits.train[-1].tags == ("B-LOC",)  # read as IOB1, converted, still in its document
+    assert [ex.document for ex in splits.dev] == [None, None]
 
 
 @pytest.mark.parametrize("tags, label", [(True, True), (True, False), (False, True)])

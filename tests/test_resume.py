@@ -41,8 +41,13 @@ def without_timings(record):
                                        {"crf": True}, {"crf": True, "precision": "bf16"},
                                        {"freeze": ["backbone"], "crf": True},
                                        {"freeze": ["backbone"], "feature_cache": "off"},  # no cache: on the fly
-                                       {"freeze": ["backbone"], "feature_cache": "disk"}])
-def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(tiny_data, tiny_weights, tmp_path, overrides):
+                                       {"freeze": ["backbone"], "feature_cache": "disk"},
+                                       {"word_shape": True, "context": True},
+                                       {"word_shape": True, "context": True, "lora": 2},
+                                       {"word_shape": True, "context": True, "freeze": ["backbone"]}])
+def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(tiny_data, tiny_weights, tmp_path, overrides, request):
+    if overrides.get("context"):  # data in documents, so that the context is there
+        tiny_data = request.getfixturevalue("tiny_documents")
     whole = train(config(tiny_data, tiny_weights, tmp_path / "whole", **overrides), log=lambda _: None)
     with pytest.raises(Interrupted, match="the state after epoch 1 is saved"):
         train(config(tiny_data, tiny_weights, tmp_path / "cut", **overrides), log=stop_after_epoch(1))

@@ -14,11 +14,14 @@ from tokenizers import Tokenizer, models, trainers
 
 import test_alignment as base
 from family_checkpoints import corpus, write_tokenizer
+from minimtl.batching import encode_split
 from minimtl.bio import chunks
 from minimtl.errors import UserError
 from minimtl.inference import spans
+from minimtl.machinery.data import Example, LabelVocab
 from minimtl.model import IGNORE_INDEX
 from minimtl.tokenization import Aligner, split_text, windows
+from minimtl.wordshape import NONE, word_shape
 
 SETTINGS = settings(max_examples=60, deadline=None)
 KINDS = ["wordpiece-cased", "bpe-files", "bpe-json", "unigram"]
@@ -38,6 +41,16 @@ def pieces(kind, word):
     name, aligner, reference = kind
     ids = reference.encode(word if name.startswith("wordpiece") else " " + word, add_special_tokens=False).ids
     return ids or [aligner.unk_id]
+
+
+@SETTINGS
+@given(base.tagged())
+def test_each_word_shape_reaches_exactly_its_own_pieces(kind, example):
+    _, aligner, _ = kind
+    words, tags = example
+    split = encode_split(aligner, [Example(tuple(words), tuple(tags))], None, LabelVocab(base.TAGS), 10_000,
+                         word_shapes=True)
+    assert split.shape_ids[0] == [NONE] + [word_shape(w) for w in words for _ in pieces(kind, w)] + [NONE]
 
 
 @SETTINGS

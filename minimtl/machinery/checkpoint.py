@@ -11,6 +11,14 @@ Tensors go through safetensors and everything else through JSON, never pickle: l
 cannot run code. Because the encoder keeps its published names, `load_encoder(DIR)` reads the trained
 backbone like any checkpoint of its family, and so does that family's `transformers` class.
 
+Except with word shapes in the encoder (--word-shape outside the frozen recipe, wordshape.py): their table,
+`bert.embeddings.word_shapes.weight`, is part of what the encoder computes, and no published class has it.
+`BertModel.from_pretrained(DIR)` then loads the encoder *without* it (transformers lists the tensor among
+those "not used"), which computes other hidden states than the trained model: the run's log says so when
+it starts, config.json says `"word_shapes": "embeddings"`, and `load_encoder` refuses such a directory
+rather than drop the table. (With the frozen recipe the table belongs to the heads, `head_shapes.weight`,
+and the encoder is the pretrained one, unchanged.)
+
 Saving is atomic at the directory level (`atomic_directory`): everything is written into a temporary
 sibling directory, flushed to disk, then swapped in by two renames. A crash mid-write leaves the previous checkpoint as it
 was; a crash between the two renames (a window of microseconds) leaves it under a `.NAME.old-*` name,
@@ -32,7 +40,7 @@ from ..families import FAMILIES, config_json, our_name, published_name, read_con
 from ..lora import merged_state_dict
 from ..bio import split_tag
 from ..inference import Predictor
-from ..model import HEAD_KINDS, POOLINGS, HeadConfig, MultiTaskModel
+from ..model import HEAD_KINDS, POOLINGS, WORD_SHAPES, HeadConfig, MultiTaskModel
 from ..errors import UserError, read_json
 from ..tokenization import Aligner
 from ..weights import check_weights_fit, match_state_dict, read_shapes, read_state_dict
@@ -156,6 +164,9 @@ def read_meta(directory):
             or any(heads[k] not in HEAD_KINDS for k in ("sentence_head", "token_head")) or type(heads["crf"]) is not bool:
         raise UserError(f"'minimtl.heads': layers must be 1 to {config.num_hidden_layers + 1}, sentence_head and "
                         f"token_head one of {', '.join(HEAD_KINDS)} and crf true or false", path)
+    if meta.get("word_shapes") not in (None, *WORD_SHAPES) or type(meta.get("context", False)) is not bool:
+        raise UserError(f"'minimtl.word_shapes' should be null or one of {', '.join(WORD_SHAPES)}, and "
+                        "'minimtl.context' true or false", path)
     if max_len is not None and not (type(max_len) is int and 3 <= max_len <= config.max_tokens):
         raise UserError(f"'minimtl.max_len' should be an integer from 3 to max_position_embeddings "
                         f"{config.max_tokens}, not {max_len!r}", path)
@@ -181,7 +192,8 @@ def read_checkpoint(directory):
     config, meta = read_meta(directory)
     weights = directory / "model.safetensors"
     check_weights_fit(config, read_shapes(weights), weights)  # before building: config.json may be absurd
-    model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]), meta.get("tags"))
+    # A checkpoint written before word shapes has no "word_shapes": it has none.
+    model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]), meta.get("tags"), meta.get("word_shapes"))
     own = FAMILIES[config.model_type].prefix
 
     def rename(name):  # the encoder's tensors from its family's names; the heads' names are ours already

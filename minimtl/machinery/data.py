@@ -11,7 +11,8 @@ is the most expensive bug there is, and "seq.out:412: 9 tags for 8 words" is fix
 Formats (`load_data` picks one by folder layout and file extension; machinery/formats.py reads each):
   joint    ATIS/SNIPS folders {train,dev,test}/{seq.in,seq.out,label}, line-aligned;
            JSON lines {"tokens": [...], "tags": [...], "label": "..."} (tags or label may be left out)
-  NER      CoNLL columns: "word ... TAG" per line, blank line between sentences, -DOCSTART- skipped
+  NER      CoNLL columns: "word ... TAG" per line, blank line between sentences, -DOCSTART- starting a
+           document (each sentence keeps its document's number, for --context)
   classify CSV text,label (label a name, or an index into a classes.txt beside it; optional header row);
            JSON lines {"text": "...", "label": ...}
 Raw text is split on whitespace only: BERT's pre-tokenizer splits off punctuation itself later.

@@ -22,6 +22,7 @@ class Example:
     words: tuple[str, ...]
     tags: tuple[str, ...] | None = None  # one BIO tag per word, or None for classification-only data
     label: str | None = None  # the sentence label, or None for NER-only data
+    document: int | None = None  # which document of its file the sentence is in (CoNLL's -DOCSTART-), or None
 
 
 # --- reading text ----------------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def bio_from_iob1(examples):
             prefix, kind = split_tag(tag)
             tags.append(f"B-{kind}" if prefix == "I" and kind != before else tag)
             before = kind
-        converted.append(Example(ex.words, tuple(tags), ex.label))
+        converted.append(Example(ex.words, tuple(tags), ex.label, ex.document))
     return converted, True
 
 
@@ -150,18 +151,26 @@ def read_seq_folder(folder):
 
 
 def _read_conll(path):
+    """Sentences between blank lines. A `-DOCSTART-` line starts a new document: each sentence keeps the number
+    of its document (0, 1, ...; the sentences before the first marker are document 0), which --context reads.
+    In a file without any marker the sentences are independent: their document is None."""
     examples, sentence = [], []
+    document, marked = 0, False
     for i, line in enumerate(_lines(path) + [""], 1):  # the extra blank line ends the last sentence
         columns = line.split()
         if columns and columns[0] != "-DOCSTART-":
             if len(columns) < 2:
                 raise UserError(f"expected 'word ... TAG' columns, found only {quote(columns[0])}", path, i)
             sentence.append((columns[0], _tag(columns[-1], path, i)))
-        elif sentence:  # a blank line or a document marker ends a sentence
+            continue
+        if sentence:  # a blank line or a document marker ends a sentence
             words, tags = zip(*sentence)
-            examples.append(Example(words, tags))
+            examples.append(Example(words, tags, document=document))
             sentence = []
-    return examples
+        if columns:  # -DOCSTART-
+            document += bool(examples) and examples[-1].document == document  # a new number, unless still empty
+            marked = True
+    return examples if marked else [Example(ex.words, ex.tags) for ex in examples]
 
 
 def _read_csv(path):

@@ -53,7 +53,10 @@ def evaluate_file(checkpoint, path, split=None):
     notes += unseen(examples, labels, tags)
     # The split keeps its name so that `predict` reads it as training does; the other splits stay empty.
     splits = Splits(**{"train": [], "dev": [], "test": None, split: examples}, source=description)
-    ids = encode_split(aligner, examples, labels, tags, model.bert.config.max_tokens)
+    # Word shapes and document context as the run trained with them (none in a checkpoint older than they are).
+    window = meta.get("max_len") or model.bert.config.max_tokens
+    ids = encode_split(aligner, examples, labels, tags, model.bert.config.max_tokens,
+                       word_shapes=bool(model.word_shapes), context=window if meta.get("context") else None)
     source = Source("evaluated", splits, labels, tags, {split: ids})
     predicted_labels, predicted_tags = predict(model, source, split)
     confusions = []

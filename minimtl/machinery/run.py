@@ -177,7 +177,7 @@ def build(cfg, log):
     device = cfg.torch_device()
     recipe = resolve_recipe(cfg, encoder.config, trained_pooling(weights_dir), len(vocab.labels or []),
                             len(vocab.tags or []), device)
-    model = MultiTaskModel(encoder, recipe.heads, vocab.tags.names if vocab.tags else None)
+    model = MultiTaskModel(encoder, recipe.heads, vocab.tags.names if vocab.tags else None, recipe.word_shapes)
     if cfg.lora:  # wraps the target Linears; with adapters in the model, freezing.py freezes the backbone
         add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     return model.to(device), sources, weights_dir, recipe
@@ -309,6 +309,7 @@ def meta(cfg, recipe, sources, weights_dir, dev, ddp):
     tags = next((s.tags.names for s in sources if s.tags), None)
     return {"labels": labels, "tags": tags, "max_len": cfg.max_len, "dev": dev, "weights": str(weights_dir),
             "sources": {s.name: s.tasks for s in sources}, "train_args": asdict(cfg), "recipe": asdict(recipe),
+            "word_shapes": recipe.word_shapes, "context": cfg.context,
             "data_sha256": {s.name: s.sha256 for s in sources}, "world_size": ddp.world,
             "global_batch": global_batch(cfg, ddp)}
 

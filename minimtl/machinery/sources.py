@@ -83,7 +83,13 @@ def encode_sources(sources, aligner, vocab, cfg, eval_len, log):
             examples = getattr(s.splits, split)
             if examples is not None:
                 s.ids[split] = encode_split(aligner, examples, labels, tags, cfg.max_len if split == "train" else
-                                            eval_len, cfg.label_all_subtokens)
+                                            eval_len, cfg.label_all_subtokens, cfg.word_shape,
+                                            cfg.max_len if cfg.context else None)
+        if cfg.context:
+            documents = len({ex.document for ex in s.splits.train} - {None})
+            log(f"note: {s.name}: " + (f"each sentence is read in its document ({documents} in train), with as many "
+                                       f"neighbouring words as fit in --max-len {cfg.max_len}" if documents else
+                                       "no documents (-DOCSTART-): --context reads its sentences alone"))
         cut = s.ids["train"].n_truncated
         test = len(s.splits.test) if s.splits.test is not None else "no"
         log(f"data: {s.splits.source}: {len(s.splits.train)} train / {len(s.splits.dev)} dev / {test} test "
@@ -96,7 +102,10 @@ def fingerprint(source):
     h = hashlib.sha256()
     for split in ("train", "dev", "test"):
         for ex in getattr(source.splits, split) or []:
-            h.update(json.dumps(asdict(ex)).encode())
+            record = asdict(ex)
+            if record["document"] is None:  # as before documents were read: the data of older runs hashes the same
+                del record["document"]
+            h.update(json.dumps(record).encode())
     return h.hexdigest()
 
 

@@ -1,0 +1,82 @@
+"""Word shapes: what an uncased tokenizer erases, given back to the model as one small learned embedding.
+
+An uncased checkpoint lowercases (and strips accents from) every word before it is cut into sub-tokens,
+so "Apple", "apple" and "APPLE" are the same ids, and capitalisation is the strongest single cue English has
+for a name. So each word gets a *shape*, decided from its original text, one of a small fixed list:
+
+    lower        apple, é, 4th        every letter that has a case is lowercase
+    capitalised  Apple, A, 3M, Élan   the first cased letter is upper (or title) case, the others lower
+    upper        APPLE, U.S., NATO    two or more cased letters, all upper case
+    mixed        iPhone, McDonald     any other mix
+    uncased      東京, القاهرة, 서울   letters, none of which has a case (most scripts have none)
+    digits       1996, 3-1, 12.5      no letter, some digit
+    other        ",", "--", 😀        no letter, no digit: punctuation, symbols, emoji
+
+Combining marks (the accent of "e\u0301") have no case and are skipped, so a decomposed word has the shape of
+its composed form. Every sub-token of a word gets the word's shape id (a word that tokenizes to nothing still
+owns one [UNK] position, tokenization.py, and that position gets it); [CLS], [SEP], padding get NONE.
+
+`WordShapes` is a table of one learned vector per shape, added to each sub-token's representation where the
+run lets it learn (config.recipe decides, and says so at the start of a run):
+
+- full fine-tuning and LoRA: to the encoder's input embeddings, beside the token-type row (bert.Embeddings),
+  so every layer can use the case of every word;
+- a frozen backbone: to what the heads read (`MultiTaskModel.forward`), since a vector added inside a frozen
+  encoder cannot learn there, and the frozen encoder's states are computed once and cached (features.py).
+
+The table starts at zero. Adding zero changes nothing, so at step 0 the model computes exactly what the
+pretrained one does (bit for bit: x + 0.0 == x), and training moves away from it only as far as the
+gradients ask: the argument of LoRA's B = 0 (lora.py). A random start would instead shift every input
+embedding of a pretrained encoder by noise it never saw.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SHAPES = ("none", "lower", "capitalised", "upper", "mixed", "uncased", "digits", "other")
+NONE, LOWER, CAPITALISED, UPPER, MIXED, UNCASED, DIGITS, OTHER = range(len(SHAPES))
+
+
+def word_shape(word: str) -> int:
+    """The shape id of one word, from its original text (before any normaliser lowercases it). One pass, in
+    constant memory: a word of megabytes costs no more than its characters."""
+    first_upper, later_upper, lower, letter, digit = None, False, False, False, False  # over the cased letters
+    for c in word:
+        if c.isupper() or c.istitle():  # title case: the one letter "ǅ" that starts a capitalised word
+            upper = True
+        elif c.islower():
+            upper = False
+        else:  # no case: a letter of a script without case, a digit, a combining mark, punctuation, ...
+            letter, digit = letter or c.isalpha(), digit or c.isdigit()
+            continue
+        if first_upper is None:
+            first_upper = upper
+        else:
+            later_upper = later_upper or upper
+        lower = lower or not upper
+    if first_upper is not None:
+        if not later_upper:
+            return CAPITALISED if first_upper else LOWER
+        return UPPER if not lower else MIXED
+    return UNCASED if letter else DIGITS if digit else OTHER
+
+
+def position_shapes(word_ids, shapes):
+    """One shape id per position of an encoding: its word's shape (`shapes[word]`), NONE where word_ids has None
+    ([CLS], [SEP])."""
+    return [NONE if w is None else shapes[w] for w in word_ids]
+
+
+class WordShapes(nn.Module):
+    """shape ids (B, T) -> (B, T, dim): one learned vector per shape, all zeros at the start; NONE stays zero."""
+
+    def __init__(self, dim):
+        super().__init__()
+        # torch.zeros, not nn.Embedding's random init: the table starts at zero, and building it draws no random
+        # number, so every other weight is initialised exactly as in a run without it.
+        self.weight = nn.Parameter(torch.zeros(len(SHAPES), dim))
+
+    def forward(self, shape_ids):
+        # padding_idx: the NONE row gets no gradient, so special tokens and padding never get a shape.
+        return F.embedding(shape_ids, self.weight, padding_idx=NONE)

@@ -1,0 +1,363 @@
+"""Word shapes (--word-shape) and document context (--context): what each promises, checked.
+
+Word shapes: a zero table changes no output, bit for bit; each word's shape reaches exactly its own
+sub-tokens, whatever the word (the alignment torture words); inference computes them as training does.
+Context: a sentence is read inside a contiguous run of its own document's words that fills the window as far
+as whole words allow; the context carries no label, cannot move the loss or a prediction, and a sentence is
+tagged on exactly its own words; a document that fits in one window is read by infer.py as by evaluation.
+"""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import test_alignment as base
+from minimtl.batching import batches, collate, encode_split
+from minimtl.bert import Bert, BertConfig
+from minimtl.config import TrainConfig
+from minimtl.errors import UserError
+from minimtl.evaluation import EVAL_BATCH, predict
+from minimtl.freezing import units
+from minimtl.machinery.checkpoint import atomic_directory, load_predictor, write_model
+from minimtl.machinery.data import Example, LabelVocab, Splits, load_split
+from minimtl.machinery.run import train
+from minimtl.machinery.sources import Source
+from minimtl.model import IGNORE_INDEX, HeadConfig, MultiTaskModel, at_words, multitask_loss
+from minimtl.tokenization import Aligner
+from minimtl.weights import load_encoder
+from minimtl.wordshape import NONE, SHAPES, word_shape
+
+SETTINGS = settings(max_examples=100, deadline=None)
+TAGS = base.TAGS
+CONFIG = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64)
+
+
+@pytest.fixture(scope="module")
+def aligner(checkpoint_dir):
+    return Aligner.from_checkpoint(checkpoint_dir)
+
+
+def model_with(word_shapes, layers=1, crf=False, seed=0):
+    torch.manual_seed(seed)
+    heads = HeadConfig(3, len(TAGS), layers=layers, sentence_head="lstm", token_head="lstm", crf=crf)
+    return MultiTaskModel(Bert(CONFIG), heads, TAGS, word_shapes)
+
+
+# --- word shapes -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("word_shapes", ["embeddings", "heads"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_a_zero_shape_table_changes_no_output_bit_for_bit(word_shapes, layers):
+    plain, shaped = model_with(None, layers), model_with(word_shapes, layers)
+    table = shaped.bert.embeddings.word_shapes if word_shapes == "embeddings" else shaped.head_shapes
+    assert not table.weight.any() and table.weight.requires_grad
+    # Everything else is initialised as without the table: building it draws no random number.
+    assert all(torch.equal(p, shaped.state_dict()[k]) for k, p in plain.state_dict().items())
+    torch.manual_seed(1)
+    ids = torch.randint(1000, 5000, (4, 11))
+    mask = (torch.arange(11) < torch.tensor([[11], [7], [3], [9]])).long()
+    shapes = torch.randint(0, len(SHAPES), (4, 11)) * mask
+    for mode in (False, True):  # eval, and training mode with the same dropout draws
+        plain.train(mode), shaped.train(mode)
+        torch.manual_seed(2)
+        a = plain(ids, mask)
+        torch.manual_seed(2)
+        b = shaped(ids, mask, shape_ids=shapes)
+        assert torch.equal(a.cls_logits, b.cls_logits) and torch.equal(a.ner_logits, b.ner_logits)
+        torch.manual_seed(3)
+        a = plain.features(ids, mask)
+        torch.manual_seed(3)
+        assert torch.equal(a, shaped.features(ids, mask, shapes))
+
+
+def test_the_shape_table_learns_and_special_positions_never_get_a_shape():
+    model = model_with("embeddings")
+    ids, mask = torch.randint(1000, 5000, (2, 6)), torch.ones(2, 6, dtype=torch.long)
+    shapes = torch.tensor([[NONE, 1, 2, 3, 4, NONE], [NONE, 5, 6, 7, 7, NONE]])
+    model(ids, mask, shape_ids=shapes).ner_logits.square().sum().backward()
+    grad = model.bert.embeddings.word_shapes.weight.grad
+    assert not grad[NONE].any() and grad[1:].abs().sum(1).gt(0).all()
+    with pytest.raises(ValueError, match="pass shape_ids"):
+        model(ids, mask)
+
+
+@pytest.mark.parametrize("word, shape", [
+    ("apple", "lower"), ("4th", "lower"), ("Apple", "capitalised"), ("A", "capitalised"), ("Jose\u0301", "capitalised"),
+    ("\u01c5emal", "capitalised"), ("APPLE", "upper"), ("U.S.", "upper"), ("E\u0301COLE", "upper"),
+    ("iPhone", "mixed"), ("McDonald", "mixed"), ("東京", "uncased"), ("القاهرة", "uncased"), ("1996", "digits"),
+    ("3-1", "digits"), (",", "other"), ("😀", "other"), ("\u200b", "other"), ("", "other")])
+def test_word_shapes(word, shape):
+    assert SHAPES[word_shape(word)] == shape
+
+
+def expected_shapes(aligner, words):
+    """The oracle: every sub-token of a word (tokenized alone; [UNK] if it has none) carries the word's shape."""
+    return [NONE] + [word_shape(w) for w in words for _ in base.alone(aligner, w)] + [NONE]
+
+
+@SETTINGS
+@given(base.tagged())
+def test_each_word_shape_reaches_exactly_its_own_subtokens(aligner, example):
+    words, tags = example
+    split = encode_split(aligner, [Example(tuple(words), tuple(tags))], None, LabelVocab(TAGS), 10_000,
+                         word_shapes=True)
+    assert split.shape_ids[0] == expected_shapes(aligner, words)
+    assert len(split.shape_ids[0]) == len(split.input_ids[0])
+
+
+def spied(predictor):
+    """What the predictor's forward passes got and gave: {"encodings", "shapes", "out"} of its last call."""
+    seen, real = {}, predictor._run
+
+    def run(encodings, shapes=None):
+        seen.update(encodings=encodings, shapes=shapes, out=real(encodings, shapes))
+        return seen["out"]
+    predictor._run = run
+    return seen
+
+
+def training_rows(model, split):
+    """Each word's tag logits (words, K), every sentence of `split` batched as training and evaluation batch."""
+    batch = collate(split, range(len(split)))
+    with torch.inference_mode():
+        out = model(batch.input_ids, batch.attention_mask, shape_ids=batch.shape_ids)
+    emissions, mask = at_words(out.ner_logits, batch.words)
+    return torch.cat([emissions[row][mask[row]] for row in range(len(split))])
+
+
+def shaped_checkpoint(directory, tokenizer_dir, context=False):
+    """A checkpoint with word shapes in its encoder, their table trained-looking (random rows), so they matter."""
+    model = model_with("embeddings", seed=3)
+    with torch.no_grad():
+        model.bert.embeddings.word_shapes.weight[1:].normal_()
+    with atomic_directory(directory) as tmp:
+        write_model(tmp, model, {"labels": ["a", "b", "c"], "tags": TAGS, "max_len": 64, "word_shapes": "embeddings",
+                                 "context": context}, tokenizer_dir)
+    return load_predictor(directory)
+
+
+def test_inference_computes_the_shapes_as_training_does(checkpoint_dir, tmp_path):
+    predictor = shaped_checkpoint(tmp_path / "run", checkpoint_dir)
+    text = "Alice met BOB of iPhone fame in Paris in 1996 , 東 京 ."
+    seen = spied(predictor)
+    words = [w.text for w in predictor.predict([text])[0].words]
+    assert words == text.split()
+    assert seen["shapes"] == [expected_shapes(predictor.aligner, words)]
+    split = encode_split(predictor.aligner, [Example(tuple(words), ("O",) * len(words))], None, LabelVocab(TAGS), 64,
+                         word_shapes=True)
+    (enc,), (_, ner) = seen["encodings"], seen["out"]
+    assert torch.allclose(ner[0][enc.first_positions], training_rows(predictor.model, split), atol=1e-6)
+    unshaped = replace(split, shape_ids=[[NONE] * len(split.shape_ids[0])])
+    assert not torch.allclose(training_rows(predictor.model, unshaped), training_rows(predictor.model, split))
+
+
+def test_a_checkpoint_with_shapes_in_its_encoder_is_never_loaded_without_them(checkpoint_dir, tmp_path):
+    from transformers import BertModel
+
+    model = model_with("embeddings")
+    with atomic_directory(tmp_path / "run") as tmp:
+        write_model(tmp, model, {"labels": ["a", "b", "c"], "tags": TAGS, "word_shapes": "embeddings"}, checkpoint_dir)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["minimtl"]["word_shapes"] == "embeddings"
+    # transformers loads the encoder without the table, and lists it among the tensors it did not use.
+    _, info = BertModel.from_pretrained(tmp_path / "run", output_loading_info=True)
+    assert "bert.embeddings.word_shapes.weight" in info["unexpected_keys"]
+    with pytest.raises(UserError, match="trained with --word-shape"):  # minimtl refuses to drop it
+        load_encoder(tmp_path / "run")
+
+
+def test_a_checkpoint_older_than_both_options_loads_with_neither(checkpoint_dir, tmp_path):
+    with atomic_directory(tmp_path / "run") as tmp:
+        write_model(tmp, model_with(None), {"labels": ["a", "b", "c"], "tags": TAGS, "max_len": 64}, checkpoint_dir)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert "word_shapes" not in config["minimtl"] and "context" not in config["minimtl"]
+    predictor = load_predictor(tmp_path / "run")
+    assert predictor.model.word_shapes is None and predictor.model.head_shapes is None
+    assert predictor.model.bert.embeddings.word_shapes is None
+    assert len(predictor.predict(["Alice went to Paris. She liked it."])[0].tags) == 9
+
+
+def test_word_shapes_in_frozen_embeddings_are_refused(tiny_data, tiny_weights, tmp_path):
+    for settings in ({"freeze": ["embeddings"]}, {"freeze_layers": 1}):
+        cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(tmp_path / "x"), word_shape=True,
+                          **settings)
+        with pytest.raises(UserError, match="--word-shape adds its vectors to the input embeddings"):
+            train(cfg, log=lambda _: None)
+        assert not (tmp_path / "x").exists()
+
+
+def test_with_lora_the_shape_table_trains_with_the_adapters():
+    from minimtl.lora import add_lora
+
+    model = model_with("embeddings")
+    add_lora(model.bert, 2, 16, 0.0, ["query", "value"])
+    table = model.bert.embeddings.word_shapes.weight
+    assert any(p is table for p in units(model)["adapters"])
+    assert not any(p is table for p in units(model)["embeddings"])
+
+
+# --- document context ----------------------------------------------------------------------------------------
+
+@st.composite
+def documents(draw):
+    """Sentences of torture words, each with tags, in documents (None: a sentence on its own)."""
+    examples, document = [], 0
+    for _ in range(draw(st.integers(1, 8))):
+        words, tags = draw(base.tagged().filter(lambda e: e[0]))
+        if draw(st.booleans()):
+            document += 1
+        examples.append(Example(tuple(words), tuple(tags), document=draw(st.sampled_from([document, None]))))
+    return examples
+
+
+def document_of(examples, i):
+    """The indices of the document that sentence i is in (consecutive examples with its document number)."""
+    if examples[i].document is None:
+        return [i]
+    first = last = i
+    while first > 0 and examples[first - 1].document == examples[i].document:
+        first -= 1
+    while last + 1 < len(examples) and examples[last + 1].document == examples[i].document:
+        last += 1
+    return list(range(first, last + 1))
+
+
+@SETTINGS
+@given(documents(), st.integers(8, 40))
+def test_a_sentence_is_read_in_as_much_of_its_own_document_as_fits(aligner, examples, window):
+    split = encode_split(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True, context=window)
+    for i, ex in enumerate(examples):
+        doc = document_of(examples, i)
+        words = [w for j in doc for w in examples[j].words]  # the document's words
+        pieces = [base.alone(aligner, w) for w in words]
+        s = sum(len(examples[j].words) for j in doc[: doc.index(i)])  # the sentence's first word in its document
+        e = s + len(ex.words)
+        ids = split.input_ids[i]
+        own = sum(map(len, pieces[s:e]))
+        if own > window - 2:  # alone, as without context
+            assert ids == [aligner.cls_id, *[t for p in pieces[s:e] for t in p][:510], aligner.sep_id]
+            continue
+        # A contiguous run of the document's words around the sentence: it never crosses the document.
+        left = split.first_positions[i][0] - 1  # sub-tokens before the sentence's first word
+        a = next((a for a in range(s, -1, -1) if sum(map(len, pieces[a:s])) == left), None)
+        b = next((b for b in range(e, len(words) + 1) if sum(map(len, pieces[e:b])) == len(ids) - 2 - left - own), None)
+        assert a is not None and b is not None
+        assert ids == [aligner.cls_id, *[t for p in pieces[a:b] for t in p], aligner.sep_id]
+        assert len(ids) <= window
+        # As many as fit: one more word on each side that has one would not fit.
+        beyond = (len(pieces[a - 1]) if a > 0 else 0) + (len(pieces[b]) if b < len(words) else 0)
+        assert a == 0 and b == len(words) or window - len(ids) < beyond
+        # Only the sentence's own words are labelled and read; every position has its word's shape.
+        before = 1 + sum(map(len, pieces[a:s]))
+        first = [before + sum(map(len, pieces[s:k])) for k in range(s, e)]
+        assert split.first_positions[i] == first
+        assert [p for p, t in enumerate(split.tags[i]) if t != IGNORE_INDEX] == first
+        assert [TAGS[split.tags[i][p]] for p in first] == list(ex.tags)
+        shapes = [word_shape(w) for w, p in zip(words[a:b], pieces[a:b]) for _ in p]
+        assert split.shape_ids[i] == [NONE, *shapes, NONE]
+
+
+def test_without_documents_context_changes_nothing(aligner):
+    examples = [Example(("Alice", "in", "Paris"), ("B-A", "O", "B-B")), Example(("Bob",), ("B-A",))]
+    plain = encode_split(aligner, examples, None, LabelVocab(TAGS), 128, word_shapes=True)
+    assert encode_split(aligner, examples, None, LabelVocab(TAGS), 128, word_shapes=True, context=128) == plain
+
+
+DOCUMENT = [("EU", "rejects", "German", "call", "."), ("Peter", "Blackburn"), ("BRUSSELS", "1996"),
+            ("The", "European", "Commission", "said", "so", ".")]
+
+
+def document_source(aligner, context):
+    examples = [Example(words, ("O",) * len(words), document=0) for words in DOCUMENT]
+    examples.append(Example(("Other", "document"), ("O", "O"), document=1))
+    tags = LabelVocab(TAGS)
+    splits = Splits(examples, examples, None, "test")
+    return Source("doc", splits, None, tags, {"dev": encode_split(aligner, examples, None, tags, 512,
+                                                                   context=context)})
+
+
+def own_first(batch):
+    """(B, T): True at the first sub-token of each of a sentence's own words; everything else is context or
+    never scored."""
+    first = torch.zeros_like(batch.input_ids, dtype=torch.bool)
+    for row, words in enumerate(batch.words):
+        first[row, words[words >= 0]] = True
+    return first
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_context_never_reaches_the_loss_nor_the_predictions(aligner, crf):
+    model = model_with(None, crf=crf).eval()
+    source = document_source(aligner, 64)
+    batch = collate(source.ids["dev"], range(len(DOCUMENT) + 1))
+    out = model(batch.input_ids, batch.attention_mask)
+    context = ~own_first(batch)
+    shaken = replace(out, ner_logits=out.ner_logits + 1e3 * torch.randn_like(out.ner_logits) * context[..., None])
+    assert torch.equal(multitask_loss(model, out, batch)[0], multitask_loss(model, shaken, batch)[0])
+    assert context.sum() > 4 * len(DOCUMENT)  # the sentences really were read with context
+
+    _, tags = predict(model, source, "dev")
+    assert [len(t) for t in tags] == [len(ex.words) for ex in source.splits.dev]  # exactly its own words tagged
+    # The same predictions with every position that is not a word's first sub-token shaken.
+    masks = iter([own_first(b) for b in batches(source.ids["dev"], EVAL_BATCH)])
+    real = model.forward
+
+    def shaken_forward(*args, **kwargs):
+        out = real(*args, **kwargs)
+        context = ~next(masks)
+        return replace(out, ner_logits=out.ner_logits + 1e3 * torch.randn_like(out.ner_logits) * context[..., None])
+    model.forward = shaken_forward
+    assert predict(model, source, "dev")[1] == tags
+
+
+def test_infer_reads_a_document_as_evaluation_reads_it_in_context(checkpoint_dir, tmp_path, aligner):
+    """The whole document fits in one window: every sentence's window in training is the whole document, and
+    infer.py on the text of the document reads that same window, so each word gets the same tag logits."""
+    predictor = shaped_checkpoint(tmp_path / "run", checkpoint_dir, context=True)
+    examples = [Example(words, ("O",) * len(words), document=0) for words in DOCUMENT]
+    split = encode_split(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True, context=64)
+    seen = spied(predictor)
+    text = " ".join(w for words in DOCUMENT for w in words)
+    assert [w.text for w in predictor.predict([text])[0].words] == text.split()
+    (enc,), (_, ner) = seen["encodings"], seen["out"]
+    assert torch.allclose(ner[0][enc.first_positions], training_rows(predictor.model, split), atol=1e-6)
+    alone = encode_split(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True)
+    assert not torch.allclose(training_rows(predictor.model, alone), training_rows(predictor.model, split))
+
+
+# --- a run with both ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("freeze", [["backbone"], ["none"]])
+def test_a_run_with_both_scores_as_seqeval_and_as_infer_evaluate(tiny_documents, tiny_weights, tmp_path, freeze):
+    from seqeval.metrics import f1_score
+
+    from minimtl.machinery.checkpoint import load_checkpoint
+    from minimtl.machinery.report import evaluate_file
+
+    lines = []
+    cfg = TrainConfig(data=[str(tiny_documents)], weights=str(tiny_weights), out=str(tmp_path / "run"), epochs=2,
+                      batch_size=8, lr_backbone=1e-3, patience=0, word_shape=True, context=True, freeze=freeze,
+                      token_head="linear")  # a BiLSTM would only make it slower
+    results = train(cfg, log=lines.append)
+    assert any("each sentence is read in its document (16 in train)" in line for line in lines)
+    assert any("word shapes: a zero-initialised vector per shape" in line for line in lines)
+    model, meta = load_checkpoint(tmp_path / "run")
+    where = "heads" if freeze == ["backbone"] else "embeddings"
+    assert meta["word_shapes"] == where and meta["context"] is True
+    table = model.head_shapes if where == "heads" else model.bert.embeddings.word_shapes
+    assert table.weight[1:].any() and not table.weight[NONE].any()  # it learned; NONE never did
+    # infer.py --evaluate reads the split with the run's shapes and context: the same scores as training.
+    report = evaluate_file(tmp_path / "run", tiny_documents, "dev")
+    assert report.scores == results["dev"]
+    source = Source("dev", Splits([], [], None, "dev"), None, LabelVocab(meta["tags"]))
+    examples = load_split(tiny_documents, "dev")[0]
+    source = replace(source, splits=replace(source.splits, dev=examples),
+                     ids={"dev": encode_split(Aligner.from_checkpoint(tmp_path / "run"), examples, None, source.tags,
+                                              512, word_shapes=True, context=cfg.max_len)})
+    _, tags = predict(model, source, "dev")
+    assert results["dev"]["entity_f1"] == pytest.approx(f1_score([list(ex.tags) for ex in examples], tags))
