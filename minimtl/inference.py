@@ -29,6 +29,7 @@ import torch
 from .bio import chunks, split_tag
 from .batching import attention_mask, batch_indices, pad
 from .errors import UserError
+from .precision import autocast, for_inference
 from .tokenization import Aligner, Word, split_text, windows
 
 BATCH_SIZE = 32  # windows per forward pass
@@ -80,9 +81,10 @@ def _round(p):
 
 
 class Predictor:
-    def __init__(self, model, meta, aligner: Aligner, device="cpu"):
-        self.model = model.to(device).eval()
-        self.device = device
+    def __init__(self, model, meta, aligner: Aligner, device="cpu", precision="fp32"):
+        """`precision`: "fp32", "bf16" or "int8" (precision.py); the model is changed in place for it."""
+        self.model = for_inference(model.to(device).eval(), precision, device)
+        self.device, self.precision = device, precision
         self.aligner = aligner
         self.labels = meta.get("labels") or None
         self.tags = meta.get("tags") or None
@@ -140,7 +142,9 @@ class Predictor:
         with torch.inference_mode():
             for index in batch_indices([len(r) for r in rows], BATCH_SIZE):  # shortest first: little padding
                 mine = [rows[j] for j in index]
-                out = self.model(pad(mine, self.aligner.pad_id).to(self.device), attention_mask(mine).to(self.device))
+                with autocast(self.device, self.precision):
+                    out = self.model(pad(mine, self.aligner.pad_id).to(self.device),
+                                     attention_mask(mine).to(self.device))
                 if out.cls_logits is not None:
                     probs = out.cls_logits.float().softmax(-1).cpu()
                     for row, j in enumerate(index):

@@ -207,6 +207,7 @@ def load_with_tokenizer(directory):
     return one_version(directory, read)
 
 
-def load_predictor(directory, device="cpu"):
-    """inference.Predictor for the checkpoint in `directory`: its model, vocabularies and tokenizer."""
-    return Predictor(*load_with_tokenizer(directory), device)
+def load_predictor(directory, device="cpu", precision="fp32"):
+    """inference.Predictor for the checkpoint in `directory`: its model, vocabularies and tokenizer, run in
+    `precision` (precision.py: the files are read as they are, whatever the precision)."""
+    return Predictor(*load_with_tokenizer(directory), device, precision)
