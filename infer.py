@@ -18,6 +18,8 @@ import json
 import os
 import sys
 
+import torch
+
 from minimtl.inference import format_prediction
 from minimtl.machinery.checkpoint import load_predictor
 from minimtl.errors import UserError
@@ -93,6 +95,10 @@ def predict(args):
         lines = read_lines("-")
     elif not args.texts:
         raise UserError("no text: give it as an argument, with --file FILE, or on stdin")
+    if args.texts:
+        # A few sentences are too little work to share: the second thread's hand-offs cost more than it
+        # computes, and on a busy machine every op can wait for a thread the scheduler has put aside.
+        torch.set_num_threads(1)
     predictor = load_predictor(args.checkpoint, precision=args.precision)
     progress = Progress()
     try:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from torch.overrides import TorchFunctionMode
 
 from .bert import Bert
 from .errors import UserError, parse_json, quote, read_json
@@ -85,6 +86,24 @@ def check_shapes(expected, found, source, hint=""):
         raise UserError(f"tensor shapes do not match the config: {'; '.join(wrong[:8])}" + hint, source)
 
 
+class skip_random_init(TorchFunctionMode):
+    """Modules built inside `with skip_random_init():` keep their parameters as allocated, unfilled.
+
+    Building a model runs every layer's random initialisation (torch.nn.init: a uniform or normal draw per
+    weight, 22M draws for MiniLM), a large part of a one-sentence `infer.py` after `import torch`, and all
+    of it wasted when every weight is then loaded from a file. Only for models that `match_state_dict` fills
+    next (it demands every parameter, so nothing unfilled survives) and after which no random draw depends on
+    the generator's state: a trained checkpoint read for inference (machinery/checkpoint.py), not
+    `load_encoder`, whose caller draws the heads' init next. (Building on the meta device would
+    skip the fill too, but makes torch import its compiler stack, which costs more than the fill.)
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", None) == "torch.nn.init":  # uniform_, normal_, kaiming_uniform_, ...
+            return args[0] if args else kwargs["tensor"]  # the tensor, as the init functions return it
+        return func(*args, **(kwargs or {}))
+
+
 def match_state_dict(module, tensors, source, verbose=False, rename=lambda name: name):
     """Load `tensors` into `module`, demanding every parameter and its exact shape.
 
@@ -146,6 +165,8 @@ def load_encoder(path, verbose=False):
     config_path, weights = path / "config.json", path / "model.safetensors"
     config = read_config(read_json(config_path, missing="config file not found"), config_path)
     check_weights_fit(config, read_shapes(weights), weights)
+    # Built with its random init, although every weight is loaded next: training draws its heads' init
+    # from the same generator after this, so skipping it would change every seeded run's results.
     encoder = Bert(config)
     match_state_dict(encoder, read_state_dict(weights), weights, verbose,
                      rename=lambda name: our_name(name, config.model_type))

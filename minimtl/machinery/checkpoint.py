@@ -34,7 +34,7 @@ from ..inference import Predictor
 from ..model import HEAD_KINDS, POOLINGS, HeadConfig, MultiTaskModel
 from ..errors import UserError, read_json
 from ..tokenization import Aligner
-from ..weights import check_weights_fit, match_state_dict, read_shapes, read_state_dict
+from ..weights import check_weights_fit, match_state_dict, read_shapes, read_state_dict, skip_random_init
 from .plots import write_curves
 from .reading import NO_CHECKPOINT, one_version
 from .rundir import stale_temporaries
@@ -174,7 +174,8 @@ def read_checkpoint(directory):
     config, meta = read_meta(directory)
     weights = directory / "model.safetensors"
     check_weights_fit(config, read_shapes(weights), weights)  # before building: config.json may be absurd
-    model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]), meta.get("tags"))
+    with skip_random_init():  # every weight is loaded next
+        model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]), meta.get("tags"))
     own = FAMILIES[config.model_type].prefix
 
     def rename(name):  # the encoder's tensors from its family's names; the heads' names are ours already
