@@ -12,6 +12,9 @@ The pipeline, per text:
                      (TokenHead.decode) -> one tag and its probability per word (TokenHead.confidence) -> spans
                   -> softmax of the sentence logits, averaged over the text's windows -> category
 
+The model runs in float32 unless the Predictor is given another `precision` (precision.py: bf16 products, or
+the encoder's Linears in int8), chosen when it is built; the checkpoint itself is only read.
+
 Windows from all texts are batched together, shortest first, so padding is small and a batch of short
 texts costs one forward pass instead of one per text. The model's activations are bounded by the
 batch, not by the input: a long text only adds windows, and each window keeps just its sentence

@@ -17,9 +17,9 @@ the products are emulated and slower than float32, so it is refused there rather
 
 **int8** (`--precision int8`), dynamic quantisation of the encoder's Linears (`Int8Linear`):
 - *weights*, once, when the model is loaded: each output channel (row of W) gets its own scale,
-  max|row| / 127, and is rounded to int8. Per channel, because rows differ in size by an order of magnitude
-  in a trained BERT; one scale for the whole matrix would spend most of the 255 levels of the small rows
-  on a range they never use.
+  max|row| / 127, and is rounded to int8. Per channel, because the rows of a trained matrix differ widely
+  in size (in one of MiniLM's, the largest row's largest value is dozens of times the smallest row's); one
+  scale for the whole matrix would spend most of the 255 levels of the small rows on a range they never use.
 - *activations*, per call ("dynamic": no calibration data, nothing stored): each token's input row gets its
   own scale the same way. Transformer activations have a few outlier channels in a few tokens; a scale per
   token confines an outlier's damage to its own token.
@@ -32,12 +32,12 @@ and sensitive, and the heads are small and read by every prediction directly.
 Why torch._int_mm and not a library: measured (docs/benchmarks.md, "int8 candidates"), the encoder runs
 as fast with this module as with `torch.ao.quantization.quantize_dynamic`, which quantises each call's
 activations per tensor, in 7 bits on x86 (a larger error for the same speed), and faster than torchao's
-int8 dynamic config in eager mode. quantize_dynamic is deprecated ("will be removed",
-its warning says) in favour of torchao, and torchao is a dependency pinned to torch versions whose API
+int8 dynamic config in eager mode. quantize_dynamic is deprecated ("will be removed", its
+warning says) in favour of torchao, and torchao is a dependency pinned to torch versions whose API
 has changed every few releases. torch._int_mm is the int8 product that torchao and torch.compile
 themselves lower to, so it lives as long as they do; the rest is the twenty lines below, which say exactly
-what is rounded where. (The int8 weight is stored as W^T, contiguous: the layout oneDNN's int8 kernel
-takes without a copy, several times faster than passing the transposed view.)
+what is rounded where. (The int8 weight is stored as W^T, contiguous: the layout the CPU's int8 kernel
+reads fastest; the transposed view of W would be copied or walked across at every call.)
 """
 
 import torch
