@@ -50,6 +50,16 @@ def test_int8_linear_is_exact_on_its_grid():
     assert torch.equal(Int8Linear(linear)(x), linear(x).detach())
 
 
+def test_each_rows_largest_value_becomes_127():
+    torch.manual_seed(0)
+    x = torch.randn(1000, 64) * torch.logspace(-8, 8, 1000)[:, None]  # rows of very different sizes
+    x[0] = 0
+    q, scale = quantize_rows(x)
+    assert q.dtype == torch.int8 and torch.equal(q[1:].abs().amax(1), torch.full((999,), 127, dtype=torch.int8))
+    assert not q[0].any()
+    assert ((q.float() * scale - x).abs() <= scale / 2 * (1 + 1e-6)).all()  # off by at most half a step
+
+
 def test_int8_linear_error_is_that_of_rounding():
     # A scale per token: a token's error is set by its own largest value, whatever the other tokens hold.
     # Here 50 of the 200 tokens are 10x larger; one scale for the whole input (quantize_dynamic's way)

@@ -6,7 +6,8 @@ int8 and bf16 change in the test scores and in the predictions; and how long `in
 
 Throughput: the same 2,048 SNIPS sentences for every contender (the test, dev and train splits of --data in
 that order, words joined by spaces, the first 2,048), in one process, alternating contender by contender for
---repeats rounds per thread count (torch.set_num_threads); medians. Our rows run what `infer.py --file`
+--repeats rounds per thread count (torch.set_num_threads); medians of sentences/s, and of each round's ratio
+to float32. Our rows run what `infer.py --file`
 runs, less the printing: `predict_stream` over the texts with the Predictor of `load_predictor(RUN,
 precision=...)`, then `format_prediction` of each. bf16 only on a CPU with native bf16 (otherwise the row
 is skipped, saying why). The peer ("transformers"): BertTokenizerFast and BertModel loaded by transformers
@@ -124,13 +125,12 @@ def throughput(args, texts, precisions, skipped):
         print(f"{len(texts)} sentences, {threads} thread{'s' * (threads > 1)}, {args.repeats} rounds "
               f"(sentences/s):", flush=True)
         values = alternate(contenders, args.repeats)
-        base = median(values["fp32"])
-        rows[str(threads)] = {name: {"sentences_per_s": median(v), "vs_fp32": median(v) / base, "all": v}
+        rows[str(threads)] = {name: {"sentences_per_s": median(v), "vs_fp32": paired(v, values["fp32"]), "all": v}
                               for name, v in values.items()}
         if skipped:
             rows[str(threads)]["bf16"] = {"skipped": skipped}
         for name, row in rows[str(threads)].items():
-            print(f"  {name:<13} " + (f"{row['sentences_per_s']:8.1f}  x{row['vs_fp32']:.2f} of fp32"
+            print(f"  {name:<13} " + (f"{row['sentences_per_s']:8.1f}  x{row['vs_fp32']:.2f} of fp32 (paired)"
                                       if "skipped" not in row else row["skipped"]))
     reference = predictions["fp32"]
     agreement = {p: agree(reference, predictions[p]) for p in precisions if p != "fp32"}
@@ -140,6 +140,12 @@ def throughput(args, texts, precisions, skipped):
                    for (lab, _), ours_pred in zip(predictions["transformers"], reference))
         agreement["transformers_labels_vs_fp32"] = same / len(texts)
     return rows, agreement
+
+
+def paired(values, base):
+    """The median over rounds of values[r] / base[r]: each ratio compares runs a few seconds apart, so a load
+    change between rounds moves both sides of it."""
+    return median([v / b for v, b in zip(values, base)])
 
 
 def agree(reference, predictions):
@@ -281,8 +287,8 @@ def candidates(args, texts):
         return run
     print(f"int8 candidates: the encoder alone, {len(texts)} sentences, 1 thread (sentences/s):", flush=True)
     values = alternate({name: timer(m) for name, m in models.items()}, args.repeats)
-    base = median(values["fp32"])
-    rows = {name: {"sentences_per_s": median(v), "vs_fp32": median(v) / base, "max_abs_deviation": deviation[name],
+    rows = {name: {"sentences_per_s": median(v), "vs_fp32": paired(v, values["fp32"]),
+                   "max_abs_deviation": deviation[name],
                    "all": v} for name, v in values.items()}
     for name, row in rows.items():
         print(f"  {name:<48} {row['sentences_per_s']:8.1f}  x{row['vs_fp32']:.2f}  max |h - h_fp32| "
