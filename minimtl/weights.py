@@ -121,7 +121,10 @@ def match_state_dict(module, tensors, source, verbose=False, rename=lambda name:
     unused = sorted(set(renamed) - set(expected)) + ignored
     if verbose and unused:
         print(f"{source}: ignored {len(unused)} tensors the model does not use: {', '.join(sorted(unused))}")
-    module.load_state_dict({k: renamed[k] for k in expected})
+    # assign: the module takes the file's tensors themselves (safetensors maps the file: a page is read from
+    # disk when first used, and a table row no text asks for never is) instead of copying each into the one it
+    # was built with. The mapping is private: writing to a weight (training) copies its page, never the file.
+    module.load_state_dict({k: renamed[k].to(expected[k].dtype) for k in expected}, assign=True)
 
 
 def check_weights_fit(config, shapes, source):
