@@ -334,7 +334,7 @@ def main():
                 "windows, BIO decoding or spans)",
         "bf16_skipped": skipped, "throughput": rows, "agreement_on_throughput_texts": agreement,
         "int8_candidates": int8_candidates, "scores": deltas, "startup": start,
-        "load_at_end": machine_info()["load_average"]}, args)
+        "load_at_start": machine["load_average"]}, args)
 
 
 if __name__ == "__main__":
