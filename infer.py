@@ -6,6 +6,7 @@
     python infer.py --file texts.txt --html predictions.html     # entities highlighted on one HTML page
     python infer.py --evaluate data/test.jsonl     # scores against the file's labels (a folder: its test split)
     python infer.py --min-confidence 0.8 "Alice went to Paris"     # only the entities at 0.8 or more
+    python infer.py --precision int8 --file texts.txt   # the encoder's Linears in int8: faster on a CPU
 
 Lines from a file or stdin are read and predicted a chunk at a time, and results are written as they come,
 so a file of any length runs in bounded memory. A blank or non-UTF-8 line stops the run with an error naming
@@ -18,12 +19,15 @@ import json
 import os
 import sys
 
+import torch
+
 from minimtl.inference import confident, format_prediction
 from minimtl.machinery.checkpoint import load_predictor
 from minimtl.errors import UserError
 from minimtl.machinery.html import write_html
 from minimtl.machinery.report import evaluate_file, format_report
 from minimtl.machinery.streaming import Progress, predict_stream, read_lines
+from minimtl.precision import PRECISIONS
 
 
 def main():
@@ -42,6 +46,10 @@ def main():
                         "the split to score (default: test)")
     parser.add_argument("--min-confidence", metavar="P", help="leave out entities whose confidence (the "
                         "calibrated probability printed beside them) is below P, from 0 to 1; tags stay as decoded")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32: as trained; int8: the "
+                        "encoder's Linears in int8 (dynamic, per channel), faster on a CPU; bf16: products in "
+                        "bfloat16, on CPUs that multiply it in hardware (AVX512-BF16, AMX). Also for --evaluate; "
+                        "the checkpoint is read, never rewritten (default: %(default)s)")
     args = parser.parse_args()
     if args.texts and args.file:
         parser.error("give texts as arguments or with --file, not both")
@@ -61,7 +69,7 @@ def main():
         if sys.stdin is None and not (args.texts or args.file or args.evaluate):
             raise UserError("no text: stdin is closed; give the texts as arguments or with --file FILE")
         if args.evaluate:
-            report = evaluate_file(args.checkpoint, args.evaluate, args.split)
+            report = evaluate_file(args.checkpoint, args.evaluate, args.split, args.precision)
             print(json.dumps(report.to_json(), ensure_ascii=False) if args.json else format_report(report))
         else:
             predict(args)
@@ -106,7 +114,11 @@ def predict(args):
         lines = read_lines("-")
     elif not args.texts:
         raise UserError("no text: give it as an argument, with --file FILE, or on stdin")
-    predictor = load_predictor(args.checkpoint)
+    if args.texts:
+        # A few sentences are too little work to share: the second thread's hand-offs cost more than it
+        # computes, and on a busy machine every op can wait for a thread the scheduler has put aside.
+        torch.set_num_threads(1)
+    predictor = load_predictor(args.checkpoint, precision=args.precision)
     progress = Progress()
     try:
         if args.texts:  # few, and numbered as given in error messages

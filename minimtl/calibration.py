@@ -46,8 +46,9 @@ import torch.nn.functional as F
 
 from .batching import batches
 from .bio import chunks
-from .evaluation import EVAL_BATCH, autocast
+from .evaluation import EVAL_BATCH, training_precision
 from .model import IGNORE_INDEX, at_words
+from .precision import autocast
 
 ECE_BINS = 15
 LOG_T_RANGE = (math.log(1 / 20), math.log(20))  # T from 0.05 to 20: far beyond what a trained head needs
@@ -68,8 +69,9 @@ class Logits:
 
 
 @torch.inference_mode()
-def collect(model, source, split):
-    """The logits of every sentence of `source`'s `split`, as float64 on the CPU (a smooth NLL to minimise)."""
+def collect(model, source, split, precision=None):
+    """The logits of every sentence of `source`'s `split`, as float64 on the CPU (a smooth NLL to minimise),
+    computed in `precision` (precision.py; default: as training evaluates)."""
     examples = getattr(source.splits, split)
     device = next(model.parameters()).device
     model.eval()
@@ -77,7 +79,7 @@ def collect(model, source, split):
     for batch in batches(source.ids[split], EVAL_BATCH):
         order += batch.index
         batch = batch.to(device)
-        with autocast(device):
+        with autocast(device, precision or training_precision(device)):
             out = model(batch.input_ids, batch.attention_mask, shape_ids=batch.shape_ids)
         if source.labels:
             cls.append(out.cls_logits.double().cpu())
@@ -208,7 +210,7 @@ def expected_calibration_error(confidences, correct, bins=ECE_BINS):
                for count, confidence, accuracy in reliability(confidences, correct, bins) if count)
 
 
-def calibration_report(model, sources, split, temperatures):
+def calibration_report(model, sources, split, temperatures, precision=None):
     """ECE before (T = 1) and after calibration on `split` of every source that has it, and the predictions
     behind them pooled over the sources, for a reliability diagram:
 
@@ -220,7 +222,7 @@ def calibration_report(model, sources, split, temperatures):
     for source in sources:
         if getattr(source.splits, split) is None:
             continue
-        logits = collect(model, source, split)
+        logits = collect(model, source, split, precision)
         prefix = f"{source.name}/" if len(sources) > 1 else ""
         for when, preds in (("before", predictions(model, logits, {})),
                             ("after", predictions(model, logits, temperatures))):

@@ -13,33 +13,37 @@ import torch.distributed as dist
 from . import metrics
 from .batching import batches
 from .model import at_words
+from .precision import autocast
 
 EVAL_BATCH = 64  # sentences per forward pass: no gradients are kept, so twice the training batch fits
 NOT_MINE = -1  # a prediction another process of a torchrun job fills in
 
 
-def autocast(device):
-    # bf16 on CUDA halves memory traffic. CPU and MPS stay in fp32, whatever precision training ran in: scores
-    # and predictions are then the same on every CPU, bf16 hardware or not.
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def training_precision(device):
+    # Training's own evaluation: bf16 on CUDA halves memory traffic. CPU and MPS stay in fp32, whatever
+    # precision training ran in: scores and predictions are then the same on every CPU, bf16 hardware or not.
+    return "bf16" if device.type == "cuda" else "fp32"
 
 
 @torch.inference_mode()
-def predict(model, source, split, features=None, shard=(0, 1)):
+def predict(model, source, split, features=None, shard=(0, 1), precision=None):
     """(label names or None, tag names per word or None) for one split of a source, in the split's order.
 
     `shard` (rank, world): under torchrun each of the `world` processes predicts every world-th batch and
     the predicted ids are merged, so every process returns the predictions for the whole split.
+    `precision`: one of precision.PRECISIONS, the model already made ready for it (`precision.for_inference`);
+    None: as training evaluates (`training_precision`).
     """
     rank, world = shard
     ids, examples = source.ids[split], getattr(source.splits, split)
     device = next(model.parameters()).device
+    precision = precision or training_precision(device)
     label_ids = torch.full((len(ids),), NOT_MINE)  # (N,)
     tag_ids = torch.full((len(ids), max((len(ex.words) for ex in examples), default=0)), NOT_MINE)  # (N, W)
     model.eval()
     for batch in batches(ids, EVAL_BATCH)[rank::world]:
         batch = batch.to(device)
-        with autocast(device):
+        with autocast(device, precision):
             cached = features.hidden(source.name, split, batch) if features else None
             out = model(batch.input_ids, batch.attention_mask, cached, batch.shape_ids)
         if source.labels:

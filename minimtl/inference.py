@@ -16,6 +16,8 @@ The pipeline, per text:
 
 Probabilities use the temperatures calibrated after training (calibration.py), so that an entity at 0.8 is
 right about 80% of the time; a temperature changes no category, tag or entity.
+The model runs in float32 unless the Predictor is given another `precision` (precision.py: bf16 products, or
+the encoder's Linears in int8), chosen when it is built; the checkpoint itself is only read.
 
 Windows from all texts are batched together, shortest first, so padding is small and a batch of short
 texts costs one forward pass instead of one per text. The model's activations are bounded by the
@@ -34,6 +36,7 @@ import torch
 from .bio import chunks, split_tag
 from .batching import attention_mask, batch_indices, pad
 from .errors import UserError
+from .precision import autocast, for_inference
 from .tokenization import Aligner, Word, split_text, windows
 from .wordshape import NONE, position_shapes, word_shape
 
@@ -86,9 +89,10 @@ def _round(p):
 
 
 class Predictor:
-    def __init__(self, model, meta, aligner: Aligner, device="cpu"):
-        self.model = model.to(device).eval()
-        self.device = device
+    def __init__(self, model, meta, aligner: Aligner, device="cpu", precision="fp32"):
+        """`precision`: "fp32", "bf16" or "int8" (precision.py); the model is changed in place for it."""
+        self.model = for_inference(model.to(device).eval(), precision, device)
+        self.device, self.precision = device, precision
         self.aligner = aligner
         self.labels = meta.get("labels") or None
         self.tags = meta.get("tags") or None
@@ -159,8 +163,9 @@ class Predictor:
             for index in batch_indices([len(r) for r in rows], BATCH_SIZE):  # shortest first: little padding
                 mine = [rows[j] for j in index]
                 shape_ids = None if shapes is None else pad([shapes[j] for j in index], NONE).to(self.device)
-                out = self.model(pad(mine, self.aligner.pad_id).to(self.device), attention_mask(mine).to(self.device),
-                                 shape_ids=shape_ids)
+                with autocast(self.device, self.precision):
+                    out = self.model(pad(mine, self.aligner.pad_id).to(self.device),
+                                     attention_mask(mine).to(self.device), shape_ids=shape_ids)
                 if out.cls_logits is not None:
                     probs = (out.cls_logits.float() / self.cls_temperature).softmax(-1).cpu()
                     for row, j in enumerate(index):

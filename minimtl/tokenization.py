@@ -87,11 +87,11 @@ class Aligner:
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
-        vocab = tokenizer.get_vocab()
-        names = next((names for names in SPECIALS if all(t in vocab for t in names)), None)
-        if names is None:
+        # token_to_id, not get_vocab: the latter builds a Python dict of the whole vocabulary.
+        ids = next((ids for names in SPECIALS if None not in (ids := [tokenizer.token_to_id(t) for t in names])), None)
+        if ids is None:
             raise ValueError("the vocabulary lacks the special tokens " + " or ".join(", ".join(n) for n in SPECIALS))
-        self.cls_id, self.sep_id, self.pad_id, self.unk_id = (vocab[t] for t in names)
+        self.cls_id, self.sep_id, self.pad_id, self.unk_id = ids
         marks_starts = isinstance(tokenizer.model, (models.BPE, models.Unigram))
         self.prefix = " " if marks_starts else ""
         # Raw text is cut into words where BERT cuts it (whitespace and punctuation) for every tokenizer: NER

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from torch.overrides import TorchFunctionMode
 
 from .bert import Bert
 from .errors import UserError, parse_json, quote, read_json
@@ -86,6 +87,24 @@ def check_shapes(expected, found, source, hint=""):
         raise UserError(f"tensor shapes do not match the config: {'; '.join(wrong[:8])}" + hint, source)
 
 
+class skip_random_init(TorchFunctionMode):
+    """Modules built inside `with skip_random_init():` keep their parameters as allocated, unfilled.
+
+    Building a model runs every layer's random initialisation (torch.nn.init: a uniform or normal draw per
+    weight, 22M draws for MiniLM), a large part of a one-sentence `infer.py` after `import torch`, and all
+    of it wasted when every weight is then loaded from a file. Only for models that `match_state_dict` fills
+    next (it demands every parameter, so nothing unfilled survives) and after which no random draw depends on
+    the generator's state: a trained checkpoint read for inference (machinery/checkpoint.py), not
+    `load_encoder`, whose caller draws the heads' init next. (Building on the meta device would
+    skip the fill too, but makes torch import its compiler stack, which costs more than the fill.)
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", None) == "torch.nn.init":  # uniform_, normal_, kaiming_uniform_, ...
+            return args[0] if args else kwargs["tensor"]  # the tensor, as the init functions return it
+        return func(*args, **(kwargs or {}))
+
+
 def match_state_dict(module, tensors, source, verbose=False, rename=lambda name: name):
     """Load `tensors` into `module`, demanding every parameter and its exact shape.
 
@@ -103,7 +122,10 @@ def match_state_dict(module, tensors, source, verbose=False, rename=lambda name:
     unused = sorted(set(renamed) - set(expected)) + ignored
     if verbose and unused:
         print(f"{source}: ignored {len(unused)} tensors the model does not use: {', '.join(sorted(unused))}")
-    module.load_state_dict({k: renamed[k] for k in expected})
+    # assign: the module takes the file's tensors themselves (safetensors maps the file: a page is read from
+    # disk when first used, and a table row no text asks for never is) instead of copying each into the one it
+    # was built with. The mapping is private: writing to a weight (training) copies its page, never the file.
+    module.load_state_dict({k: renamed[k].to(expected[k].dtype) for k in expected}, assign=True)
 
 
 def check_weights_fit(config, shapes, source):
@@ -152,6 +174,8 @@ def load_encoder(path, verbose=False):
         raise UserError("was trained with --word-shape: its encoder adds a learned word-shape table to its input "
                         "embeddings, which a plain encoder would silently lose; it cannot be used as --weights",
                         weights)
+    # Built with its random init, although every weight is loaded next: training draws its heads' init
+    # from the same generator after this, so skipping it would change every seeded run's results.
     encoder = Bert(config)
     match_state_dict(encoder, read_state_dict(weights), weights, verbose,
                      rename=lambda name: our_name(name, config.model_type))

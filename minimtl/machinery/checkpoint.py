@@ -43,7 +43,7 @@ from ..inference import Predictor
 from ..model import HEAD_KINDS, POOLINGS, WORD_SHAPES, HeadConfig, MultiTaskModel
 from ..errors import UserError, read_json
 from ..tokenization import Aligner
-from ..weights import check_weights_fit, match_state_dict, read_shapes, read_state_dict
+from ..weights import check_weights_fit, match_state_dict, read_shapes, read_state_dict, skip_random_init
 from .plots import write_curves
 from .reading import NO_CHECKPOINT, one_version
 from .rundir import stale_temporaries
@@ -193,7 +193,8 @@ def read_checkpoint(directory):
     weights = directory / "model.safetensors"
     check_weights_fit(config, read_shapes(weights), weights)  # before building: config.json may be absurd
     # A checkpoint written before word shapes has no "word_shapes": it has none.
-    model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]), meta.get("tags"), meta.get("word_shapes"))
+    with skip_random_init():  # every weight is loaded next
+        model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]), meta.get("tags"), meta.get("word_shapes"))
     own = FAMILIES[config.model_type].prefix
 
     def rename(name):  # the encoder's tensors from its family's names; the heads' names are ours already
@@ -241,6 +242,7 @@ def load_with_tokenizer(directory):
     return one_version(directory, read)
 
 
-def load_predictor(directory, device="cpu"):
-    """inference.Predictor for the checkpoint in `directory`: its model, vocabularies and tokenizer."""
-    return Predictor(*load_with_tokenizer(directory), device)
+def load_predictor(directory, device="cpu", precision="fp32"):
+    """inference.Predictor for the checkpoint in `directory`: its model, vocabularies and tokenizer, run in
+    `precision` (precision.py: the files are read as they are, whatever the precision)."""
+    return Predictor(*load_with_tokenizer(directory), device, precision)

@@ -22,6 +22,7 @@ from ..batching import encode_split
 from .checkpoint import load_with_tokenizer
 from .data import LabelVocab, Splits, load_split, unseen
 from ..errors import UserError
+from ..precision import for_inference
 from .sources import Source
 
 TOP_CONFUSIONS = 5  # the sentence-label mistakes shown: enough to see a pattern, short enough to read
@@ -43,12 +44,13 @@ class Report:
                 "notes": self.notes, "calibration": self.calibration}
 
 
-def evaluate_file(checkpoint, path, split=None):
+def evaluate_file(checkpoint, path, split=None, precision="fp32"):
     """Score the checkpoint in directory `checkpoint` on a data file, or on a split of a data folder (test
-    unless `split` says otherwise)."""
+    unless `split` says otherwise), predicting in `precision` (precision.py) on the CPU."""
     examples, description = load_split(path, split)
     split = split or "test"
     model, meta, aligner = load_with_tokenizer(checkpoint)
+    model = for_inference(model, precision, "cpu")
     labels, tags, notes = _vocabularies(meta, examples, description)
     notes += unseen(examples, labels, tags)
     # The split keeps its name so that `predict` reads it as training does; the other splits stay empty.
@@ -58,13 +60,13 @@ def evaluate_file(checkpoint, path, split=None):
     ids = encode_split(aligner, examples, labels, tags, model.bert.config.max_tokens,
                        word_shapes=bool(model.word_shapes), context=window if meta.get("context") else None)
     source = Source("evaluated", splits, labels, tags, {split: ids})
-    predicted_labels, predicted_tags = predict(model, source, split)
+    predicted_labels, predicted_tags = predict(model, source, split, precision=precision)
     confusions = []
     if predicted_labels is not None:
         wrong = Counter((ex.label, p) for ex, p in zip(examples, predicted_labels) if ex.label != p)
         confusions = [(g, p, n) for (g, p), n in wrong.most_common(TOP_CONFUSIONS)]
     temperatures = meta.get("temperature", {})
-    errors, _ = calibration_report(model, [source], split, temperatures)
+    errors, _ = calibration_report(model, [source], split, temperatures, precision)
     return Report(description, len(examples), score(examples, predicted_labels, predicted_tags), confusions, notes,
                   {"temperature": temperatures, "ece": errors})
 

@@ -13,7 +13,8 @@ no clipping, no schedule), dropout 0.1, in train mode:
   bf16      ours/bucketed and theirs/fused again, forward and loss under torch.autocast("cpu", bfloat16), as
             minimtl.training runs them with --precision bf16 (the default on CPUs with native bf16 dot products);
             and ours with the word embeddings frozen ("ours/bf16-frozen-words"), to show what their dense
-            30522 x 384 gradient and its AdamW update cost once the products are fast
+            30522 x 384 gradient and its AdamW update cost once the products are fast. Only on a CPU with
+            native bf16: elsewhere these rows are skipped, saying so (the JSON's "skipped")
 Every timed pass builds a fresh model and optimizer (untimed) and they alternate (ours/bucketed, ours/file,
 theirs/file, machine matmul, ...) for --repeats rounds. Reported: median sentences/s, the ratios against
 theirs, and useful training GFLOP/s (6 x non-embedding parameters x real tokens/s) as a fraction of the
@@ -30,8 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import (alternate, file_order, machine_info, matmul_gflops, median, non_embedding_params, parser,
-                    quiet_transformers, setup, snips_train_ids, timed, weights_dir, write_results)
+from common import (alternate, bf16_skip_reason, file_order, machine_info, matmul_gflops, median,
+                    non_embedding_params, parser, quiet_transformers, setup, snips_train_ids, timed, weights_dir,
+                    write_results)
 from minimtl import load_encoder
 from minimtl.batching import batches, collate, padding_fraction
 from minimtl.model import HeadConfig, MultiTaskModel, multitask_loss
@@ -105,17 +107,23 @@ def main():
                   "ours/file": lambda: train_pass(make_ours, ours_loss, orders["file"], True),
                   "theirs/file": lambda: train_pass(make_theirs, joint_loss, orders["file"], False),
                   "theirs/fused": lambda: train_pass(make_theirs, joint_loss, orders["file"], True),
-                  "ours/bf16": lambda: train_pass(make_ours, ours_loss, orders["bucketed"], True, bf16=True),
-                  "theirs/bf16": lambda: train_pass(make_theirs, joint_loss, orders["file"], True, bf16=True),
-                  "ours/bf16-frozen-words": lambda: train_pass(make_ours_frozen_words, ours_loss, orders["bucketed"],
-                                                               True, bf16=True),
-                  "matmul GFLOP/s": matmul_gflops,
-                  "bf16 matmul GFLOP/s": lambda: matmul_gflops(dtype=torch.bfloat16)}
+                  "matmul GFLOP/s": matmul_gflops}
+    skipped = bf16_skip_reason()
+    if skipped:
+        print(skipped)
+    else:
+        contenders.update({
+            "ours/bf16": lambda: train_pass(make_ours, ours_loss, orders["bucketed"], True, bf16=True),
+            "theirs/bf16": lambda: train_pass(make_theirs, joint_loss, orders["file"], True, bf16=True),
+            "ours/bf16-frozen-words": lambda: train_pass(make_ours_frozen_words, ours_loss, orders["bucketed"], True,
+                                                         bf16=True),
+            "bf16 matmul GFLOP/s": lambda: matmul_gflops(dtype=torch.bfloat16)})
     values = alternate(contenders, args.repeats)
 
-    machine, machine_bf16 = median(values["matmul GFLOP/s"]), median(values["bf16 matmul GFLOP/s"])
-    print(f"\nmachine matmul (1024^3): fp32 {machine:.1f}, bf16 {machine_bf16:.1f} GFLOP/s (medians of {args.repeats} "
-          "rounds); 'of machine' below is of the fp32 figure")
+    machine = median(values["matmul GFLOP/s"])
+    machine_bf16 = None if skipped else median(values["bf16 matmul GFLOP/s"])
+    print(f"\nmachine matmul (1024^3): fp32 {machine:.1f}" + ("" if skipped else f", bf16 {machine_bf16:.1f}") +
+          f" GFLOP/s (medians of {args.repeats} rounds); 'of machine' below is of the fp32 figure")
     print(f"{'run':<22} {'padding':>7} {'sent/s':>7} {'vs theirs':>9} {'vs fused':>8} {'vs ours':>7} "
           f"{'useful GFLOP/s':>14} {'of machine':>10}   (sent/s ratios, > 1: faster than theirs/file, theirs/fused, "
           "ours/bucketed)")
@@ -124,6 +132,8 @@ def main():
     runs = {}
     for name in ("ours/bucketed", "ours/file", "theirs/file", "theirs/fused", "ours/bf16", "theirs/bf16",
                  "ours/bf16-frozen-words"):
+        if name not in values:
+            continue
         seconds = median(values[name])
         useful = 6 * params * real_tokens / seconds / 1e9
         runs[name] = {"padding": padding_fraction(orders["bucketed" if name.startswith("ours/b") else "file"]),
@@ -138,8 +148,9 @@ def main():
     write_results("train_step", {"sentences": len(split), "batch_size": BATCH, "lr": LR, "real_tokens": real_tokens,
                                  "non_embedding_params": params, "load_at_start": load,
                                  "matmul_gflops": {"median": machine, "all": values["matmul GFLOP/s"]},
-                                 "bf16_matmul_gflops": {"median": machine_bf16, "all": values["bf16 matmul GFLOP/s"]},
-                                 "runs": runs}, args)
+                                 "bf16_matmul_gflops": None if skipped else {"median": machine_bf16,
+                                                                             "all": values["bf16 matmul GFLOP/s"]},
+                                 "skipped": skipped, "runs": runs}, args)
 
 
 if __name__ == "__main__":

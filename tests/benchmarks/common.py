@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
+from minimtl.config import native_bf16_cpu  # noqa: E402
 from minimtl.tokenization import Aligner  # noqa: E402
 from minimtl.batching import encode_split  # noqa: E402
 from minimtl.machinery.data import LabelVocab, load_data  # noqa: E402
@@ -133,13 +134,22 @@ def machine_info():
             return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         except OSError:
             return None
-    info = {"cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)),
+    info = {"cpu": cpu_model(), "native_bf16": native_bf16_cpu(), "cpus": len(os.sched_getaffinity(0)),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "load_average": list(os.getloadavg()),
             "commit": git("rev-parse", "HEAD"), "minimtl_dirty": bool(git("status", "--porcelain", "--", "minimtl"))}
     if "transformers" in sys.modules:
         info["transformers"] = sys.modules["transformers"].__version__
     return info
+
+
+def bf16_skip_reason():
+    """Why bf16 rows are not timed on this CPU, or None when they are: without bf16 in hardware the products
+    are emulated, and timing them would measure only the emulation."""
+    if native_bf16_cpu():
+        return None
+    return (f"bf16 rows skipped: this CPU ({cpu_model()}) has no native bf16 dot products (AVX512-BF16 or AMX); "
+            "timing them would measure only the emulation")
 
 
 def write_results(name, results, args):
