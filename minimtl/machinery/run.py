@@ -201,7 +201,7 @@ def cache_place(model, sources, cfg, world, log):
     if cfg.feature_cache == "off":
         place, why = "off", "--feature-cache off"
     elif cfg.feature_cache == "auto" and size <= budget:
-        place, why = "memory", f"within the memory budget of {mib(budget)}"
+        place, why = "memory", None
     elif size <= disk:
         place, why = "disk", ("--feature-cache disk" if cfg.feature_cache == "disk" else
                               f"over the memory budget of {mib(budget)} (--cache-memory)") + \
@@ -211,9 +211,10 @@ def cache_place(model, sources, cfg, world, log):
                         f"{mib(2 * world * disk)} free beside {cfg.out}")
     else:
         place, why = "off", f"over the memory budget of {mib(budget)} and half of the free disk space ({mib(disk)})"
-    log(f"feature cache: {mib(size)}, " + {"memory": "kept in memory", "disk": "kept on disk",
-                                           "off": "not built: the frozen encoder runs in every step"}[place]
-        + f" ({why})")
+    if place != "memory":  # in memory, the cache's own line says so when it is built
+        log(f"feature cache: {mib(size)}, " + {"disk": "kept on disk",
+                                               "off": "not built: the frozen encoder runs in every step"}[place]
+            + f" ({why})")
     return place
 
 
