@@ -40,12 +40,21 @@ def test_a_fixed_count_is_kept_whatever_the_load(auto, monkeypatch):
     assert threads.choose_threads(TrainConfig(), "epoch 1", print) == 1
 
 
-def test_a_busy_process_beside_shows_as_a_core_that_is_not_idle():
-    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+def idle_beside(prefix):
+    spin = subprocess.Popen(prefix + [sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)  # started and spinning
-        idle = threads.idle_cores(0.5)
+        return threads.idle_cores(0.5)
     finally:
         spin.kill()
         spin.wait()
+
+
+def test_a_busy_process_beside_shows_as_a_core_that_is_not_free():
+    idle = idle_beside([])
     assert idle is not None and idle <= os.cpu_count() - 0.5
+
+
+def test_a_busy_process_of_lower_priority_leaves_its_core_free():
+    idle = idle_beside(["nice", "-n", "19"])
+    assert idle is not None and idle >= os.cpu_count() - 0.5

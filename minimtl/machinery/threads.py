@@ -5,8 +5,8 @@ When another process keeps a core busy, one of two threads shares that core with
 it at every operation: on this project's 2-core machine a 2-thread run then fell to a fraction of what one
 thread does alone, while a single thread beside the same load kept its speed (docs/benchmarks.md, "Threads
 under load"; `python tests/benchmarks/bench_threads.py`). So before the feature cache and before each epoch, a
-run looks at how much of the machine other processes use (0.2 s of /proc/stat, while this process sleeps) and
-computes with the cores left idle, at least one.
+run looks at how much of the machine other processes of its own priority or higher use (0.2 s of /proc/stat,
+while this process sleeps) and computes with the cores they leave, at least one.
 
 `--threads N` fixes the count, and so does OMP_NUM_THREADS in the environment (torchrun sets it to 1 for each
 of its processes), which is then torch's own setting. The count changes how a product's sums are split, and so
@@ -25,18 +25,20 @@ SAMPLE_SECONDS = 0.2
 
 
 def cpu_times():
-    """(idle, total) jiffies of all CPUs together since boot, or None where /proc/stat is not readable."""
+    """(free, total) jiffies of all CPUs together since boot, or None where /proc/stat is not readable. Free:
+    idle, waiting for a disk, or running a process of lower priority (positive nice), which the scheduler
+    makes give its core to ours: beside a `nice 19` busy process two threads kept their speed."""
     try:
         with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+            user, nice, system, idle, iowait, *rest = (int(v) for v in f.readline().split()[1:9])
     except (OSError, ValueError):
         return None
-    return fields[3] + fields[4], sum(fields)
+    return idle + iowait + nice, user + nice + system + idle + iowait + sum(rest)
 
 
 def idle_cores(seconds=SAMPLE_SECONDS):
-    """How many of the machine's cores sat idle over the next `seconds` (this process sleeps meanwhile), or None
-    where the system does not say."""
+    """How many of the machine's cores were free for this process over the next `seconds` (it sleeps meanwhile),
+    or None where the system does not say."""
     before = cpu_times()
     time.sleep(seconds)
     after = cpu_times()

@@ -61,8 +61,8 @@ def child(phase, threads):
         if frozen:
             model.bert.requires_grad_(False)
             model.bert.eval()
-            with torch.inference_mode():
-                cached = [model.features(b.input_ids, b.attention_mask).clone() for b in work]
+            with torch.no_grad():  # as the cache's float copies are: plain tensors that autograd may save
+                cached = [model.features(b.input_ids, b.attention_mask) for b in work]
         trained = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trained, lr=1e-4)
         bf16 = bf16_steps("auto", torch.device("cpu"), cached=frozen)
