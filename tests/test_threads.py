@@ -56,5 +56,5 @@ def test_a_busy_process_beside_shows_as_a_core_that_is_not_free():
 
 
 def test_a_busy_process_of_lower_priority_leaves_its_core_free():
-    idle = idle_beside(["nice", "-n", "19"])
-    assert idle is not None and idle >= os.cpu_count() - 0.5
+    # Against the same process at our priority, so that other work on the machine counts in both.
+    assert idle_beside(["nice", "-n", "19"]) >= idle_beside([]) + 0.5

@@ -196,12 +196,12 @@ def cache_place(model, sources, cfg, world, log):
     if cfg.cache_memory is not None and budget < one_batch:
         raise UserError(f"--cache-memory {cfg.cache_memory:g} GiB cannot hold even one batch of features "
                         f"({one_batch / 2**20:,.1f} MiB for --batch-size {cfg.batch_size} at --max-len {cfg.max_len})")
+    if cfg.feature_cache == "auto" and size <= budget:
+        return "memory"  # the cache's own line says so when it is built
     disk = shutil.disk_usage(cache_dir(Path(cfg.out))).free / (2 * world)
     mib = lambda n: f"{n / 2**20:,.1f} MiB"
     if cfg.feature_cache == "off":
         place, why = "off", "--feature-cache off"
-    elif cfg.feature_cache == "auto" and size <= budget:
-        place, why = "memory", None
     elif size <= disk:
         place, why = "disk", ("--feature-cache disk" if cfg.feature_cache == "disk" else
                               f"over the memory budget of {mib(budget)} (--cache-memory)") + \
@@ -211,10 +211,8 @@ def cache_place(model, sources, cfg, world, log):
                         f"{mib(2 * world * disk)} free beside {cfg.out}")
     else:
         place, why = "off", f"over the memory budget of {mib(budget)} and half of the free disk space ({mib(disk)})"
-    if place != "memory":  # in memory, the cache's own line says so when it is built
-        log(f"feature cache: {mib(size)}, " + {"disk": "kept on disk",
-                                               "off": "not built: the frozen encoder runs in every step"}[place]
-            + f" ({why})")
+    log(f"feature cache: {mib(size)}, "
+        + ("kept on disk" if place == "disk" else "not built: the frozen encoder runs in every step") + f" ({why})")
     return place
 
 
