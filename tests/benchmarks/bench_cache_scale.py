@@ -76,7 +76,7 @@ def main():
             cache = [line for line in log.splitlines() if line.startswith("feature cache:")]
             encoded = re.search(r"once in ([\d.]+)s", log)
             epochs = [float(re.search(r"([\d.]+)s(  \*saved)?$", line).group(1))
-                      for line in log.splitlines() if line.startswith("epoch ")]
+                      for line in log.splitlines() if re.match(r"epoch +\d+/", line)]
             cache_seconds = float(encoded.group(1)) if encoded else None
             heads = sum(epochs) - (cache_seconds or 0)  # the first epoch's time includes building the cache
             rows[name] = {"texts": texts, "cache_lines": cache, "cache_seconds": cache_seconds,
