@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from .batching import batches
 from .bio import chunks
 from .evaluation import EVAL_BATCH, training_precision
+from .inference import entity_confidence
 from .model import IGNORE_INDEX, at_words
 from .precision import autocast
 
@@ -187,7 +188,7 @@ def predictions(model, logits, temperatures):
             for path, probs, gold in zip(paths, word_probs, gold_entities):
                 for entity in chunks([head.tags[k] for k in path]):
                     _, first, last = entity
-                    confidences.append(sum(probs[first : last + 1]) / (last - first + 1))  # as inference.spans
+                    confidences.append(entity_confidence(probs[first : last + 1]))
                     correct.append(entity in gold)
         out["entity"] = (confidences, correct)
     return out

@@ -216,7 +216,7 @@ def spans(text: str, words: Sequence[Word], tags: Sequence[str], confidences: Se
     out = []
     for kind, first, last in chunks(tags):
         start, end = words[first].start, words[last].end
-        confidence = sum(float(c) for c in confidences[first : last + 1]) / (last - first + 1)
+        confidence = entity_confidence(confidences[first : last + 1])
         out.append(Span(kind, first, last, start, end, text[start:end], confidence))
     return out
 
@@ -226,6 +226,11 @@ def confident(pred: Prediction, threshold: float) -> Prediction:
     if pred.entities is None:
         return pred
     return replace(pred, entities=[s for s in pred.entities if s.confidence >= threshold])
+
+
+def entity_confidence(word_probabilities):
+    """An entity's confidence: the mean probability of its words' tags (what calibration.py measures too)."""
+    return sum(float(p) for p in word_probabilities) / len(word_probabilities)
 
 
 def format_prediction(pred: Prediction) -> str:
