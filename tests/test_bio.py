@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minimtl.bio import split_tag, transition_mask
+from minimtl.bio import chunks, opened_by_b, split_tag, transition_mask
 from minimtl.crf import constrained_decode, constrained_decode_batch
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -34,6 +34,15 @@ def test_i_continues_only_its_own_type():
     start_ok, follow_ok = transition_mask(TAGS)
     assert start_ok == [True, True, False, True, False]
     assert follow_ok[1][2] and follow_ok[2][2] and not follow_ok[0][2] and not follow_ok[3][2]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(TAGS), min_size=1, max_size=12))
+def test_opening_every_entity_with_b_keeps_its_entities_and_makes_it_valid_bio(tags):
+    rewritten = opened_by_b(tags)
+    assert chunks(rewritten) == chunks(tags)  # what seqeval scores does not change
+    assert valid([TAGS.index(t) for t in rewritten])  # and a CRF's gold path never takes a forbidden step
+    assert opened_by_b(rewritten) == rewritten
 
 
 @settings(max_examples=150, deadline=None)

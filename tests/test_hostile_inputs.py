@@ -30,7 +30,8 @@ from safetensors.torch import load_file, save_file
 from minimtl.config import TrainConfig
 from minimtl.errors import MAX_DEPTH, MAX_LINE, UserError, parse_json, quote, read_json
 from minimtl.machinery.data import load_data, load_split
-from minimtl.machinery.formats import Example, bio_from_iob1
+from minimtl.bio import chunks
+from minimtl.machinery.formats import Example, as_bio
 from minimtl.machinery.html import write_html
 from minimtl.machinery.resume import resume_config
 from minimtl.machinery.run import train
@@ -161,11 +162,17 @@ def test_iob1_conll_is_read_as_bio_and_said_once(tmp_path):
     assert [ex.tags for ex in examples] == BIO_TAGS and "IOB1" in description
 
 
-def test_bio_with_a_stray_i_tag_is_not_converted(tmp_path):
-    write(tmp_path / "train.txt", "Alice B-PER\nvisited O\nParis I-LOC\n\nBob B-PER\nI-PER I-PER\n")
+def test_bio_with_a_stray_i_opener_reads_it_as_b_and_says_how_many(tmp_path):
+    write(tmp_path / "train.txt", "Alice B-PER\nvisited O\nParis I-LOC\n\nBob B-PER\nI-PER I-PER\nEU I-ORG\n")
     write(tmp_path / "dev.txt", "Eve B-PER\n")
     splits = load_data(tmp_path)
-    assert splits.train[0].tags == ("B-PER", "O", "I-LOC") and splits.notes == []
+    # The file stays BIO (its entities open with B- after O); the strays open entities as seqeval reads them.
+    assert [ex.tags for ex in splits.train] == [("B-PER", "O", "B-LOC"), ("B-PER", "I-PER", "B-ORG")]
+    assert splits.dev[0].tags == ("B-PER",)
+    assert splits.notes == ["train.txt: 2 entities open with I- after O or another type; read as B-, which is "
+                            "how seqeval reads them (the entities do not change)"]
+    assert [chunks(ex.tags) for ex in splits.train] == [[("PER", 0, 0), ("LOC", 2, 2)],
+                                                         [("PER", 0, 1), ("ORG", 2, 2)]]
 
 
 SPANS = st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3), st.sampled_from(["PER", "LOC"])), max_size=5)
@@ -187,8 +194,8 @@ def spans_to_tags(spans, iob1):
 def test_iob1_and_bio_of_the_same_entities_read_the_same(sentences):
     bio = [Example(tuple("w" * len(spans_to_tags(s, False))), spans_to_tags(s, False)) for s in sentences]
     iob1 = [Example(ex.words, spans_to_tags(s, True)) for ex, s in zip(bio, sentences)]
-    assert bio_from_iob1(bio) == (bio, False)  # BIO is never converted
-    converted, was_iob1 = bio_from_iob1(iob1)
+    assert as_bio(bio) == (bio, False, 0)  # BIO is never converted
+    converted, was_iob1, _ = as_bio(iob1)
     assert converted == bio and was_iob1 == any(sentences)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..model import IGNORE_INDEX
 from ..errors import UserError
-from .formats import FORMATS, Example, bio_from_iob1, read_seq_folder
+from .formats import FORMATS, Example, as_bio, read_seq_folder
 
 HOLDOUT_FRACTION = 0.1  # a single file is a train split: this much of it, chosen with a fixed seed, is dev
 HOLDOUT_SEED = 0
@@ -76,7 +76,7 @@ def load_data(path):
     if not path.exists():
         raise UserError("no such file or directory", path)
     if not path.is_dir():
-        examples, name, iob1 = _read(path)
+        examples, name, rewritten = _read(path)
         if len(examples) < 2:
             raise UserError("a single file needs at least 2 sentences, to hold one out as dev", path)
         order = list(range(len(examples)))
@@ -85,7 +85,7 @@ def load_data(path):
         train = [ex for i, ex in enumerate(examples) if i not in held_out]
         dev = [ex for i, ex in enumerate(examples) if i in held_out]
         return Splits(train, dev, None, f"{name} in {path} (dev: seeded {HOLDOUT_FRACTION:.0%} holdout)",
-                      _iob1_notes([path] if iob1 else []))
+                      _bio_notes({path: rewritten}))
     files = {split: _find_split(path, split) for split in ("train", "dev", "test")}
     for split in ("train", "dev"):
         if files[split] is None:
@@ -97,7 +97,7 @@ def load_data(path):
         if _fields(examples) != _fields(train):
             raise UserError(f"has {_fields(examples)} but the train split has {_fields(train)}", files[split])
     return Splits(train, dev, read["test"][0] if "test" in read else None, f"{name} in {path}",
-                  _iob1_notes([files[split].name for split, (_, _, iob1) in read.items() if iob1]))
+                  _bio_notes({files[split].name: rewritten for split, (_, _, rewritten) in read.items()}))
 
 
 def load_split(path, split=None):
@@ -118,8 +118,13 @@ def load_split(path, split=None):
             raise UserError(f"no {split} split: expected a {split}.txt/.conll/.csv/.jsonl file or a {split}/ "
                             "folder holding seq.in, seq.out and label", path)
         path = found
-    examples, name, iob1 = _read(path)
-    return examples, f"{name} in {path}" + " (IOB1 tags, read as BIO)" * iob1
+    examples, name, (iob1, openers) = _read(path)
+    description = f"{name} in {path}"
+    if iob1:
+        description += " (IOB1 tags, read as BIO)"
+    elif openers:
+        description += f" ({openers} entities opened with I-, read as B-)"
+    return examples, description
 
 
 def unknown_labels(splits, label_vocab, tag_vocab):
@@ -159,8 +164,8 @@ def _find_split(folder, split):
 
 
 def _read(path):
-    """(examples, format name, whether its IOB1 tags were rewritten as BIO) of one split's file or ATIS/SNIPS
-    folder."""
+    """(examples, format name, (IOB1?, entities opened with I-)) of one split's file or ATIS/SNIPS folder, every
+    entity opened by B- (formats.as_bio)."""
     if path.is_dir():
         name, reader = "ATIS/SNIPS folders", read_seq_folder
     elif path.suffix.lower() in FORMATS:
@@ -170,14 +175,19 @@ def _read(path):
     examples = reader(path)
     if not examples:
         raise UserError("no sentences in this file", path)
-    examples, iob1 = bio_from_iob1(examples)
-    return examples, name, iob1
+    examples, iob1, openers = as_bio(examples)
+    return examples, name, (iob1, openers)
 
 
-def _iob1_notes(files):
-    """The one log line saying which files' IOB1 tags were read as BIO, or none."""
-    return [f"{', '.join(map(str, files))}: IOB1 tags (entities open with I-, as in the original CoNLL-2003 "
-            "release), read as BIO"] if files else []
+def _bio_notes(rewritten):
+    """The log lines saying which files' tags were rewritten: {file: (IOB1?, entities opened with I-)}. One
+    line for the IOB1 files; one per BIO file with stray I- openers, which are rare and worth counting."""
+    iob1 = [str(file) for file, (was_iob1, _) in rewritten.items() if was_iob1]
+    notes = [f"{', '.join(iob1)}: IOB1 tags (entities open with I-, as in the original CoNLL-2003 release), "
+             "read as BIO"] if iob1 else []
+    return notes + [f"{file}: {openers} entities open with I- after O or another type; read as B-, which is how "
+                    "seqeval reads them (the entities do not change)"
+                    for file, (was_iob1, openers) in rewritten.items() if openers and not was_iob1]
 
 
 def _fields(examples):

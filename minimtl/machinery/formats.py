@@ -4,7 +4,8 @@ Every reader returns a list of `Example`s, or raises a `UserError` naming the fi
 read as plausible data and would train a useless model without a word, so they are caught here too:
 
 * IOB1 tags (the original CoNLL-2003 release: an entity begins with I-, and B- only separates two adjacent
-  entities of one type) are recognised and converted to BIO (`bio_from_iob1`); the caller says so in the log.
+  entities of one type) are recognised and converted to BIO, as are the stray `I-X` openers of a BIO file
+  (`as_bio`); the caller says so in the log.
 * A CSV written label first (`label,text`) would give one class per row: it is refused (`_check_not_swapped`).
 """
 
@@ -12,7 +13,7 @@ import csv
 import io
 from dataclasses import dataclass
 
-from ..bio import split_tag
+from ..bio import opened_by_b, split_tag
 from ..errors import UserError, parse_json, quote
 
 
@@ -97,35 +98,28 @@ def _read_classes(path):
     return classes
 
 
-def bio_from_iob1(examples):
-    """(examples, True) with IOB1 tags rewritten as BIO, or (examples, False) when they are not IOB1.
+def as_bio(examples):
+    """(examples, IOB1?, openers): every entity opened by `B-X` (bio.opened_by_b), whether the file was IOB1,
+    and how many of its entities opened with an `I-X` (each rewritten; the chunks do not change).
 
     In IOB1 a `B-X` only ever follows an `I-X` or `B-X` (it separates two adjacent X entities), and entities
     open with `I-X`. BIO data opens nearly every entity with a `B-X` after `O` or the sentence start, which
-    IOB1 never has: one such `B-X` anywhere and the file is BIO, read as it is, whatever stray `O I-X` it also
-    holds. So the rule is: IOB1 iff no `B-X` follows anything but an X, and some `I-X` opens an entity.
+    IOB1 never has: one such `B-X` anywhere and the file is BIO with a few stray `I-X` openers. The callers
+    log the two cases differently; the rewrite is the same.
     """
-    opened_by_i = False
+    iob1, openers, converted = True, 0, []
     for ex in examples:
         before = ""  # the entity type of the previous tag: "" at the sentence start and after O
         for tag in ex.tags or ():
             prefix, kind = split_tag(tag)
             if kind != before:
-                if prefix == "B":
-                    return examples, False
-                opened_by_i |= prefix == "I"
+                iob1 &= prefix != "B"
+                openers += prefix == "I"
             before = kind
-    if not opened_by_i:
-        return examples, False
-    converted = []
-    for ex in examples:
-        tags, before = [], ""
-        for tag in ex.tags:
-            prefix, kind = split_tag(tag)
-            tags.append(f"B-{kind}" if prefix == "I" and kind != before else tag)
-            before = kind
-        converted.append(Example(ex.words, tuple(tags), ex.label, ex.document))
-    return converted, True
+        converted.append(Example(ex.words, opened_by_b(ex.tags), ex.label, ex.document) if ex.tags else ex)
+    if not openers:
+        return examples, False, 0
+    return converted, iob1, openers
 
 
 # --- the formats -----------------------------------------------------------------------------------------
