@@ -24,8 +24,8 @@ and so an entity's confidence, the mean of its words' (inference.spans).
 **The fit.** As a function of beta = 1/T, NLL(beta) = mean_n [logsumexp_k(beta z_nk) - beta z_n,gold] is
 convex (a log-sum-exp of functions linear in beta, minus a linear one); the CRF's log Z(beta) - beta s(gold)
 is the same with paths for classes. So the NLL has a single minimum along log T, which golden-section search
-finds without gradients, learning rates or randomness. The logits are computed once (`collect`); each trial
-T only rescales them, so the encoder never runs again.
+finds without gradients, learning rates or randomness. The logits are computed once (evaluation.head_outputs,
+the same pass that scores the split); each trial T only rescales them, so the encoder never runs again.
 
 **Expected calibration error** (ECE; Naeini et al. 2015, as Guo et al. use it): the predictions are put into
 M = 15 equal-width bins by confidence, (0, 1/15], (1/15, 2/15], ..., (14/15, 1], and
@@ -44,12 +44,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .batching import batches
 from .bio import chunks
-from .evaluation import EVAL_BATCH, training_precision
+from .evaluation import head_outputs
 from .inference import entity_confidence
-from .model import IGNORE_INDEX, at_words
-from .precision import autocast
+from .model import IGNORE_INDEX
 
 ECE_BINS = 15
 LOG_T_RANGE = (math.log(1 / 20), math.log(20))  # T from 0.05 to 20: far beyond what a trained head needs
@@ -69,28 +67,23 @@ class Logits:
     tag_batches: list[tuple[torch.Tensor, list[int], torch.Tensor, list[set]]]
 
 
-@torch.inference_mode()
-def collect(model, source, split, precision=None):
-    """The logits of every sentence of `source`'s `split`, as float64 on the CPU (a smooth NLL to minimise),
-    computed in `precision` (precision.py; default: as training evaluates)."""
+def collect(source, split, outputs):
+    """The split's `Logits`: the heads' `outputs` (evaluation.head_outputs) as float64 (a smooth NLL to
+    minimise), with the gold labels, tags and entities of their sentences."""
     examples = getattr(source.splits, split)
-    device = next(model.parameters()).device
-    model.eval()
     order, cls, labels, tag_batches = [], [], [], []
-    for batch in batches(source.ids[split], EVAL_BATCH):
-        order += batch.index
-        batch = batch.to(device)
-        with autocast(device, precision or training_precision(device)):
-            out = model(batch.input_ids, batch.attention_mask, shape_ids=batch.shape_ids)
-        if source.labels:
-            cls.append(out.cls_logits.double().cpu())
-            labels.append(batch.labels.cpu())
-        if source.tags:
-            emissions, words = at_words(out.ner_logits, batch.words)  # (B, W, K), (B, W)
-            gold = batch.tags.gather(1, batch.words.clamp(min=0))  # (B, W)
-            entities = [set(chunks(examples[i].tags)) for i in batch.index]
-            tag_batches.append((emissions.double().cpu(), words.sum(1).tolist(), gold.cpu(), entities))
-    if not source.labels:
+    for index, sentence_logits, emissions, lengths in outputs:
+        order += index
+        if sentence_logits is not None:
+            cls.append(sentence_logits.double())
+            labels.append(torch.tensor([source.labels.id(examples[i].label) for i in index]))
+        if emissions is not None:
+            gold = torch.full(emissions.shape[:2], IGNORE_INDEX)  # (B, W)
+            for row, (i, n) in enumerate(zip(index, lengths)):
+                gold[row, :n] = torch.tensor([source.tags.id(tag) for tag in examples[i].tags[:n]])
+            entities = [set(chunks(examples[i].tags)) for i in index]
+            tag_batches.append((emissions.double(), lengths, gold, entities))
+    if not cls:
         return Logits(order, None, None, tag_batches)
     return Logits(order, torch.cat(cls), torch.cat(labels), tag_batches)
 
@@ -153,10 +146,12 @@ def tag_nll(head, tag_batches, temperature):
     return total / max(count, 1)
 
 
-def fit_temperatures(model, sources, split="dev"):
+def fit_temperatures(model, sources, split="dev", features=None):
     """{"cls": T, "ner": T} for the heads the model has, each fitted on every source's `split` that has the
-    head's labels (a source without that split, or a head with no such data, gets no T)."""
-    logits = [collect(model, s, split) for s in sources if getattr(s.splits, split) is not None]
+    head's labels (a source without that split, or a head with no such data, gets no T). `features`: a frozen
+    backbone's cache of that split (features.py), read instead of running the encoder."""
+    logits = [collect(s, split, head_outputs(model, s, split, features)) for s in sources
+              if getattr(s.splits, split) is not None]
     out = {}
     cls = [x for x in logits if x.cls is not None]
     if cls and model.cls_head is not None:
@@ -211,9 +206,10 @@ def expected_calibration_error(confidences, correct, bins=ECE_BINS):
                for count, confidence, accuracy in reliability(confidences, correct, bins) if count)
 
 
-def calibration_report(model, sources, split, temperatures, precision=None):
-    """ECE before (T = 1) and after calibration on `split` of every source that has it, and the predictions
-    behind them pooled over the sources, for a reliability diagram:
+def calibration_report(model, sources, split, temperatures, outputs):
+    """ECE before (T = 1) and after calibration on `split` of every source that has it, read from the heads'
+    `outputs` {source name: evaluation.head_outputs of the split} (the ones its scores came from), and the
+    predictions behind them pooled over the sources, for a reliability diagram:
 
         ({"label_ece_before", "label_ece_after", "entity_ece_before", "entity_ece_after"} (those that apply;
           "source/..." when there are several sources, as evaluation.evaluate_sources names metrics),
@@ -223,7 +219,7 @@ def calibration_report(model, sources, split, temperatures, precision=None):
     for source in sources:
         if getattr(source.splits, split) is None:
             continue
-        logits = collect(model, source, split, precision)
+        logits = collect(source, split, outputs[source.name])
         prefix = f"{source.name}/" if len(sources) > 1 else ""
         for when, preds in (("before", predictions(model, logits, {})),
                             ("after", predictions(model, logits, temperatures))):

@@ -26,34 +26,56 @@ def training_precision(device):
 
 
 @torch.inference_mode()
-def predict(model, source, split, features=None, shard=(0, 1), precision=None):
-    """(label names or None, tag names per word or None) for one split of a source, in the split's order.
+def head_outputs(model, source, split, features=None, shard=(0, 1), precision=None):
+    """What the heads say about one split, computed once for everything read from it (the predictions below;
+    the temperatures and calibration errors of calibration.py): per batch of this process's share, (the
+    sentences' indices in the split, sentence logits (B, C) or None, tag logits at each word's first sub-token
+    (B, W, K) or None, word counts (B,)), in float32 on the CPU.
 
-    `shard` (rank, world): under torchrun each of the `world` processes predicts every world-th batch and
-    the predicted ids are merged, so every process returns the predictions for the whole split.
+    `shard` (rank, world): under torchrun each of the `world` processes runs every world-th batch.
     `precision`: one of precision.PRECISIONS, the model already made ready for it (`precision.for_inference`);
     None: as training evaluates (`training_precision`).
     """
     rank, world = shard
-    ids, examples = source.ids[split], getattr(source.splits, split)
     device = next(model.parameters()).device
     precision = precision or training_precision(device)
-    label_ids = torch.full((len(ids),), NOT_MINE)  # (N,)
-    tag_ids = torch.full((len(ids), max((len(ex.words) for ex in examples), default=0)), NOT_MINE)  # (N, W)
     model.eval()
-    for batch in batches(ids, EVAL_BATCH)[rank::world]:
+    outputs = []
+    for batch in batches(source.ids[split], EVAL_BATCH)[rank::world]:
         batch = batch.to(device)
         with autocast(device, precision):
             cached = features.hidden(source.name, split, batch) if features else None
             out = model(batch.input_ids, batch.attention_mask, cached, batch.shape_ids)
-        if source.labels:
-            label_ids[batch.index] = out.cls_logits.argmax(-1).cpu()
+        cls = out.cls_logits.float().cpu() if source.labels else None
+        emissions, lengths = None, None
         if source.tags:
             emissions, words = at_words(out.ner_logits, batch.words)  # (B, W, K), (B, W)
-            paths = model.ner_head.decode(emissions, words.sum(1).tolist())
-            for i, path in zip(batch.index, paths):
+            emissions, lengths = emissions.float().cpu(), words.sum(1).tolist()
+        outputs.append((batch.index, cls, emissions, lengths))
+    return outputs
+
+
+@torch.inference_mode()
+def predict(model, source, split, features=None, shard=(0, 1), precision=None, outputs=None):
+    """(label names or None, tag names per word or None) for one split of a source, in the split's order.
+
+    `outputs`: the split's `head_outputs`, when they are already known; else they are computed here, with
+    `features`, `shard` and `precision` as `head_outputs` takes them. Under torchrun the predicted ids of the
+    processes' shares are merged, so every process returns the predictions for the whole split.
+    """
+    ids, examples = source.ids[split], getattr(source.splits, split)
+    if outputs is None:
+        outputs = head_outputs(model, source, split, features, shard, precision)
+    device = next(model.parameters()).device
+    label_ids = torch.full((len(ids),), NOT_MINE)  # (N,)
+    tag_ids = torch.full((len(ids), max((len(ex.words) for ex in examples), default=0)), NOT_MINE)  # (N, W)
+    for index, cls, emissions, lengths in outputs:
+        if cls is not None:
+            label_ids[index] = cls.argmax(-1)
+        if emissions is not None:
+            for i, path in zip(index, model.ner_head.decode(emissions.to(device), lengths)):
                 tag_ids[i, : len(path)] = torch.tensor(path, dtype=torch.long)
-    if world > 1:  # every entry was filled by exactly one process, the others hold NOT_MINE there
+    if shard[1] > 1:  # every entry was filled by exactly one process, the others hold NOT_MINE there
         label_ids, tag_ids = (merged(t, device) for t in (label_ids, tag_ids))
     labels = [source.labels.names[k] for k in label_ids.tolist()] if source.labels else None
     # A word past the position limit has no prediction (still NOT_MINE): it is scored as "O", i.e. as a miss.
@@ -68,9 +90,9 @@ def merged(ids, device):
     return on_device.cpu()
 
 
-def evaluate(model, source, split, features=None, shard=(0, 1)):
-    """Every metric that applies to this source, as a flat dict of numbers."""
-    return score(getattr(source.splits, split), *predict(model, source, split, features, shard))
+def evaluate(model, source, split, features=None, shard=(0, 1), outputs=None):
+    """Every metric that applies to this source, as a flat dict of numbers (`outputs`: as `predict` takes them)."""
+    return score(getattr(source.splits, split), *predict(model, source, split, features, shard, outputs=outputs))
 
 
 def score(examples, labels, tags):
@@ -81,10 +103,11 @@ def score(examples, labels, tags):
                             [list(ex.tags) for ex in examples] if tags else None, tags)
 
 
-def evaluate_sources(model, sources, split, features=None, shard=(0, 1)):
+def evaluate_sources(model, sources, split, features=None, shard=(0, 1), outputs=None):
     """The metrics of every source that has this split, in one flat dict: plain names when the run has one
-    source, "source/metric" when it has several (also if only one of them has a test split)."""
-    scores = {s.name: evaluate(model, s, split, features, shard) for s in sources
+    source, "source/metric" when it has several (also if only one of them has a test split). `outputs`:
+    {source name: its split's `head_outputs`}, when they are already known."""
+    scores = {s.name: evaluate(model, s, split, features, shard, (outputs or {}).get(s.name)) for s in sources
               if getattr(s.splits, split) is not None}
     if len(sources) == 1:
         return next(iter(scores.values()), {})

@@ -47,6 +47,19 @@ def test_frozen_backbone_is_bit_for_bit_unchanged_and_heads_learn(tiny_data, tin
     assert results["test"] is not None and 0.0 <= results["test"]["label_accuracy"] <= 1.0
 
 
+def test_a_frozen_run_encodes_every_sentence_once(tiny_data, tiny_weights, tmp_path, monkeypatch):
+    # The cache serves every epoch and the temperature fit on dev; one pass over test gives its scores and its
+    # calibration errors. So the encoder sees train + dev + test exactly once, however many epochs run.
+    from minimtl.bert import Bert
+    from minimtl.machinery.data import load_data
+    seen, forward = [], Bert.forward
+    monkeypatch.setattr(Bert, "forward", lambda self, ids, *a, **k: seen.append(len(ids)) or forward(self, ids, *a, **k))
+    results, _ = run(tiny_data, tiny_weights, tmp_path / "out", freeze=["backbone"], epochs=2)
+    splits = load_data(tiny_data)
+    assert sum(seen) == len(splits.train) + len(splits.dev) + len(splits.test)
+    assert results["calibration"]["temperature"] and results["calibration"]["test"]
+
+
 def test_freeze_layers_moves_only_the_top_layer_and_heads(tiny_data, tiny_weights, tmp_path):
     run(tiny_data, tiny_weights, tmp_path / "out", freeze_layers=1, epochs=1)
     saved, before = load_file(tmp_path / "out" / "model.safetensors"), initial_tensors(tiny_weights)

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ..calibration import ECE_BINS, calibration_report
-from ..evaluation import predict, score
+from ..evaluation import head_outputs, predict, score
 from ..batching import encode_split
 from .checkpoint import load_with_tokenizer
 from .data import LabelVocab, Splits, load_split, unseen
@@ -60,13 +60,14 @@ def evaluate_file(checkpoint, path, split=None, precision="fp32"):
     ids = encode_split(aligner, examples, labels, tags, model.bert.config.max_tokens,
                        word_shapes=bool(model.word_shapes), context=window if meta.get("context") else None)
     source = Source("evaluated", splits, labels, tags, {split: ids})
-    predicted_labels, predicted_tags = predict(model, source, split, precision=precision)
+    outputs = head_outputs(model, source, split, precision=precision)  # one pass: the scores and the ECE
+    predicted_labels, predicted_tags = predict(model, source, split, outputs=outputs)
     confusions = []
     if predicted_labels is not None:
         wrong = Counter((ex.label, p) for ex, p in zip(examples, predicted_labels) if ex.label != p)
         confusions = [(g, p, n) for (g, p), n in wrong.most_common(TOP_CONFUSIONS)]
     temperatures = meta.get("temperature", {})
-    errors, _ = calibration_report(model, [source], split, temperatures, precision)
+    errors, _ = calibration_report(model, [source], split, temperatures, {source.name: outputs})
     return Report(description, len(examples), score(examples, predicted_labels, predicted_tags), confusions, notes,
                   {"temperature": temperatures, "ece": errors})
 

@@ -25,7 +25,7 @@ from ..batching import epoch_batches, shard, steps_per_epoch
 from ..calibration import calibration_report, fit_temperatures
 from ..config import recipe as resolve_recipe
 from ..errors import UserError
-from ..evaluation import evaluate_sources, format_scores, selection_score
+from ..evaluation import evaluate_sources, format_scores, head_outputs, selection_score
 from ..features import FeatureCache
 from ..freezing import backbone_units, frozen_in_epoch, parameter_table, units
 from ..lora import add_lora
@@ -59,7 +59,7 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
     first = frozen_in_epoch(model, cfg, 1)  # checks --freeze against this model, too
     if set(units(model)) <= first and not cfg.unfreeze_schedule:
         log("--freeze all: nothing can learn, so this only evaluates the untrained heads on the backbone")
-        return {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"), "test": test_scores(model, sources)}
+        return {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"), "test": evaluate_sources(model, sources, "test") or None}
     out, device = Path(cfg.out), next(model.parameters()).device
     # Where the frozen backbone's features go is decided before anything is written: a budget too small for
     # them is a bad flag like any other.
@@ -116,12 +116,14 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
         if ddp.main:  # the test split once, by rank 0, from the checkpoint as infer.py will see it
             choose_threads(cfg, "test", log, threads)
             best = load_checkpoint(out)[0].to(device)
-            results["test"] = test_scores(best, sources)
+            # One forward pass over each test split gives its scores and its calibration errors.
+            test = {s.name: head_outputs(best, s, "test") for s in sources if s.splits.test is not None}
+            results["test"] = evaluate_sources(best, sources, "test", outputs=test) or None
             if results["test"] is not None:
                 log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
                 if table := entity_tables(results["test"], [s.name for s in sources]):
                     log(f"test entities by type:\n{table}")
-            results["calibration"], pooled = calibrate(best, sources, log)
+            results["calibration"], pooled = calibrate(best, sources, features, test, log)
             with ctrl_c.saving():
                 # Into the checkpoint first: results.json and the finished marker then describe a checkpoint
                 # that has its temperatures. Each write replaces one file whole, so nothing is ever lost.
@@ -132,12 +134,13 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
     return results
 
 
-def calibrate(model, sources, log):
-    """Each head's temperature fitted on the dev split of the best checkpoint, and its expected calibration
-    error on the test split before and after: ({"temperature", "test"}, the test predictions pooled for a
+def calibrate(model, sources, features, test, log):
+    """Each head's temperature fitted on the dev split of the best checkpoint (read from the frozen backbone's
+    `features` when the run has them), and its expected calibration error on the test split before and after,
+    from the `test` outputs its scores came from: ({"temperature", "test"}, the test predictions pooled for a
     reliability diagram; none without a test split)."""
-    temperatures = fit_temperatures(model, sources, "dev")
-    errors, pooled = calibration_report(model, sources, "test", temperatures)
+    temperatures = fit_temperatures(model, sources, "dev", features)
+    errors, pooled = calibration_report(model, sources, "test", temperatures, test)
     log("calibration: " + "  ".join(f"{head} T = {t:.3f}" for head, t in temperatures.items())
         + "".join(f"  {name.replace('_ece_', ' ECE ')} {100 * v:.2f}%" for name, v in errors.items()))
     return {"temperature": temperatures, "test": errors or None}, pooled
@@ -326,8 +329,3 @@ def save_epoch(model, optimizer, progress, checkpoint_meta):
                     "world_size": checkpoint_meta["world_size"]})
         write_marker(tmp, finished=False)
         write_logs(tmp, progress.history, progress.best_epoch)
-
-
-def test_scores(model, sources):
-    """Test metrics of every source that has a test split, or None when none has."""
-    return evaluate_sources(model, sources, "test") or None

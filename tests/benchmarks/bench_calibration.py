@@ -28,7 +28,7 @@ import torch
 from common import setup, write_results
 from minimtl.calibration import collect, expected_calibration_error, fit_temperatures, predictions
 from minimtl.crf import viterbi
-from minimtl.evaluation import score
+from minimtl.evaluation import head_outputs, score
 from minimtl.batching import encode_split
 from minimtl.machinery.checkpoint import load_with_tokenizer
 from minimtl.machinery.data import LabelVocab
@@ -96,7 +96,7 @@ def run(name, checkpoint, data, n=None):
     for s in sources:
         if s.splits.test is None:
             continue
-        logits = collect(model, s, "test")
+        logits = collect(s, "test", head_outputs(model, s, "test"))
         examples = [s.splits.test[i] for i in logits.order]  # in the order of the logits' rows
         before, after = predictions(model, logits, {}), predictions(model, logits, temperatures)
         entry = {}
