@@ -18,8 +18,8 @@ scores, so every path score becomes s(y) / T, and the NLL is that of the gold pa
 - tags without a CRF: decoding picks the valid path with the largest sum_i log softmax(e_i / T)[y_i]
   = (1/T) sum_i e_i[y_i] - sum_i logsumexp(e_i / T). The second sum is the same for every path, and the BIO
   constraints cost 0 or -inf whatever T, so the best path is that of sum_i e_i[y_i] at every T.
-Only the reported probabilities change: the sentence softmax, each word's tag probability (or CRF marginal),
-and so an entity's confidence, the mean of its words' (inference.spans).
+Only the reported probabilities change: the sentence softmax, and each entity's probability of being exactly
+right (TokenHead.entities: a product of word probabilities, or with a CRF a sum over the paths that hold it).
 
 **The fit.** As a function of beta = 1/T, NLL(beta) = mean_n [logsumexp_k(beta z_nk) - beta z_n,gold] is
 convex (a log-sum-exp of functions linear in beta, minus a linear one); the CRF's log Z(beta) - beta s(gold)
@@ -33,9 +33,9 @@ M = 15 equal-width bins by confidence, (0, 1/15], (1/15, 2/15], ..., (14/15, 1],
     ECE = sum_b |B_b| / N * |accuracy(B_b) - mean confidence(B_b)|
 
 the average gap between how sure the model says it is and how often it is right. For sentence labels the
-confidence is the top softmax probability and "right" is argmax == gold. For entities it is the confidence
-infer.py prints beside each predicted entity, and "right" means that exact span and type is a gold entity:
-ECE here measures the entities a user sees (a missed gold entity has no confidence to judge).
+confidence is the top softmax probability and "right" is argmax == gold. For entities it is the probability
+infer.py prints beside each predicted entity, that this exact span and type is right, and "right" means it
+is a gold entity. ECE here measures the entities a user sees (a missed gold entity has no confidence to judge).
 """
 
 import math
@@ -46,7 +46,6 @@ import torch.nn.functional as F
 
 from .bio import chunks
 from .evaluation import head_outputs
-from .inference import entity_confidence
 from .model import IGNORE_INDEX
 
 ECE_BINS = 15
@@ -179,12 +178,10 @@ def predictions(model, logits, temperatures):
         confidences, correct = [], []
         for emissions, lengths, _, gold_entities in logits.tag_batches:
             paths = head.decode(emissions, lengths)
-            word_probs = head.confidence(emissions, lengths, paths, t)
-            for path, probs, gold in zip(paths, word_probs, gold_entities):
-                for entity in chunks([head.tags[k] for k in path]):
-                    _, first, last = entity
-                    confidences.append(entity_confidence(probs[first : last + 1]))
-                    correct.append(entity in gold)
+            for entities, gold in zip(head.entities(emissions, lengths, paths, t), gold_entities):
+                for kind, first, last, probability in entities:
+                    confidences.append(probability)
+                    correct.append((kind, first, last) in gold)
         out["entity"] = (confidences, correct)
     return out
 

@@ -131,6 +131,47 @@ class CRF(nn.Module):
             (grad,) = torch.autograd.grad(self.log_partition(e, mask.clone(), temperature).sum(), e)
         return grad * temperature
 
+    @torch.no_grad()
+    def chunk_probabilities(self, emissions, lengths, found, temperature=1.0):
+        """p(entity | sentence) of each chunk in `found` (per sentence, a list of (B-X id, I-X id, first, last)):
+        the probability that the words first..last are exactly one X entity, i.e. the summed probability of
+        every path with B-X at `first`, I-X up to `last` and anything but I-X after it. Emissions (B, W, K),
+        word counts (B,) -> per sentence, a list of floats.
+
+        With forward scores alpha_i(k) (all paths over words 0..i ending in k, as in `log_partition`) and
+        backward scores beta_i(k) (all paths over words i+1..n-1 after k, with the end score), those paths sum
+        to alpha_first(B-X) + the chunk's own steps + log sum_{k != I-X} exp(T[I-X, k] + e_{last+1}[k] +
+        beta_{last+1}(k)), in log space; minus log Z. The same tables give every chunk of a sentence.
+        """
+        B, W, K = emissions.shape
+        lengths = torch.as_tensor(lengths)
+        mask = lengths[:, None] > torch.arange(W)  # (B, W)
+        start, transitions, end = self._scores(FORBIDDEN, emissions.dtype, temperature)
+        e = emissions.masked_fill(~mask[..., None], 0) / temperature
+        alpha, beta = [start + e[:, 0]], [end.expand(B, K)]  # (B, K) each
+        for i in range(1, W):
+            alpha.append((alpha[-1][:, :, None] + transitions).logsumexp(1) + e[:, i])
+        for i in range(W - 2, -1, -1):  # beta_i from beta_{i+1}; at a sentence's last word beta is the end score
+            step = (transitions + e[:, i + 1, None, :] + beta[-1][:, None, :]).logsumexp(2)  # (B, K_prev)
+            beta.append(torch.where(mask[:, i + 1, None], step, end))
+        alpha, beta = torch.stack(alpha, 1), torch.stack(beta[::-1], 1)  # (B, W, K)
+        log_z = (alpha[torch.arange(B), (lengths - 1).clamp(min=0)] + end).logsumexp(1)  # (B,)
+        out = []
+        for b, chunks_of_b in enumerate(found):
+            probabilities = []
+            for begin, inside, first, last in chunks_of_b:
+                score = alpha[b, first, begin] + sum(transitions[begin if i == first + 1 else inside, inside] + e[b, i, inside]
+                                                     for i in range(first + 1, last + 1))
+                tag = begin if last == first else inside
+                if last + 1 < lengths[b]:
+                    after = transitions[tag] + e[b, last + 1] + beta[b, last + 1]  # (K,): the next word's tag
+                    score = score + torch.cat([after[:inside], after[inside + 1:]]).logsumexp(0)
+                else:
+                    score = score + end[tag]
+                probabilities.append(float((score - log_z[b]).exp()))
+            out.append(probabilities)
+        return out
+
     def decode(self, emissions, lengths):
         """Viterbi: the best valid tag path per sentence: emissions (B, W, K), word counts (B,) -> B lists."""
         return viterbi(emissions, lengths, *self._scores(float("-inf"), emissions.dtype))

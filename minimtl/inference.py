@@ -11,7 +11,8 @@ The pipeline, per text:
             the sentences of a text are each other's context, as in training with --context)
          -> (with word shapes: each word's shape, from its original text, on each of its sub-tokens)
          -> model -> tag logits at each word's first sub-token -> the best valid BIO sequence
-                     (TokenHead.decode) -> one tag and its probability per word (TokenHead.confidence) -> spans
+                     (TokenHead.decode) -> its entities, each with the probability that it is exactly
+                     right (TokenHead.entities) -> spans with character offsets
                   -> softmax of the sentence logits, averaged over the text's windows -> category
 
 Probabilities use the temperatures calibrated after training (calibration.py), so that an entity at 0.8 is
@@ -33,7 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .bio import chunks, split_tag
+from .bio import split_tag
 from .batching import attention_mask, batch_indices, pad
 from .errors import UserError
 from .precision import autocast, for_inference
@@ -54,7 +55,7 @@ class Span:
     start: int
     end: int
     text: str  # original[start:end], inner whitespace included
-    confidence: float  # mean probability of the entity's word tags
+    confidence: float  # the probability that this exact span is an entity of this type (TokenHead.entities)
 
 
 @dataclass
@@ -149,8 +150,7 @@ class Predictor:
                 head = self.model.ner_head
                 paths = head.decode(emissions, [len(ws)])
                 pred.tags = [self.tags[k] for k in paths[0]]
-                confidences = head.confidence(emissions, [len(ws)], paths, self.ner_temperature)[0]
-                pred.entities = spans(text, ws, pred.tags, confidences)
+                pred.entities = spans(text, ws, head.entities(emissions, [len(ws)], paths, self.ner_temperature)[0])
             out.append(pred)
         return out
 
@@ -206,19 +206,11 @@ def merge_windows(windows, scores, n_words) -> torch.Tensor:
     return out
 
 
-def spans(text: str, words: Sequence[Word], tags: Sequence[str], confidences: Sequence[float]) -> list[Span]:
-    """Entity spans from one tag and one confidence per word of `text` (as `Aligner.split_text` gave them).
-
-    Invalid BIO sequences are read as seqeval's default mode does (see `minimtl.bio.chunks`).
-    """
-    if not len(words) == len(tags) == len(confidences):
-        raise ValueError(f"{len(words)} words, {len(tags)} tags and {len(confidences)} confidences")
-    out = []
-    for kind, first, last in chunks(tags):
-        start, end = words[first].start, words[last].end
-        confidence = entity_confidence(confidences[first : last + 1])
-        out.append(Span(kind, first, last, start, end, text[start:end], confidence))
-    return out
+def spans(text: str, words: Sequence[Word], entities) -> list[Span]:
+    """Entity spans of `text` from its words (as `Aligner.split_text` gave them) and the decoded entities,
+    (type, first word, last word, probability) each (TokenHead.entities)."""
+    return [Span(kind, first, last, words[first].start, words[last].end, text[words[first].start : words[last].end],
+                 probability) for kind, first, last, probability in entities]
 
 
 def confident(pred: Prediction, threshold: float) -> Prediction:
@@ -226,11 +218,6 @@ def confident(pred: Prediction, threshold: float) -> Prediction:
     if pred.entities is None:
         return pred
     return replace(pred, entities=[s for s in pred.entities if s.confidence >= threshold])
-
-
-def entity_confidence(word_probabilities):
-    """An entity's confidence: the mean probability of its words' tags (what calibration.py measures too)."""
-    return sum(float(p) for p in word_probabilities) / len(word_probabilities)
 
 
 def format_prediction(pred: Prediction) -> str:

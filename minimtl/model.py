@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .bio import chunks
 from .crf import CRF, constrained_decode_batch
 from .freezing import unit_modules
 from .wordshape import WordShapes
@@ -249,17 +250,36 @@ class TokenHead(nn.Module):
             return self.crf.decode(emissions, lengths)
         return constrained_decode_batch(emissions.log_softmax(-1), lengths, self.tags)
 
-    def confidence(self, emissions, lengths, paths, temperature=1.0):
-        """Each word's probability of its decoded tag: the softmax without a CRF; with one, the CRF's marginal
-        p(y_i = tag | sentence), which accounts for the neighbours. `temperature`: the head's calibrated T
-        (calibration.py), which changes these probabilities and never the paths."""
+    def entities(self, emissions, lengths, paths, temperature=1.0):
+        """The entities of each decoded path, with the probability that each one is exactly right: per sentence,
+        a list of (type, first word, last word, probability). `temperature`: the head's calibrated T
+        (calibration.py), which changes these probabilities and never the paths.
+
+        The probability is that of the entity itself, the words first..last being one X entity (B-X, then
+        I-X, then no I-X), which is what a user acts on and what calibration judges: with a CRF, summed over
+        every path that has it (CRF.chunk_probabilities); without one, where the words' tags are
+        independent, the product of the words' softmax probabilities of B-X and I-X and of the next word's
+        probability of not being I-X. A mean of the words' probabilities would call a five-word entity whose
+        words are each 90% sure 90% sure, when all five are right together far less often.
+        """
+        found = [[(kind, first, last) for kind, first, last in chunks([self.tags[k] for k in path])] for path in paths]
+        ids = [[(self.tags.index(f"B-{kind}"), self.tags.index(f"I-{kind}"), first, last)
+                for kind, first, last in sentence] for sentence in found]
         emissions = emissions.float()
-        if self.crf is None:
-            probs = (emissions / temperature).softmax(-1)
+        if self.crf is not None:
+            probabilities = self.crf.chunk_probabilities(emissions, lengths, ids, temperature)
         else:
-            mask = torch.as_tensor(lengths)[:, None] > torch.arange(emissions.shape[1])  # (B, W)
-            probs = self.crf.marginals(emissions, mask, temperature)
-        return [probs[b, torch.arange(len(p)), torch.tensor(p, dtype=torch.long)].tolist() for b, p in enumerate(paths)]
+            log_p = (emissions / temperature).log_softmax(-1)  # (B, W, K)
+            probabilities = []
+            for b, sentence in enumerate(ids):
+                mine = []
+                for begin, inside, first, last in sentence:
+                    score = log_p[b, first, begin] + log_p[b, first + 1 : last + 1, inside].sum()
+                    if last + 1 < lengths[b]:
+                        score = score + torch.log1p(-log_p[b, last + 1, inside].exp())
+                    mine.append(float(score.exp()))
+                probabilities.append(mine)
+        return [[(*chunk, p) for chunk, p in zip(sentence, ps)] for sentence, ps in zip(found, probabilities)]
 
 
 def at_words(logits, words):

@@ -146,14 +146,12 @@ def test_raw_text_words_and_spans(aligner, reference, text, data):
     assert ids == reference.encode(text).ids
 
     tags = data.draw(st.lists(st.sampled_from(TAGS), min_size=len(words), max_size=len(words)))
-    confidences = data.draw(st.lists(st.floats(0, 1), min_size=len(words), max_size=len(words)))
-    found = spans(text, words, tags, confidences)
-    assert [(s.type, s.first_word, s.last_word) for s in found] == chunks(tags)
+    entities = [(*chunk, data.draw(st.floats(0, 1))) for chunk in chunks(tags)]
+    found = spans(text, words, entities)
+    assert [(s.type, s.first_word, s.last_word, s.confidence) for s in found] == entities
     for s in found:
         assert s.text == text[s.start : s.end] == text[words[s.first_word].start : words[s.last_word].end]
         assert s.text.startswith(words[s.first_word].text) and s.text.endswith(words[s.last_word].text)
-        mean = sum(confidences[s.first_word : s.last_word + 1]) / (s.last_word - s.first_word + 1)
-        assert s.confidence == pytest.approx(mean)
 
 
 def check_windows(wins, n_words, max_len):
@@ -192,7 +190,7 @@ def test_nothing_raises(aligner, example, max_len, all_subtokens, raw):
         aligner.labels(enc, enc_tags, {"O": 0, "B-A": 1}, all_subtokens)  # other tags are unseen
     predict_words(aligner, words, fake_scores, max_len, max_len // 3 - 1 if max_len > 5 else 0)
     found = split_text(aligner, raw)
-    spans(raw, found, ["B-A"] * len(found), [0.5] * len(found))
+    spans(raw, found, [("A", i, i, 0.5) for i in range(len(found))])
 
 
 # --- examples --------------------------------------------------------------------------------------
@@ -246,7 +244,7 @@ def test_ten_thousand_words_give_ten_thousand_rows(aligner):
     rows = predict_words(aligner, [w.text for w in words], fake_scores, max_len=128, stride=32)
     assert rows.shape == (10_000, 3)
     tags = ["B-A" if w.text == "Paris" else "O" for w in words]
-    assert [s.text for s in spans(text, words, tags, rows[:, 0].float())] == ["Paris"] * 2_000
+    assert [s.text for s in spans(text, words, [(*c, 1.0) for c in chunks(tags)])] == ["Paris"] * 2_000
 
 
 def test_each_word_scored_where_it_has_most_context(aligner):

@@ -5,6 +5,7 @@ and without a CRF, is the same at the fitted T. ECE is checked against a value w
 written before calibration loads with T = 1; one with temperatures reports the scaled probabilities.
 """
 
+import itertools
 import json
 import math
 import shutil
@@ -139,10 +140,28 @@ def test_predictions_judge_entities_by_exact_span_and_type():
     logits = Logits([0], None, None, [(emissions, [4], torch.tensor([[1, 2, 3, 4]]), gold)])
     confidences, correct = predictions(SimpleNamespace(ner_head=head), logits, {})["entity"]
     assert correct == [True, False]
-    word = torch.tensor([5.0] + [-5.0] * 4).softmax(0)[0].item()
-    assert confidences == pytest.approx([word, word])
+    word = torch.tensor([5.0] + [-5.0] * 4).softmax(0)  # each word's distribution: one tag at 5, the others at -5
+    sure, other = word[0].item(), word[1].item()
+    # PER: B-PER, then I-PER, then a word that does not continue it; LOC: B-LOC on the last word.
+    assert confidences == pytest.approx([sure * sure * (1 - other), sure])
     softer, _ = predictions(SimpleNamespace(ner_head=head), logits, {"ner": 4.0})["entity"]
     assert all(s < c for s, c in zip(softer, confidences))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.sampled_from([0.5, 1.0, 3.0]))
+def test_without_a_crf_an_entitys_probability_is_the_share_of_independent_tag_sequences_that_hold_it(seed, n, t):
+    head = TokenHead(8, HeadConfig(n_labels=0, n_tags=len(TAGS)), TAGS).double()
+    emissions = torch.randn(1, n, len(TAGS), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    path = head.decode(emissions, [n])[0]
+    words = (emissions[0] / t).softmax(-1)  # (n, K): each word's tag distribution, independent of the others
+    for kind, first, last, probability in head.entities(emissions, [n], [path], t)[0]:
+        begin, inside = TAGS.index(f"B-{kind}"), TAGS.index(f"I-{kind}")
+        expected = sum(math.prod(words[i, y].item() for i, y in enumerate(seq))
+                       for seq in itertools.product(range(len(TAGS)), repeat=n)
+                       if seq[first] == begin and all(y == inside for y in seq[first + 1 : last + 1])
+                       and (last + 1 == n or seq[last + 1] != inside))
+        assert probability == pytest.approx(expected, rel=1e-5)  # the head computes in float32
 
 
 def test_checkpoint_without_temperatures_loads_with_t_one_and_with_them_scales_probabilities(small, tmp_path):

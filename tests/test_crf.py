@@ -192,3 +192,27 @@ def test_marginals_work_in_inference_mode():
         emissions = torch.randn(2, 3, 3)
         probs = crf.marginals(emissions, torch.tensor([[True, True, True], [True, False, False]]))
     assert probs[0].sum(-1).tolist() == pytest.approx([1, 1, 1]) and probs[1, 0].sum().item() == pytest.approx(1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.lists(st.integers(1, 4), min_size=1, max_size=3), st.sampled_from([0.5, 1.0, 2.5]))
+def test_an_entitys_probability_is_the_share_of_all_paths_that_hold_exactly_it(seed, lengths, temperature):
+    tags = ["O", "B-A", "I-A", "B-B", "I-B"]
+    g = torch.Generator().manual_seed(seed)
+    crf = CRF(tags).double()
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    emissions = torch.randn(len(lengths), max(lengths), len(tags), generator=g, dtype=torch.float64)
+    # Every possible entity of each sentence: (B-X, I-X, first, last).
+    candidates = [[(b, b + 1, first, last) for b in (1, 3) for first in range(n) for last in range(first, n)]
+                  for n in lengths]
+    got = crf.chunk_probabilities(emissions, lengths, candidates, temperature)
+    for s, n in enumerate(lengths):
+        paths = all_paths(tags, n)
+        p = torch.tensor([path_score(tags, crf, emissions[s], path) / temperature for path in paths], dtype=torch.float64)
+        p = (p - p.logsumexp(0)).exp().tolist()
+        for (begin, inside, first, last), probability in zip(candidates[s], got[s]):
+            holds = lambda path: (path[first] == begin and all(t == inside for t in path[first + 1 : last + 1])
+                                  and (last + 1 == n or path[last + 1] != inside))
+            assert probability == pytest.approx(sum(q for q, path in zip(p, paths) if holds(path)), abs=1e-9)

@@ -63,9 +63,15 @@ def test_one_window_equals_a_direct_forward(predictor):
     log_probs = out.ner_logits[0].log_softmax(-1)[enc.first_positions]  # (words, tags)
     ids = constrained_decode(log_probs, TAGS)
     assert pred.tags == [TAGS[k] for k in ids]
-    expected = spans(SENTENCE, pred.words, pred.tags, log_probs[torch.arange(len(ids)), ids].exp().tolist())
-    assert [(s.type, s.start, s.end) for s in pred.entities] == [(s.type, s.start, s.end) for s in expected]
-    assert [s.confidence for s in pred.entities] == pytest.approx([s.confidence for s in expected], abs=1e-6)
+    # Each entity's probability by hand: B-X, then I-X on its other words, then a word that is not I-X.
+    probs = log_probs.exp()
+    expected = []
+    for kind, first, last in chunks(pred.tags):
+        begin, inside = TAGS.index(f"B-{kind}"), TAGS.index(f"I-{kind}")
+        p = probs[first, begin] * probs[first + 1 : last + 1, inside].prod()
+        expected.append((kind, first, last, float(p * (1 - probs[last + 1, inside]) if last + 1 < len(ids) else p)))
+    assert [(s.type, s.first_word, s.last_word) for s in pred.entities] == [e[:3] for e in expected]
+    assert [s.confidence for s in pred.entities] == pytest.approx([e[3] for e in expected], abs=1e-6)
     cls = out.cls_logits[0].softmax(-1)
     assert pred.labels == pytest.approx({name: float(p) for name, p in zip(LABELS, cls)}, abs=1e-6)
 

@@ -87,7 +87,7 @@ def test_spans_slice_the_original_text_exactly(kind, text, data):
     assert len(enc.first_positions) == len(words)  # zero-piece words too
 
     tags = data.draw(st.lists(st.sampled_from(base.TAGS), min_size=len(words), max_size=len(words)))
-    found = spans(text, words, tags, [1.0] * len(words))
+    found = spans(text, words, [(*chunk, 1.0) for chunk in chunks(tags)])
     assert [(s.type, s.first_word, s.last_word) for s in found] == chunks(tags)
     for s in found:
         assert s.text == text[s.start : s.end] == text[words[s.first_word].start : words[s.last_word].end]

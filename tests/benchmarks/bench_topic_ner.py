@@ -6,8 +6,16 @@ Rows (each one `minimtl.machinery.run.train` call with the default weights; test
   ag-full         --data ag_news                                the same budget for topics alone
   shared-frozen / conll-frozen / ag-frozen                      the same with --freeze backbone
   shared-frozen-temperature / -uniform                          task sampling compared on dev (frozen backbone)
+  shared-frozen-shape                                           the frozen recipe with --word-shape (issue 27)
+  shared-frozen-shape-crf / -shape-context                      one change from it: + --crf, + --context
+  shared-full-shape-crf                                         full fine-tuning, --word-shape --crf, 6 epochs
+  shared-full-shape / shared-full-crf                           one change from it: no --crf, no --word-shape
 
-    python tests/benchmarks/bench_topic_ner.py [--quick] [--epochs N] [--only ROW ...] [--runs DIR]
+    python tests/benchmarks/bench_topic_ner.py [--quick] [--epochs N] [--only ROW ...] [--seeds N ...] [--runs DIR]
+
+--seeds runs each row once per seed; a row run with a seed other than 0 is stored as ROW/seedN. The shared
+CoNLL-2003 copy has its -DOCSTART- lines only in test.txt, so the --context row trains and selects on dev
+without context and reads each test sentence within its document.
 
 Reports per row: CoNLL test entity F1 (micro, seqeval-equal), AG News test accuracy, dev scores, parameters
 stored (trainable ones, what a task costs to keep), training-text cuts at --max-len, wall seconds. --quick runs
@@ -33,6 +41,13 @@ ROWS = {
     "ag-frozen": (["ag_news"], {"freeze": ["backbone"]}),
     "shared-frozen-temperature": (["conll2003", "ag_news"], {"freeze": ["backbone"], "sampling": "temperature"}),
     "shared-frozen-uniform": (["conll2003", "ag_news"], {"freeze": ["backbone"], "sampling": "uniform"}),
+    "shared-frozen-shape": (["conll2003", "ag_news"], {"freeze": ["backbone"], "word_shape": True}),
+    "shared-frozen-shape-crf": (["conll2003", "ag_news"], {"freeze": ["backbone"], "word_shape": True, "crf": True}),
+    "shared-frozen-shape-context": (["conll2003", "ag_news"], {"freeze": ["backbone"], "word_shape": True,
+                                                               "context": True}),
+    "shared-full-shape-crf": (["conll2003", "ag_news"], {"word_shape": True, "crf": True, "epochs": 6}),
+    "shared-full-shape": (["conll2003", "ag_news"], {"word_shape": True, "epochs": 6}),
+    "shared-full-crf": (["conll2003", "ag_news"], {"crf": True, "epochs": 6}),
     "shared-full": (["conll2003", "ag_news"], {"epochs": FULL_EPOCHS}),
     "conll-full": (["conll2003"], {"epochs": FULL_EPOCHS}),
     "ag-full": (["ag_news"], {"epochs": FULL_EPOCHS}),
@@ -79,6 +94,7 @@ def main():
     p.add_argument("--epochs", type=int, default=None, help="override every row's epochs")
     p.add_argument("--only", nargs="+", choices=list(ROWS))
     p.add_argument("--runs", default=None, help="keep the run directories under DIR (default: temporary)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="run each row once per seed (default: 0)")
     args = p.parse_args()
     setup(args)
     previous = RESULTS / f"topic_ner{'.quick' if args.quick else ''}.json"
@@ -87,21 +103,22 @@ def main():
     with tempfile.TemporaryDirectory(prefix="bench-topic-ner-") as tmp:
         runs = Path(args.runs) if args.runs else Path(tmp) / "runs"
         corpora = {n: quick_copy(n, Path(tmp) / n) if args.quick else SHARED / n for n in ("conll2003", "ag_news")}
-        for name in args.only or ROWS:
+        for name, seed in ((name, seed) for name in args.only or ROWS for seed in args.seeds):
             names, settings = ROWS[name]
             settings = {**settings, **({"epochs": args.epochs} if args.epochs else {}),
-                        **({"epochs": 1} if args.quick else {})}
-            print(f"== {name}: {' + '.join(names)} {settings}", flush=True)
-            results[name] = run_row(name, [corpora[n] for n in names], settings, runs / name)
+                        **({"epochs": 1} if args.quick else {}), **({"seed": seed} if seed else {})}
+            key = f"{name}/seed{seed}" if seed else name
+            print(f"== {key}: {' + '.join(names)} {settings}", flush=True)
+            results[key] = run_row(key, [corpora[n] for n in names], settings, runs / key)
             write_results("topic_ner", {"rows": results}, args)  # after every row: a long run keeps what it has
-    print(f"\n{'row':<27} {'CoNLL test F1':>13} {'AG test acc':>11} {'trainable':>11} {'wall s':>7} {'wall/cache':>10}")
+    print(f"\n{'row':<35} {'CoNLL test F1':>13} {'AG test acc':>11} {'trainable':>11} {'wall s':>7} {'wall/cache':>10}")
     for name, r in results.items():
         test = r["results"]["test"]
         f1 = next((v for k, v in test.items() if k.endswith("entity_f1")), None)
         acc = next((v for k, v in test.items() if k.endswith("label_accuracy")), None)
         show = lambda v: "-" if v is None else f"{100 * v:.2f}"
         ratio = f"{r['wall_per_cache']:.2f}" if r.get("wall_per_cache") else "-"
-        print(f"{name:<27} {show(f1):>13} {show(acc):>11} {r['trainable_params']:>11,} {r['wall_seconds']:>7.0f} "
+        print(f"{name:<35} {show(f1):>13} {show(acc):>11} {r['trainable_params']:>11,} {r['wall_seconds']:>7.0f} "
               f"{ratio:>10}")
 
 
