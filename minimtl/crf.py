@@ -133,7 +133,8 @@ class CRF(nn.Module):
 
     @torch.no_grad()
     def chunk_probabilities(self, emissions, lengths, found, temperature=1.0):
-        """p(entity | sentence) of each chunk in `found` (per sentence, a list of (B-X id, I-X id, first, last)):
+        """p(entity | sentence) of each chunk in `found` (per sentence, a list of (B-X id, I-X id or -1 where X
+        has no I- tag, first, last)):
         the probability that the words first..last are exactly one X entity, i.e. the summed probability of
         every path with B-X at `first`, I-X up to `last` and anything but I-X after it. Emissions (B, W, K),
         word counts (B,) -> per sentence, a list of floats.
@@ -165,7 +166,9 @@ class CRF(nn.Module):
                 tag = begin if last == first else inside
                 if last + 1 < lengths[b]:
                     after = transitions[tag] + e[b, last + 1] + beta[b, last + 1]  # (K,): the next word's tag
-                    score = score + torch.cat([after[:inside], after[inside + 1:]]).logsumexp(0)
+                    if inside >= 0:
+                        after = torch.cat([after[:inside], after[inside + 1:]])
+                    score = score + after.logsumexp(0)
                 else:
                     score = score + end[tag]
                 probabilities.append(float((score - log_z[b]).exp()))

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .bio import chunks
+from .bio import chunks, split_tag
 from .crf import CRF, constrained_decode_batch
 from .freezing import unit_modules
 from .wordshape import WordShapes
@@ -262,9 +262,12 @@ class TokenHead(nn.Module):
         probability of not being I-X. A mean of the words' probabilities would call a five-word entity whose
         words are each 90% sure 90% sure, when all five are right together far less often.
         """
-        found = [[(kind, first, last) for kind, first, last in chunks([self.tags[k] for k in path])] for path in paths]
-        ids = [[(self.tags.index(f"B-{kind}"), self.tags.index(f"I-{kind}"), first, last)
-                for kind, first, last in sentence] for sentence in found]
+        found = [chunks([self.tags[k] for k in path]) for path in paths]
+        # A type seen only in one-word entities has no I- tag: nothing can continue it (-1).
+        inside = {kind: self.tags.index(f"I-{kind}") if f"I-{kind}" in self.tags else -1
+                  for kind in {split_tag(tag)[1] for tag in self.tags}}
+        ids = [[(self.tags.index(f"B-{kind}"), inside[kind], first, last) for kind, first, last in sentence]
+               for sentence in found]
         emissions = emissions.float()
         if self.crf is not None:
             probabilities = self.crf.chunk_probabilities(emissions, lengths, ids, temperature)
@@ -275,7 +278,7 @@ class TokenHead(nn.Module):
                 mine = []
                 for begin, inside, first, last in sentence:
                     score = log_p[b, first, begin] + log_p[b, first + 1 : last + 1, inside].sum()
-                    if last + 1 < lengths[b]:
+                    if last + 1 < lengths[b] and inside >= 0:
                         score = score + torch.log1p(-log_p[b, last + 1, inside].exp())
                     mine.append(float(score.exp()))
                 probabilities.append(mine)

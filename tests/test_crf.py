@@ -197,7 +197,7 @@ def test_marginals_work_in_inference_mode():
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.lists(st.integers(1, 4), min_size=1, max_size=3), st.sampled_from([0.5, 1.0, 2.5]))
 def test_an_entitys_probability_is_the_share_of_all_paths_that_hold_exactly_it(seed, lengths, temperature):
-    tags = ["O", "B-A", "I-A", "B-B", "I-B"]
+    tags = ["O", "B-A", "I-A", "B-B", "I-B", "B-Y"]  # Y is only ever one word long: it has no I- tag
     g = torch.Generator().manual_seed(seed)
     crf = CRF(tags).double()
     with torch.no_grad():
@@ -206,7 +206,7 @@ def test_an_entitys_probability_is_the_share_of_all_paths_that_hold_exactly_it(s
     emissions = torch.randn(len(lengths), max(lengths), len(tags), generator=g, dtype=torch.float64)
     # Every possible entity of each sentence: (B-X, I-X, first, last).
     candidates = [[(b, b + 1, first, last) for b in (1, 3) for first in range(n) for last in range(first, n)]
-                  for n in lengths]
+                  + [(5, -1, first, first) for first in range(n)] for n in lengths]
     got = crf.chunk_probabilities(emissions, lengths, candidates, temperature)
     for s, n in enumerate(lengths):
         paths = all_paths(tags, n)
@@ -214,5 +214,5 @@ def test_an_entitys_probability_is_the_share_of_all_paths_that_hold_exactly_it(s
         p = (p - p.logsumexp(0)).exp().tolist()
         for (begin, inside, first, last), probability in zip(candidates[s], got[s]):
             holds = lambda path: (path[first] == begin and all(t == inside for t in path[first + 1 : last + 1])
-                                  and (last + 1 == n or path[last + 1] != inside))
+                                  and (last + 1 == n or inside < 0 or path[last + 1] != inside))
             assert probability == pytest.approx(sum(q for q, path in zip(p, paths) if holds(path)), abs=1e-9)

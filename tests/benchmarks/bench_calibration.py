@@ -41,8 +41,11 @@ QUICK = 200  # --quick: the first 200 dev and test sentences of each data set
 
 def sources_of(checkpoint, data, aligner, meta, model, n=None):
     """The data folders as training's sources, their dev and test splits (the first `n` sentences of each
-    when given) encoded with the checkpoint's own vocabularies (as infer.py --evaluate does), every sentence
-    whole up to the model's position limit."""
+    when given) encoded with the checkpoint's own vocabularies and word shapes (as infer.py --evaluate does),
+    every sentence whole up to the model's position limit. (A run trained with --context would need its
+    documents too: this script refuses it.)"""
+    if meta.get("context"):
+        raise SystemExit(f"error: {checkpoint} was trained with --context, which this script does not encode")
     sources = load_sources(data)
     labels = LabelVocab(meta["labels"]) if meta.get("labels") else None
     tags = LabelVocab(meta["tags"]) if meta.get("tags") else None
@@ -57,7 +60,8 @@ def sources_of(checkpoint, data, aligner, meta, model, n=None):
             if examples is not None:
                 examples = examples[:n]
                 setattr(s.splits, split, examples)
-                s.ids[split] = encode_split(aligner, examples, s.labels, s.tags, model.bert.config.max_tokens)
+                s.ids[split] = encode_split(aligner, examples, s.labels, s.tags, model.bert.config.max_tokens,
+                                            word_shapes=bool(model.word_shapes))
     return sources
 
 
