@@ -109,8 +109,11 @@ def main():
                         **({"epochs": 1} if args.quick else {}), **({"seed": seed} if seed else {})}
             key = f"{name}/seed{seed}" if seed else name
             print(f"== {key}: {' + '.join(names)} {settings}", flush=True)
-            results[key] = run_row(key, [corpora[n] for n in names], settings, runs / key)
-            write_results("topic_ner", {"rows": results}, args)  # after every row: a long run keeps what it has
+            results[key] = run_row(key, [corpora[n] for n in names], settings, runs / key.replace("/", "-"))
+            # After every row, so a long run keeps what it has; merged into the file as it is now, so that two
+            # runs of this script with different rows (one per core) keep each other's.
+            now = json.loads(previous.read_text())["rows"] if args.only and previous.exists() else {}
+            write_results("topic_ner", {"rows": {**now, key: results[key]}}, args)
     print(f"\n{'row':<35} {'CoNLL test F1':>13} {'AG test acc':>11} {'trainable':>11} {'wall s':>7} {'wall/cache':>10}")
     for name, r in results.items():
         test = r["results"]["test"]
