@@ -118,19 +118,6 @@ class CRF(nn.Module):
         log_z = self.log_partition(emissions, mask, temperature)
         return (log_z - self.gold_score(emissions, tags, mask) / temperature).mean()
 
-    def marginals(self, emissions, mask, temperature=1.0):
-        """p(y_i = k | sentence) per word (B, W, K), by the forward-backward algorithm run as autograd.
-
-        s(y) is linear in the emissions: d s(y) / d e_i[k] = [y_i = k]. So d log Z / d e_i[k] =
-        sum_y p(y) [y_i = k], the marginal: the backward pass through `log_partition` is the backward
-        recursion of forward-backward, with no second recursion to write or test. With a temperature T the
-        path scores are s(y) / T, whose derivative is [y_i = k] / T: the gradient is the marginal over T.
-        """
-        with torch.inference_mode(False), torch.enable_grad():  # callers may predict in inference mode
-            e = emissions.clone().requires_grad_()
-            (grad,) = torch.autograd.grad(self.log_partition(e, mask.clone(), temperature).sum(), e)
-        return grad * temperature
-
     @torch.no_grad()
     def chunk_probabilities(self, emissions, lengths, found, temperature=1.0):
         """p(entity | sentence) of each chunk in `found` (per sentence, a list of (B-X id, I-X id or -1 where X

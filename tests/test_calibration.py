@@ -15,7 +15,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_crf import all_paths, path_score, problems
 
 from minimtl import UserError
 from minimtl.calibration import (ECE_BINS, Logits, expected_calibration_error, fit_temperature, predictions,
@@ -99,21 +98,6 @@ def test_a_gold_path_that_bio_forbids_is_left_out_of_the_crf_fit():
     unknown[0, 0] = -100  # the same sentence, left out because a gold tag is unknown
     nll = [tag_nll(head, [(emissions, lengths, g, entities)], 1.5) for g in (forbidden, unknown)]
     assert nll[0] == nll[1] < 100  # one forbidden step would cost 1e4 / T
-
-
-@settings(max_examples=60, deadline=None)
-@given(problems(), st.floats(0.2, 5.0))
-def test_crf_marginals_at_a_temperature_are_those_of_the_scaled_path_scores(problem, temperature):
-    tags, crf, emissions, gold, mask, lengths = problem
-    got = crf.marginals(emissions, mask, temperature)
-    for b, n in enumerate(lengths):
-        paths = all_paths(tags, n)
-        p = (torch.tensor([path_score(tags, crf, emissions[b], y) for y in paths], dtype=torch.float64)
-             / temperature).softmax(0)
-        for i in range(n):
-            for k in range(len(tags)):
-                expected = sum(q for q, y in zip(p.tolist(), paths) if y[i] == k)
-                assert got[b, i, k].item() == pytest.approx(expected, abs=1e-7)
 
 
 def test_ece_of_a_small_example_worked_out_by_hand():
