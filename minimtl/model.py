@@ -264,9 +264,9 @@ class TokenHead(nn.Module):
         """
         found = [chunks([self.tags[k] for k in path]) for path in paths]
         # A type seen only in one-word entities has no I- tag: nothing can continue it (-1).
-        inside = {kind: self.tags.index(f"I-{kind}") if f"I-{kind}" in self.tags else -1
-                  for kind in {split_tag(tag)[1] for tag in self.tags}}
-        ids = [[(self.tags.index(f"B-{kind}"), inside[kind], first, last) for kind, first, last in sentence]
+        continued_by = {kind: self.tags.index(f"I-{kind}") if f"I-{kind}" in self.tags else -1
+                        for kind in {split_tag(tag)[1] for tag in self.tags}}
+        ids = [[(self.tags.index(f"B-{kind}"), continued_by[kind], first, last) for kind, first, last in sentence]
                for sentence in found]
         emissions = emissions.float()
         if self.crf is not None:
