@@ -83,18 +83,24 @@ class CRF(nn.Module):
         """log Z per sentence: emissions (B, W, K), mask (B, W) True on real words (a prefix) -> (B,).
 
         With a `temperature` T, of the CRF whose every score is divided by T: log sum_y exp(s(y) / T)."""
+        return self.forward_scores(emissions, mask, temperature)[1]
+
+    def forward_scores(self, emissions, mask, temperature=1.0):
+        """The forward algorithm: (alpha (B, W, K), alpha_i(j) at every word i, a finished sentence's kept from
+        its last word on; log Z (B,)). `log_partition` needs only log Z; an entity's probability
+        (`chunk_probabilities`) reads alpha at its first word."""
         B, W, K = emissions.shape
         if W == 0:  # zeros (B,) that stay on the graph, so backward() works on a batch of empty sentences
-            return emissions.sum((1, 2))
+            return emissions, emissions.sum((1, 2))
         start, transitions, end = self._scores(FORBIDDEN, emissions.dtype, temperature)
         # Padding is zeroed first so that no value there (not even inf or nan) can reach the result.
         emissions = emissions.masked_fill(~mask[..., None], 0) / temperature
-        alpha = start + emissions[:, 0]  # (B, K)
+        alpha = [start + emissions[:, 0]]  # (B, K) each
         for i in range(1, W):
-            step = (alpha[:, :, None] + transitions).logsumexp(1) + emissions[:, i]  # (B, K_prev, K) -> (B, K)
-            alpha = torch.where(mask[:, i, None], step, alpha)  # a finished sentence keeps its alpha
-        log_z = (alpha + end).logsumexp(1)  # (B,)
-        return torch.where(mask[:, 0], log_z, 0)  # a sentence of no words has exactly one (empty) path
+            step = (alpha[-1][:, :, None] + transitions).logsumexp(1) + emissions[:, i]  # (B, K_prev, K) -> (B, K)
+            alpha.append(torch.where(mask[:, i, None], step, alpha[-1]))  # a finished sentence keeps its alpha
+        log_z = (alpha[-1] + end).logsumexp(1)  # (B,)
+        return torch.stack(alpha, 1), torch.where(mask[:, 0], log_z, 0)  # a sentence of no words: one (empty) path
 
     def gold_score(self, emissions, tags, mask):
         """s(gold) per sentence: emissions (B, W, K), tags (B, W) (ignored where mask is False) -> (B,)."""
@@ -126,7 +132,7 @@ class CRF(nn.Module):
         every path with B-X at `first`, I-X up to `last` and anything but I-X after it. Emissions (B, W, K),
         word counts (B,) -> per sentence, a list of floats.
 
-        With forward scores alpha_i(k) (all paths over words 0..i ending in k, as in `log_partition`) and
+        With forward scores alpha_i(k) (all paths over words 0..i ending in k, `forward_scores`) and
         backward scores beta_i(k) (all paths over words i+1..n-1 after k, with the end score), those paths sum
         to alpha_first(B-X) + the chunk's own steps + log sum_{k != I-X} exp(T[I-X, k] + e_{last+1}[k] +
         beta_{last+1}(k)), in log space; minus log Z. The same tables give every chunk of a sentence.
@@ -134,16 +140,14 @@ class CRF(nn.Module):
         B, W, K = emissions.shape
         lengths = torch.as_tensor(lengths)
         mask = lengths[:, None] > torch.arange(W)  # (B, W)
+        alpha, log_z = self.forward_scores(emissions, mask, temperature)  # (B, W, K), (B,)
         start, transitions, end = self._scores(FORBIDDEN, emissions.dtype, temperature)
         e = emissions.masked_fill(~mask[..., None], 0) / temperature
-        alpha, beta = [start + e[:, 0]], [end.expand(B, K)]  # (B, K) each
-        for i in range(1, W):
-            alpha.append((alpha[-1][:, :, None] + transitions).logsumexp(1) + e[:, i])
+        beta = [end.expand(B, K)]  # (B, K) each, from the last word back
         for i in range(W - 2, -1, -1):  # beta_i from beta_{i+1}; at a sentence's last word beta is the end score
             step = (transitions + e[:, i + 1, None, :] + beta[-1][:, None, :]).logsumexp(2)  # (B, K_prev)
             beta.append(torch.where(mask[:, i + 1, None], step, end))
-        alpha, beta = torch.stack(alpha, 1), torch.stack(beta[::-1], 1)  # (B, W, K)
-        log_z = (alpha[torch.arange(B), (lengths - 1).clamp(min=0)] + end).logsumexp(1)  # (B,)
+        beta = torch.stack(beta[::-1], 1)  # (B, W, K)
         out = []
         for b, chunks_of_b in enumerate(found):
             probabilities = []
