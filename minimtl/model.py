@@ -18,9 +18,9 @@ The bracketed parts are what makes a *frozen* backbone nearly as good as fine-tu
 - context: a linear layer on a frozen state decides each token alone, and a mean of frozen states weighs
   every word alike; a small contextual layer per head lets the tag head learn which neighbours matter and the
   sentence head which words decide the intent, which fine-tuning would otherwise teach the encoder itself.
-  Two kinds: iterated dilated convolutions (DilatedConvs, the default) and a BiLSTM. Both read the whole
-  sentence, but the convolutions compute every position at once, while an LSTM takes T small steps one
-  after the other: on a CPU the heads would otherwise cost more than the encoder pass the cache saves.
+  Two kinds: a BiLSTM (the frozen recipe's default) and iterated dilated convolutions (DilatedConvs). Both
+  read the whole sentence; the convolutions compute every position at once, while an LSTM takes T small
+  steps one after the other. On one CPU thread the two cost about the same (docs/recipes.md).
 - a CRF (crf.py) scores whole tag sequences instead of one word at a time.
 """
 

@@ -59,7 +59,8 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
     first = frozen_in_epoch(model, cfg, 1)  # checks --freeze against this model, too
     if set(units(model)) <= first and not cfg.unfreeze_schedule:
         log("--freeze all: nothing can learn, so this only evaluates the untrained heads on the backbone")
-        return {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"), "test": evaluate_sources(model, sources, "test") or None}
+        return {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"),
+                "test": evaluate_sources(model, sources, "test") or None}
     out, device = Path(cfg.out), next(model.parameters()).device
     # Where the frozen backbone's features go is decided before anything is written: a budget too small for
     # them is a bad flag like any other.
