@@ -6,10 +6,17 @@ Modern Neural Networks"): training keeps pushing the gold logit up long after th
 
 **Temperature scaling** (same paper) fixes most of it with one number per head. After training, with every
 weight fixed, the head's logits z are divided by a scalar T > 0 before the softmax, p = softmax(z / T), and T
-is chosen to minimise the negative log-likelihood of the gold labels on the dev split. T > 1 softens
-over-confident probabilities, T < 1 sharpens under-confident ones. For the tag head the NLL is that of the gold
-tag at each word's first sub-token; with a CRF, T divides the emissions AND the start, transition and end
-scores, so every path score becomes s(y) / T, and the NLL is that of the gold path under the scaled CRF.
+is chosen to minimise a negative log-likelihood on the dev split. T > 1 softens over-confident
+probabilities, T < 1 sharpens under-confident ones. With a CRF, T divides the emissions AND the start,
+transition and end scores, so every path score becomes s(y) / T.
+
+Which likelihood: that of the probabilities the head reports. For the sentence head that is the softmax of
+the gold label. The tag head reports one probability per predicted entity (that this exact span and type is
+right: TokenHead.entities), a product over its words or a sum over CRF paths; so its T minimises the log loss
+of those, -log p for a predicted entity that is gold and -log(1 - p) for one that is not. A T fitted on each
+word's own tag instead calibrates the words, and the product of calibrated words is not a calibrated entity:
+on SNIPS with a frozen backbone the word-level T made the entities' ECE worse than no calibration at all
+(docs/results.md, "Calibration").
 
 **Why a temperature changes no prediction** (accuracy and F1 stay the same to the last digit):
 - sentence labels: z / T is z times a positive number, so argmax_k z_k / T = argmax_k z_k.
@@ -21,11 +28,12 @@ scores, so every path score becomes s(y) / T, and the NLL is that of the gold pa
 Only the reported probabilities change: the sentence softmax, and each entity's probability of being exactly
 right (TokenHead.entities: a product of word probabilities, or with a CRF a sum over the paths that hold it).
 
-**The fit.** As a function of beta = 1/T, NLL(beta) = mean_n [logsumexp_k(beta z_nk) - beta z_n,gold] is
-convex (a log-sum-exp of functions linear in beta, minus a linear one); the CRF's log Z(beta) - beta s(gold)
-is the same with paths for classes. So the NLL has a single minimum along log T, which golden-section search
-finds without gradients, learning rates or randomness. The logits are computed once (evaluation.head_outputs,
-the same pass that scores the split); each trial T only rescales them, so the encoder never runs again.
+**The fit.** As a function of beta = 1/T, the sentence NLL(beta) = mean_n [logsumexp_k(beta z_nk) - beta
+z_n,gold] is convex (a log-sum-exp of functions linear in beta, minus a linear one), so it has a single
+minimum along log T. The entities' log loss has no such guarantee. So the search first scans a coarse grid of
+log T and then narrows the best cell by golden-section search: no gradients, learning rates or randomness.
+The logits are computed once (evaluation.head_outputs, the same pass that scores the split), and so are the
+decoded paths, which T does not change; each trial T only rescales the scores, so the encoder never runs again.
 
 **Expected calibration error** (ECE; Naeini et al. 2015, as Guo et al. use it): the predictions are put into
 M = 15 equal-width bins by confidence, (0, 1/15], (1/15, 2/15], ..., (14/15, 1], and
@@ -50,8 +58,10 @@ from .model import IGNORE_INDEX
 
 ECE_BINS = 15
 LOG_T_RANGE = (math.log(1 / 20), math.log(20))  # T from 0.05 to 20: far beyond what a trained head needs
+LOG_T_GRID = 24  # cells of the first scan over LOG_T_RANGE: log T in steps of 0.25
 LOG_T_TOLERANCE = 1e-4  # the search stops when log T is known to this: T to 0.01%
 GOLDEN = (math.sqrt(5) - 1) / 2
+PROBABILITY_FLOOR = 1e-12  # an entity's probability is kept this far from 0 and 1, where its log loss is infinite
 
 
 @dataclass
@@ -61,14 +71,14 @@ class Logits:
     order: list[int]  # the split's sentence behind each row below: batches run shortest first
     cls: torch.Tensor | None  # (N, C) sentence logits; None without a sentence task
     labels: torch.Tensor | None  # (N,) gold class ids, IGNORE_INDEX for a class the model never saw
-    # Per batch of sentences: emissions (B, W, K) at each word's first sub-token, word counts (B,),
-    # gold tag ids (B, W) (IGNORE_INDEX for a tag never seen in training), and the sentences' gold entities.
-    tag_batches: list[tuple[torch.Tensor, list[int], torch.Tensor, list[set]]]
+    # Per batch of sentences: emissions (B, W, K) at each word's first sub-token, word counts (B,), and the
+    # sentences' gold entities.
+    tag_batches: list[tuple[torch.Tensor, list[int], list[set]]]
 
 
 def collect(source, split, outputs):
     """The split's `Logits`: the heads' `outputs` (evaluation.head_outputs) as float64 (a smooth NLL to
-    minimise), with the gold labels, tags and entities of their sentences."""
+    minimise), with the gold labels and entities of their sentences."""
     examples = getattr(source.splits, split)
     order, cls, labels, tag_batches = [], [], [], []
     for index, sentence_logits, emissions, lengths in outputs:
@@ -77,11 +87,7 @@ def collect(source, split, outputs):
             cls.append(sentence_logits.double())
             labels.append(torch.tensor([source.labels.id(examples[i].label) for i in index]))
         if emissions is not None:
-            gold = torch.full(emissions.shape[:2], IGNORE_INDEX)  # (B, W)
-            for row, (i, n) in enumerate(zip(index, lengths)):
-                gold[row, :n] = torch.tensor([source.tags.id(tag) for tag in examples[i].tags[:n]])
-            entities = [set(chunks(examples[i].tags)) for i in index]
-            tag_batches.append((emissions.double(), lengths, gold, entities))
+            tag_batches.append((emissions.double(), lengths, [set(chunks(examples[i].tags)) for i in index]))
     if not cls:
         return Logits(order, None, None, tag_batches)
     return Logits(order, torch.cat(cls), torch.cat(labels), tag_batches)
@@ -90,14 +96,16 @@ def collect(source, split, outputs):
 # --- fitting T ----------------------------------------------------------------------------------------------
 
 def fit_temperature(nll):
-    """The T > 0 that minimises `nll(T)` (a function of T, convex in 1/T), by golden-section search on log T.
+    """The T > 0 that minimises `nll(T)`: the best of a grid of log T, then golden-section search between its
+    neighbours.
 
-    Never worse than no calibration: if the search ends above nll(1) (it cannot for a convex NLL, but float
-    rounding can tie), T = 1 is kept. When the data have no mistake at all (every gold label the arg-max),
+    Never worse than no calibration: if the search ends above nll(1) (float rounding can tie), T = 1 is kept. When the data have no mistake at all (every gold label the arg-max),
     the NLL falls towards 0 as T -> 0 and has no minimum: the search then ends at the bottom of LOG_T_RANGE,
     which would make every later prediction near-certain on the word of a dev split too easy to say
     anything; T = 1 is kept then too."""
-    lo, hi = LOG_T_RANGE
+    grid = [LOG_T_RANGE[0] + i * (LOG_T_RANGE[1] - LOG_T_RANGE[0]) / LOG_T_GRID for i in range(LOG_T_GRID + 1)]
+    best = min(range(len(grid)), key=lambda i: nll(math.exp(grid[i])))
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, LOG_T_GRID)]
     a, b = hi - GOLDEN * (hi - lo), lo + GOLDEN * (hi - lo)  # two inner points, a < b
     fa, fb = nll(math.exp(a)), nll(math.exp(b))
     while hi - lo > LOG_T_TOLERANCE:
@@ -121,27 +129,17 @@ def sentence_nll(logits, labels, temperature):
 
 
 @torch.no_grad()
-def tag_nll(head, tag_batches, temperature):
-    """Without a CRF: mean -log p(gold tag) per word under softmax(e / T). With one: mean -log p(gold path)
-    per sentence under the CRF scaled by T. A word (or, with a CRF, a sentence) whose gold tag was never seen
-    in training has no probability to judge and is skipped; so is, with a CRF, a gold path that BIO forbids."""
+def entity_nll(head, decoded, temperature):
+    """Mean log loss of the predicted entities' probabilities under T: -log p for each one that is gold,
+    -log(1 - p) for each one that is not. `decoded`: per batch, (emissions, word counts, decoded paths, the
+    sentences' gold entities); the paths are those of every T. 0.0 when nothing was predicted."""
     total, count = 0.0, 0
-    for emissions, lengths, gold, _ in tag_batches:
-        mask = torch.as_tensor(lengths)[:, None] > torch.arange(emissions.shape[1])  # (B, W)
-        if head.crf is None:
-            keep = mask & (gold != IGNORE_INDEX)
-            total += float(F.cross_entropy(emissions[keep] / temperature, gold[keep], reduction="sum"))
-            count += int(keep.sum())
-        else:
-            keep = ((gold != IGNORE_INDEX) | ~mask).all(1)  # (B,) sentences whose whole gold path is known
-            # A gold path that BIO forbids (`O I-X`, which seqeval reads as an entity) costs crf.FORBIDDEN / T:
-            # it would drag T up without bound, and it says nothing about how sure the model should be.
-            g, crf = gold.clamp(min=0), head.crf
-            keep &= crf.start_ok[g[:, 0]] & (crf.follow_ok[g[:, :-1], g[:, 1:]] | ~mask[:, 1:]).all(1)
-            if keep.any():
-                n = int(keep.sum())
-                total += n * float(crf.nll(emissions[keep], g[keep], mask[keep], temperature))
-                count += n
+    for emissions, lengths, paths, gold_entities in decoded:
+        for entities, gold in zip(head.entities(emissions, lengths, paths, temperature), gold_entities):
+            for kind, first, last, p in entities:
+                p = min(max(p, PROBABILITY_FLOOR), 1 - PROBABILITY_FLOOR)
+                total -= math.log(p) if (kind, first, last) in gold else math.log1p(-p)
+                count += 1
     return total / max(count, 1)
 
 
@@ -157,9 +155,10 @@ def fit_temperatures(model, sources, split="dev", features=None):
         z, y = torch.cat([x.cls for x in cls]), torch.cat([x.labels for x in cls])
         if (y != IGNORE_INDEX).any():
             out["cls"] = fit_temperature(lambda t: sentence_nll(z, y, t))
-    tag_batches = [b for x in logits for b in x.tag_batches]
-    if tag_batches and model.ner_head is not None:
-        out["ner"] = fit_temperature(lambda t: tag_nll(model.ner_head, tag_batches, t))
+    head = model.ner_head
+    decoded = [(e, lengths, head.decode(e, lengths), gold) for x in logits for e, lengths, gold in x.tag_batches]
+    if decoded and head is not None:
+        out["ner"] = fit_temperature(lambda t: entity_nll(head, decoded, t))
     return out
 
 
@@ -176,7 +175,7 @@ def predictions(model, logits, temperatures):
     if logits.tag_batches:
         head, t = model.ner_head, temperatures.get("ner", 1.0)
         confidences, correct = [], []
-        for emissions, lengths, _, gold_entities in logits.tag_batches:
+        for emissions, lengths, gold_entities in logits.tag_batches:
             paths = head.decode(emissions, lengths)
             for entities, gold in zip(head.entities(emissions, lengths, paths, t), gold_entities):
                 for kind, first, last, probability in entities:

@@ -79,16 +79,15 @@ class CRF(nn.Module):
         transitions = self.transitions.masked_fill(~self.follow_ok, forbidden)
         return tuple(s.to(dtype) / temperature for s in (start, transitions, self.end))
 
-    def log_partition(self, emissions, mask, temperature=1.0):
-        """log Z per sentence: emissions (B, W, K), mask (B, W) True on real words (a prefix) -> (B,).
-
-        With a `temperature` T, of the CRF whose every score is divided by T: log sum_y exp(s(y) / T)."""
-        return self.forward_scores(emissions, mask, temperature)[1]
+    def log_partition(self, emissions, mask):
+        """log Z per sentence: emissions (B, W, K), mask (B, W) True on real words (a prefix) -> (B,)."""
+        return self.forward_scores(emissions, mask)[1]
 
     def forward_scores(self, emissions, mask, temperature=1.0):
         """The forward algorithm: (alpha (B, W, K), alpha_i(j) at every word i, a finished sentence's kept from
         its last word on; log Z (B,)). `log_partition` needs only log Z; an entity's probability
-        (`chunk_probabilities`) reads alpha at its first word."""
+        (`chunk_probabilities`) reads alpha at its first word. With a `temperature` T, of the CRF whose every
+        score is divided by T (calibration.py)."""
         B, W, K = emissions.shape
         if W == 0:  # zeros (B,) that stay on the graph, so backward() works on a batch of empty sentences
             return emissions, emissions.sum((1, 2))
@@ -118,11 +117,9 @@ class CRF(nn.Module):
                  + start[tags[:, 0]] + end[last])
         return torch.where(lengths > 0, score, 0)
 
-    def nll(self, emissions, tags, mask, temperature=1.0):
-        """Mean over sentences of -log p(gold tags): a scalar >= 0, the training loss. With a `temperature` T,
-        under the CRF whose scores are all divided by T (s(gold) is a sum of scores, so it is divided too)."""
-        log_z = self.log_partition(emissions, mask, temperature)
-        return (log_z - self.gold_score(emissions, tags, mask) / temperature).mean()
+    def nll(self, emissions, tags, mask):
+        """Mean over sentences of -log p(gold tags): a scalar >= 0, the training loss."""
+        return (self.log_partition(emissions, mask) - self.gold_score(emissions, tags, mask)).mean()
 
     @torch.no_grad()
     def chunk_probabilities(self, emissions, lengths, found, temperature=1.0):
@@ -148,22 +145,25 @@ class CRF(nn.Module):
             step = (transitions + e[:, i + 1, None, :] + beta[-1][:, None, :]).logsumexp(2)  # (B, K_prev)
             beta.append(torch.where(mask[:, i + 1, None], step, end))
         beta = torch.stack(beta[::-1], 1)  # (B, W, K)
+        # Every chunk of the batch at once: J chunks, each (sentence, B-X, I-X, first, last).
+        b, begin, inside, first, last = torch.tensor([(row, *chunk) for row, mine in enumerate(found) for chunk in mine],
+                                                     dtype=torch.long).reshape(-1, 5).T  # (J,) each
+        within = (first[:, None] < torch.arange(W)) & (torch.arange(W) <= last[:, None])  # (J, W): its words after the first
+        i_x = inside.clamp(min=0)  # a type with no I- tag has one-word chunks only: nothing reads its I-X
+        score = alpha[b, first, begin]  # (J,)
+        # The chunk's own steps: B-X -> I-X once, then I-X -> I-X, and I-X's emissions on the words after the first.
+        score = score + torch.where(last > first, transitions[begin, i_x] + (last - first - 1) * transitions[i_x, i_x], 0)
+        score = score + torch.where(within, e[b, :, i_x], 0).sum(1)
+        tag = torch.where(last > first, i_x, begin)  # the chunk's last tag
+        after = (last + 1).clamp(max=W - 1)
+        following = transitions[tag] + e[b, after] + beta[b, after]  # (J, K): the next word's tag, if there is one
+        following = following.masked_fill(torch.arange(K) == inside[:, None], float("-inf"))  # anything but I-X
+        score = score + torch.where(last + 1 < lengths[b], following.logsumexp(-1), end[tag])
+        probabilities = (score - log_z[b]).exp().tolist()
         out = []
-        for b, chunks_of_b in enumerate(found):
-            probabilities = []
-            for begin, inside, first, last in chunks_of_b:
-                score = alpha[b, first, begin] + sum(transitions[begin if i == first + 1 else inside, inside] + e[b, i, inside]
-                                                     for i in range(first + 1, last + 1))
-                tag = begin if last == first else inside
-                if last + 1 < lengths[b]:
-                    after = transitions[tag] + e[b, last + 1] + beta[b, last + 1]  # (K,): the next word's tag
-                    if inside >= 0:
-                        after = torch.cat([after[:inside], after[inside + 1:]])
-                    score = score + after.logsumexp(0)
-                else:
-                    score = score + end[tag]
-                probabilities.append(float((score - log_z[b]).exp()))
-            out.append(probabilities)
+        for mine in found:
+            out.append(probabilities[: len(mine)])
+            probabilities = probabilities[len(mine):]
         return out
 
     def decode(self, emissions, lengths):

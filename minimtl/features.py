@@ -100,12 +100,13 @@ class FeatureCache:
         """The cached features of `batch`, padded to (B, T, [k,] H) like the encoder's own output."""
         rows, starts = self.states[source, split]
         if self.file is not None:
-            return self.read(rows, starts, batch).to(starts.device).float()
+            return widened(self.read(rows, starts, batch).to(starts.device))
         T = batch.input_ids.shape[1]
         positions = torch.arange(T, device=starts.device)
         at = starts[batch.index][:, None] + positions  # (B, T)
         real = batch.attention_mask.to(starts.device).bool()
-        return rows[torch.where(real, at, len(rows) - 1)].float()  # padding reads the zero row
+        at = torch.where(real, at, len(rows) - 1)  # padding reads the zero row
+        return widened(rows.index_select(0, at.flatten()).view(*at.shape, *self.row_shape))
 
     def read(self, offset, starts, batch):
         """`batch`'s rows from the file, one read per sentence, into zeros where the batch pads."""
@@ -116,6 +117,16 @@ class FeatureCache:
             if read != n * self.row_bytes:
                 raise OSError(f"the feature cache file ended early ({read} of {n * self.row_bytes} bytes)")
         return out
+
+
+def widened(hidden):
+    """Half-precision cached features (B, T, [k,] H) -> float32, what the heads compute with. Several layers are
+    laid out one layer after the other in memory, (k, B, T, H), and returned as a (B, T, k, H) view of that:
+    the heads' scalar mix is then one matrix-vector product over contiguous layers (model.ScalarMix). The
+    widening copies every value anyway, so the new layout costs nothing."""
+    if hidden.dim() == 3:
+        return hidden.float()
+    return hidden.permute(2, 0, 1, 3).to(torch.float32, memory_format=torch.contiguous_format).permute(1, 2, 0, 3)
 
 
 def feature_shape(model):

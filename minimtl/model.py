@@ -4,6 +4,7 @@
                  +-> [scalar mix] -> [convs or BiLSTM] -> pool -> dropout -> linear -> cls_logits (B, C)
                  +-> [scalar mix] -> [convs or BiLSTM] -> dropout -> linear        -> ner_logits (B, T, K)
                                                           -> [CRF over words: loss and decoding]
+    or, with a shared layer (SharedLayer), one mix and one contextual layer that both linear heads read.
 
 Both heads read the same hidden states, so one forward pass serves both tasks; the backbone learns from
 the weighted sum of both losses. The backbone is stored as `bert`, which makes our state-dict names the
@@ -20,7 +21,8 @@ The bracketed parts are what makes a *frozen* backbone nearly as good as fine-tu
   sentence head which words decide the intent, which fine-tuning would otherwise teach the encoder itself.
   Two kinds: a BiLSTM (the frozen recipe's default) and iterated dilated convolutions (DilatedConvs). Both
   read the whole sentence; the convolutions compute every position at once, while an LSTM takes T small
-  steps one after the other. On one CPU thread the two cost about the same (docs/recipes.md).
+  steps one after the other. On one CPU thread the two cost about the same (docs/recipes.md). One narrow
+  layer shared by both heads costs less than half as much, and scores lower (SharedLayer).
 - a CRF (crf.py) scores whole tag sequences instead of one word at a time.
 """
 
@@ -40,6 +42,9 @@ IGNORE_INDEX = -100  # label id that cross-entropy skips: special tokens, paddin
 POOLINGS = ("cls", "mean")
 WORD_SHAPES = ("embeddings", "heads")  # where a run with --word-shape adds its shape vectors (wordshape.py)
 HEAD_KINDS = ("linear", "conv", "lstm")  # what a head puts between the (mixed) states and its output layer
+SHARED_KINDS = ("none", "conv", "lstm")  # the contextual layer both heads read, if any
+SHARED_WIDTH = 128  # what the shared layer first projects the mixed states to
+SHARED_HIDDEN = 64  # per direction, in the shared BiLSTM
 LSTM_HIDDEN = 128  # per direction: less than half the cost of 256 per token, and cached epochs must stay cheap
 CONV_WIDTH = 128  # channels of the dilated convolutions: their products are most of a cached step's time
 DILATIONS = (1, 2, 4)  # one block: each layer sees 3 positions `d` apart, so the block sees 1 + 2 * (1+2+4) = 15
@@ -58,6 +63,7 @@ class HeadConfig:
     sentence_head: str = "linear"  # or "conv" / "lstm": dilated convolutions or a BiLSTM, then their states' mean and max
     token_head: str = "linear"  # or "conv" / "lstm": between the (mixed) states and the tag layer
     crf: bool = False  # a CRF over words on top of the tag layer
+    shared: str = "none"  # or "conv" / "lstm": one contextual layer both heads read (SharedLayer); they are then linear
 
 
 class ScalarMix(nn.Module):
@@ -73,16 +79,19 @@ class ScalarMix(nn.Module):
         self.gamma = nn.Parameter(torch.ones(()))
 
     def forward(self, states):  # (B, T, k, H) -> (B, T, H)
+        B, T, k, H = states.shape
         w = self.weights.softmax(0).to(states.dtype)
-        # One layer at a time: an einsum over the stacked states would first copy all of them into the layout
-        # of a batched product, which costs several times the sum itself (heads on cached features run this
-        # in every step).
-        return self.gamma * sum(w[j] * states[:, :, j] for j in range(len(w)))
+        # The mix is one matrix-vector product, (k,) @ (k, B*T*H), which reads each state once going forward and
+        # once more for the weights' gradient. Heads on cached features run it in every step; the cache gives the
+        # states with each layer stored apart (features.py), so the reshape below is a view and costs nothing.
+        layers = states.permute(2, 0, 1, 3).reshape(k, B * T * H)  # (k, B*T*H)
+        return self.gamma * (w @ layers).view(B, T, H)
 
 
 def read_layers(config):
-    """What turns the encoder's output into one (B, T, H) tensor for a head: a scalar mix, or nothing."""
-    return ScalarMix(config.layers) if config.layers > 1 else nn.Identity()
+    """What turns the encoder's output into one (B, T, H) tensor for a head: a scalar mix, or nothing (one
+    layer, or a shared layer that has mixed them already)."""
+    return ScalarMix(config.layers) if config.layers > 1 and config.shared == "none" else nn.Identity()
 
 
 def bilstm(input_size):
@@ -124,7 +133,7 @@ class DilatedConv(nn.Module):
 
 class DilatedConvs(nn.Module):
     """Iterated dilated convolutions (Strubell et al. 2017, "Fast and Accurate Entity Recognition with
-    Iterated Dilated Convolutions"): (B, T, H) -> (B, T, CONV_WIDTH), padding positions zero.
+    Iterated Dilated Convolutions"): (B, T, H) -> (B, T, width), padding positions zero.
 
     Stacking dilations 1, 2, 4 makes the receptive field grow exponentially with depth (15 sub-tokens), and
     applying the same block again doubles it (29) without adding a parameter: most sentences are seen whole.
@@ -140,11 +149,11 @@ class DilatedConvs(nn.Module):
     first steps' losses were ten times the BiLSTM's and the tagger learned nothing on small data).
     """
 
-    def __init__(self, input_size):
+    def __init__(self, input_size, width=CONV_WIDTH):
         super().__init__()
-        self.project = nn.Linear(input_size, CONV_WIDTH)
-        self.layers = nn.ModuleList(DilatedConv(CONV_WIDTH, d) for d in DILATIONS)
-        self.norm = nn.LayerNorm(CONV_WIDTH)
+        self.project = nn.Linear(input_size, width)
+        self.layers = nn.ModuleList(DilatedConv(width, d) for d in DILATIONS)
+        self.norm = nn.LayerNorm(width)
 
     def forward(self, x, attention_mask):
         real = attention_mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
@@ -173,6 +182,36 @@ def contextualise(head, x, attention_mask):
     return x
 
 
+class SharedLayer(nn.Module):
+    """One contextual layer that both heads read: (B, T, [k,] H) -> (B, T, C), padding positions zero.
+
+    Much of what each head's own BiLSTM learns is the same for both tasks: which neighbours change what a
+    word means. One layer computes it once instead of twice, and it is narrow: one mix of the layers,
+    projected to SHARED_WIDTH, then a BiLSTM of SHARED_HIDDEN per direction (or dilated convolutions of
+    SHARED_WIDTH channels). Each head is then linear: the tag layer reads each position's state, the sentence
+    layer the states' mean and max. A cached epoch costs about a third of the per-head BiLSTMs' (--shared-layer
+    lstm); the price is one mix for both tasks and less room, 1 to 2 points of SNIPS dev slot F1 (docs/recipes.md).
+    So it is an option for when time counts more than the last point, not the frozen recipe's default.
+    """
+
+    def __init__(self, hidden_size, cfg: HeadConfig):
+        super().__init__()
+        self.mix = ScalarMix(cfg.layers) if cfg.layers > 1 else nn.Identity()
+        if cfg.shared == "lstm":
+            self.project = nn.Linear(hidden_size, SHARED_WIDTH)
+            self.lstm, self.convs = nn.LSTM(SHARED_WIDTH, SHARED_HIDDEN, batch_first=True, bidirectional=True), None
+            self.width = 2 * SHARED_HIDDEN
+        else:  # the convolutions project their input themselves
+            self.lstm, self.convs = None, DilatedConvs(hidden_size, SHARED_WIDTH)
+            self.width = SHARED_WIDTH
+
+    def forward(self, hidden, attention_mask):
+        x = self.mix(hidden)  # (B, T, H)
+        if self.convs is not None:
+            return self.convs(x, attention_mask)  # (B, T, C)
+        return run_bilstm(self.lstm, self.project(x), attention_mask)  # (B, T, C)
+
+
 def mean_pool(x, attention_mask):  # (B, T, H) -> (B, H)
     m = attention_mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1): padding must not dilute the mean
     return (x * m).sum(1) / m.sum(1).clamp(min=1)
@@ -180,19 +219,21 @@ def mean_pool(x, attention_mask):  # (B, T, H) -> (B, H)
 
 class ClassificationHead(nn.Module):
     """(mix the layers) -> pool the tokens into one vector -> dropout -> linear; or, with a contextual layer:
-    (mix) -> convolutions or BiLSTM -> the mean and the max of its states -> dropout -> linear."""
+    (mix) -> convolutions or BiLSTM (its own, or the shared layer's states) -> the mean and the max of its
+    states -> dropout -> linear."""
 
     def __init__(self, hidden_size, cfg: HeadConfig):
         super().__init__()
         self.pooling = cfg.pooling
         self.mix = read_layers(cfg)
         width = add_contextual_layer(self, cfg.sentence_head, hidden_size)
+        self.contextual = cfg.sentence_head != "linear" or cfg.shared != "none"  # it reads contextual states
         self.dropout = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(hidden_size if cfg.sentence_head == "linear" else 2 * width, cfg.n_labels)
+        self.out = nn.Linear(2 * width if self.contextual else hidden_size, cfg.n_labels)
 
     def forward(self, hidden, attention_mask):
         hidden = self.mix(hidden)  # (B, T, H)
-        if self.convs is not None or self.lstm is not None:
+        if self.contextual:
             # The mean says what the whole sentence is about; the max keeps the one word that decides it
             # ("play", "book", "rate") from being averaged away among the slot words.
             states = contextualise(self, hidden, attention_mask)  # (B, T, C)
@@ -272,17 +313,30 @@ class TokenHead(nn.Module):
         if self.crf is not None:
             probabilities = self.crf.chunk_probabilities(emissions, lengths, ids, temperature)
         else:
-            log_p = (emissions / temperature).log_softmax(-1)  # (B, W, K)
-            probabilities = []
-            for b, sentence in enumerate(ids):
-                mine = []
-                for begin, inside, first, last in sentence:
-                    score = log_p[b, first, begin] + log_p[b, first + 1 : last + 1, inside].sum()
-                    if last + 1 < lengths[b] and inside >= 0:
-                        score = score + torch.log1p(-log_p[b, last + 1, inside].exp())
-                    mine.append(float(score.exp()))
-                probabilities.append(mine)
+            probabilities = word_product(emissions, lengths, ids, temperature)
         return [[(*chunk, p) for chunk, p in zip(sentence, ps)] for sentence, ps in zip(found, probabilities)]
+
+
+def word_product(emissions, lengths, ids, temperature):
+    """Without a CRF, an entity's probability: the product of its words' softmax probabilities of B-X and
+    I-X and of the next word's probability of not being I-X. `ids`: per sentence, a list of (B-X id, I-X id or
+    -1, first, last) -> per sentence, a list of floats. Every entity of the batch at once."""
+    B, W, K = emissions.shape
+    b, begin, inside, first, last = torch.tensor([(row, *chunk) for row, mine in enumerate(ids) for chunk in mine],
+                                                 dtype=torch.long).reshape(-1, 5).T  # (J,) each
+    log_p = (emissions / temperature).log_softmax(-1)  # (B, W, K)
+    within = (first[:, None] < torch.arange(W)) & (torch.arange(W) <= last[:, None])  # (J, W): its words after the first
+    i_x = inside.clamp(min=0)  # a type with no I- tag has one-word entities only: nothing reads its I-X
+    score = log_p[b, first, begin] + torch.where(within, log_p[b, :, i_x], 0).sum(1)  # (J,)
+    after = (last + 1).clamp(max=W - 1)
+    continues = (last + 1 < torch.as_tensor(lengths)[b]) & (inside >= 0)
+    score = score + torch.where(continues, torch.log1p(-log_p[b, after, i_x].exp()), 0)
+    probabilities = score.exp().tolist()
+    out = []
+    for mine in ids:
+        out.append(probabilities[: len(mine)])
+        probabilities = probabilities[len(mine):]
+    return out
 
 
 def at_words(logits, words):
@@ -319,8 +373,12 @@ class MultiTaskModel(nn.Module):
                              f"{encoder.config.num_hidden_layers}-layer encoder")
         if config.n_tags and (tags is None or len(tags) != config.n_tags):
             raise ValueError(f"{config.n_tags} tags need their {config.n_tags} names")
-        self.cls_head = ClassificationHead(H, config) if config.n_labels else None
-        self.ner_head = TokenHead(H, config, list(tags)) if config.n_tags else None
+        if config.shared != "none" and (config.sentence_head, config.token_head) != ("linear", "linear"):
+            raise ValueError("heads that read the shared layer are linear")
+        self.shared = SharedLayer(H, config) if config.shared != "none" else None
+        width = self.shared.width if self.shared is not None else H
+        self.cls_head = ClassificationHead(width, config) if config.n_labels else None
+        self.ner_head = TokenHead(width, config, list(tags)) if config.n_tags else None
 
     def features(self, input_ids, attention_mask, shape_ids=None):
         """What the heads read: the encoder's top `config.layers` hidden states (the frozen-backbone cache
@@ -338,6 +396,8 @@ class MultiTaskModel(nn.Module):
             # gamma * shape to the mix, whatever the head does next.
             shapes = self.head_shapes(shape_ids)  # (B, T, H)
             hidden = hidden + (shapes if hidden.dim() == 3 else shapes[:, :, None])
+        if self.shared is not None:
+            hidden = self.shared(hidden, attention_mask)  # (B, T, C)
         return Outputs(
             self.cls_head(hidden, attention_mask) if self.cls_head is not None else None,
             self.ner_head(hidden, attention_mask) if self.ner_head is not None else None,

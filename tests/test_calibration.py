@@ -1,7 +1,8 @@
 """Temperature scaling and the expected calibration error (calibration.py), and where inference uses them.
 
-The fit must lower (or keep) the dev NLL and change no prediction: every argmax and every decoded path, with
-and without a CRF, is the same at the fitted T. ECE is checked against a value worked out by hand. A checkpoint
+The fit must lower (or keep) the dev NLL (of the gold labels; for the tag head, the log loss of the predicted
+entities' probabilities) and change no prediction: every argmax and every decoded path, with and without a
+CRF, is the same at the fitted T. ECE is checked against a value worked out by hand. A checkpoint
 written before calibration loads with T = 1; one with temperatures reports the scaled probabilities.
 """
 
@@ -17,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minimtl import UserError
-from minimtl.calibration import (ECE_BINS, Logits, expected_calibration_error, fit_temperature, predictions,
-                                 reliability, sentence_nll, tag_nll)
+from minimtl.bio import chunks
+from minimtl.calibration import (ECE_BINS, Logits, entity_nll, expected_calibration_error, fit_temperature,
+                                 predictions, reliability, sentence_nll)
 from minimtl.crf import viterbi
 from minimtl.machinery.checkpoint import load_predictor, write_temperatures
 from minimtl.model import HeadConfig, TokenHead
@@ -51,8 +53,9 @@ def test_fit_keeps_t_near_one_for_calibrated_logits_and_never_raises_the_nll():
     assert fit_temperature(lambda t: 1.0) == 1.0  # nothing to gain: no calibration at all
 
 
-def tag_batches(head, seed, scale=4.0, n_batches=3):
-    """Random over-confident emissions with gold tags sampled from a calibrated version of them."""
+def decoded_batches(head, seed, scale=4.0, n_batches=6):
+    """Random over-confident emissions, gold tags sampled from a calibrated version of them, and the decoded
+    paths: per batch, (emissions, word counts, paths, gold entities)."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n_batches):
@@ -60,25 +63,25 @@ def tag_batches(head, seed, scale=4.0, n_batches=3):
         W = max(lengths)
         true = torch.randn(8, W, len(TAGS), generator=g, dtype=torch.float64) * 2
         gold = torch.multinomial(true.softmax(-1).flatten(0, 1), 1, generator=g).view(8, W)
-        gold = gold.masked_fill(torch.arange(W) >= torch.tensor(lengths)[:, None], -100)
-        out.append((true * scale, lengths, gold, [set() for _ in lengths]))
+        entities = [set(chunks([TAGS[k] for k in row[:n]])) for row, n in zip(gold.tolist(), lengths)]
+        emissions = true * scale
+        out.append((emissions, lengths, head.decode(emissions, lengths), entities))
     return out
 
 
 @pytest.mark.parametrize("crf", [False, True])
-def test_tag_fit_lowers_the_nll_and_keeps_every_path(crf):
+def test_tag_fit_lowers_the_entities_log_loss_and_keeps_every_path(crf):
     torch.manual_seed(0)
     head = TokenHead(8, HeadConfig(n_labels=0, n_tags=len(TAGS), crf=crf), TAGS).double()
     if crf:
         with torch.no_grad():
             for p in head.crf.parameters():
                 p.normal_(0, 2)
-    batches = tag_batches(head, seed=2)
-    t = fit_temperature(lambda t: tag_nll(head, batches, t))
+    batches = decoded_batches(head, seed=2)
+    t = fit_temperature(lambda t: entity_nll(head, batches, t))
     assert t > 1.5  # the emissions were made over-confident
-    assert tag_nll(head, batches, t) < tag_nll(head, batches, 1.0)
-    for emissions, lengths, _, _ in batches:
-        paths = head.decode(emissions, lengths)
+    assert entity_nll(head, batches, t) < entity_nll(head, batches, 1.0)
+    for emissions, lengths, paths, _ in batches:
         if crf:  # Viterbi over the scaled CRF: every score divided by T
             scaled = viterbi(emissions / t, lengths, *head.crf._scores(float("-inf"), emissions.dtype, t))
         else:  # the constrained decoding of the scaled softmax
@@ -86,18 +89,16 @@ def test_tag_fit_lowers_the_nll_and_keeps_every_path(crf):
         assert scaled == paths
 
 
-def test_a_gold_path_that_bio_forbids_is_left_out_of_the_crf_fit():
-    torch.manual_seed(0)
-    head = TokenHead(8, HeadConfig(n_labels=0, n_tags=len(TAGS), crf=True), TAGS).double()
-    emissions, lengths, gold, entities = tag_batches(head, seed=3, n_batches=1)[0]
-    gold = gold.clone()
-    gold[:, :2] = torch.tensor([0, 1])  # O B-PER: valid for every sentence of two words or more
-    lengths = [max(n, 2) for n in lengths]
-    forbidden, unknown = gold.clone(), gold.clone()
-    forbidden[0, :2] = torch.tensor([0, 2])  # O I-PER
-    unknown[0, 0] = -100  # the same sentence, left out because a gold tag is unknown
-    nll = [tag_nll(head, [(emissions, lengths, g, entities)], 1.5) for g in (forbidden, unknown)]
-    assert nll[0] == nll[1] < 100  # one forbidden step would cost 1e4 / T
+def test_the_entities_log_loss_worked_out_by_hand():
+    head = TokenHead(8, HeadConfig(n_labels=0, n_tags=len(TAGS)), TAGS).double()
+    emissions = torch.full((1, 2, len(TAGS)), -5.0, dtype=torch.float64)
+    emissions[0, 0, 1] = emissions[0, 1, 3] = 5.0  # B-PER, then B-LOC
+    batches = [(emissions, [2], [[1, 3]], [{("PER", 0, 0)}])]  # PER is gold, LOC is not
+    word = torch.tensor([5.0] + [-5.0] * 4).softmax(0)
+    sure, other = word[0].item(), word[1].item()
+    per, loc = sure * (1 - other), sure  # PER: B-PER and the next word not I-PER; LOC: the last word
+    assert entity_nll(head, batches, 1.0) == pytest.approx(-(math.log(per) + math.log(1 - loc)) / 2)
+    assert entity_nll(head, [(emissions[:, :0], [0], [[]], [set()])], 1.0) == 0.0  # nothing predicted
 
 
 def test_ece_of_a_small_example_worked_out_by_hand():
@@ -121,7 +122,7 @@ def test_predictions_judge_entities_by_exact_span_and_type():
     for i, k in enumerate([1, 2, 0, 3]):  # B-PER I-PER O B-LOC
         emissions[0, i, k] = 5.0
     gold = [{("PER", 0, 1), ("LOC", 2, 3)}]  # PER right; LOC has the wrong span
-    logits = Logits([0], None, None, [(emissions, [4], torch.tensor([[1, 2, 3, 4]]), gold)])
+    logits = Logits([0], None, None, [(emissions, [4], gold)])
     confidences, correct = predictions(SimpleNamespace(ner_head=head), logits, {})["entity"]
     assert correct == [True, False]
     word = torch.tensor([5.0] + [-5.0] * 4).softmax(0)  # each word's distribution: one tag at 5, the others at -5

@@ -75,7 +75,7 @@ def decoded(model, logits, examples, label_names, temperatures):
     if logits.tag_batches:
         head, t = model.ner_head, temperatures.get("ner", 1.0)
         paths = []
-        for emissions, lengths, _, _ in logits.tag_batches:
+        for emissions, lengths, _ in logits.tag_batches:
             if head.crf is None:  # constrained decoding of softmax(e / T)
                 paths += head.decode(emissions / t, lengths)
             else:  # Viterbi over the CRF with every score divided by T
