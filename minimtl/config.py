@@ -18,7 +18,7 @@ import torch
 from .freezing import FREEZE_MODES, freezes_backbone
 from .lora import DEFAULT_TARGETS, TARGETS
 from .errors import UserError
-from .model import HEAD_KINDS, POOLINGS, SHARED_KINDS, HeadConfig
+from .model import HEAD_KINDS, POOLINGS, HeadConfig
 from .weights import DEFAULT_NAME
 
 DEMO_DATA = str(Path(__file__).resolve().parent / "demo")
@@ -170,14 +170,11 @@ class TrainConfig:
     layers: int | None = setting(None, "the heads read a learned scalar mix of the encoder's top N hidden states "
                                  "(the embeddings count as one). Default: by the recipe (all of them with a frozen "
                                  "backbone, the last otherwise)", MODEL, positive)
-    shared_layer: str = setting("none", "lstm or conv: one narrow BiLSTM or stack of dilated convolutions that both "
-                                "heads read, in place of one in each head: cheaper, and less accurate "
-                                "(docs/recipes.md)", MODEL, choices=SHARED_KINDS)
-    sentence_head: str | None = setting(None, "linear (pooled tokens -> linear), or lstm / conv: the head's own BiLSTM "
-                                        "or dilated convolutions, whose states' mean and max feed the linear layer. "
-                                        "Default: by the recipe", MODEL, choices=HEAD_KINDS)
-    token_head: str | None = setting(None, "linear, or lstm / conv: the head's own BiLSTM or dilated convolutions "
-                                     "between the hidden states and the tag layer. Default: by the recipe", MODEL,
+    sentence_head: str | None = setting(None, "linear (pooled tokens -> linear), or lstm / conv: a BiLSTM or dilated "
+                                        "convolutions whose states' mean and max feed the linear layer. Default: by "
+                                        "the recipe", MODEL, choices=HEAD_KINDS)
+    token_head: str | None = setting(None, "linear, or lstm / conv: a BiLSTM or dilated convolutions between the "
+                                     "hidden states and the tag layer. Default: by the recipe", MODEL,
                                      choices=HEAD_KINDS)
     crf: bool = setting(False, "a CRF over words on the tag layer: trained by its likelihood, decoded by Viterbi",
                         MODEL)
@@ -265,12 +262,9 @@ class Recipe:
             and self.layer_decay != 1 else ""
         context = {"conv": "dilated convolutions", "lstm": "a BiLSTM"}
         sentence = f"{context[h.sentence_head]}, then the mean and max of its states" if h.sentence_head in context \
-            else "linear on the mean and max of the shared states" if h.shared != "none" \
             else f"linear on the {'[CLS] token' if h.pooling == 'cls' else 'mean of the tokens'}"
         token = f"{context[h.token_head]}, then linear" if h.token_head in context else "linear"
         reads = "the last hidden state" if h.layers == 1 else f"a scalar mix of the top {h.layers} hidden states"
-        if h.shared != "none":
-            reads += f", then one shared layer ({context[h.shared]}) that both heads read"
         precision = lambda bf16: "bf16 autocast" if bf16 else "float32"
         return "\n".join([
             f"recipe: {self.kind}, {self.epochs} epoch{'s' * (self.epochs != 1)} (docs/recipes.md says why)",
@@ -298,27 +292,18 @@ def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device):
     if cfg.layers is not None and cfg.layers > all_layers:
         raise UserError(f"--layers {cfg.layers}: the encoder has {all_layers} hidden states "
                         f"(the embeddings and {all_layers - 1} layers)")
-    shared = cfg.shared_layer
-    if shared == "none":
-        sentence_head, token_head = cfg.sentence_head or sentence, cfg.token_head or token
-    else:  # the heads that read a shared layer are linear
-        sentence_head, token_head = cfg.sentence_head or "linear", cfg.token_head or "linear"
-        if (sentence_head, token_head) != ("linear", "linear"):
-            raise UserError(f"--shared-layer {shared}: the heads that read it are linear (leave out --sentence-head "
-                            "and --token-head)")
-    if (sentence_head != "linear" or shared != "none") and cfg.pooling != "auto":
-        raise UserError(f"--pooling {cfg.pooling} is how the linear sentence head reads the tokens; a sentence head "
-                        "on contextual states pools them itself (mean and max): add --shared-layer none "
-                        "--sentence-head linear")
+    sentence_head = cfg.sentence_head or sentence
+    if sentence_head != "linear" and cfg.pooling != "auto":
+        raise UserError(f"--pooling {cfg.pooling} is how the linear sentence head reads the tokens; the "
+                        f"{sentence_head} sentence head pools its own states (mean and max): add --sentence-head linear")
     heads = HeadConfig(
         n_labels, n_tags,
         pooling=trained_pooling if cfg.pooling == "auto" else cfg.pooling,
         dropout=cfg.dropout,
         layers=cfg.layers or (all_layers if read == "all" else 1),
         sentence_head=sentence_head,
-        token_head=token_head,
+        token_head=cfg.token_head or token,
         crf=cfg.crf,
-        shared=shared,
     )
     # Word shapes enter the encoder where the encoder learns, and the heads where it cannot (wordshape.py).
     word_shapes = None if not cfg.word_shape else "heads" if kind == "frozen backbone" else "embeddings"

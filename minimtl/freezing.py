@@ -4,7 +4,6 @@ The model is cut into units that are frozen or trained as a whole:
 
     embeddings | layer.0 ... layer.N-1 | cls-head | ner-head    (+ adapters, with LoRA: see lora.py)
     \________________ backbone _______/   (+ word-shapes before the heads, which read it: wordshape.py)
-                                         (+ shared-layer, which both heads read: model.SharedLayer)
 
 Freezing a unit is three things, all of them needed: `requires_grad=False` (no gradient is computed or
 stored for it), leaving it out of the optimizer (AdamW's weight decay would otherwise still shrink it), and
@@ -29,9 +28,8 @@ def backbone_units(n_layers):
 def unit_modules(model):
     """The one list of units: name -> module, bottom to top. Everything else here is derived from it."""
     modules = dict(zip(backbone_units(len(model.bert.layers)), [model.bert.embeddings, *model.bert.layers]))
-    modules.update({name: head for name, head in (("word-shapes", model.head_shapes), ("shared-layer", model.shared),
-                                                  ("cls-head", model.cls_head), ("ner-head", model.ner_head))
-                    if head is not None})
+    modules.update({name: head for name, head in (("word-shapes", model.head_shapes), ("cls-head", model.cls_head),
+                                                  ("ner-head", model.ner_head)) if head is not None})
     return modules
 
 
@@ -55,9 +53,8 @@ def units(model):
 
 def kind(unit):
     """Which learning rate a unit trains with: "heads", "adapters" or "backbone"."""
-    if unit.endswith("-head") or unit in ("word-shapes", "shared-layer"):
-        return "heads"
-    return "adapters" if unit == "adapters" else "backbone"
+    return "heads" if unit.endswith("-head") or unit == "word-shapes" else "adapters" if unit == "adapters" \
+        else "backbone"
 
 
 def freezes_backbone(modes):
@@ -85,8 +82,6 @@ def frozen_units(model, modes, freeze_layers=0):
     if "embeddings" in modes:
         names.add("embeddings")
     names.update(head for head in ("cls-head", "ner-head") if head in modes)
-    if all(head in names for head in ("cls-head", "ner-head") if head in units(model)):
-        names.add("shared-layer")  # what only the heads read learns nothing once they are frozen
     if freeze_layers:
         names.update(backbone[: freeze_layers + 1])  # the embeddings sit below layer 0: they go too
     return {name for name in names if name in units(model)}

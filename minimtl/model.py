@@ -4,7 +4,6 @@
                  +-> [scalar mix] -> [convs or BiLSTM] -> pool -> dropout -> linear -> cls_logits (B, C)
                  +-> [scalar mix] -> [convs or BiLSTM] -> dropout -> linear        -> ner_logits (B, T, K)
                                                           -> [CRF over words: loss and decoding]
-    or, with a shared layer (SharedLayer), one mix and one contextual layer that both linear heads read.
 
 Both heads read the same hidden states, so one forward pass serves both tasks; the backbone learns from
 the weighted sum of both losses. The backbone is stored as `bert`, which makes our state-dict names the
@@ -21,8 +20,7 @@ The bracketed parts are what makes a *frozen* backbone nearly as good as fine-tu
   sentence head which words decide the intent, which fine-tuning would otherwise teach the encoder itself.
   Two kinds: a BiLSTM (the frozen recipe's default) and iterated dilated convolutions (DilatedConvs). Both
   read the whole sentence; the convolutions compute every position at once, while an LSTM takes T small
-  steps one after the other. On one CPU thread the two cost about the same (docs/recipes.md). One narrow
-  layer shared by both heads costs less than half as much, and scores lower (SharedLayer).
+  steps one after the other. On one CPU thread the two cost about the same (docs/recipes.md).
 - a CRF (crf.py) scores whole tag sequences instead of one word at a time.
 """
 
@@ -42,9 +40,6 @@ IGNORE_INDEX = -100  # label id that cross-entropy skips: special tokens, paddin
 POOLINGS = ("cls", "mean")
 WORD_SHAPES = ("embeddings", "heads")  # where a run with --word-shape adds its shape vectors (wordshape.py)
 HEAD_KINDS = ("linear", "conv", "lstm")  # what a head puts between the (mixed) states and its output layer
-SHARED_KINDS = ("none", "conv", "lstm")  # the contextual layer both heads read, if any
-SHARED_WIDTH = 128  # what the shared layer first projects the mixed states to
-SHARED_HIDDEN = 64  # per direction, in the shared BiLSTM
 LSTM_HIDDEN = 128  # per direction: less than half the cost of 256 per token, and cached epochs must stay cheap
 CONV_WIDTH = 128  # channels of the dilated convolutions: their products are most of a cached step's time
 DILATIONS = (1, 2, 4)  # one block: each layer sees 3 positions `d` apart, so the block sees 1 + 2 * (1+2+4) = 15
@@ -63,7 +58,6 @@ class HeadConfig:
     sentence_head: str = "linear"  # or "conv" / "lstm": dilated convolutions or a BiLSTM, then their states' mean and max
     token_head: str = "linear"  # or "conv" / "lstm": between the (mixed) states and the tag layer
     crf: bool = False  # a CRF over words on top of the tag layer
-    shared: str = "none"  # or "conv" / "lstm": one contextual layer both heads read (SharedLayer); they are then linear
 
 
 class ScalarMix(nn.Module):
@@ -89,9 +83,8 @@ class ScalarMix(nn.Module):
 
 
 def read_layers(config):
-    """What turns the encoder's output into one (B, T, H) tensor for a head: a scalar mix, or nothing (one
-    layer, or a shared layer that has mixed them already)."""
-    return ScalarMix(config.layers) if config.layers > 1 and config.shared == "none" else nn.Identity()
+    """What turns the encoder's output into one (B, T, H) tensor for a head: a scalar mix, or nothing."""
+    return ScalarMix(config.layers) if config.layers > 1 else nn.Identity()
 
 
 def bilstm(input_size):
@@ -133,7 +126,7 @@ class DilatedConv(nn.Module):
 
 class DilatedConvs(nn.Module):
     """Iterated dilated convolutions (Strubell et al. 2017, "Fast and Accurate Entity Recognition with
-    Iterated Dilated Convolutions"): (B, T, H) -> (B, T, width), padding positions zero.
+    Iterated Dilated Convolutions"): (B, T, H) -> (B, T, CONV_WIDTH), padding positions zero.
 
     Stacking dilations 1, 2, 4 makes the receptive field grow exponentially with depth (15 sub-tokens), and
     applying the same block again doubles it (29) without adding a parameter: most sentences are seen whole.
@@ -149,11 +142,11 @@ class DilatedConvs(nn.Module):
     first steps' losses were ten times the BiLSTM's and the tagger learned nothing on small data).
     """
 
-    def __init__(self, input_size, width=CONV_WIDTH):
+    def __init__(self, input_size):
         super().__init__()
-        self.project = nn.Linear(input_size, width)
-        self.layers = nn.ModuleList(DilatedConv(width, d) for d in DILATIONS)
-        self.norm = nn.LayerNorm(width)
+        self.project = nn.Linear(input_size, CONV_WIDTH)
+        self.layers = nn.ModuleList(DilatedConv(CONV_WIDTH, d) for d in DILATIONS)
+        self.norm = nn.LayerNorm(CONV_WIDTH)
 
     def forward(self, x, attention_mask):
         real = attention_mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
@@ -182,36 +175,6 @@ def contextualise(head, x, attention_mask):
     return x
 
 
-class SharedLayer(nn.Module):
-    """One contextual layer that both heads read: (B, T, [k,] H) -> (B, T, C), padding positions zero.
-
-    Much of what each head's own BiLSTM learns is the same for both tasks: which neighbours change what a
-    word means. One layer computes it once instead of twice, and it is narrow: one mix of the layers,
-    projected to SHARED_WIDTH, then a BiLSTM of SHARED_HIDDEN per direction (or dilated convolutions of
-    SHARED_WIDTH channels). Each head is then linear: the tag layer reads each position's state, the sentence
-    layer the states' mean and max. A cached epoch costs about a third of the per-head BiLSTMs' (--shared-layer
-    lstm); the price is one mix for both tasks and less room, 1 to 2 points of SNIPS dev slot F1 (docs/recipes.md).
-    So it is an option for when time counts more than the last point, not the frozen recipe's default.
-    """
-
-    def __init__(self, hidden_size, cfg: HeadConfig):
-        super().__init__()
-        self.mix = ScalarMix(cfg.layers) if cfg.layers > 1 else nn.Identity()
-        if cfg.shared == "lstm":
-            self.project = nn.Linear(hidden_size, SHARED_WIDTH)
-            self.lstm, self.convs = nn.LSTM(SHARED_WIDTH, SHARED_HIDDEN, batch_first=True, bidirectional=True), None
-            self.width = 2 * SHARED_HIDDEN
-        else:  # the convolutions project their input themselves
-            self.lstm, self.convs = None, DilatedConvs(hidden_size, SHARED_WIDTH)
-            self.width = SHARED_WIDTH
-
-    def forward(self, hidden, attention_mask):
-        x = self.mix(hidden)  # (B, T, H)
-        if self.convs is not None:
-            return self.convs(x, attention_mask)  # (B, T, C)
-        return run_bilstm(self.lstm, self.project(x), attention_mask)  # (B, T, C)
-
-
 def mean_pool(x, attention_mask):  # (B, T, H) -> (B, H)
     m = attention_mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1): padding must not dilute the mean
     return (x * m).sum(1) / m.sum(1).clamp(min=1)
@@ -219,21 +182,19 @@ def mean_pool(x, attention_mask):  # (B, T, H) -> (B, H)
 
 class ClassificationHead(nn.Module):
     """(mix the layers) -> pool the tokens into one vector -> dropout -> linear; or, with a contextual layer:
-    (mix) -> convolutions or BiLSTM (its own, or the shared layer's states) -> the mean and the max of its
-    states -> dropout -> linear."""
+    (mix) -> convolutions or BiLSTM -> the mean and the max of its states -> dropout -> linear."""
 
     def __init__(self, hidden_size, cfg: HeadConfig):
         super().__init__()
         self.pooling = cfg.pooling
         self.mix = read_layers(cfg)
         width = add_contextual_layer(self, cfg.sentence_head, hidden_size)
-        self.contextual = cfg.sentence_head != "linear" or cfg.shared != "none"  # it reads contextual states
         self.dropout = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(2 * width if self.contextual else hidden_size, cfg.n_labels)
+        self.out = nn.Linear(hidden_size if cfg.sentence_head == "linear" else 2 * width, cfg.n_labels)
 
     def forward(self, hidden, attention_mask):
         hidden = self.mix(hidden)  # (B, T, H)
-        if self.contextual:
+        if self.convs is not None or self.lstm is not None:
             # The mean says what the whole sentence is about; the max keeps the one word that decides it
             # ("play", "book", "rate") from being averaged away among the slot words.
             states = contextualise(self, hidden, attention_mask)  # (B, T, C)
@@ -373,12 +334,8 @@ class MultiTaskModel(nn.Module):
                              f"{encoder.config.num_hidden_layers}-layer encoder")
         if config.n_tags and (tags is None or len(tags) != config.n_tags):
             raise ValueError(f"{config.n_tags} tags need their {config.n_tags} names")
-        if config.shared != "none" and (config.sentence_head, config.token_head) != ("linear", "linear"):
-            raise ValueError("heads that read the shared layer are linear")
-        self.shared = SharedLayer(H, config) if config.shared != "none" else None
-        width = self.shared.width if self.shared is not None else H
-        self.cls_head = ClassificationHead(width, config) if config.n_labels else None
-        self.ner_head = TokenHead(width, config, list(tags)) if config.n_tags else None
+        self.cls_head = ClassificationHead(H, config) if config.n_labels else None
+        self.ner_head = TokenHead(H, config, list(tags)) if config.n_tags else None
 
     def features(self, input_ids, attention_mask, shape_ids=None):
         """What the heads read: the encoder's top `config.layers` hidden states (the frozen-backbone cache
@@ -396,8 +353,6 @@ class MultiTaskModel(nn.Module):
             # gamma * shape to the mix, whatever the head does next.
             shapes = self.head_shapes(shape_ids)  # (B, T, H)
             hidden = hidden + (shapes if hidden.dim() == 3 else shapes[:, :, None])
-        if self.shared is not None:
-            hidden = self.shared(hidden, attention_mask)  # (B, T, C)
         return Outputs(
             self.cls_head(hidden, attention_mask) if self.cls_head is not None else None,
             self.ner_head(hidden, attention_mask) if self.ner_head is not None else None,

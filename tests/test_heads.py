@@ -16,7 +16,7 @@ from minimtl.config import TrainConfig
 from minimtl.evaluation import evaluate_sources, predict
 from minimtl.batching import batches
 from minimtl.machinery.checkpoint import load_checkpoint, load_predictor
-from minimtl.features import FeatureCache
+from minimtl.features import FeatureCache, widened
 from minimtl.model import IGNORE_INDEX, HeadConfig, MultiTaskModel, ScalarMix, multitask_loss
 from minimtl.machinery.run import build, train
 from minimtl.weights import trained_pooling
@@ -67,7 +67,6 @@ def test_the_mix_starts_as_the_plain_mean_of_the_layers():
 def test_the_mix_of_the_caches_layout_is_the_mix_of_the_encoders():
     """The cache widens its half-precision rows into one layer after another (features.widened); the mix must
     read that view exactly as it reads the encoder's (B, T, k, H) stack, and so must its gradient."""
-    from minimtl.features import widened
     half = torch.randn(2, 5, 4, 8).half()
     mix = ScalarMix(4)
     with torch.no_grad():
@@ -83,27 +82,14 @@ def test_the_mix_of_the_caches_layout_is_the_mix_of_the_encoders():
     torch.testing.assert_close(*grads, rtol=1e-6, atol=1e-6)
 
 
-def test_the_shared_layer_is_read_by_both_linear_heads():
-    model = model_with(layers=3, shared="lstm").eval()
-    assert model.cls_head.lstm is None and model.ner_head.lstm is None and model.cls_head.mix.__class__ is torch.nn.Identity
-    ids, mask = inputs()
-    with torch.no_grad():
-        states = model.shared(model.features(ids, mask), mask)  # (B, T, 2 * SHARED_HIDDEN)
-        torch.testing.assert_close(model(ids, mask).ner_logits, model.ner_head.out(states), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="linear"):
-        model_with(layers=3, shared="lstm", token_head="lstm")
-
-
 def model_with(**heads):
     torch.manual_seed(0)
     return MultiTaskModel(Bert(CFG), HeadConfig(n_labels=3, n_tags=len(TAGS), **heads), TAGS)
 
 
-@pytest.mark.parametrize("heads", [dict(sentence_head="conv", token_head="conv"),
-                                   dict(sentence_head="lstm", token_head="lstm"), dict(shared="conv"),
-                                   dict(shared="lstm")])
-def test_the_contextual_layers_never_read_padding(heads):
-    model = model_with(layers=2, **heads).eval()
+@pytest.mark.parametrize("kind", ["conv", "lstm"])
+def test_the_contextual_layers_never_read_padding(kind):
+    model = model_with(layers=2, sentence_head=kind, token_head=kind).eval()
     ids, mask = inputs()
     out = model(ids, mask)
     alone = model(ids[2:, :3], mask[2:, :3])  # sentence 2 without its padding: sums in another order
@@ -196,13 +182,6 @@ def test_the_frozen_recipe_mixes_every_layer_with_a_bilstm_per_head(tiny_data, t
     model, _, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out"), log=lambda _: None)
     heads = model.config
     assert heads.layers == 3 and heads.sentence_head == heads.token_head == "lstm"  # embeddings + 2 layers
-    assert heads.shared == "none" and model.shared is None
-    model, _, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", shared_layer="lstm"),
-                           log=lambda _: None)
-    assert (model.config.sentence_head, model.config.token_head, model.config.shared) == ("linear", "linear", "lstm")
-    with pytest.raises(UserError, match="--shared-layer conv: the heads that read it are linear"):
-        build(frozen_config(tiny_data, tiny_weights, tmp_path / "out", shared_layer="conv", token_head="conv"),
-              log=lambda _: None)
     model, _, _, _ = build(TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights)), log=lambda _: None)
     heads = model.config
     assert heads.layers == 1 and heads.sentence_head == heads.token_head == "linear"
@@ -277,25 +256,3 @@ def test_a_crf_trains_with_lora_adapters(tiny_data, tiny_weights, tmp_path):
     train(cfg, log=lambda _: None)
     model, meta = load_checkpoint(tmp_path / "out")
     assert meta["heads"]["crf"] and model.ner_head.crf.transitions.abs().sum() > 0  # they start at zero
-
-
-def test_a_run_with_a_shared_layer_predicts_from_its_checkpoint_as_in_training(tiny_data, tiny_weights, tmp_path):
-    out = tmp_path / "out"
-    results = train(frozen_config(tiny_data, tiny_weights, out, shared_layer="lstm"), log=lambda _: None)
-    model, meta = load_checkpoint(out)
-    assert meta["heads"]["shared"] == "lstm" and model.shared is not None
-    _, sources, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "unused"), log=lambda _: None)
-    assert evaluate_sources(model, sources, "test") == results["test"]
-
-
-def test_a_checkpoint_from_before_the_shared_layer_loads_without_one(tiny_data, tiny_weights, tmp_path):
-    out = tmp_path / "out"
-    train(frozen_config(tiny_data, tiny_weights, out, epochs=1), log=lambda _: None)
-    config = json.loads((out / "config.json").read_text())
-    before = load_checkpoint(out)[0]
-    config["minimtl"]["format_version"] = 4
-    del config["minimtl"]["heads"]["shared"]
-    (out / "config.json").write_text(json.dumps(config))
-    model, meta = load_checkpoint(out)
-    assert meta["heads"]["shared"] == "none" and model.shared is None
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), before.state_dict().values()))

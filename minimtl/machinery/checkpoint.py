@@ -40,7 +40,7 @@ from ..families import FAMILIES, config_json, our_name, published_name, read_con
 from ..lora import merged_state_dict
 from ..bio import split_tag
 from ..inference import Predictor
-from ..model import HEAD_KINDS, POOLINGS, SHARED_KINDS, WORD_SHAPES, HeadConfig, MultiTaskModel
+from ..model import HEAD_KINDS, POOLINGS, WORD_SHAPES, HeadConfig, MultiTaskModel
 from ..errors import UserError, read_json
 from ..tokenization import Aligner
 from ..weights import check_weights_fit, match_state_dict, read_shapes, read_state_dict, skip_random_init
@@ -48,8 +48,7 @@ from .plots import write_curves
 from .reading import NO_CHECKPOINT, one_version
 from .rundir import stale_temporaries
 
-FORMAT_VERSION = 5  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf; 4: sentence_head;
-# 5: shared (a version 4 checkpoint reads as one without a shared layer, which is what it is)
+FORMAT_VERSION = 4  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf; 4: sentence_head
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json",
                    "special_tokens_map.json")  # whichever the pretrained checkpoint has (tokenization.py)
 MODEL_FILES = ("model.safetensors", "config.json", *TOKENIZER_FILES)
@@ -132,9 +131,7 @@ def read_meta(directory):
     meta = raw.get("minimtl") if isinstance(raw, dict) else None
     if not isinstance(meta, dict):
         raise UserError("not a minimtl checkpoint (config.json has no 'minimtl' section)", path)
-    if meta.get("format_version") == 4 and isinstance(meta.get("heads"), dict):
-        meta["heads"] = {**meta["heads"], "shared": "none"}
-    elif meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") != FORMAT_VERSION:
         raise UserError(f"checkpoint format {meta.get('format_version')!r} is not the supported "
                         f"{FORMAT_VERSION}: retrain it with this version of minimtl", path)
     for key in ("labels", "tags"):
@@ -157,20 +154,16 @@ def read_meta(directory):
     if not isinstance(heads, dict) or set(heads) != {f.name for f in fields(HeadConfig)} \
             or any(heads[k] != v for k, v in expected.items()):
         raise UserError(f"'minimtl.heads' should be {{n_labels: {expected['n_labels']}, n_tags: {expected['n_tags']}, "
-                        "pooling, dropout, layers, sentence_head, token_head, crf, shared}, as training writes it",
-                        path)
+                        "pooling, dropout, layers, sentence_head, token_head, crf}, as training writes it", path)
     if heads["pooling"] not in POOLINGS or not isinstance(heads["dropout"], (int, float)) \
             or not 0 <= heads["dropout"] < 1:
         raise UserError(f"'minimtl.heads': pooling must be one of {', '.join(POOLINGS)} and dropout in [0, 1)", path)
     max_len = meta.get("max_len")
     config = read_config(raw, path)
     if type(heads["layers"]) is not int or not 1 <= heads["layers"] <= config.num_hidden_layers + 1 \
-            or any(heads[k] not in HEAD_KINDS for k in ("sentence_head", "token_head")) or type(heads["crf"]) is not bool \
-            or heads["shared"] not in SHARED_KINDS \
-            or heads["shared"] != "none" and (heads["sentence_head"], heads["token_head"]) != ("linear", "linear"):
+            or any(heads[k] not in HEAD_KINDS for k in ("sentence_head", "token_head")) or type(heads["crf"]) is not bool:
         raise UserError(f"'minimtl.heads': layers must be 1 to {config.num_hidden_layers + 1}, sentence_head and "
-                        f"token_head one of {', '.join(HEAD_KINDS)} (linear with a shared layer), crf true or false "
-                        f"and shared one of {', '.join(SHARED_KINDS)}", path)
+                        f"token_head one of {', '.join(HEAD_KINDS)} and crf true or false", path)
     if meta.get("word_shapes") not in (None, *WORD_SHAPES) or type(meta.get("context", False)) is not bool:
         raise UserError(f"'minimtl.word_shapes' should be null or one of {', '.join(WORD_SHAPES)}, and "
                         "'minimtl.context' true or false", path)
