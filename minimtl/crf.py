@@ -37,6 +37,7 @@ Segmenting and Labeling Sequence Data"; Lample et al. 2016, "Neural Architecture
 Recognition" (the BiLSTM/encoder + CRF recipe used here).
 """
 
+import itertools
 from functools import lru_cache
 
 import torch
@@ -145,9 +146,7 @@ class CRF(nn.Module):
             step = (transitions + e[:, i + 1, None, :] + beta[-1][:, None, :]).logsumexp(2)  # (B, K_prev)
             beta.append(torch.where(mask[:, i + 1, None], step, end))
         beta = torch.stack(beta[::-1], 1)  # (B, W, K)
-        # Every chunk of the batch at once: J chunks, each (sentence, B-X, I-X, first, last).
-        b, begin, inside, first, last = torch.tensor([(row, *chunk) for row, mine in enumerate(found) for chunk in mine],
-                                                     dtype=torch.long).reshape(-1, 5).T  # (J,) each
+        b, begin, inside, first, last = chunk_columns(found)  # every chunk of the batch at once: (J,) each
         within = (first[:, None] < torch.arange(W)) & (torch.arange(W) <= last[:, None])  # (J, W): its words after the first
         i_x = inside.clamp(min=0)  # a type with no I- tag has one-word chunks only: nothing reads its I-X
         score = alpha[b, first, begin]  # (J,)
@@ -159,16 +158,24 @@ class CRF(nn.Module):
         following = transitions[tag] + e[b, after] + beta[b, after]  # (J, K): the next word's tag, if there is one
         following = following.masked_fill(torch.arange(K) == inside[:, None], float("-inf"))  # anything but I-X
         score = score + torch.where(last + 1 < lengths[b], following.logsumexp(-1), end[tag])
-        probabilities = (score - log_z[b]).exp().tolist()
-        out = []
-        for mine in found:
-            out.append(probabilities[: len(mine)])
-            probabilities = probabilities[len(mine):]
-        return out
+        return per_sentence((score - log_z[b]).exp().tolist(), found)
 
     def decode(self, emissions, lengths):
         """Viterbi: the best valid tag path per sentence: emissions (B, W, K), word counts (B,) -> B lists."""
         return viterbi(emissions, lengths, *self._scores(float("-inf"), emissions.dtype))
+
+
+def chunk_columns(found):
+    """Per sentence, lists of chunks (B-X id, I-X id or -1, first, last) -> the chunks of every sentence as
+    five (J,) columns: sentence, B-X, I-X, first, last."""
+    rows = [(b, *chunk) for b, mine in enumerate(found) for chunk in mine]
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, 5).T
+
+
+def per_sentence(values, found):
+    """One value per chunk, in `chunk_columns` order -> per sentence, the list of its chunks' values."""
+    ends = itertools.accumulate(len(mine) for mine in found)
+    return [values[end - len(mine) : end] for mine, end in zip(found, ends)]
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .bio import chunks, split_tag
-from .crf import CRF, constrained_decode_batch
+from .crf import CRF, chunk_columns, constrained_decode_batch, per_sentence
 from .freezing import unit_modules
 from .wordshape import WordShapes
 
@@ -283,8 +283,7 @@ def word_product(emissions, lengths, ids, temperature):
     I-X and of the next word's probability of not being I-X. `ids`: per sentence, a list of (B-X id, I-X id or
     -1, first, last) -> per sentence, a list of floats. Every entity of the batch at once."""
     B, W, K = emissions.shape
-    b, begin, inside, first, last = torch.tensor([(row, *chunk) for row, mine in enumerate(ids) for chunk in mine],
-                                                 dtype=torch.long).reshape(-1, 5).T  # (J,) each
+    b, begin, inside, first, last = chunk_columns(ids)  # every entity of the batch at once: (J,) each
     log_p = (emissions / temperature).log_softmax(-1)  # (B, W, K)
     within = (first[:, None] < torch.arange(W)) & (torch.arange(W) <= last[:, None])  # (J, W): its words after the first
     i_x = inside.clamp(min=0)  # a type with no I- tag has one-word entities only: nothing reads its I-X
@@ -292,12 +291,7 @@ def word_product(emissions, lengths, ids, temperature):
     after = (last + 1).clamp(max=W - 1)
     continues = (last + 1 < torch.as_tensor(lengths)[b]) & (inside >= 0)
     score = score + torch.where(continues, torch.log1p(-log_p[b, after, i_x].exp()), 0)
-    probabilities = score.exp().tolist()
-    out = []
-    for mine in ids:
-        out.append(probabilities[: len(mine)])
-        probabilities = probabilities[len(mine):]
-    return out
+    return per_sentence(score.exp().tolist(), ids)
 
 
 def at_words(logits, words):
