@@ -16,7 +16,7 @@ right: TokenHead.entities), a product over its words or a sum over CRF paths; so
 of those, -log p for a predicted entity that is gold and -log(1 - p) for one that is not. A T fitted on each
 word's own tag instead calibrates the words, and the product of calibrated words is not a calibrated entity:
 on SNIPS with a frozen backbone the word-level T made the entities' ECE worse than no calibration at all
-(docs/results.md, "Calibration").
+(docs/results.md, "Calibrated confidences").
 
 **Why a temperature changes no prediction** (accuracy and F1 stay the same to the last digit):
 - sentence labels: z / T is z times a positive number, so argmax_k z_k / T = argmax_k z_k.
@@ -99,8 +99,9 @@ def fit_temperature(nll):
     """The T > 0 that minimises `nll(T)`: the best of a grid of log T, then golden-section search between its
     neighbours.
 
-    Never worse than no calibration: if the search ends above nll(1) (float rounding can tie), T = 1 is kept. When the data have no mistake at all (every gold label the arg-max),
-    the NLL falls towards 0 as T -> 0 and has no minimum: the search then ends at the bottom of LOG_T_RANGE,
+    Never worse than no calibration: if the search ends above nll(1) (float rounding can tie), T = 1 is kept.
+    When the data have no mistake at all (every gold label the arg-max, every predicted entity gold), the NLL
+    falls towards 0 as T -> 0 and has no minimum: the search then ends at the bottom of LOG_T_RANGE,
     which would make every later prediction near-certain on the word of a dev split too easy to say
     anything; T = 1 is kept then too."""
     grid = [LOG_T_RANGE[0] + i * (LOG_T_RANGE[1] - LOG_T_RANGE[0]) / LOG_T_GRID for i in range(LOG_T_GRID + 1)]

@@ -147,11 +147,13 @@ class CRF(nn.Module):
             beta.append(torch.where(mask[:, i + 1, None], step, end))
         beta = torch.stack(beta[::-1], 1)  # (B, W, K)
         b, begin, inside, first, last = chunk_columns(found)  # every chunk of the batch at once: (J,) each
-        within = (first[:, None] < torch.arange(W)) & (torch.arange(W) <= last[:, None])  # (J, W): its words after the first
+        # (J, W): each chunk's words after its first
+        within = (first[:, None] < torch.arange(W)) & (torch.arange(W) <= last[:, None])
         i_x = inside.clamp(min=0)  # a type with no I- tag has one-word chunks only: nothing reads its I-X
         score = alpha[b, first, begin]  # (J,)
         # The chunk's own steps: B-X -> I-X once, then I-X -> I-X, and I-X's emissions on the words after the first.
-        score = score + torch.where(last > first, transitions[begin, i_x] + (last - first - 1) * transitions[i_x, i_x], 0)
+        steps = transitions[begin, i_x] + (last - first - 1) * transitions[i_x, i_x]
+        score = score + torch.where(last > first, steps, 0)
         score = score + torch.where(within, e[b, :, i_x], 0).sum(1)
         tag = torch.where(last > first, i_x, begin)  # the chunk's last tag
         after = (last + 1).clamp(max=W - 1)

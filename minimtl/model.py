@@ -285,7 +285,8 @@ def word_product(emissions, lengths, ids, temperature):
     B, W, K = emissions.shape
     b, begin, inside, first, last = chunk_columns(ids)  # every entity of the batch at once: (J,) each
     log_p = (emissions / temperature).log_softmax(-1)  # (B, W, K)
-    within = (first[:, None] < torch.arange(W)) & (torch.arange(W) <= last[:, None])  # (J, W): its words after the first
+    # (J, W): each entity's words after its first
+    within = (first[:, None] < torch.arange(W)) & (torch.arange(W) <= last[:, None])
     i_x = inside.clamp(min=0)  # a type with no I- tag has one-word entities only: nothing reads its I-X
     score = log_p[b, first, begin] + torch.where(within, log_p[b, :, i_x], 0).sum(1)  # (J,)
     after = (last + 1).clamp(max=W - 1)
