@@ -134,14 +134,30 @@ def entity_nll(head, decoded, temperature):
     """Mean log loss of the predicted entities' probabilities under T: -log p for each one that is gold,
     -log(1 - p) for each one that is not. `decoded`: per batch, (emissions, word counts, decoded paths, the
     sentences' gold entities); the paths are those of every T. 0.0 when nothing was predicted."""
-    total, count = 0.0, 0
+    confidences, correct = judged_entities(head, decoded, temperature)
+    total = 0.0
+    for p, ok in zip(confidences, correct):
+        p = min(max(p, PROBABILITY_FLOOR), 1 - PROBABILITY_FLOOR)
+        total -= math.log(p) if ok else math.log1p(-p)
+    return total / max(len(confidences), 1)
+
+
+def judged_entities(head, decoded, temperature):
+    """(confidences, correct): each predicted entity's probability under T, and whether it is gold.
+    `decoded`: per batch, (emissions, word counts, decoded paths, the sentences' gold entities)."""
+    confidences, correct = [], []
     for emissions, lengths, paths, gold_entities in decoded:
         for entities, gold in zip(head.entities(emissions, lengths, paths, temperature), gold_entities):
-            for kind, first, last, p in entities:
-                p = min(max(p, PROBABILITY_FLOOR), 1 - PROBABILITY_FLOOR)
-                total -= math.log(p) if (kind, first, last) in gold else math.log1p(-p)
-                count += 1
-    return total / max(count, 1)
+            for kind, first, last, probability in entities:
+                confidences.append(probability)
+                correct.append((kind, first, last) in gold)
+    return confidences, correct
+
+
+def decoded_batches(head, logits):
+    """`Logits.tag_batches` with each batch's decoded paths beside its emissions and word counts: (emissions,
+    word counts, paths, gold entities). A temperature changes no path, so they are decoded once."""
+    return [(e, lengths, head.decode(e, lengths), gold) for e, lengths, gold in logits.tag_batches]
 
 
 def fit_temperatures(model, sources, split="dev", features=None):
@@ -157,8 +173,8 @@ def fit_temperatures(model, sources, split="dev", features=None):
         if (y != IGNORE_INDEX).any():
             out["cls"] = fit_temperature(lambda t: sentence_nll(z, y, t))
     head = model.ner_head
-    decoded = [(e, lengths, head.decode(e, lengths), gold) for x in logits for e, lengths, gold in x.tag_batches]
-    if decoded and head is not None:
+    decoded = [batch for x in logits for batch in decoded_batches(head, x)] if head is not None else []
+    if decoded:
         out["ner"] = fit_temperature(lambda t: entity_nll(head, decoded, t))
     return out
 
@@ -174,15 +190,8 @@ def predictions(model, logits, temperatures):
         confidence, predicted = probs.max(-1)
         out["label"] = (confidence.tolist(), (predicted == logits.labels).tolist())
     if logits.tag_batches:
-        head, t = model.ner_head, temperatures.get("ner", 1.0)
-        confidences, correct = [], []
-        for emissions, lengths, gold_entities in logits.tag_batches:
-            paths = head.decode(emissions, lengths)
-            for entities, gold in zip(head.entities(emissions, lengths, paths, t), gold_entities):
-                for kind, first, last, probability in entities:
-                    confidences.append(probability)
-                    correct.append((kind, first, last) in gold)
-        out["entity"] = (confidences, correct)
+        out["entity"] = judged_entities(model.ner_head, decoded_batches(model.ner_head, logits),
+                                        temperatures.get("ner", 1.0))
     return out
 
 

@@ -282,7 +282,7 @@ def word_product(emissions, lengths, ids, temperature):
     """Without a CRF, an entity's probability: the product of its words' softmax probabilities of B-X and
     I-X and of the next word's probability of not being I-X. `ids`: per sentence, a list of (B-X id, I-X id or
     -1, first, last) -> per sentence, a list of floats. Every entity of the batch at once."""
-    B, W, K = emissions.shape
+    W = emissions.shape[1]
     b, begin, inside, first, last = chunk_columns(ids)  # every entity of the batch at once: (J,) each
     log_p = (emissions / temperature).log_softmax(-1)  # (B, W, K)
     # (J, W): each entity's words after its first
