@@ -10,6 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
+import torch.nn as nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from minimtl import Bert, BertConfig, UserError
 from minimtl.config import TrainConfig
@@ -17,7 +20,7 @@ from minimtl.evaluation import evaluate_sources, predict
 from minimtl.batching import batches
 from minimtl.machinery.checkpoint import load_checkpoint, load_predictor
 from minimtl.features import FeatureCache, widened
-from minimtl.model import IGNORE_INDEX, HeadConfig, MultiTaskModel, ScalarMix, multitask_loss
+from minimtl.model import IGNORE_INDEX, LSTM_HIDDEN, BiLSTM, HeadConfig, MultiTaskModel, ScalarMix, multitask_loss
 from minimtl.machinery.run import build, train
 from minimtl.weights import trained_pooling
 
@@ -104,6 +107,22 @@ def test_the_contextual_layers_never_read_padding(kind):
     torch.testing.assert_close(garbage.cls_logits, out.cls_logits, rtol=0, atol=1e-5)
 
 
+def test_the_two_one_way_lstms_are_pytorchs_packed_bidirectional_lstm():
+    torch.manual_seed(0)
+    ours = BiLSTM(8)
+    theirs = nn.LSTM(8, LSTM_HIDDEN, batch_first=True, bidirectional=True)
+    with torch.no_grad():  # the same weights: PyTorch's reverse direction is our right_to_left
+        for name, p in theirs.named_parameters():
+            lstm = ours.right_to_left if name.endswith("_reverse") else ours.left_to_right
+            p.copy_(getattr(lstm, name.removesuffix("_reverse")))
+    x = torch.randn(3, 6, 8)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] + [0] * 5])
+    packed = pack_padded_sequence(x, mask.sum(1), batch_first=True, enforce_sorted=False)
+    expected = pad_packed_sequence(theirs(packed)[0], batch_first=True, total_length=6)[0]
+    torch.testing.assert_close(ours(x, mask), expected, rtol=0, atol=1e-5)
+    assert ours(x, mask)[mask == 0].eq(0).all()  # padding positions are zero, as pad_packed_sequence gives
+
+
 def test_a_dilated_convolution_state_sees_29_positions_and_no_more():
     """Dilations 1, 2, 4 see 1 + 2 * (1 + 2 + 4) = 15 positions; the block applied twice, 1 + 2 * 14 = 29."""
     from minimtl.model import DilatedConvs
@@ -123,7 +142,7 @@ def test_the_lstm_sentence_head_pools_the_mean_and_the_max_of_its_states():
     head = model.cls_head
     ids, mask = inputs()
     with torch.no_grad():
-        states, _ = head.lstm(model.features(ids[2:, :3], mask[2:, :3]))  # sentence 2 alone: no padding
+        states = head.lstm(model.features(ids[2:, :3], mask[2:, :3]), mask[2:, :3])  # sentence 2 alone: no padding
         by_hand = head.out(torch.cat([states.mean(1), states.max(1).values], -1))
         torch.testing.assert_close(model(ids, mask).cls_logits[2:], by_hand, rtol=0, atol=1e-6)
 
@@ -228,6 +247,24 @@ def test_a_frozen_run_predicts_at_inference_as_it_scored_in_training(tiny_data, 
                   if [w.text for w in p.words] == list(ex.words)]
     assert len(same_words) >= len(texts) // 2
     assert [predictions[i].tags for i in same_words] == [tags[i] for i in same_words]
+
+
+def test_a_format_4_checkpoint_with_one_bidirectional_lstm_still_loads(tiny_data, tiny_weights, tmp_path):
+    out = tmp_path / "out"
+    train(frozen_config(tiny_data, tiny_weights, out, epochs=1), log=lambda _: None)
+    model, _ = load_checkpoint(out)
+    # Written back as format 4 wrote it: each BiLSTM as one nn.LSTM(bidirectional=True).
+    tensors = load_file(out / "model.safetensors")
+    old = {name.replace(".left_to_right.", ".").replace(".right_to_left.", ".") + "_reverse" * (".right_to_left." in name)
+           : t for name, t in tensors.items()}
+    assert "ner_head.lstm.weight_hh_l0_reverse" in old and "ner_head.lstm.weight_hh_l0" in old
+    save_file(old, out / "model.safetensors")
+    config = json.loads((out / "config.json").read_text())
+    config["minimtl"]["format_version"] = 4
+    (out / "config.json").write_text(json.dumps(config))
+    loaded, _ = load_checkpoint(out)
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
 
 
 def test_a_crf_checkpoint_predicts_as_the_trained_model_did(tiny_data, tiny_weights, tmp_path):

@@ -48,7 +48,9 @@ from .plots import write_curves
 from .reading import NO_CHECKPOINT, one_version
 from .rundir import stale_temporaries
 
-FORMAT_VERSION = 4  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf; 4: sentence_head
+FORMAT_VERSION = 5  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf; 4: sentence_head;
+# 5: a BiLSTM is two one-way LSTMs (model.BiLSTM). Format 4 is read too: only the BiLSTM's names differ.
+READABLE_FORMATS = (4, FORMAT_VERSION)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json",
                    "special_tokens_map.json")  # whichever the pretrained checkpoint has (tokenization.py)
 MODEL_FILES = ("model.safetensors", "config.json", *TOKENIZER_FILES)
@@ -131,9 +133,9 @@ def read_meta(directory):
     meta = raw.get("minimtl") if isinstance(raw, dict) else None
     if not isinstance(meta, dict):
         raise UserError("not a minimtl checkpoint (config.json has no 'minimtl' section)", path)
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"checkpoint format {meta.get('format_version')!r} is not the supported "
-                        f"{FORMAT_VERSION}: retrain it with this version of minimtl", path)
+    if meta.get("format_version") not in READABLE_FORMATS:
+        raise UserError(f"checkpoint format {meta.get('format_version')!r} is not one of the supported "
+                        f"{', '.join(map(str, READABLE_FORMATS))}: retrain it with this version of minimtl", path)
     for key in ("labels", "tags"):
         value = meta.get(key)
         if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
@@ -199,10 +201,24 @@ def read_checkpoint(directory):
 
     def rename(name):  # the encoder's tensors from its family's names; the heads' names are ours already
         ours = our_name(name, config.model_type) if name.startswith(own) else None
-        return "bert." + ours if ours else name
+        if ours:
+            return "bert." + ours
+        return format_4_name(name) if meta["format_version"] == 4 else name
 
     match_state_dict(model, read_state_dict(weights), weights, rename=rename)
     return model.eval(), meta
+
+
+def format_4_name(name):
+    """A head tensor's name in format 5 from its format-4 name, where a BiLSTM was one
+    nn.LSTM(bidirectional=True): `head.lstm.weight_ih_l0` is now `head.lstm.left_to_right.weight_ih_l0`, and
+    `head.lstm.weight_ih_l0_reverse` is `head.lstm.right_to_left.weight_ih_l0` (the same weights, model.BiLSTM)."""
+    head, lstm, weight = name.rpartition(".lstm.")
+    if not lstm:
+        return name
+    if weight.endswith("_reverse"):
+        return f"{head}.lstm.right_to_left.{weight.removesuffix('_reverse')}"
+    return f"{head}.lstm.left_to_right.{weight}"
 
 
 def write_json(path, value):
