@@ -178,10 +178,12 @@ class TrainConfig:
                                      choices=HEAD_KINDS)
     crf: bool = setting(False, "a CRF over words on the tag layer: trained by its likelihood, decoded by Viterbi",
                         MODEL)
-    word_shape: bool = setting(False, "give the model each word's case, which an uncased tokenizer erases: a "
-                               "learned vector per word shape (lower, Capitalised, UPPER, mixed, digits, ...), zero "
-                               "at the start, added to the input embeddings of the word's sub-tokens (with "
-                               "--freeze backbone: to what the heads read)", MODEL)
+    word_shape: bool | None = setting(None, "give the model each word's case, which an uncased tokenizer erases: a "
+                                      "learned vector per word shape (lower, Capitalised, UPPER, mixed, digits, ...), "
+                                      "zero at the start, added to the input embeddings of the word's sub-tokens "
+                                      "(with --freeze backbone: to what the heads read). Default: by the recipe (on "
+                                      "for a frozen backbone whose tokenizer lower-cases training text that has "
+                                      "capital letters, off otherwise); --no-word-shape turns it off", MODEL)
 
     def torch_device(self):
         if self.device == "auto":
@@ -283,9 +285,10 @@ SHAPES_WHERE = {
 }
 
 
-def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device):
+def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device, erases_case=False):
     """The Recipe `cfg` asks for with this encoder (its config), its pretrained pooling ("cls" or "mean"),
-    the data's label and tag counts, on `device`. Refuses settings that do not fit the encoder."""
+    the data's label and tag counts, on `device`. `erases_case`: the tokenizer lower-cases training text
+    that has capital letters. Refuses settings that do not fit the encoder."""
     kind = "frozen backbone" if freezes_backbone(cfg.freeze) else "LoRA" if cfg.lora else "full fine-tuning"
     epochs, sentence, token, read = KIND_DEFAULTS[kind]
     all_layers = encoder_config.num_hidden_layers + 1
@@ -305,8 +308,12 @@ def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device):
         token_head=cfg.token_head or token,
         crf=cfg.crf,
     )
-    # Word shapes enter the encoder where the encoder learns, and the heads where it cannot (wordshape.py).
-    word_shapes = None if not cfg.word_shape else "heads" if kind == "frozen backbone" else "embeddings"
+    # Word shapes enter the encoder where the encoder learns, and the heads where it cannot (wordshape.py). A
+    # frozen backbone's heads read them by default wherever the tokenizer erases case the text has: case is the
+    # strongest cue English has for a name, and the encoder stays the pretrained one. Fine-tuning adds them to
+    # the encoder's embeddings only when asked: a plain BERT (transformers, say) reading the run would lack them.
+    shapes = cfg.word_shape if cfg.word_shape is not None else kind == "frozen backbone" and erases_case
+    word_shapes = None if not shapes else "heads" if kind == "frozen backbone" else "embeddings"
     if word_shapes == "embeddings" and not cfg.lora and not cfg.unfreeze_schedule and \
             ("embeddings" in cfg.freeze or cfg.freeze_layers):
         raise UserError("--word-shape adds its vectors to the input embeddings, which --freeze embeddings / "

@@ -92,6 +92,8 @@ class Aligner:
         if ids is None:
             raise ValueError("the vocabulary lacks the special tokens " + " or ".join(", ".join(n) for n in SPECIALS))
         self.cls_id, self.sep_id, self.pad_id, self.unk_id = ids
+        # Whether the model ever sees a word's case (an uncased checkpoint's normaliser erases it: wordshape.py).
+        self.lowercases = tokenizer.normalizer is not None and tokenizer.normalizer.normalize_str("A") == "a"
         marks_starts = isinstance(tokenizer.model, (models.BPE, models.Unigram))
         self.prefix = " " if marks_starts else ""
         # Raw text is cut into words where BERT cuts it (whitespace and punctuation) for every tokenizer: NER

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 import test_alignment as base
 from minimtl.batching import batches, collate, encode_split
 from minimtl.bert import Bert, BertConfig
-from minimtl.config import TrainConfig
+from minimtl.config import TrainConfig, recipe
 from minimtl.errors import UserError
 from minimtl.evaluation import EVAL_BATCH, predict
 from minimtl.freezing import units
 from minimtl.machinery.checkpoint import atomic_directory, load_predictor, write_model
 from minimtl.machinery.data import Example, LabelVocab, Splits, load_split
-from minimtl.machinery.run import train
+from minimtl.machinery.run import build, train
 from minimtl.machinery.sources import Source
 from minimtl.model import IGNORE_INDEX, HeadConfig, MultiTaskModel, at_words, multitask_loss
 from minimtl.tokenization import Aligner
@@ -189,6 +189,33 @@ def test_word_shapes_in_frozen_embeddings_are_refused(tiny_data, tiny_weights, t
         with pytest.raises(UserError, match="--word-shape adds its vectors to the input embeddings"):
             train(cfg, log=lambda _: None)
         assert not (tmp_path / "x").exists()
+
+
+def test_a_frozen_backbone_reads_word_shapes_by_default_where_the_tokenizer_erases_case(tiny_data, tiny_weights,
+                                                                                       tmp_path):
+    def shapes(erases_case, **settings):
+        return recipe(TrainConfig(**settings), BertConfig(num_hidden_layers=3), "mean", 2, 3, torch.device("cpu"),
+                      erases_case=erases_case).word_shapes
+
+    assert shapes(True, freeze=["backbone"]) == "heads" and shapes(False, freeze=["backbone"]) is None
+    assert shapes(True) is None and shapes(True, lora=2) is None  # they would change the encoder: only when asked
+    assert shapes(False, word_shape=True) == "embeddings" and shapes(True, freeze=["backbone"], word_shape=False) is None
+    assert shapes(True, freeze=["embeddings"]) is None  # where they could not learn, the default is none
+    # The default backbone's tokenizer lower-cases, and the demo's sentences have capitals: the heads read shapes.
+    assert Aligner.from_checkpoint(tiny_weights).lowercases
+    lines = []
+    model, sources, _, _ = build(TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), freeze=["backbone"]),
+                                 lines.append)
+    assert model.word_shapes == "heads" and sources[0].ids["train"].shape_ids is not None
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    for split in ("train", "dev", "test"):  # the same sentences, all lower-case: nothing for shapes to give back
+        rows = [json.loads(line) for line in (tiny_data / f"{split}.jsonl").read_text().splitlines()]
+        (lower / f"{split}.jsonl").write_text("".join(json.dumps({**r, "tokens": [w.lower() for w in r["tokens"]]})
+                                                      + "\n" for r in rows))
+    model, sources, _, _ = build(TrainConfig(data=[str(lower)], weights=str(tiny_weights), freeze=["backbone"]),
+                                 lines.append)
+    assert model.word_shapes is None and sources[0].ids["train"].shape_ids is None
 
 
 def test_with_lora_the_shape_table_trains_with_the_adapters():

@@ -108,7 +108,7 @@ def gold_and_predicted_tags(out, data):
     aligner = Aligner.from_checkpoint(out, model.bert.config.vocab_size)
     cfg = TrainConfig(data=[str(data)])
     encode_sources(sources, aligner, vocabularies(sources), cfg, model.bert.config.max_position_embeddings,
-                   lambda _: None)
+                   lambda _: None, word_shapes=model.word_shapes is not None)
     _, predicted = predict(model, sources[0], "test")
     return [list(ex.tags) for ex in sources[0].splits.test], predicted
 

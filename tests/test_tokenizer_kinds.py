@@ -43,6 +43,12 @@ def pieces(kind, word):
     return ids or [aligner.unk_id]
 
 
+def test_none_of_these_tokenizers_erases_case(kind):
+    _, aligner, reference = kind
+    assert not aligner.lowercases  # so the frozen recipe reads no word shapes by default (config.recipe)
+    assert reference.encode("Paris").ids != reference.encode("paris").ids
+
+
 @SETTINGS
 @given(base.tagged())
 def test_each_word_shape_reaches_exactly_its_own_pieces(kind, example):

@@ -29,7 +29,7 @@ def initial_heads(tiny_weights, out, seed):
     """The heads of the run in `out` as that run, seeded with `seed`, initialised them (after the encoder)."""
     meta = json.loads((out / "config.json").read_text())["minimtl"]
     seed_everything(seed)
-    model = MultiTaskModel(load_encoder(tiny_weights), HeadConfig(**meta["heads"]), meta["tags"])
+    model = MultiTaskModel(load_encoder(tiny_weights), HeadConfig(**meta["heads"]), meta["tags"], meta["word_shapes"])
     return {k: v for k, v in model.state_dict().items() if not k.startswith("bert.")}
 
 

@@ -1,5 +1,6 @@
 """`train.py`'s flags, generated from the TrainConfig fields: each setting is declared once, in config.py."""
 
+import argparse
 import types
 import typing
 from dataclasses import MISSING, fields
@@ -19,8 +20,8 @@ def add_config_flags(parser):
         # A None default is resolved from other settings, which the help text itself explains.
         help = meta["help"] if kind is bool or default is None else f"{meta['help']} (default: {shown})"
         kwargs = {"default": None, "help": help.replace("%", "%%"), "choices": meta["choices"]}
-        if kind is bool:
-            kwargs.update(action="store_true")
+        if kind is bool:  # a None default is resolved by the recipe: --flag and --no-flag both say so
+            kwargs.update(action="store_true" if default is not None else argparse.BooleanOptionalAction)
             del kwargs["choices"]
         elif kind is list:
             # --freeze backbone cls-head, or --data A --data B: both add to the list

@@ -176,11 +176,12 @@ def build(cfg, log):
         raise UserError(f"--max-len {cfg.max_len}: the model in {weights_dir} has only {positions} positions")
     vocab = vocabularies(sources)
     check_tasks(sources, cfg)
-    # Evaluation never cuts a sentence short: only the model's position table limits it.
-    encode_sources(sources, aligner, vocab, cfg, positions, log)
     device = cfg.torch_device()
+    cased = any(word != word.lower() for s in sources for ex in s.splits.train for word in ex.words)
     recipe = resolve_recipe(cfg, encoder.config, trained_pooling(weights_dir), len(vocab.labels or []),
-                            len(vocab.tags or []), device)
+                            len(vocab.tags or []), device, erases_case=cased and aligner.lowercases)
+    # Evaluation never cuts a sentence short: only the model's position table limits it.
+    encode_sources(sources, aligner, vocab, cfg, positions, log, word_shapes=recipe.word_shapes is not None)
     model = MultiTaskModel(encoder, recipe.heads, vocab.tags.names if vocab.tags else None, recipe.word_shapes)
     if cfg.lora:  # wraps the target Linears; with adapters in the model, freezing.py freezes the backbone
         add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)

@@ -71,9 +71,10 @@ def vocabularies(sources):
     return Vocabularies(labels, tags)
 
 
-def encode_sources(sources, aligner, vocab, cfg, eval_len, log):
+def encode_sources(sources, aligner, vocab, cfg, eval_len, log, word_shapes=False):
     """Token ids and label ids for every split; training sentences are cut at --max-len, the others only
-    at the model's position limit (evaluation never cuts a sentence short)."""
+    at the model's position limit (evaluation never cuts a sentence short). `word_shapes`: with each
+    position's word shape (the recipe's, config.recipe)."""
     for s in sources:
         s.labels = labels = vocab.labels if s.splits.has_labels else None
         s.tags = tags = vocab.tags if s.splits.has_tags else None
@@ -83,7 +84,7 @@ def encode_sources(sources, aligner, vocab, cfg, eval_len, log):
             examples = getattr(s.splits, split)
             if examples is not None:
                 s.ids[split] = encode_split(aligner, examples, labels, tags, cfg.max_len if split == "train" else
-                                            eval_len, cfg.label_all_subtokens, cfg.word_shape,
+                                            eval_len, cfg.label_all_subtokens, word_shapes,
                                             cfg.max_len if cfg.context else None)
         if cfg.context:
             documents = len({ex.document for ex in s.splits.train} - {None})

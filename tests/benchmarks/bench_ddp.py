@@ -32,7 +32,9 @@ from pathlib import Path
 from common import ROOT, parser, write_results
 from minimtl.config import DEMO_DATA
 
-ROWS = {"full": ["--epochs", "1"], "frozen": ["--freeze", "backbone", "--epochs", "3", "--patience", "0"]}
+# --no-word-shape: as measured, before the frozen recipe read word shapes by default on cased text (the demo's).
+ROWS = {"full": ["--epochs", "1"], "frozen": ["--freeze", "backbone", "--no-word-shape", "--epochs", "3",
+                                              "--patience", "0"]}
 GLOBAL_BATCH = 32
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
