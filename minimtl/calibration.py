@@ -134,7 +134,11 @@ def entity_nll(head, decoded, temperature):
     """Mean log loss of the predicted entities' probabilities under T: -log p for each one that is gold,
     -log(1 - p) for each one that is not. `decoded`: per batch, (emissions, word counts, decoded paths, the
     sentences' gold entities); the paths are those of every T. 0.0 when nothing was predicted."""
-    confidences, correct = judged_entities(head, decoded, temperature)
+    return log_loss(*judged_entities(head, decoded, temperature))
+
+
+def log_loss(confidences, correct):
+    """Mean of -log p where `correct`, -log(1 - p) where not; 0.0 for no predictions."""
     total = 0.0
     for p, ok in zip(confidences, correct):
         p = min(max(p, PROBABILITY_FLOOR), 1 - PROBABILITY_FLOOR)

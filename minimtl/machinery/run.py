@@ -177,9 +177,11 @@ def build(cfg, log):
     vocab = vocabularies(sources)
     check_tasks(sources, cfg)
     device = cfg.torch_device()
-    cased = any(word != word.lower() for s in sources for ex in s.splits.train for word in ex.words)
+    # Read only for a tokenizer that lower-cases; it stops at the first capital letter.
+    erases_case = aligner.lowercases and any(word != word.lower() for s in sources for ex in s.splits.train
+                                             for word in ex.words)
     recipe = resolve_recipe(cfg, encoder.config, trained_pooling(weights_dir), len(vocab.labels or []),
-                            len(vocab.tags or []), device, erases_case=cased and aligner.lowercases)
+                            len(vocab.tags or []), device, erases_case=erases_case)
     # Evaluation never cuts a sentence short: only the model's position table limits it.
     encode_sources(sources, aligner, vocab, cfg, positions, log, word_shapes=recipe.word_shapes is not None)
     model = MultiTaskModel(encoder, recipe.heads, vocab.tags.names if vocab.tags else None, recipe.word_shapes)

@@ -20,7 +20,6 @@ tests/benchmarks/results/calibration_shift.json.
 """
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
@@ -28,8 +27,8 @@ import torch
 from bench_calibration import sources_of
 from common import setup, write_results
 from minimtl.bio import chunks
-from minimtl.calibration import PROBABILITY_FLOOR, collect, decoded_batches, expected_calibration_error, \
-    fit_temperature
+from minimtl.calibration import collect, decoded_batches, expected_calibration_error, fit_temperature, \
+    judged_entities, log_loss
 from minimtl.evaluation import head_outputs
 from minimtl.machinery.checkpoint import load_with_tokenizer
 
@@ -55,18 +54,14 @@ class Split:
 
     def probabilities(self, t):
         if t not in self.cache:
-            self.cache[t] = [p for e, lengths, paths, _ in self.decoded
-                             for sentence in self.head.entities(e, lengths, paths, t) for *_, p in sentence]
+            self.cache[t] = judged_entities(self.head, self.decoded, t)[0]
         return self.cache[t]
 
 
-def log_loss(split, members, t):
+def group_log_loss(split, members, t):
+    """The entity log loss training minimises (calibration.log_loss), over the entities `members` only."""
     p = split.probabilities(t)
-    total = 0.0
-    for i in members:
-        q = min(max(p[i], PROBABILITY_FLOOR), 1 - PROBABILITY_FLOOR)
-        total -= math.log(q) if split.entities[i]["gold"] else math.log1p(-q)
-    return total / max(len(members), 1)
+    return log_loss([p[i] for i in members], [split.entities[i]["gold"] for i in members])
 
 
 def run(name, checkpoint, data):
@@ -86,7 +81,7 @@ def run(name, checkpoint, data):
         members = {}
         for i, e in enumerate(dev.entities):
             members.setdefault(group_of(e), []).append(i)
-        temperatures = {g: fit_temperature(lambda t: log_loss(dev, idx, t)) for g, idx in sorted(members.items())}
+        temperatures = {g: fit_temperature(lambda t: group_log_loss(dev, idx, t)) for g, idx in sorted(members.items())}
         ece = {}
         for label, split in (("dev", dev), ("test", test)):
             confidences = [split.probabilities(temperatures.get(group_of(e), 1.0))[i]
