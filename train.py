@@ -6,14 +6,14 @@
     python train.py --resume runs/latest                # continue an interrupted run exactly
     torchrun --standalone --nproc_per_node 2 train.py   # the same training in 2 processes (README: torchrun)
 
-Every flag below is a field of minimtl/config.py:TrainConfig, where its default and check are declared.
+Every flag below is a field of minimtl/config.py:RunConfig, where its default and check are declared.
 """
 
 import argparse
 import os
 import sys
 
-from minimtl.config import TrainConfig
+from minimtl.machinery.settings import RunConfig
 from minimtl.machinery.cli import add_config_flags, given
 from minimtl.machinery.distributed import PeerLost, joined
 from minimtl.errors import UserError
@@ -38,7 +38,7 @@ def main(argv=None):
                                 .replace("_", "-"))
             cfg = resume_config(args.resume)
         else:
-            cfg = TrainConfig(**settings)
+            cfg = RunConfig(**settings)
         cfg.check()
         with joined(cfg.torch_device()) as ddp:  # a process group only when started by torchrun
             train(cfg, resume=bool(args.resume), ddp=ddp)

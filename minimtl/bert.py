@@ -6,10 +6,8 @@ published checkpoints (`embeddings.word_embeddings`, `encoder.layer.0.attention.
 loading pretrained weights is a plain name match (see weights.py). `nn.ModuleDict` provides those names
 where the reference implementation needs a whole class per level of nesting.
 
-RoBERTa, XLM-R, DistilBERT and ELECTRA are this same encoder with other tensor names (families.py maps
-them) and a few small differences, each in one place in `Embeddings`: where positions start
-(`position_offset`), whether there is a token-type table, DistilBERT's optional fixed sinusoid positions,
-and ELECTRA's projection up from narrower embeddings. Their blocks are BERT's.
+Other checkpoints that are BERT under other names (RoBERTa, XLM-R, DistilBERT, ELECTRA) hand `Bert` their own
+embeddings module; their blocks are BERT's (extensions/families.py).
 
 References:
 - Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers", https://arxiv.org/abs/1810.04805
@@ -26,8 +24,7 @@ import torch.nn.functional as F
 
 @dataclass
 class BertConfig:
-    """The encoder's shape. Field names are those of a published BERT `config.json` (families.py translates
-    the other families' keys), so one round-trips unchanged."""
+    """The encoder's shape. Field names are those of a published BERT `config.json`, so one round-trips unchanged."""
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -35,26 +32,19 @@ class BertConfig:
     num_attention_heads: int = 12
     intermediate_size: int = 3072
     max_position_embeddings: int = 512
-    type_vocab_size: int = 2  # 0: no token-type table at all (DistilBERT)
+    type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     hidden_act: str = "gelu"
-    model_type: str = "bert"  # the family (families.py): its tensor names, and where positions start
-    pad_token_id: int = 0
-    embedding_size: int | None = None  # ELECTRA: narrower embeddings, projected up to hidden_size
-    sinusoidal_pos_embds: bool = False  # DistilBERT: a fixed sinusoid position table, not a learned one
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "max_position_embeddings", "layer_norm_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        for name in ("type_vocab_size", "pad_token_id"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
-        if self.embedding_size is not None and self.embedding_size <= 0:
-            raise ValueError(f"embedding_size must be positive, not {self.embedding_size}")
+        if self.type_vocab_size < 0:
+            raise ValueError(f"type_vocab_size must not be negative, not {self.type_vocab_size}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)}")
@@ -64,63 +54,60 @@ class BertConfig:
         if self.hidden_act != "gelu":
             # "gelu" in BERT configs means the exact erf form; the tanh approximations are other models.
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported (only 'gelu')")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_position_embeddings {self.max_position_embeddings} leaves no position after "
-                             f"the first {self.position_offset}")
-
-    @property
-    def position_offset(self):
-        """The first position row a sentence uses. RoBERTa and XLM-R (fairseq) number positions from
-        pad_token_id + 1, the rows below being reserved for padding; BERT's first token uses row 0."""
-        return self.pad_token_id + 1 if self.model_type in ("roberta", "xlm-roberta") else 0
 
     @property
     def max_tokens(self):
         """The longest input, [CLS] and [SEP] included, that the position table can number."""
-        return self.max_position_embeddings - self.position_offset
+        return self.max_position_embeddings
+
+    @property
+    def embedding_width(self):
+        """The width of the embedding tables (other checkpoints' may be narrower than the hidden states)."""
+        return self.hidden_size
+
+    def encoder_name(self, name):
+        """A tensor name in a published file as `Bert` calls it, or None for a tensor the encoder does not use
+        (task heads, the pooler, buffers): `bert.encoder.layer.0...` -> `encoder.layer.0...`."""
+        return encoder_tensor(name.removeprefix("bert."))
+
+
+def encoder_tensor(name):
+    """A tensor name without its model's prefix as `Bert` calls it, or None when it is not the encoder's."""
+    module, _, param = name.rpartition(".")
+    # The original TensorFlow port of BERT called LayerNorm's parameters gamma and beta.
+    param = {"gamma": "weight", "beta": "bias"}.get(param, param) if module.endswith("LayerNorm") else param
+    if module == "embeddings" and param == "position_ids" or not module.startswith(("embeddings.", "encoder.")):
+        return None
+    return f"{module}.{param}"
 
 
 class Embeddings(nn.Module):
-    """word + position + token type, then LayerNorm and dropout (and ELECTRA's projection)."""
+    """word + position + token type, then LayerNorm and dropout: (B, T) ids -> (B, T, H)."""
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        E = cfg.embedding_size or cfg.hidden_size
-        self.position_offset = cfg.position_offset
-        self.fixed_positions = cfg.sinusoidal_pos_embds
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, E)
-        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, E)
-        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, E) if cfg.type_vocab_size else None
-        self.LayerNorm = nn.LayerNorm(E, eps=cfg.layer_norm_eps)
+        H = cfg.hidden_size
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, H)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, H)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, H)
+        self.LayerNorm = nn.LayerNorm(H, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
-        # ELECTRA's generator and discriminator share embeddings sized for the small generator; the
-        # discriminator projects them up to its own width.
-        self.project = nn.Linear(E, cfg.hidden_size) if E != cfg.hidden_size else None
-        # A run with --word-shape (outside the frozen recipe) sets a wordshape.WordShapes(E) table here: one more
-        # id per position, like the token type, added before the LayerNorm. Published checkpoints have none.
-        self.word_shapes = None
 
-    def forward(self, input_ids, shape_ids=None):
-        T, first = input_ids.shape[1], self.position_offset
-        if first + T > self.position_embeddings.num_embeddings:
+    def forward(self, input_ids, added=None):
+        """`added` (B, T, H): vectors added to each position's sum before the LayerNorm, as the token type's
+        are (an input of the model's own: MultiTaskModel.embedding_input)."""
+        T = input_ids.shape[1]
+        if T > self.position_embeddings.num_embeddings:
             raise ValueError(f"sequence of {T} tokens is longer than the "
-                             f"{self.position_embeddings.num_embeddings - first} positions this model was trained with")
-        # Batches are padded on the right, so a row's real tokens are always its first ones and take
-        # positions first, first + 1, ... (RoBERTa's cumulative count of non-padding tokens, plus its offset).
-        positions = self.position_embeddings.weight[first : first + T]  # (T, E)
-        if self.fixed_positions:
-            positions = positions.detach()  # no gradient, so AdamW never moves (nor decays) the sinusoids
-        x = self.word_embeddings(input_ids) + positions  # (B, T, E)
+                             f"{self.position_embeddings.num_embeddings} positions this model was trained with")
+        # Batches are padded on the right, so a row's real tokens are always its first ones: positions 0..T-1.
+        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:T]  # (B, T, H)
         # Both tasks read single sentences: every token is in segment 0, so that one row of the token-type
         # table is added to all of them (the table is kept only because pretrained files carry it).
-        if self.token_type_embeddings is not None:
-            x = x + self.token_type_embeddings.weight[0]
-        if self.word_shapes is not None:
-            if shape_ids is None:
-                raise ValueError("this encoder adds word shapes to its embeddings: pass shape_ids")
-            x = x + self.word_shapes(shape_ids)  # (B, T, E); all zeros until training moves it (wordshape.py)
-        x = self.dropout(self.LayerNorm(x))
-        return x if self.project is None else self.project(x)  # (B, T, H)
+        x = x + self.token_type_embeddings.weight[0]
+        if added is not None:
+            x = x + added
+        return self.dropout(self.LayerNorm(x))
 
 
 class TokenLayout:
@@ -221,10 +208,11 @@ class Bert(nn.Module):
     they are never computed (see TokenLayout), and every real position ignores them as keys.
     """
 
-    def __init__(self, cfg: BertConfig):
+    def __init__(self, cfg: BertConfig, embeddings=None):
+        """`embeddings`: what turns ids into the first hidden states, when not BERT's own `Embeddings`."""
         super().__init__()
         self.config = cfg
-        self.embeddings = Embeddings(cfg)
+        self.embeddings = embeddings if embeddings is not None else Embeddings(cfg)
         self.encoder = nn.ModuleDict({"layer": nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))})
         # No pooler (tanh(dense(h[CLS]))): it was trained for next-sentence prediction, and the task heads
         # pool for themselves (model.py). Its tensors in a pretrained file are ignored.
@@ -233,13 +221,13 @@ class Bert(nn.Module):
     def layers(self):
         return self.encoder["layer"]
 
-    def forward(self, input_ids, attention_mask=None, layers=1, shape_ids=None):
+    def forward(self, input_ids, attention_mask=None, layers=1, added=None):
         """The last hidden states (B, T, H); with `layers` = k > 1, the top k hidden states stacked as
         (B, T, k, H), bottom first, the embeddings' output counting as layer 0 (so k <= num_hidden_layers + 1).
-        `shape_ids` (B, T): each position's word shape, for an encoder whose embeddings have a shape table."""
+        `added`: what Embeddings adds before its LayerNorm."""
         B, T = input_ids.shape
         layout = TokenLayout(attention_mask, B, T)
-        x = layout.pack(self.embeddings(input_ids, shape_ids))  # (N, H)
+        x = layout.pack(self.embeddings(input_ids, added))  # (N, H)
         states = deque([x], maxlen=layers)  # the top `layers` outputs so far
         for layer in self.layers:
             x = layer(x, layout)

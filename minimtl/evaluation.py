@@ -2,50 +2,37 @@
 
 Sentence labels come from the arg-max of the sentence logits. Tags are read at each word's first
 sub-token (exactly where training put the word's label, see tokenization.py) and decoded as the best
-*valid* BIO sequence (TokenHead.decode: constrained softmax choices, or the CRF's Viterbi path). Metrics compare names, not ids (metrics.py).
+*valid* BIO sequence (TokenHead.decode). Metrics compare names, not ids (metrics.py).
 With several sources, each is scored on its own split with the metrics its tasks have, and the metric
 names get the source's name in front ("conll2003/entity_f1").
 """
 
 import torch
-import torch.distributed as dist
 
 from . import metrics
 from .batching import batches
 from .model import at_words
-from .precision import autocast
 
 EVAL_BATCH = 64  # sentences per forward pass: no gradients are kept, so twice the training batch fits
-NOT_MINE = -1  # a prediction another process of a torchrun job fills in
-
-
-def training_precision(device):
-    # Training's own evaluation: bf16 on CUDA halves memory traffic. CPU and MPS stay in fp32, whatever
-    # precision training ran in: scores and predictions are then the same on every CPU, bf16 hardware or not.
-    return "bf16" if device.type == "cuda" else "fp32"
+NONE = -1  # no prediction: a word past the position limit
 
 
 @torch.inference_mode()
-def head_outputs(model, source, split, features=None, shard=(0, 1), precision=None):
-    """What the heads say about one split, computed once for everything read from it (the predictions below;
-    the temperatures and calibration errors of calibration.py): per batch of this process's share, (the
-    sentences' indices in the split, sentence logits (B, C) or None, tag logits at each word's first sub-token
-    (B, W, K) or None, word counts (B,)), in float32 on the CPU.
-
-    `shard` (rank, world): under torchrun each of the `world` processes runs every world-th batch.
-    `precision`: one of precision.PRECISIONS, the model already made ready for it (`precision.for_inference`);
-    None: as training evaluates (`training_precision`).
+def head_outputs(model, source, split, forward=None):
+    """What the heads say about one split, computed once for everything read from it (the predictions below,
+    and whatever else reads the logits): per batch, (the sentences' indices in the split, sentence logits
+    (B, C) or None, tag logits at each word's first sub-token (B, W, K) or None, word counts (B,)), in float32
+    on the CPU. `forward(batch)`: what computes the outputs, by default the model itself (a run may hand in its
+    own: the heads on stored encoder states, say).
     """
-    rank, world = shard
     device = next(model.parameters()).device
-    precision = precision or training_precision(device)
+    forward = forward or model
     model.eval()
     outputs = []
-    for batch in batches(source.ids[split], EVAL_BATCH)[rank::world]:
+    for batch in batches(source.ids[split], EVAL_BATCH):
         batch = batch.to(device)
-        with autocast(device, precision):
-            cached = features.hidden(source.name, split, batch) if features else None
-            out = model(batch.input_ids, batch.attention_mask, cached, batch.shape_ids)
+        batch.source, batch.split = source.name, split  # what a stand-in for the encoder looks up
+        out = forward(batch)
         cls = out.cls_logits.float().cpu() if source.labels else None
         emissions, lengths = None, None
         if source.tags:
@@ -56,43 +43,34 @@ def head_outputs(model, source, split, features=None, shard=(0, 1), precision=No
 
 
 @torch.inference_mode()
-def predict(model, source, split, features=None, shard=(0, 1), precision=None, outputs=None):
+def predict(model, source, split, forward=None, outputs=None):
     """(label names or None, tag names per word or None) for one split of a source, in the split's order.
 
     `outputs`: the split's `head_outputs`, when they are already known; else they are computed here, with
-    `features`, `shard` and `precision` as `head_outputs` takes them. Under torchrun the predicted ids of the
-    processes' shares are merged, so every process returns the predictions for the whole split.
+    `forward` as `head_outputs` takes it.
     """
     ids, examples = source.ids[split], getattr(source.splits, split)
     if outputs is None:
-        outputs = head_outputs(model, source, split, features, shard, precision)
+        outputs = head_outputs(model, source, split, forward)
     device = next(model.parameters()).device
-    label_ids = torch.full((len(ids),), NOT_MINE)  # (N,)
-    tag_ids = torch.full((len(ids), max((len(ex.words) for ex in examples), default=0)), NOT_MINE)  # (N, W)
+    label_ids = torch.full((len(ids),), NONE)  # (N,)
+    tag_ids = torch.full((len(ids), max((len(ex.words) for ex in examples), default=0)), NONE)  # (N, W)
     for index, cls, emissions, lengths in outputs:
         if cls is not None:
             label_ids[index] = cls.argmax(-1)
         if emissions is not None:
             for i, path in zip(index, model.ner_head.decode(emissions.to(device), lengths)):
                 tag_ids[i, : len(path)] = torch.tensor(path, dtype=torch.long)
-    if shard[1] > 1:  # every entry was filled by exactly one process, the others hold NOT_MINE there
-        label_ids, tag_ids = (merged(t, device) for t in (label_ids, tag_ids))
     labels = [source.labels.names[k] for k in label_ids.tolist()] if source.labels else None
-    # A word past the position limit has no prediction (still NOT_MINE): it is scored as "O", i.e. as a miss.
-    tags = [[source.tags.names[k] if k != NOT_MINE else "O" for k in row[: len(ex.words)]]
+    # A word past the position limit has no prediction (still NONE): it is scored as "O", i.e. as a miss.
+    tags = [[source.tags.names[k] if k != NONE else "O" for k in row[: len(ex.words)]]
             for row, ex in zip(tag_ids.tolist(), examples)] if source.tags else None
     return labels, tags
 
 
-def merged(ids, device):
-    on_device = ids.to(device)  # where the process group's backend can reach it (a GPU for nccl)
-    dist.all_reduce(on_device, op=dist.ReduceOp.MAX)
-    return on_device.cpu()
-
-
-def evaluate(model, source, split, features=None, shard=(0, 1), outputs=None):
-    """Every metric that applies to this source, as a flat dict of numbers (`outputs`: as `predict` takes them)."""
-    return score(getattr(source.splits, split), *predict(model, source, split, features, shard, outputs=outputs))
+def evaluate(model, source, split, forward=None, outputs=None):
+    """Every metric that applies to this source, as a flat dict of numbers (the rest: as `predict` takes them)."""
+    return score(getattr(source.splits, split), *predict(model, source, split, forward, outputs))
 
 
 def score(examples, labels, tags):
@@ -101,17 +79,6 @@ def score(examples, labels, tags):
     (machinery/report.py) scores them exactly as training does."""
     return metrics.evaluate([ex.label for ex in examples] if labels else None, labels,
                             [list(ex.tags) for ex in examples] if tags else None, tags)
-
-
-def evaluate_sources(model, sources, split, features=None, shard=(0, 1), outputs=None):
-    """The metrics of every source that has this split, in one flat dict: plain names when the run has one
-    source, "source/metric" when it has several (also if only one of them has a test split). `outputs`:
-    {source name: its split's `head_outputs`}, when they are already known."""
-    scores = {s.name: evaluate(model, s, split, features, shard, (outputs or {}).get(s.name)) for s in sources
-              if getattr(s.splits, split) is not None}
-    if len(sources) == 1:
-        return next(iter(scores.values()), {})
-    return {f"{name}/{k}": v for name, metrics in scores.items() for k, v in metrics.items()}
 
 
 def selection_score(scores):

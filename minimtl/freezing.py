@@ -2,8 +2,8 @@ r"""Which parameters learn, and how fast: freezing, parameter groups, gradual un
 
 The model is cut into units that are frozen or trained as a whole:
 
-    embeddings | layer.0 ... layer.N-1 | cls-head | ner-head    (+ adapters, with LoRA: see lora.py)
-    \________________ backbone _______/   (+ word-shapes before the heads, which read it: wordshape.py)
+    embeddings | layer.0 ... layer.N-1 | cls-head | ner-head    (+ adapters, when the model has any)
+    \________________ backbone _______/   (+ head-input, what the model adds to the heads' input)
 
 Freezing a unit is three things, all of them needed: `requires_grad=False` (no gradient is computed or
 stored for it), leaving it out of the optimizer (AdamW's weight decay would otherwise still shrink it), and
@@ -13,8 +13,8 @@ weight decay (off for biases and LayerNorm weights: decaying them towards 0 only
 """
 
 import torch
+import torch.nn as nn
 
-from .lora import lora_parameters
 from .errors import UserError
 
 FREEZE_MODES = ("none", "all", "backbone", "embeddings", "cls-head", "ner-head")
@@ -27,23 +27,32 @@ def backbone_units(n_layers):
 
 def unit_modules(model):
     """The one list of units: name -> module, bottom to top. Everything else here is derived from it."""
-    modules = dict(zip(backbone_units(len(model.bert.layers)), [model.bert.embeddings, *model.bert.layers]))
-    modules.update({name: head for name, head in (("word-shapes", model.head_shapes), ("cls-head", model.cls_head),
+    embeddings = model.bert.embeddings
+    if model.embedding_input is not None:  # what the model adds to the input embeddings is part of them
+        embeddings = nn.ModuleList([embeddings, model.embedding_input])
+    modules = dict(zip(backbone_units(len(model.bert.layers)), [embeddings, *model.bert.layers]))
+    modules.update({name: head for name, head in (("head-input", model.head_input), ("cls-head", model.cls_head),
                                                   ("ner-head", model.ner_head)) if head is not None})
     return modules
+
+
+def adapter_parameters(model):
+    """The parameters of the model's adapters: modules that train in place of frozen weights around them and
+    say which of their parameters those are (`adapter_parameters()`: extensions/lora.py)."""
+    return [p for m in model.modules() if hasattr(m, "adapter_parameters") for p in m.adapter_parameters()]
 
 
 def units(model):
     """name -> its parameters, bottom to top.
 
-    With LoRA on, the adapters are a unit of their own ("adapters"), taken out of the layers that hold them:
-    they train while the layer weights around them stay frozen. A word-shape table in the embeddings
-    (wordshape.py) joins them there: like them it starts at zero and learns in place of the frozen encoder.
-    Without LoRA it is part of the embeddings, and trains (or is frozen) with them.
+    Adapters are a unit of their own ("adapters"), taken out of the layers that hold them: they train while
+    the layer weights around them stay frozen. What the model adds to its input embeddings joins them there:
+    like them it starts at zero and learns in place of the frozen encoder. Without adapters it is part of
+    the embeddings, and trains (or is frozen) with them.
     """
-    adapters = lora_parameters(model)
-    if adapters and model.bert.embeddings.word_shapes is not None:
-        adapters = adapters + list(model.bert.embeddings.word_shapes.parameters())
+    adapters = adapter_parameters(model)
+    if adapters and model.embedding_input is not None:
+        adapters = adapters + list(model.embedding_input.parameters())
     inside = {id(p) for p in adapters}
     named = {name: [p for p in m.parameters() if id(p) not in inside] for name, m in unit_modules(model).items()}
     if adapters:
@@ -53,7 +62,7 @@ def units(model):
 
 def kind(unit):
     """Which learning rate a unit trains with: "heads", "adapters" or "backbone"."""
-    return "heads" if unit.endswith("-head") or unit == "word-shapes" else "adapters" if unit == "adapters" \
+    return "heads" if unit.endswith("-head") or unit == "head-input" else "adapters" if unit == "adapters" \
         else "backbone"
 
 
@@ -63,8 +72,8 @@ def freezes_backbone(modes):
 
 
 def frozen_units(model, modes, freeze_layers=0):
-    """The unit names that `--freeze MODES --freeze-layers N` freeze. With LoRA adapters in the model, the
-    backbone is frozen too: the adapters are what learns in its place."""
+    """The unit names that `--freeze MODES --freeze-layers N` freeze. With adapters in the model, the backbone
+    is frozen too: the adapters are what learns in its place."""
     n_layers = len(model.bert.layers)
     unknown = [m for m in modes if m not in FREEZE_MODES]
     if unknown:
@@ -74,7 +83,7 @@ def frozen_units(model, modes, freeze_layers=0):
     if "none" in modes and len(modes) > 1:
         raise UserError("--freeze none cannot be combined with other modes")
     backbone = backbone_units(n_layers)
-    names = set(backbone) if lora_parameters(model) else set()
+    names = set(backbone) if adapter_parameters(model) else set()
     if "all" in modes:
         names.update(units(model))
     if freezes_backbone(modes):
@@ -95,13 +104,8 @@ def set_frozen(model, frozen):
             p.requires_grad_(name not in frozen)
 
 
-def encoder_frozen(model):
-    """Whether nothing in the encoder trains now (adapters included): it is then a fixed function."""
-    return not any(p.requires_grad for p in model.bert.parameters())
-
-
 def frozen_in_epoch(model, cfg, epoch):
-    """The units frozen during `epoch` (1-based): --freeze, --freeze-layers and LoRA, then the schedule."""
+    """The units frozen during `epoch` (1-based): --freeze, --freeze-layers and adapters, then the schedule."""
     frozen = frozen_units(model, cfg.freeze, cfg.freeze_layers)
     if cfg.unfreeze_schedule:
         frozen |= UnfreezeSchedule(cfg.unfreeze_schedule, len(model.bert.layers)).frozen_backbone(epoch)
@@ -162,29 +166,6 @@ def make_optimizer(model, lrs, weight_decay, layer_decay=1.0, previous=None):
         training = {p for g in groups for p in g["params"]}
         optimizer.state.update({p: state for p, state in previous.state.items() if p in training})
     return optimizer
-
-
-def parameter_table(model, frozen, lrs, layer_decay=1.0):
-    """The start-of-training table: one row per unit (the `frozen` ones marked), then the totals."""
-    unit_lrs = unit_learning_rates(model, lrs, layer_decay)
-    rows = [("group", "tensors", "parameters", "% of total", "lr", "frozen?")]
-    total = sum(p.numel() for p in model.parameters())
-    trainable = 0
-    for unit, params in units(model).items():
-        n = sum(p.numel() for p in params)
-        trainable += 0 if unit in frozen else n
-        lr = "-" if unit in frozen else f"{unit_lrs[unit]:.2e}"
-        rows.append((unit, str(len(params)), f"{n:,}", f"{100 * n / total:.2f}", lr, "yes" if unit in frozen else "no"))
-        if kind(unit) == "heads":  # what a head is made of: its layer mix, BiLSTM, output layer, CRF transitions
-            parts = [(name, list(m.parameters())) for name, m in unit_modules(model)[unit].named_children()]
-            parts = [(name, ps) for name, ps in parts if ps]
-            for name, ps in parts if len(parts) > 1 else []:
-                k = sum(p.numel() for p in ps)
-                rows.append((f"  .{name}", str(len(ps)), f"{k:,}", f"{100 * k / total:.2f}", "", ""))
-    rows.append(("trainable", "", f"{trainable:,}", f"{100 * trainable / total:.2f}", "", ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in rows)
 
 
 class UnfreezeSchedule:

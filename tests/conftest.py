@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from minimtl.config import TrainConfig
+from minimtl.machinery.settings import RunConfig
 from minimtl.machinery.download import fetch_default_weights
 from minimtl.machinery.interrupts import Interrupted
 from minimtl.machinery.run import train
@@ -77,7 +77,7 @@ def tiny_documents(tmp_path_factory):
 def interrupted_run(tmp_path_factory, tiny_data, tiny_weights):
     """A run of 3 epochs stopped (as by Ctrl-C) after its first: resumable. Tests copy it before changing it."""
     out = tmp_path_factory.mktemp("interrupted") / "run"
-    cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=3, batch_size=16,
+    cfg = RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=3, batch_size=16,
                       patience=0, device="cpu")
 
     def stop(line):

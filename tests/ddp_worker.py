@@ -50,9 +50,9 @@ sys.addaudithook(audit)
 atexit.register(lambda: print(f"WRITES rank={RANK} {json.dumps(writes)}", file=sys.stderr, flush=True))
 
 if RANK == 1 and os.environ.get("MINIMTL_KILL_AT"):
-    import minimtl.training as training
+    import minimtl.machinery.steps as steps  # where a run's training step computes its loss
 
-    real_loss, calls, kill_at = training.multitask_loss, [0], int(os.environ["MINIMTL_KILL_AT"])
+    real_loss, calls, kill_at = steps.multitask_loss, [0], int(os.environ["MINIMTL_KILL_AT"])
 
     def loss_then_die(*args, **kwargs):
         calls[0] += 1
@@ -60,7 +60,7 @@ if RANK == 1 and os.environ.get("MINIMTL_KILL_AT"):
             os.kill(os.getpid(), signal.SIGKILL)
         return real_loss(*args, **kwargs)
 
-    training.multitask_loss = loss_then_die
+    steps.multitask_loss = loss_then_die
 
 script, sys.argv = sys.argv[1], sys.argv[1:]
 runpy.run_path(script, run_name="__main__")

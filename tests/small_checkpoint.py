@@ -7,7 +7,7 @@ import torch
 
 from minimtl.bert import Bert, BertConfig
 from minimtl.machinery.checkpoint import atomic_directory, write_model, load_predictor
-from minimtl.model import HeadConfig, MultiTaskModel
+from minimtl.machinery.assemble import HeadConfig, build_model
 
 LABELS = ["travel", "food", "music"]
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -18,7 +18,7 @@ def build(directory, tokenizer_dir, labels=LABELS, tags=TAGS):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64)
-    model = MultiTaskModel(Bert(config), HeadConfig(n_labels=len(labels or []), n_tags=len(tags or [])), tags)
+    model = build_model(Bert(config), HeadConfig(n_labels=len(labels or []), n_tags=len(tags or [])), tags)
     meta = {"labels": labels, "tags": tags, "max_len": MAX_LEN, "heads": {"pooling": "cls"}}
     with atomic_directory(directory) as tmp:
         write_model(tmp, model, meta, tokenizer_dir)

@@ -9,12 +9,13 @@ from tokenizers import Tokenizer
 
 from minimtl.bio import chunks
 from minimtl.errors import UserError
-from minimtl.inference import merge_windows, spans
-from minimtl.tokenization import Word, split_text, windows
+from minimtl.extensions.context import merge_windows
+from minimtl.inference import spans
+from minimtl.extensions.subtokens import all_subtoken_labels
+from minimtl.tokenization import labels as first_subtoken_labels, Word, split_text
+from minimtl.extensions.context import windows
 from minimtl.model import IGNORE_INDEX
-from minimtl.tokenization import Aligner
-
-
+from minimtl.extensions.family_tokenizers import load_tokenizer
 def predict_words(aligner, words, score_fn, max_len, stride):
     """One score row per word: `score_fn` scores every window's positions, merge_windows picks each word's row."""
     wins = windows(aligner, words, max_len, stride)
@@ -46,7 +47,7 @@ def tagged(draw):
 
 @pytest.fixture(scope="module")
 def aligner(checkpoint_dir):
-    return Aligner.from_checkpoint(checkpoint_dir)
+    return load_tokenizer(checkpoint_dir)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def reference(checkpoint_dir):
 
 def alone(aligner, word):
     """Sub-token ids of one word tokenized on its own; [UNK] if it has none."""
-    ids = aligner.tokenizer.encode([word], is_pretokenized=True, add_special_tokens=False).ids
+    ids = aligner.backend.encode([word], is_pretokenized=True, add_special_tokens=False).ids
     return ids or [aligner.unk_id]
 
 
@@ -106,7 +107,7 @@ def test_specials_and_continuations_are_ignored(aligner, example, max_len, all_s
     # Padding is added later (batches.py), with IGNORE_INDEX too; here: every position of the encoding.
     words, tags = example
     enc = aligner.encode([words], max_len=max_len)[0]
-    labels = aligner.labels(enc, tags, TAG_TO_ID, all_subtokens)
+    labels = (all_subtoken_labels if all_subtokens else first_subtoken_labels)(enc, tags, TAG_TO_ID)
     assert len(labels) == len(enc.input_ids)
     for p, label in enumerate(labels):
         if enc.word_ids[p] is None or (not all_subtokens and p not in enc.first_positions):
@@ -121,9 +122,9 @@ def test_labels_round_trip(aligner, example):
     words, tags = example
     enc = aligner.encode([words])[0]
     kept = tags[: len(enc.first_positions)]
-    first_only = aligner.labels(enc, tags, TAG_TO_ID)
+    first_only = first_subtoken_labels(enc, tags, TAG_TO_ID)
     assert [TAGS[first_only[p]] for p in enc.first_positions] == kept
-    every = aligner.labels(enc, tags, TAG_TO_ID, all_subtokens=True)
+    every = all_subtoken_labels(enc, tags, TAG_TO_ID)
     assert [TAGS[every[p]] for p in enc.first_positions] == kept
     for p, w in enumerate(enc.word_ids):
         if w is not None and p not in enc.first_positions:  # a continuation: never a B- tag
@@ -138,9 +139,9 @@ def test_raw_text_words_and_spans(aligner, reference, text, data):
     for w in words:
         assert w.text and w.text == text[w.start : w.end] and at <= w.start
         gap = text[at : w.start]  # what lies between words normalises to nothing but whitespace
-        assert aligner.tokenizer.normalizer.normalize_str(gap).strip() == ""
+        assert aligner.backend.normalizer.normalize_str(gap).strip() == ""
         at = w.end
-    assert aligner.tokenizer.normalizer.normalize_str(text[at:]).strip() == ""
+    assert aligner.backend.normalizer.normalize_str(text[at:]).strip() == ""
     # The words, encoded as pre-split input, are exactly what the checkpoint's tokenizer makes of the text.
     ids = aligner.encode([[w.text for w in words]], max_len=10_000)[0].input_ids
     assert ids == reference.encode(text).ids
@@ -187,7 +188,8 @@ def test_windows_give_one_row_per_word(aligner, words, max_len, data):
 def test_nothing_raises(aligner, example, max_len, all_subtokens, raw):
     words, tags = example
     for enc, enc_tags in zip(aligner.encode([words, words[::-1], []], max_len), [tags, tags[::-1], []]):
-        aligner.labels(enc, enc_tags, {"O": 0, "B-A": 1}, all_subtokens)  # other tags are unseen
+        rule = all_subtoken_labels if all_subtokens else first_subtoken_labels
+        rule(enc, enc_tags, {"O": 0, "B-A": 1})  # other tags are unseen
     predict_words(aligner, words, fake_scores, max_len, max_len // 3 - 1 if max_len > 5 else 0)
     found = split_text(aligner, raw)
     spans(raw, found, [("A", i, i, 0.5) for i in range(len(found))])
@@ -210,7 +212,7 @@ def test_zero_width_word_gets_unk(aligner):
     enc = aligner.encode([["I", "\u200b", "Paris"]])[0]
     assert enc.first_positions == [1, 2, 3]
     assert enc.input_ids[2] == aligner.unk_id and enc.word_ids == [None, 0, 1, 2, None]
-    labels = aligner.labels(enc, ["O", "B-A", "B-B"], TAG_TO_ID)
+    labels = first_subtoken_labels(enc, ["O", "B-A", "B-B"], TAG_TO_ID)
     assert labels == [IGNORE_INDEX, TAG_TO_ID["O"], TAG_TO_ID["B-A"], TAG_TO_ID["B-B"], IGNORE_INDEX]
 
 
@@ -226,15 +228,15 @@ def test_all_subtokens_continue_with_inside_tags(aligner):
     enc = aligner.encode([["the", "clásicos", "playlist"]])[0]  # cl ##asi ##cos, play ##list
     assert enc.word_ids == [None, 0, 1, 1, 1, 2, 2, None]
     tags = ["O", "B-A", "I-A"]
-    assert aligner.labels(enc, tags, TAG_TO_ID) == [-100, 0, 1, -100, -100, 2, -100, -100]
-    assert aligner.labels(enc, tags, TAG_TO_ID, all_subtokens=True) == [-100, 0, 1, 2, 2, 2, 2, -100]
+    assert first_subtoken_labels(enc, tags, TAG_TO_ID) == [-100, 0, 1, -100, -100, 2, -100, -100]
+    assert all_subtoken_labels(enc, tags, TAG_TO_ID) == [-100, 0, 1, 2, 2, 2, 2, -100]
     # Without an id for I-A, continuations are ignored rather than taught as a second B-A.
-    assert aligner.labels(enc, tags, {"O": 0, "B-A": 1}, all_subtokens=True) == [-100, 0, 1] + [-100] * 5
+    assert all_subtoken_labels(enc, tags, {"O": 0, "B-A": 1}) == [-100, 0, 1] + [-100] * 5
 
 
 def test_unseen_tag_is_ignored(aligner):
     enc = aligner.encode([["in", "Paris"]])[0]
-    assert aligner.labels(enc, ["O", "B-city"], TAG_TO_ID) == [-100, 0, -100, -100]
+    assert first_subtoken_labels(enc, ["O", "B-city"], TAG_TO_ID) == [-100, 0, -100, -100]
 
 
 def test_ten_thousand_words_give_ten_thousand_rows(aligner):
@@ -280,16 +282,16 @@ def test_ids_match_tokenizer_json(aligner, reference):
 
 def test_lower_casing_follows_the_config(aligner, checkpoint_dir, tmp_path):
     shutil.copy(checkpoint_dir / "vocab.txt", tmp_path / "vocab.txt")
-    default = Aligner.from_checkpoint(tmp_path)  # no tokenizer_config.json: lower-case, like BertTokenizer
+    default = load_tokenizer(tmp_path)  # no tokenizer_config.json: lower-case, like BertTokenizer
     assert default.encode([["Paris"]])[0].input_ids == aligner.encode([["paris"]])[0].input_ids
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
-    cased = Aligner.from_checkpoint(tmp_path)
+    cased = load_tokenizer(tmp_path)
     assert cased.encode([["Paris"]])[0].input_ids != aligner.encode([["Paris"]])[0].input_ids
 
 
 def test_user_errors(aligner, tmp_path):
     with pytest.raises(UserError, match="vocab.txt"):
-        Aligner.from_checkpoint(tmp_path)
+        load_tokenizer(tmp_path)
     with pytest.raises(UserError, match="stride"):
         windows(aligner, ["a"], max_len=8, stride=6)
     with pytest.raises(UserError, match="max_len"):

@@ -42,7 +42,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import ROOT
-from minimtl.config import TrainConfig
+from minimtl.machinery.settings import RunConfig
 from minimtl.machinery.data import load_data
 from minimtl.machinery.rundir import is_finished
 from minimtl.machinery.run import train
@@ -666,7 +666,7 @@ def checkpoint(tmp_path_factory, tiny_data, tiny_weights):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=1, batch_size=16,
+        train(RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=1, batch_size=16,
                           device="cpu"), log=lambda *a: None)
     finally:
         torch.set_num_threads(threads)

@@ -6,10 +6,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minimtl.bio import chunks, opened_by_b, split_tag, transition_mask
-from minimtl.crf import constrained_decode, constrained_decode_batch
+from minimtl.bio import best_valid_paths as constrained_decode_batch
+from minimtl.bio import chunks, split_tag, transition_mask
+from minimtl.machinery.formats import opened_by_b
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def constrained_decode(log_probs, tags):  # one sentence: (n, K) -> tag ids
+    return constrained_decode_batch(log_probs[None], [log_probs.shape[0]], tags)[0]
 
 
 def valid(seq):

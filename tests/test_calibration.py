@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 
 from minimtl import UserError
 from minimtl.bio import chunks
-from minimtl.calibration import (ECE_BINS, Logits, entity_nll, expected_calibration_error, fit_temperature,
+from minimtl.extensions.calibration import (ECE_BINS, Logits, entities, entity_nll, expected_calibration_error, fit_temperature,
                                  predictions, reliability, sentence_nll)
-from minimtl.crf import viterbi
+from minimtl.bio import viterbi
 from minimtl.machinery.checkpoint import load_predictor, write_temperatures
-from minimtl.model import HeadConfig, TokenHead
+from minimtl.extensions.crf import CRFTokenHead
+from minimtl.model import TokenHead
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -72,7 +73,7 @@ def decoded_batches(head, seed, scale=4.0, n_batches=6):
 @pytest.mark.parametrize("crf", [False, True])
 def test_tag_fit_lowers_the_entities_log_loss_and_keeps_every_path(crf):
     torch.manual_seed(0)
-    head = TokenHead(8, HeadConfig(n_labels=0, n_tags=len(TAGS), crf=crf), TAGS).double()
+    head = (CRFTokenHead if crf else TokenHead)(8, TAGS).double()
     if crf:
         with torch.no_grad():
             for p in head.crf.parameters():
@@ -90,7 +91,7 @@ def test_tag_fit_lowers_the_entities_log_loss_and_keeps_every_path(crf):
 
 
 def test_the_entities_log_loss_worked_out_by_hand():
-    head = TokenHead(8, HeadConfig(n_labels=0, n_tags=len(TAGS)), TAGS).double()
+    head = TokenHead(8, TAGS).double()
     emissions = torch.full((1, 2, len(TAGS)), -5.0, dtype=torch.float64)
     emissions[0, 0, 1] = emissions[0, 1, 3] = 5.0  # B-PER, then B-LOC
     batches = [(emissions, [2], [[1, 3]], [{("PER", 0, 0)}])]  # PER is gold, LOC is not
@@ -117,7 +118,7 @@ def test_ece_of_a_small_example_worked_out_by_hand():
 
 
 def test_predictions_judge_entities_by_exact_span_and_type():
-    head = TokenHead(8, HeadConfig(n_labels=0, n_tags=len(TAGS)), TAGS).double()
+    head = TokenHead(8, TAGS).double()
     emissions = torch.full((1, 4, len(TAGS)), -5.0, dtype=torch.float64)
     for i, k in enumerate([1, 2, 0, 3]):  # B-PER I-PER O B-LOC
         emissions[0, i, k] = 5.0
@@ -136,11 +137,11 @@ def test_predictions_judge_entities_by_exact_span_and_type():
 @settings(max_examples=50, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.sampled_from([0.5, 1.0, 3.0]))
 def test_without_a_crf_an_entitys_probability_is_the_share_of_independent_tag_sequences_that_hold_it(seed, n, t):
-    head = TokenHead(8, HeadConfig(n_labels=0, n_tags=len(TAGS)), TAGS).double()
+    head = TokenHead(8, TAGS).double()
     emissions = torch.randn(1, n, len(TAGS), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     path = head.decode(emissions, [n])[0]
     words = (emissions[0] / t).softmax(-1)  # (n, K): each word's tag distribution, independent of the others
-    for kind, first, last, probability in head.entities(emissions, [n], [path], t)[0]:
+    for kind, first, last, probability in entities(head, emissions, [n], [path], t)[0]:
         begin, inside = TAGS.index(f"B-{kind}"), TAGS.index(f"I-{kind}")
         expected = sum(math.prod(words[i, y].item() for i, y in enumerate(seq))
                        for seq in itertools.product(range(len(TAGS)), repeat=n)

@@ -18,18 +18,19 @@ from hypothesis import strategies as st
 import test_alignment as base
 from minimtl.batching import batches, collate, encode_split
 from minimtl.bert import Bert, BertConfig
-from minimtl.config import TrainConfig, recipe
+from minimtl.machinery.settings import RunConfig, recipe
 from minimtl.errors import UserError
 from minimtl.evaluation import EVAL_BATCH, predict
 from minimtl.freezing import units
-from minimtl.machinery.checkpoint import atomic_directory, load_predictor, write_model
+from minimtl.machinery.checkpoint import atomic_directory, load_predictor, load_pretrained, write_model
 from minimtl.machinery.data import Example, LabelVocab, Splits, load_split
 from minimtl.machinery.run import build, train
-from minimtl.machinery.sources import Source
-from minimtl.model import IGNORE_INDEX, HeadConfig, MultiTaskModel, at_words, multitask_loss
-from minimtl.tokenization import Aligner
-from minimtl.weights import load_encoder
-from minimtl.wordshape import NONE, SHAPES, word_shape
+from minimtl.machinery.sources import encode_examples, Source
+from minimtl.model import IGNORE_INDEX, at_words, multitask_loss
+from minimtl.machinery.assemble import HeadConfig, build_model, word_shapes_of
+from minimtl.extensions.wordshape import NONE, SHAPES, word_shape
+from batches import batch_of
+from minimtl.extensions.family_tokenizers import load_tokenizer
 
 SETTINGS = settings(max_examples=100, deadline=None)
 TAGS = base.TAGS
@@ -39,13 +40,13 @@ CONFIG = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_a
 
 @pytest.fixture(scope="module")
 def aligner(checkpoint_dir):
-    return Aligner.from_checkpoint(checkpoint_dir)
+    return load_tokenizer(checkpoint_dir)
 
 
 def model_with(word_shapes, layers=1, crf=False, seed=0):
     torch.manual_seed(seed)
     heads = HeadConfig(3, len(TAGS), layers=layers, sentence_head="lstm", token_head="lstm", crf=crf)
-    return MultiTaskModel(Bert(CONFIG), heads, TAGS, word_shapes)
+    return build_model(Bert(CONFIG), heads, TAGS, word_shapes)
 
 
 # --- word shapes -------------------------------------------------------------------------------------------
@@ -54,7 +55,7 @@ def model_with(word_shapes, layers=1, crf=False, seed=0):
 @pytest.mark.parametrize("layers", [1, 3])
 def test_a_zero_shape_table_changes_no_output_bit_for_bit(word_shapes, layers):
     plain, shaped = model_with(None, layers), model_with(word_shapes, layers)
-    table = shaped.bert.embeddings.word_shapes if word_shapes == "embeddings" else shaped.head_shapes
+    table = shaped.embedding_input if word_shapes == "embeddings" else shaped.head_input
     assert not table.weight.any() and table.weight.requires_grad
     # Everything else is initialised as without the table: building it draws no random number.
     assert all(torch.equal(p, shaped.state_dict()[k]) for k, p in plain.state_dict().items())
@@ -65,25 +66,25 @@ def test_a_zero_shape_table_changes_no_output_bit_for_bit(word_shapes, layers):
     for mode in (False, True):  # eval, and training mode with the same dropout draws
         plain.train(mode), shaped.train(mode)
         torch.manual_seed(2)
-        a = plain(ids, mask)
+        a = plain(batch_of(ids, mask))
         torch.manual_seed(2)
-        b = shaped(ids, mask, shape_ids=shapes)
+        b = shaped(batch_of(ids, mask, shapes))
         assert torch.equal(a.cls_logits, b.cls_logits) and torch.equal(a.ner_logits, b.ner_logits)
         torch.manual_seed(3)
-        a = plain.features(ids, mask)
+        a = plain.features(batch_of(ids, mask))
         torch.manual_seed(3)
-        assert torch.equal(a, shaped.features(ids, mask, shapes))
+        assert torch.equal(a, shaped.features(batch_of(ids, mask, shapes)))
 
 
 def test_the_shape_table_learns_and_special_positions_never_get_a_shape():
     model = model_with("embeddings")
     ids, mask = torch.randint(1000, 5000, (2, 6)), torch.ones(2, 6, dtype=torch.long)
     shapes = torch.tensor([[NONE, 1, 2, 3, 4, NONE], [NONE, 5, 6, 7, 7, NONE]])
-    model(ids, mask, shape_ids=shapes).ner_logits.square().sum().backward()
-    grad = model.bert.embeddings.word_shapes.weight.grad
+    model(batch_of(ids, mask, shapes)).ner_logits.square().sum().backward()
+    grad = model.embedding_input.weight.grad
     assert not grad[NONE].any() and grad[1:].abs().sum(1).gt(0).all()
     with pytest.raises(ValueError, match="pass shape_ids"):
-        model(ids, mask)
+        model(batch_of(ids, mask))
 
 
 @pytest.mark.parametrize("word, shape", [
@@ -104,10 +105,10 @@ def expected_shapes(aligner, words):
 @given(base.tagged())
 def test_each_word_shape_reaches_exactly_its_own_subtokens(aligner, example):
     words, tags = example
-    split = encode_split(aligner, [Example(tuple(words), tuple(tags))], None, LabelVocab(TAGS), 10_000,
+    split = encode_examples(aligner, [Example(tuple(words), tuple(tags))], None, LabelVocab(TAGS), 10_000,
                          word_shapes=True)
-    assert split.shape_ids[0] == expected_shapes(aligner, words)
-    assert len(split.shape_ids[0]) == len(split.input_ids[0])
+    assert split.extra.get("shape_ids")[0] == expected_shapes(aligner, words)
+    assert len(split.extra.get("shape_ids")[0]) == len(split.input_ids[0])
 
 
 def spied(predictor):
@@ -125,7 +126,7 @@ def training_rows(model, split):
     """Each word's tag logits (words, K), every sentence of `split` batched as training and evaluation batch."""
     batch = collate(split, range(len(split)))
     with torch.inference_mode():
-        out = model(batch.input_ids, batch.attention_mask, shape_ids=batch.shape_ids)
+        out = model(batch_of(batch.input_ids, batch.attention_mask, batch.extra.get("shape_ids")))
     emissions, mask = at_words(out.ner_logits, batch.words)
     return torch.cat([emissions[row][mask[row]] for row in range(len(split))])
 
@@ -134,7 +135,7 @@ def shaped_checkpoint(directory, tokenizer_dir, context=False):
     """A checkpoint with word shapes in its encoder, their table trained-looking (random rows), so they matter."""
     model = model_with("embeddings", seed=3)
     with torch.no_grad():
-        model.bert.embeddings.word_shapes.weight[1:].normal_()
+        model.embedding_input.weight[1:].normal_()
     with atomic_directory(directory) as tmp:
         write_model(tmp, model, {"labels": ["a", "b", "c"], "tags": TAGS, "max_len": 64, "word_shapes": "embeddings",
                                  "context": context}, tokenizer_dir)
@@ -147,12 +148,12 @@ def test_inference_computes_the_shapes_as_training_does(checkpoint_dir, tmp_path
     seen = spied(predictor)
     words = [w.text for w in predictor.predict([text])[0].words]
     assert words == text.split()
-    assert seen["shapes"] == [expected_shapes(predictor.aligner, words)]
-    split = encode_split(predictor.aligner, [Example(tuple(words), ("O",) * len(words))], None, LabelVocab(TAGS), 64,
+    assert seen["shapes"] == [expected_shapes(predictor.tokenizer, words)]
+    split = encode_examples(predictor.tokenizer, [Example(tuple(words), ("O",) * len(words))], None, LabelVocab(TAGS), 64,
                          word_shapes=True)
     (enc,), (_, ner) = seen["encodings"], seen["out"]
     assert torch.allclose(ner[0][enc.first_positions], training_rows(predictor.model, split), atol=1e-6)
-    unshaped = replace(split, shape_ids=[[NONE] * len(split.shape_ids[0])])
+    unshaped = replace(split, extra={"shape_ids": [[NONE] * len(split.extra["shape_ids"][0])]})
     assert not torch.allclose(training_rows(predictor.model, unshaped), training_rows(predictor.model, split))
 
 
@@ -166,9 +167,9 @@ def test_a_checkpoint_with_shapes_in_its_encoder_is_never_loaded_without_them(ch
     assert config["minimtl"]["word_shapes"] == "embeddings"
     # transformers loads the encoder without the table, and lists it among the tensors it did not use.
     _, info = BertModel.from_pretrained(tmp_path / "run", output_loading_info=True)
-    assert "bert.embeddings.word_shapes.weight" in info["unexpected_keys"]
+    assert "embedding_input.weight" in info["unexpected_keys"]
     with pytest.raises(UserError, match="trained with --word-shape"):  # minimtl refuses to drop it
-        load_encoder(tmp_path / "run")
+        load_pretrained(tmp_path / "run")
 
 
 def test_a_checkpoint_older_than_both_options_loads_with_neither(checkpoint_dir, tmp_path):
@@ -177,14 +178,13 @@ def test_a_checkpoint_older_than_both_options_loads_with_neither(checkpoint_dir,
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert "word_shapes" not in config["minimtl"] and "context" not in config["minimtl"]
     predictor = load_predictor(tmp_path / "run")
-    assert predictor.model.word_shapes is None and predictor.model.head_shapes is None
-    assert predictor.model.bert.embeddings.word_shapes is None
+    assert predictor.model.embedding_input is None and predictor.model.head_input is None
     assert len(predictor.predict(["Alice went to Paris. She liked it."])[0].tags) == 9
 
 
 def test_word_shapes_in_frozen_embeddings_are_refused(tiny_data, tiny_weights, tmp_path):
     for settings in ({"freeze": ["embeddings"]}, {"freeze_layers": 1}):
-        cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(tmp_path / "x"), word_shape=True,
+        cfg = RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(tmp_path / "x"), word_shape=True,
                           **settings)
         with pytest.raises(UserError, match="--word-shape adds its vectors to the input embeddings"):
             train(cfg, log=lambda _: None)
@@ -194,7 +194,7 @@ def test_word_shapes_in_frozen_embeddings_are_refused(tiny_data, tiny_weights, t
 def test_a_frozen_backbone_reads_word_shapes_by_default_where_the_tokenizer_erases_case(tiny_data, tiny_weights,
                                                                                        tmp_path):
     def shapes(erases_case, **settings):
-        return recipe(TrainConfig(**settings), BertConfig(num_hidden_layers=3), "mean", 2, 3, torch.device("cpu"),
+        return recipe(RunConfig(**settings), BertConfig(num_hidden_layers=3), "mean", 2, 3, torch.device("cpu"),
                       erases_case=erases_case).word_shapes
 
     assert shapes(True, freeze=["backbone"]) == "heads" and shapes(False, freeze=["backbone"]) is None
@@ -202,28 +202,28 @@ def test_a_frozen_backbone_reads_word_shapes_by_default_where_the_tokenizer_eras
     assert shapes(False, word_shape=True) == "embeddings" and shapes(True, freeze=["backbone"], word_shape=False) is None
     assert shapes(True, freeze=["embeddings"]) is None  # where they could not learn, the default is none
     # The default backbone's tokenizer lower-cases, and the demo's sentences have capitals: the heads read shapes.
-    assert Aligner.from_checkpoint(tiny_weights).lowercases
+    assert load_tokenizer(tiny_weights).lowercases
     lines = []
-    model, sources, _, _ = build(TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), freeze=["backbone"]),
+    model, sources, _, _ = build(RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), freeze=["backbone"]),
                                  lines.append)
-    assert model.word_shapes == "heads" and sources[0].ids["train"].shape_ids is not None
+    assert word_shapes_of(model) == "heads" and "shape_ids" in sources[0].ids["train"].extra
     lower = tmp_path / "lower"
     lower.mkdir()
     for split in ("train", "dev", "test"):  # the same sentences, all lower-case: nothing for shapes to give back
         rows = [json.loads(line) for line in (tiny_data / f"{split}.jsonl").read_text().splitlines()]
         (lower / f"{split}.jsonl").write_text("".join(json.dumps({**r, "tokens": [w.lower() for w in r["tokens"]]})
                                                       + "\n" for r in rows))
-    model, sources, _, _ = build(TrainConfig(data=[str(lower)], weights=str(tiny_weights), freeze=["backbone"]),
+    model, sources, _, _ = build(RunConfig(data=[str(lower)], weights=str(tiny_weights), freeze=["backbone"]),
                                  lines.append)
-    assert model.word_shapes is None and sources[0].ids["train"].shape_ids is None
+    assert word_shapes_of(model) is None and "shape_ids" not in sources[0].ids["train"].extra
 
 
 def test_with_lora_the_shape_table_trains_with_the_adapters():
-    from minimtl.lora import add_lora
+    from minimtl.extensions.lora import add_lora
 
     model = model_with("embeddings")
     add_lora(model.bert, 2, 16, 0.0, ["query", "value"])
-    table = model.bert.embeddings.word_shapes.weight
+    table = model.embedding_input.weight
     assert any(p is table for p in units(model)["adapters"])
     assert not any(p is table for p in units(model)["embeddings"])
 
@@ -257,7 +257,7 @@ def document_of(examples, i):
 @SETTINGS
 @given(documents(), st.integers(8, 40))
 def test_a_sentence_is_read_in_as_much_of_its_own_document_as_fits(aligner, examples, window):
-    split = encode_split(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True, context=window)
+    split = encode_examples(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True, context=window)
     for i, ex in enumerate(examples):
         doc = document_of(examples, i)
         words = [w for j in doc for w in examples[j].words]  # the document's words
@@ -286,13 +286,13 @@ def test_a_sentence_is_read_in_as_much_of_its_own_document_as_fits(aligner, exam
         assert [p for p, t in enumerate(split.tags[i]) if t != IGNORE_INDEX] == first
         assert [TAGS[split.tags[i][p]] for p in first] == list(ex.tags)
         shapes = [word_shape(w) for w, p in zip(words[a:b], pieces[a:b]) for _ in p]
-        assert split.shape_ids[i] == [NONE, *shapes, NONE]
+        assert split.extra.get("shape_ids")[i] == [NONE, *shapes, NONE]
 
 
 def test_without_documents_context_changes_nothing(aligner):
     examples = [Example(("Alice", "in", "Paris"), ("B-A", "O", "B-B")), Example(("Bob",), ("B-A",))]
-    plain = encode_split(aligner, examples, None, LabelVocab(TAGS), 128, word_shapes=True)
-    assert encode_split(aligner, examples, None, LabelVocab(TAGS), 128, word_shapes=True, context=128) == plain
+    plain = encode_examples(aligner, examples, None, LabelVocab(TAGS), 128, word_shapes=True)
+    assert encode_examples(aligner, examples, None, LabelVocab(TAGS), 128, word_shapes=True, context=128) == plain
 
 
 DOCUMENT = [("EU", "rejects", "German", "call", "."), ("Peter", "Blackburn"), ("BRUSSELS", "1996"),
@@ -304,7 +304,7 @@ def document_source(aligner, context):
     examples.append(Example(("Other", "document"), ("O", "O"), document=1))
     tags = LabelVocab(TAGS)
     splits = Splits(examples, examples, None, "test")
-    return Source("doc", splits, None, tags, {"dev": encode_split(aligner, examples, None, tags, 512,
+    return Source("doc", splits, None, tags, {"dev": encode_examples(aligner, examples, None, tags, 512,
                                                                    context=context)})
 
 
@@ -322,7 +322,7 @@ def test_context_never_reaches_the_loss_nor_the_predictions(aligner, crf):
     model = model_with(None, crf=crf).eval()
     source = document_source(aligner, 64)
     batch = collate(source.ids["dev"], range(len(DOCUMENT) + 1))
-    out = model(batch.input_ids, batch.attention_mask)
+    out = model(batch_of(batch.input_ids, batch.attention_mask))
     context = ~own_first(batch)
     shaken = replace(out, ner_logits=out.ner_logits + 1e3 * torch.randn_like(out.ner_logits) * context[..., None])
     assert torch.equal(multitask_loss(model, out, batch)[0], multitask_loss(model, shaken, batch)[0])
@@ -347,13 +347,13 @@ def test_infer_reads_a_document_as_evaluation_reads_it_in_context(checkpoint_dir
     infer.py on the text of the document reads that same window, so each word gets the same tag logits."""
     predictor = shaped_checkpoint(tmp_path / "run", checkpoint_dir, context=True)
     examples = [Example(words, ("O",) * len(words), document=0) for words in DOCUMENT]
-    split = encode_split(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True, context=64)
+    split = encode_examples(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True, context=64)
     seen = spied(predictor)
     text = " ".join(w for words in DOCUMENT for w in words)
     assert [w.text for w in predictor.predict([text])[0].words] == text.split()
     (enc,), (_, ner) = seen["encodings"], seen["out"]
     assert torch.allclose(ner[0][enc.first_positions], training_rows(predictor.model, split), atol=1e-6)
-    alone = encode_split(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True)
+    alone = encode_examples(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True)
     assert not torch.allclose(training_rows(predictor.model, alone), training_rows(predictor.model, split))
 
 
@@ -367,7 +367,7 @@ def test_a_run_with_both_scores_as_seqeval_and_as_infer_evaluate(tiny_documents,
     from minimtl.machinery.report import evaluate_file
 
     lines = []
-    cfg = TrainConfig(data=[str(tiny_documents)], weights=str(tiny_weights), out=str(tmp_path / "run"), epochs=2,
+    cfg = RunConfig(data=[str(tiny_documents)], weights=str(tiny_weights), out=str(tmp_path / "run"), epochs=2,
                       batch_size=8, lr_backbone=1e-3, patience=0, word_shape=True, context=True, freeze=freeze,
                       token_head="linear")  # a BiLSTM would only make it slower
     results = train(cfg, log=lines.append)
@@ -376,7 +376,7 @@ def test_a_run_with_both_scores_as_seqeval_and_as_infer_evaluate(tiny_documents,
     model, meta = load_checkpoint(tmp_path / "run")
     where = "heads" if freeze == ["backbone"] else "embeddings"
     assert meta["word_shapes"] == where and meta["context"] is True
-    table = model.head_shapes if where == "heads" else model.bert.embeddings.word_shapes
+    table = model.head_input if where == "heads" else model.embedding_input
     assert table.weight[1:].any() and not table.weight[NONE].any()  # it learned; NONE never did
     # infer.py --evaluate reads the split with the run's shapes and context: the same scores as training.
     report = evaluate_file(tmp_path / "run", tiny_documents, "dev")
@@ -384,7 +384,7 @@ def test_a_run_with_both_scores_as_seqeval_and_as_infer_evaluate(tiny_documents,
     source = Source("dev", Splits([], [], None, "dev"), None, LabelVocab(meta["tags"]))
     examples = load_split(tiny_documents, "dev")[0]
     source = replace(source, splits=replace(source.splits, dev=examples),
-                     ids={"dev": encode_split(Aligner.from_checkpoint(tmp_path / "run"), examples, None, source.tags,
+                     ids={"dev": encode_examples(load_tokenizer(tmp_path / "run"), examples, None, source.tags,
                                               512, word_shapes=True, context=cfg.max_len)})
     _, tags = predict(model, source, "dev")
     assert results["dev"]["entity_f1"] == pytest.approx(f1_score([list(ex.tags) for ex in examples], tags))

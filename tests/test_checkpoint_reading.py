@@ -21,7 +21,7 @@ from minimtl import UserError
 from minimtl.bert import Bert, BertConfig
 from minimtl.machinery.checkpoint import atomic_directory, load_checkpoint, load_predictor, write_model
 from minimtl.machinery.download import resolve_weights
-from minimtl.model import HeadConfig, MultiTaskModel
+from minimtl.machinery.assemble import HeadConfig, build_model
 from minimtl.weights import load_encoder
 
 TIMEOUT = 60
@@ -101,7 +101,7 @@ def version(directory, tokenizer_dir, hidden, labels):
     torch.manual_seed(hidden)
     config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64)
-    model = MultiTaskModel(Bert(config), HeadConfig(n_labels=len(labels), n_tags=0))
+    model = build_model(Bert(config), HeadConfig(n_labels=len(labels), n_tags=0))
     with atomic_directory(directory) as tmp:
         write_model(tmp, model, {"labels": labels, "tags": None, "max_len": 32, "heads": {}}, tokenizer_dir)
     return directory

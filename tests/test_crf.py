@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from minimtl.bio import transition_mask
 from minimtl.model import IGNORE_INDEX
-from minimtl.crf import CRF, FORBIDDEN
+from minimtl.extensions.crf import CRF, FORBIDDEN
 
 
 @st.composite

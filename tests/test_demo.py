@@ -4,7 +4,7 @@ import json
 
 from conftest import ROOT
 from minimtl.bio import chunks
-from minimtl.config import TrainConfig
+from minimtl.machinery.settings import RunConfig
 from minimtl.machinery.checkpoint import load_predictor
 from minimtl.machinery.data import load_data
 from minimtl.machinery.run import train
@@ -38,6 +38,6 @@ def test_demo_avoids_the_readme_example_names():
 def test_the_frozen_demo_model_tags_the_readme_example(tmp_path, checkpoint_dir):
     """`python train.py --freeze backbone`, then `python infer.py "Alice went to Paris last summer."`: the old
     linear probe tagged Alice as LOC; the frozen recipe must see a person."""
-    train(TrainConfig(freeze=["backbone"], out=str(tmp_path / "demo")), log=lambda _: None)
+    train(RunConfig(freeze=["backbone"], out=str(tmp_path / "demo")), log=lambda _: None)
     prediction = load_predictor(tmp_path / "demo").predict(["Alice went to Paris last summer."])[0]
     assert [(span.type, span.text) for span in prediction.entities] == [("PER", "Alice"), ("LOC", "Paris")]

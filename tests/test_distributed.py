@@ -21,8 +21,8 @@ from conftest import ROOT
 from safetensors.torch import load_file
 
 from minimtl import UserError
-from minimtl.batching import shard
-from minimtl.config import TrainConfig
+from minimtl.machinery.distributed import shard
+from minimtl.machinery.settings import RunConfig
 from minimtl.machinery.checkpoint import load_predictor
 from minimtl.machinery.resume import resume_config
 from minimtl.machinery.run import train
@@ -118,7 +118,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(joint_data, no_
     assert done.stdout.count("epoch  1/6") == 1  # only rank 0 prints
     assert writes[1] == [] and writes[0], writes  # rank 0's writes show that the watching works
 
-    one = train(TrainConfig(**settings, out=str(tmp_path / "one"), grad_accum=6), log=lambda _: None)
+    one = train(RunConfig(**settings, out=str(tmp_path / "one"), grad_accum=6), log=lambda _: None)
     ddp, single = history(tmp_path / "ddp"), history(tmp_path / "one")
     assert len(ddp) == len(single) == 6
     assert ddp[0]["loss"] == pytest.approx(single[0]["loss"], abs=1e-6)  # before any step

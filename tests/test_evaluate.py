@@ -18,13 +18,14 @@ from seqeval.metrics import classification_report
 from test_sources import write_conll, write_csv
 
 from minimtl import UserError
-from minimtl.config import TrainConfig
+from minimtl.machinery.settings import RunConfig
 from minimtl.evaluation import predict
+from minimtl.machinery.assemble import word_shapes_of
 from minimtl.machinery.checkpoint import load_checkpoint
 from minimtl.machinery.report import entity_table, evaluate_file, format_report
 from minimtl.machinery.sources import encode_sources, load_sources, vocabularies
-from minimtl.tokenization import Aligner
 from minimtl.machinery.run import train
+from minimtl.extensions.family_tokenizers import load_tokenizer
 
 
 def run_training(data, tiny_weights, out):
@@ -33,7 +34,7 @@ def run_training(data, tiny_weights, out):
     blocked = sys.modules.get("matplotlib", "absent")
     sys.modules["matplotlib"] = None  # `import matplotlib` now raises ImportError
     try:
-        cfg = TrainConfig(data=[str(d) for d in data], weights=str(tiny_weights), out=str(out), epochs=1,
+        cfg = RunConfig(data=[str(d) for d in data], weights=str(tiny_weights), out=str(out), epochs=1,
                           batch_size=8, lr_backbone=1e-3, lr_heads=1e-2)
         results = train(cfg, log=lines.append)
     finally:
@@ -105,10 +106,10 @@ def gold_and_predicted_tags(out, data):
     """The test split's gold tags and the saved model's predictions, built exactly as training builds them."""
     model, _ = load_checkpoint(out)
     sources = load_sources([data])
-    aligner = Aligner.from_checkpoint(out, model.bert.config.vocab_size)
-    cfg = TrainConfig(data=[str(data)])
+    aligner = load_tokenizer(out, model.bert.config.vocab_size)
+    cfg = RunConfig(data=[str(data)])
     encode_sources(sources, aligner, vocabularies(sources), cfg, model.bert.config.max_position_embeddings,
-                   lambda _: None, word_shapes=model.word_shapes is not None)
+                   lambda _: None, word_shapes=word_shapes_of(model) is not None)
     _, predicted = predict(model, sources[0], "test")
     return [list(ex.tags) for ex in sources[0].splits.test], predicted
 
@@ -265,7 +266,7 @@ def test_only_the_tasks_both_data_and_checkpoint_have_are_scored(two_sources, jo
     assert {"entity_f1", "token_accuracy"} <= set(report.scores) and "label_accuracy" not in report.scores
     assert report.notes == [] and report.confusions == []
     ner_out = tmp_path / "ner_run"
-    train(TrainConfig(data=[str(ner)], weights=str(tiny_weights), out=str(ner_out), epochs=1, batch_size=8),
+    train(RunConfig(data=[str(ner)], weights=str(tiny_weights), out=str(ner_out), epochs=1, batch_size=8),
           log=lambda _: None)
     report = evaluate_file(ner_out, tiny_data)  # joint data on an NER-only model: the labels cannot be scored
     assert report.notes[0] == "the data's sentence labels are not scored: the checkpoint has no sentence head"

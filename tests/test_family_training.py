@@ -15,12 +15,12 @@ from safetensors.torch import load_file
 from conftest import ROOT
 from family_checkpoints import FAMILIES, write_checkpoint, write_checkpoints
 from minimtl import UserError
-from minimtl.config import TrainConfig
+from minimtl.machinery.settings import RunConfig
 from minimtl.machinery.checkpoint import load_predictor
 from minimtl.machinery.checkpoint import load_checkpoint
 from minimtl.machinery.report import evaluate_file
-from minimtl.tokenization import Aligner
 from minimtl.machinery.run import train
+from minimtl.extensions.family_tokenizers import load_tokenizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -31,7 +31,7 @@ HF_CLASS = {"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMR
 
 def run(tiny_data, weights, out, **overrides):
     settings = dict(epochs=2, batch_size=16, lr_backbone=1e-3, lr_heads=1e-2, max_len=48) | overrides
-    return train(TrainConfig(data=[str(tiny_data)], weights=str(weights), out=str(out), **settings),
+    return train(RunConfig(data=[str(tiny_data)], weights=str(weights), out=str(out), **settings),
                  log=lambda line: None)
 
 
@@ -75,7 +75,7 @@ def test_the_run_is_a_checkpoint_its_family_class_loads(runs, family):
     for name in ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt"):
         assert (out / name).is_file() == (weights / name).is_file()  # the family's own tokenizer files
     reference = getattr(transformers, HF_CLASS[family]).from_pretrained(out).eval()
-    aligner = Aligner.from_checkpoint(out, model.bert.config.vocab_size)
+    aligner = load_tokenizer(out, model.bert.config.vocab_size)
     encodings = aligner.encode([t.split() for t in TEXTS])
     T = max(len(e.input_ids) for e in encodings)
     ids = torch.tensor([e.input_ids + [aligner.pad_id] * (T - len(e.input_ids)) for e in encodings])

@@ -13,15 +13,15 @@ import torch
 
 from minimtl import UserError
 from minimtl.batching import batches
-from minimtl.config import TrainConfig
-from minimtl.features import FeatureCache
+from minimtl.machinery.settings import RunConfig
+from minimtl.extensions.features import FeatureCache
 from minimtl.machinery.run import build, train
 
 QUIET = lambda line: None  # noqa: E731
 
 
 def frozen(tiny_data, tiny_weights, out, **settings):
-    return TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), freeze=["backbone"],
+    return RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), freeze=["backbone"],
                        epochs=2, batch_size=8, patience=0, device="cpu", **settings)
 
 

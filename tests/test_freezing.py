@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from minimtl import BertConfig, Bert, UserError
-from minimtl.config import TrainConfig, recipe
-from minimtl.freezing import (UnfreezeSchedule, frozen_units, parameter_groups, parameter_table, set_frozen,
+from minimtl.machinery.settings import RunConfig, recipe
+from minimtl.machinery.report import parameter_table
+from minimtl.freezing import (UnfreezeSchedule, frozen_units, parameter_groups, set_frozen,
                               units)
-from minimtl.model import HeadConfig, MultiTaskModel
+from minimtl.machinery.assemble import HeadConfig, build_model
 
 LAYERS = {"layer.0", "layer.1", "layer.2"}
 LRS = {"backbone": 1e-5, "heads": 1e-3, "adapters": 1e-4}
@@ -19,7 +20,7 @@ def model():
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=32)
-    return MultiTaskModel(Bert(cfg), HeadConfig(n_labels=3, n_tags=5), ["O", "B-A", "I-A", "B-B", "I-B"])
+    return build_model(Bert(cfg), HeadConfig(n_labels=3, n_tags=5), ["O", "B-A", "I-A", "B-B", "I-B"])
 
 
 @pytest.mark.parametrize("modes, layers, expected", [
@@ -96,9 +97,9 @@ def backbone_rates(cfg):
 
 
 def test_the_crf_gets_its_own_backbone_rate_defaults_and_flags_win():
-    assert backbone_rates(TrainConfig()) == (2e-4, 1.0)
-    assert backbone_rates(TrainConfig(crf=True)) == (3e-4, 0.8)
-    given = TrainConfig(crf=True, lr_backbone=1e-4, layer_decay=1.0)
+    assert backbone_rates(RunConfig()) == (2e-4, 1.0)
+    assert backbone_rates(RunConfig(crf=True)) == (3e-4, 0.8)
+    given = RunConfig(crf=True, lr_backbone=1e-4, layer_decay=1.0)
     assert backbone_rates(given) == (1e-4, 1.0)
 
 
@@ -132,7 +133,7 @@ def test_explicit_schedule_and_its_errors():
 
 
 def test_lora_adapters_are_their_own_unit_and_group(model):
-    from minimtl.lora import add_lora, lora_parameters
+    from minimtl.extensions.lora import add_lora, lora_parameters
 
     add_lora(model.bert, rank=2, alpha=4, dropout=0.0)
     named = units(model)

@@ -15,14 +15,18 @@ import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from minimtl import Bert, BertConfig, UserError
-from minimtl.config import TrainConfig
-from minimtl.evaluation import evaluate_sources, predict
+from minimtl.machinery.settings import RunConfig
+from minimtl.evaluation import predict
+from minimtl.machinery.sampling import evaluate_sources
 from minimtl.batching import batches
 from minimtl.machinery.checkpoint import load_checkpoint, load_predictor
-from minimtl.features import FeatureCache, widened
-from minimtl.model import IGNORE_INDEX, LSTM_HIDDEN, BiLSTM, HeadConfig, MultiTaskModel, ScalarMix, multitask_loss
+from minimtl.extensions.features import FeatureCache, widened
+from minimtl.model import IGNORE_INDEX, multitask_loss
+from minimtl.machinery.assemble import HeadConfig, build_model
+from minimtl.extensions.heads import LSTM_HIDDEN, BiLSTM, ScalarMix
 from minimtl.machinery.run import build, train
-from minimtl.weights import trained_pooling
+from minimtl.machinery.settings import trained_pooling
+from batches import batch_of
 
 CFG = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
                  max_position_embeddings=32)
@@ -87,21 +91,21 @@ def test_the_mix_of_the_caches_layout_is_the_mix_of_the_encoders():
 
 def model_with(**heads):
     torch.manual_seed(0)
-    return MultiTaskModel(Bert(CFG), HeadConfig(n_labels=3, n_tags=len(TAGS), **heads), TAGS)
+    return build_model(Bert(CFG), HeadConfig(n_labels=3, n_tags=len(TAGS), **heads), TAGS)
 
 
 @pytest.mark.parametrize("kind", ["conv", "lstm"])
 def test_the_contextual_layers_never_read_padding(kind):
     model = model_with(layers=2, sentence_head=kind, token_head=kind).eval()
     ids, mask = inputs()
-    out = model(ids, mask)
-    alone = model(ids[2:, :3], mask[2:, :3])  # sentence 2 without its padding: sums in another order
+    out = model(batch_of(ids, mask))
+    alone = model(batch_of(ids[2:, :3], mask[2:, :3]))  # sentence 2 without its padding: sums in another order
     torch.testing.assert_close(out.ner_logits[2:, :3], alone.ner_logits, rtol=0, atol=1e-5)
     torch.testing.assert_close(out.cls_logits[2:], alone.cls_logits, rtol=0, atol=1e-5)
     # Whatever the padding positions hold (a cache's padding row, say), the real ones read the same.
-    hidden = model.features(ids, mask)
+    hidden = model.features(batch_of(ids, mask))
     noisy = hidden.masked_fill(~mask.bool()[..., None, None], 1e3)
-    garbage = model(ids, mask, noisy)
+    garbage = model.heads(noisy, batch_of(ids, mask))
     real = mask.bool()
     torch.testing.assert_close(garbage.ner_logits[real], out.ner_logits[real], rtol=0, atol=1e-5)
     torch.testing.assert_close(garbage.cls_logits, out.cls_logits, rtol=0, atol=1e-5)
@@ -125,7 +129,7 @@ def test_the_two_one_way_lstms_are_pytorchs_packed_bidirectional_lstm():
 
 def test_a_dilated_convolution_state_sees_29_positions_and_no_more():
     """Dilations 1, 2, 4 see 1 + 2 * (1 + 2 + 4) = 15 positions; the block applied twice, 1 + 2 * 14 = 29."""
-    from minimtl.model import DilatedConvs
+    from minimtl.extensions.heads import DilatedConvs
     torch.manual_seed(0)
     convs = DilatedConvs(8).eval()
     x, mask = torch.randn(1, 40, 8), torch.ones(1, 40, dtype=torch.long)
@@ -142,9 +146,9 @@ def test_the_lstm_sentence_head_pools_the_mean_and_the_max_of_its_states():
     head = model.cls_head
     ids, mask = inputs()
     with torch.no_grad():
-        states = head.lstm(model.features(ids[2:, :3], mask[2:, :3]), mask[2:, :3])  # sentence 2 alone: no padding
+        states = head.neck(model.features(batch_of(ids[2:, :3], mask[2:, :3])), mask[2:, :3])  # sentence 2 alone: no padding
         by_hand = head.out(torch.cat([states.mean(1), states.max(1).values], -1))
-        torch.testing.assert_close(model(ids, mask).cls_logits[2:], by_hand, rtol=0, atol=1e-6)
+        torch.testing.assert_close(model(batch_of(ids, mask)).cls_logits[2:], by_hand, rtol=0, atol=1e-6)
 
 
 def word_batch(ids, mask):
@@ -163,7 +167,7 @@ def test_the_crf_loss_runs_over_words_only():
     model = model_with(crf=True)
     ids, mask = inputs()
     batch, gold = word_batch(ids, mask)
-    logits = model(ids, mask).ner_logits
+    logits = model(batch_of(ids, mask)).ner_logits
     loss, parts = multitask_loss(model, SimpleNamespace(cls_logits=None, ner_logits=logits), batch)
     by_hand = model.ner_head.crf.nll(logits[:, [1, 2, 4]], gold, batch.words >= 0)
     torch.testing.assert_close(loss, by_hand)
@@ -194,14 +198,14 @@ def test_the_default_weights_were_trained_mean_pooled(checkpoint_dir):
 
 def frozen_config(tiny_data, tiny_weights, out, **overrides):
     settings = dict(epochs=2, batch_size=8, freeze=["backbone"], patience=0) | overrides
-    return TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), **settings)
+    return RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), **settings)
 
 
 def test_the_frozen_recipe_mixes_every_layer_with_a_bilstm_per_head(tiny_data, tiny_weights, tmp_path):
     model, _, _, _ = build(frozen_config(tiny_data, tiny_weights, tmp_path / "out"), log=lambda _: None)
     heads = model.config
     assert heads.layers == 3 and heads.sentence_head == heads.token_head == "lstm"  # embeddings + 2 layers
-    model, _, _, _ = build(TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights)), log=lambda _: None)
+    model, _, _, _ = build(RunConfig(data=[str(tiny_data)], weights=str(tiny_weights)), log=lambda _: None)
     heads = model.config
     assert heads.layers == 1 and heads.sentence_head == heads.token_head == "linear"
     with pytest.raises(UserError, match="--layers 4: the encoder has 3 hidden states"):
@@ -225,7 +229,7 @@ def test_the_cache_holds_what_the_encoder_computes(tiny_data, tiny_weights, tmp_
         for batch in batches(source.ids[split], 8, rng=__import__("random").Random(0)):
             cached = cache.hidden(source.name, split, batch)
             with torch.no_grad():
-                direct = model.features(batch.input_ids, batch.attention_mask)
+                direct = model.features(batch_of(batch.input_ids, batch.attention_mask))
             assert cached.shape == direct.shape and cached.dtype == torch.float32
             scale = 1 if dtype == torch.float32 else direct.abs().max().item()
             torch.testing.assert_close(cached, direct, rtol=0, atol=atol * scale)
@@ -255,8 +259,8 @@ def test_a_format_4_checkpoint_with_one_bidirectional_lstm_still_loads(tiny_data
     model, _ = load_checkpoint(out)
     # Written back as format 4 wrote it: each BiLSTM as one nn.LSTM(bidirectional=True).
     tensors = load_file(out / "model.safetensors")
-    old = {name.replace(".left_to_right.", ".").replace(".right_to_left.", ".") + "_reverse" * (".right_to_left." in name)
-           : t for name, t in tensors.items()}
+    old = {name.replace(".neck.", ".lstm.").replace(".left_to_right.", ".").replace(".right_to_left.", ".")
+           + "_reverse" * (".right_to_left." in name): t for name, t in tensors.items()}
     assert "ner_head.lstm.weight_hh_l0_reverse" in old and "ner_head.lstm.weight_hh_l0" in old
     save_file(old, out / "model.safetensors")
     config = json.loads((out / "config.json").read_text())
@@ -269,7 +273,7 @@ def test_a_format_4_checkpoint_with_one_bidirectional_lstm_still_loads(tiny_data
 
 def test_a_crf_checkpoint_predicts_as_the_trained_model_did(tiny_data, tiny_weights, tmp_path):
     out = tmp_path / "out"
-    cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=2, batch_size=8,
+    cfg = RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=2, batch_size=8,
                       lr_backbone=1e-3, crf=True, patience=0)
     lines = []
     results = train(cfg, log=lines.append)
@@ -288,7 +292,7 @@ def test_a_crf_checkpoint_predicts_as_the_trained_model_did(tiny_data, tiny_weig
 
 
 def test_a_crf_trains_with_lora_adapters(tiny_data, tiny_weights, tmp_path):
-    cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(tmp_path / "out"), epochs=1,
+    cfg = RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(tmp_path / "out"), epochs=1,
                       batch_size=8, lora=2, crf=True)
     train(cfg, log=lambda _: None)
     model, meta = load_checkpoint(tmp_path / "out")

@@ -27,7 +27,7 @@ from conftest import ROOT
 from hypothesis import given, settings, strategies as st
 from safetensors.torch import load_file, save_file
 
-from minimtl.config import TrainConfig
+from minimtl.machinery.settings import RunConfig
 from minimtl.errors import MAX_DEPTH, MAX_LINE, UserError, parse_json, quote, read_json
 from minimtl.machinery.data import load_data, load_split
 from minimtl.bio import chunks
@@ -434,7 +434,7 @@ def test_an_undamaged_copy_resumes_to_what_the_uninterrupted_run_gives(interrupt
     run = tmp_path / "run"
     shutil.copytree(interrupted_run, run)
     cfg = resume_config(run)
-    whole = train(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "whole")}), log=lambda line: None)
+    whole = train(RunConfig(**{**cfg.__dict__, "out": str(tmp_path / "whole")}), log=lambda line: None)
     assert train(cfg, log=lambda line: None, resume=True) == whole
 
 

@@ -10,16 +10,22 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minimtl.inference import confident, spans
-from minimtl.tokenization import windows
-from minimtl.bio import chunks
-from minimtl.crf import constrained_decode
-from minimtl.machinery.checkpoint import FORMAT_VERSION, load_predictor
+from batches import batch_of
+from minimtl.bio import best_valid_paths, chunks
 from minimtl.errors import UserError
-from minimtl.inference import format_prediction
+from minimtl.extensions.context import windows
+from minimtl.inference import spans
+from minimtl.machinery.checkpoint import FORMAT_VERSION, load_predictor
+from minimtl.machinery.predictor import confident, format_prediction
 from small_checkpoint import LABELS, MAX_LEN, TAGS, build
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def constrained_decode(log_probs, tags):  # one sentence: (n, K) -> tag ids
+    return best_valid_paths(log_probs[None], [log_probs.shape[0]], tags)[0]
+
+
 SENTENCE = "Alice Smith flew from Paris to Berlin last summer, then José went to 東京."
 LONG = " ".join(["Alice met Bob in Paris and they drove to the old town of Berlin ."] * 10)  # 7 windows
 
@@ -56,10 +62,10 @@ def test_batching_does_not_change_predictions(predictor):
 def test_one_window_equals_a_direct_forward(predictor):
     pred, = predictor.predict([SENTENCE])
     words = [w.text for w in pred.words]
-    enc = predictor.aligner.encode([words], max_len=MAX_LEN)[0]
+    enc = predictor.tokenizer.encode([words], max_len=MAX_LEN)[0]
     assert not enc.truncated and len(enc.input_ids) <= MAX_LEN
     with torch.no_grad():
-        out = predictor.model(torch.tensor([enc.input_ids]), torch.ones(1, len(enc.input_ids), dtype=torch.long))
+        out = predictor.model(batch_of(torch.tensor([enc.input_ids]), torch.ones(1, len(enc.input_ids), dtype=torch.long)))
     log_probs = out.ner_logits[0].log_softmax(-1)[enc.first_positions]  # (words, tags)
     ids = constrained_decode(log_probs, TAGS)
     assert pred.tags == [TAGS[k] for k in ids]
@@ -78,10 +84,10 @@ def test_one_window_equals_a_direct_forward(predictor):
 
 def test_sentence_label_of_a_long_text_is_the_mean_over_its_windows(predictor):
     pred, = predictor.predict([LONG])
-    wins = windows(predictor.aligner, [w.text for w in pred.words], MAX_LEN, predictor.stride)
+    wins = windows(predictor.tokenizer, [w.text for w in pred.words], MAX_LEN, predictor.stride)
     assert len(wins) > 2
     with torch.no_grad():
-        probs = [predictor.model(torch.tensor([e.input_ids]), torch.ones(1, len(e.input_ids), dtype=torch.long))
+        probs = [predictor.model(batch_of(torch.tensor([e.input_ids]), torch.ones(1, len(e.input_ids), dtype=torch.long)))
                  .cls_logits[0].softmax(-1) for _, e in wins]
     mean = torch.stack(probs).mean(0)
     assert pred.labels == pytest.approx({name: float(p) for name, p in zip(LABELS, mean)}, abs=1e-5)

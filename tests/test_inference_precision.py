@@ -18,10 +18,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-import minimtl.precision
+import minimtl.extensions.precision
 from minimtl.errors import UserError
 from minimtl.machinery.checkpoint import load_checkpoint, load_predictor
-from minimtl.precision import Int8Linear, for_inference, quantize_linears, quantize_rows
+from minimtl.extensions.precision import Int8Linear, for_inference, quantize_linears, quantize_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [" ".join(json.loads(line)["tokens"])
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # small, predictor, one_thre
 @pytest.fixture
 def native_bf16(monkeypatch):
     """bf16 allowed on this CPU whatever it has: emulated bf16 computes the same numbers, only slower."""
-    monkeypatch.setattr(minimtl.precision, "native_bf16_cpu", lambda: True)
+    monkeypatch.setattr(minimtl.extensions.precision, "native_bf16_cpu", lambda: True)
 
 
 def test_int8_linear_is_exact_on_its_grid():
@@ -98,7 +98,7 @@ def test_predictions_agree_with_float32(small, predictor, precision, native_bf16
 
 
 def test_bf16_is_refused_without_native_bf16(small, monkeypatch):
-    monkeypatch.setattr(minimtl.precision, "native_bf16_cpu", lambda: False)
+    monkeypatch.setattr(minimtl.extensions.precision, "native_bf16_cpu", lambda: False)
     with pytest.raises(UserError, match="--precision bf16 needs CUDA or a CPU"):
         load_predictor(small, precision="bf16")
     model, _ = load_checkpoint(small)
@@ -128,7 +128,7 @@ def run_infer(argv, monkeypatch, capsys):
 
 @pytest.mark.parametrize("evaluate", [False, True])
 def test_cli_refuses_bf16_without_native_bf16_in_one_line(small, tiny_data, monkeypatch, capsys, evaluate):
-    monkeypatch.setattr(minimtl.precision, "native_bf16_cpu", lambda: False)
+    monkeypatch.setattr(minimtl.extensions.precision, "native_bf16_cpu", lambda: False)
     argv = ["--checkpoint", small, "--precision", "bf16", *(["--evaluate", tiny_data] if evaluate else ["Paris"])]
     code, out, err = run_infer(argv, monkeypatch, capsys)
     assert code == 2 and out == ""

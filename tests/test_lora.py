@@ -9,9 +9,11 @@ import torch
 from minimtl import BertConfig, Bert, UserError
 from minimtl.freezing import frozen_units, set_frozen
 from minimtl.model import IGNORE_INDEX
-from minimtl.lora import (DEFAULT_TARGETS, TARGETS, LoRALinear, adapter_state_dict, add_lora, lora_parameters,
+from minimtl.extensions.lora import (DEFAULT_TARGETS, TARGETS, LoRALinear, adapter_state_dict, add_lora, lora_parameters,
                           merged_state_dict)
-from minimtl.model import HeadConfig, MultiTaskModel, multitask_loss
+from minimtl.model import multitask_loss
+from minimtl.machinery.assemble import HeadConfig, build_model
+from batches import batch_of
 
 CFG = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                  max_position_embeddings=32)
@@ -21,7 +23,7 @@ RANK = 4
 
 
 def new_model():
-    return MultiTaskModel(Bert(CFG), HEADS, TAGS)
+    return build_model(Bert(CFG), HEADS, TAGS)
 
 
 def batch(seed, B=4, T=12):
@@ -36,7 +38,7 @@ def batch(seed, B=4, T=12):
 
 def run(model, input_ids, attention_mask):
     hidden = model.bert(input_ids, attention_mask)
-    out = model(None, attention_mask, hidden)
+    out = model.heads(hidden, batch_of(input_ids, attention_mask))
     return hidden, out.cls_logits, out.ner_logits
 
 
@@ -53,7 +55,8 @@ def trained():
     model.train()
     for step in range(3):  # B gets its first gradient at step 1, A (whose gradient is proportional to B) at 2
         input_ids, attention_mask, labels, tags = batch(step)
-        loss, _ = multitask_loss(model, model(input_ids, attention_mask), SimpleNamespace(labels=labels, tags=tags, words=None))
+        loss, _ = multitask_loss(model, model(batch_of(input_ids, attention_mask)),
+                                SimpleNamespace(labels=labels, tags=tags, words=None))
         opt.zero_grad()
         loss.backward()
         opt.step()

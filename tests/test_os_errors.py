@@ -13,7 +13,7 @@ from conftest import ROOT
 
 import minimtl.machinery.resume as resume
 from minimtl import UserError
-from minimtl.config import TrainConfig
+from minimtl.machinery.settings import RunConfig
 from minimtl.machinery.checkpoint import load_checkpoint, load_predictor
 from minimtl.machinery.run import train
 
@@ -21,7 +21,7 @@ QUIET = lambda line: None  # noqa: E731
 
 
 def config(tiny_data, tiny_weights, out, **settings):
-    return TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), batch_size=16, patience=0,
+    return RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), batch_size=16, patience=0,
                        device="cpu", **settings)
 
 

@@ -11,26 +11,27 @@ import torch.nn as nn
 from safetensors.torch import load_file
 
 from minimtl import UserError
-from minimtl.config import TrainConfig, bf16_steps, native_bf16_cpu
+from minimtl.machinery.settings import RunConfig, bf16_steps
+from minimtl.extensions.precision import native_bf16_cpu
 from minimtl.machinery.run import train
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 def test_auto_is_bf16_where_the_encoder_runs_on_bf16_hardware():
-    auto = TrainConfig().precision
+    auto = RunConfig().precision
     assert bf16_steps(auto, CUDA, cached=False) and bf16_steps(auto, CUDA, cached=True)
     assert bf16_steps(auto, CPU, cached=False) == native_bf16_cpu()
     assert not bf16_steps(auto, CPU, cached=True)  # heads alone on cached features: nothing to gain
     for device in (CPU, CUDA):
         for cached in (False, True):
-            assert bf16_steps(TrainConfig(precision="bf16").precision, device, cached)
-            assert not bf16_steps(TrainConfig(precision="fp32").precision, device, cached)
+            assert bf16_steps(RunConfig(precision="bf16").precision, device, cached)
+            assert not bf16_steps(RunConfig(precision="fp32").precision, device, cached)
 
 
 def test_precision_must_be_known():
     with pytest.raises(UserError, match="--precision must be one of auto, bf16, fp32, not 'fp16'"):
-        TrainConfig(precision="fp16").check()
+        RunConfig(precision="fp16").check()
 
 
 def linear_output_dtypes(tiny_data, tiny_weights, out, **settings):
@@ -42,7 +43,7 @@ def linear_output_dtypes(tiny_data, tiny_weights, out, **settings):
             seen.add((module.training, output.dtype))
     handle = nn.modules.module.register_module_forward_hook(hook)
     try:
-        train(TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=1, batch_size=8,
+        train(RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=1, batch_size=8,
                           **settings), log=lambda _: None)
     finally:
         handle.remove()

@@ -16,14 +16,14 @@ from safetensors.torch import load_file
 from minimtl import UserError
 from minimtl.machinery.checkpoint import load_predictor
 from minimtl.machinery.interrupts import Interrupted
-from minimtl.config import TrainConfig
+from minimtl.machinery.settings import RunConfig
 from minimtl.machinery.resume import resume_config
 from minimtl.machinery.run import train
 
 
 def config(tiny_data, tiny_weights, out, **overrides):
     settings = dict(epochs=3, batch_size=8, lr_backbone=1e-3, lr_heads=1e-2, patience=0) | overrides
-    return TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), **settings)
+    return RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), **settings)
 
 
 def stop_after_epoch(n):
@@ -129,16 +129,16 @@ def test_ctrl_c_exits_cleanly_with_a_resumable_state(tiny_data, checkpoint_dir, 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_data, tiny_weights,
                                                                                     tmp_path, monkeypatch):
-    import minimtl.training as training
+    import minimtl.machinery.steps as steps  # where a run's training step computes its loss
 
-    real_loss, calls = training.multitask_loss, []
+    real_loss, calls = steps.multitask_loss, []
 
     def loss_that_explodes_in_epoch_2(*args, **kwargs):
         total, parts = real_loss(*args, **kwargs)
         calls.append(1)
         return (total * float("nan") if len(calls) > 6 else total), parts  # tiny_data: 6 batches per epoch
 
-    monkeypatch.setattr(training, "multitask_loss", loss_that_explodes_in_epoch_2)
+    monkeypatch.setattr(steps, "multitask_loss", loss_that_explodes_in_epoch_2)
     out = tmp_path / "out"
     with pytest.raises(UserError, match=r"the loss became nan at epoch 2, step 6: training stopped; the last good "):
         train(config(tiny_data, tiny_weights, out), log=lambda _: None)

@@ -114,9 +114,9 @@ class WordPiece:
         return _WordPiece.from_file(vocab, *a, **k)
 safetensors.torch.load_file, safetensors.safe_open, tokenizers.models.WordPiece = load_file, safe_open, WordPiece
 
-from minimtl.tokenization import Aligner
 from minimtl.machinery.download import resolve_weights
 from minimtl.weights import load_encoder
+from minimtl.extensions.family_tokenizers import load_tokenizer
 
 def hook(event, args):
     if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
@@ -135,7 +135,7 @@ except SystemExit as e:
     assert not e.code, f"infer.py exited with {e.code}"
 # What training does with --weights: resolve the directory, build the tokenizer, load the encoder.
 directory = resolve_weights(weights)
-Aligner.from_checkpoint(directory)
+load_tokenizer(directory)
 load_encoder(directory)
 sys.addaudithook(lambda *a: None)
 Path(report).write_text(json.dumps({"opened": opened, "writes": writes}))
@@ -150,7 +150,7 @@ def hostile(tmp_path_factory, tiny_weights):
     from minimtl.bert import Bert
     from minimtl.machinery.checkpoint import atomic_directory, write_model
     from minimtl.bert import BertConfig
-    from minimtl.model import HeadConfig, MultiTaskModel
+    from minimtl.machinery.assemble import HeadConfig, build_model
 
     root = tmp_path_factory.mktemp("hostile")
     secret = root / "secret.txt"
@@ -161,7 +161,7 @@ def hostile(tmp_path_factory, tiny_weights):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64)
-    model = MultiTaskModel(Bert(config), HeadConfig(n_labels=2, n_tags=3), ["O", "B-LOC", "I-LOC"])
+    model = build_model(Bert(config), HeadConfig(n_labels=2, n_tags=3), ["O", "B-LOC", "I-LOC"])
     paths = {"vocab": ESCAPES[0], "tokenizer": ESCAPES[1], "weights": str(secret), "model": ESCAPES[2],
              "train_args": {"data": ESCAPES[0], "weights": str(secret), "out": ESCAPES[1]}}
     meta = {"labels": ["travel", "music"], "tags": ["O", "B-LOC", "I-LOC"], "max_len": 32, **paths}

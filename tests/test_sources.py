@@ -30,17 +30,16 @@ from safetensors.torch import load_file
 from test_resume import stop_after_epoch, without_timings
 
 from minimtl import UserError
-from minimtl.config import TrainConfig
+from minimtl.machinery.settings import RunConfig
 from minimtl.evaluation import evaluate
 from minimtl.machinery.checkpoint import load_checkpoint
 from minimtl.machinery.data import LabelVocab
 from minimtl.machinery.interrupts import Interrupted
 from minimtl.machinery.resume import resume_config
 from minimtl.machinery.sources import encode_sources, load_sources, vocabularies
-from minimtl.batching import interleave, source_probabilities
-from minimtl.tokenization import Aligner
-from minimtl.batching import epoch_batches
+from minimtl.machinery.sampling import epoch_batches, interleave, source_probabilities
 from minimtl.machinery.run import build, train
+from minimtl.extensions.family_tokenizers import load_tokenizer
 
 SPLITS = ("train", "dev", "test")
 NER_TRAIN = 32  # the two sources differ in size, so proportional, uniform and temperature sampling differ
@@ -86,13 +85,13 @@ def corpora(tmp_path_factory, tiny_data):
 def encoded(corpora, tiny_weights):
     """Both sources loaded, given the run's vocabularies and encoded, as `train` does before its first epoch."""
     sources = load_sources([str(p) for p in corpora])
-    encode_sources(sources, Aligner.from_checkpoint(tiny_weights), vocabularies(sources), TrainConfig(), 512, QUIET)
+    encode_sources(sources, load_tokenizer(tiny_weights), vocabularies(sources), RunConfig(), 512, QUIET)
     return sources
 
 
 def settings_for(corpora, tiny_weights, out, **overrides):
     values = dict(epochs=2, batch_size=BATCH, lr_backbone=1e-3, lr_heads=1e-2, patience=0) | overrides
-    return TrainConfig(data=[str(p) for p in corpora], weights=str(tiny_weights), out=str(out), **values)
+    return RunConfig(data=[str(p) for p in corpora], weights=str(tiny_weights), out=str(out), **values)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +104,7 @@ def two_source_run(tmp_path_factory, corpora, tiny_weights):
 def alone(path, tokenizer_dir):
     """One source loaded and encoded on its own, as a single-source run would: its own vocabulary only."""
     [source] = load_sources([str(path)])
-    encode_sources([source], Aligner.from_checkpoint(tokenizer_dir), vocabularies([source]), TrainConfig(), 512,
+    encode_sources([source], load_tokenizer(tokenizer_dir), vocabularies([source]), RunConfig(), 512,
                    QUIET)
     return source
 
@@ -142,7 +141,7 @@ def test_the_source_name_is_the_folder_name_made_unique(tmp_path, tiny_data):
 
 @pytest.mark.parametrize("sampling", ["proportional", "uniform", "temperature"])
 def test_a_batch_holds_one_sources_sentences_and_only_its_tasks_labels(encoded, sampling):
-    cfg = TrainConfig(batch_size=BATCH, sampling=sampling, seed=3)
+    cfg = RunConfig(batch_size=BATCH, sampling=sampling, seed=3)
     n_batches = {s.name: math.ceil(len(s.ids["train"]) / BATCH) for s in encoded}
     for epoch in (1, 2):
         pairs = epoch_batches(encoded, cfg, epoch)
@@ -167,7 +166,7 @@ def test_a_batch_holds_one_sources_sentences_and_only_its_tasks_labels(encoded, 
 
 def test_the_batch_order_is_a_function_of_seed_and_epoch(encoded):
     def order(seed, epoch, sampling):
-        cfg = TrainConfig(batch_size=BATCH, sampling=sampling, seed=seed)
+        cfg = RunConfig(batch_size=BATCH, sampling=sampling, seed=seed)
         return [(s.name, batch.index) for s, batch in epoch_batches(encoded, cfg, epoch)]
 
     for sampling in ("proportional", "temperature"):
@@ -340,7 +339,7 @@ def test_the_same_source_twice_is_refused(corpora):
 
 def test_an_unknown_sampling_is_refused(corpora):
     with pytest.raises(UserError, match="--sampling must be one of proportional, uniform, temperature, not 'bogus'"):
-        TrainConfig(data=[str(p) for p in corpora], sampling="bogus").check()
+        RunConfig(data=[str(p) for p in corpora], sampling="bogus").check()
 
 
 def train_py(*args):

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minimtl import UserError
-from minimtl.inference import format_prediction
+from minimtl.machinery.predictor import format_prediction
 from minimtl.machinery.streaming import CHUNK, _lines, predict_stream, read_lines
 
 TEXTS = ["Alice Smith flew from Paris to Berlin last summer.", "Book a table", "Paris",

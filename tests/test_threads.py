@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import minimtl.machinery.threads as threads
-from minimtl.config import TrainConfig
+from minimtl.machinery.settings import RunConfig
 
 
 @pytest.fixture
@@ -26,18 +26,18 @@ def test_the_count_is_the_idle_cores_at_least_one(auto, monkeypatch, idle, expec
     monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
     monkeypatch.setattr(threads, "idle_cores", lambda: idle)
     lines = []
-    assert threads.choose_threads(TrainConfig(), "epoch 1", lines.append) == expected == torch.get_num_threads()
+    assert threads.choose_threads(RunConfig(), "epoch 1", lines.append) == expected == torch.get_num_threads()
     assert lines == [f"epoch 1: {expected} thread{'s' * (expected > 1)} (the cores other processes left idle)"]
-    assert threads.choose_threads(TrainConfig(), "epoch 2", lines.append, before=expected) == expected
+    assert threads.choose_threads(RunConfig(), "epoch 2", lines.append, before=expected) == expected
     assert len(lines) == 1  # said again only when it changes
 
 
 def test_a_fixed_count_is_kept_whatever_the_load(auto, monkeypatch):
     monkeypatch.setattr(threads, "idle_cores", lambda: pytest.fail("a fixed count looks at no load"))
-    assert threads.choose_threads(TrainConfig(threads=1), "epoch 1", print) == 1 == torch.get_num_threads()
+    assert threads.choose_threads(RunConfig(threads=1), "epoch 1", print) == 1 == torch.get_num_threads()
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
-    assert threads.choose_threads(TrainConfig(), "epoch 1", print) == 1
+    assert threads.choose_threads(RunConfig(), "epoch 1", print) == 1
 
 
 def idle_beside(prefix):

@@ -1,5 +1,5 @@
 """First-sub-token labels, raw-text spans and windows work the same for WordPiece, byte-level BPE and unigram
-pieces, on real tokenizer files trained here (family_checkpoints.py) and read back by `Aligner.from_checkpoint`.
+pieces, on real tokenizer files trained here (family_checkpoints.py) and read back by `WordTokenizer.from_checkpoint`.
 
 The properties are test_alignment.py's, with its strategies; the oracle for each word's pieces is the trained
 tokenizer itself, given the word as it stands mid-text: after a space, for the tokenizers whose pieces mark a
@@ -20,8 +20,11 @@ from minimtl.errors import UserError
 from minimtl.inference import spans
 from minimtl.machinery.data import Example, LabelVocab
 from minimtl.model import IGNORE_INDEX
-from minimtl.tokenization import Aligner, split_text, windows
-from minimtl.wordshape import NONE, word_shape
+from minimtl.tokenization import labels as first_subtoken_labels, WordTokenizer, split_text
+from minimtl.extensions.context import windows
+from minimtl.extensions.wordshape import NONE, word_shape
+from minimtl.machinery.sources import encode_examples
+from minimtl.extensions.family_tokenizers import load_tokenizer
 
 SETTINGS = settings(max_examples=60, deadline=None)
 KINDS = ["wordpiece-cased", "bpe-files", "bpe-json", "unigram"]
@@ -29,11 +32,11 @@ KINDS = ["wordpiece-cased", "bpe-files", "bpe-json", "unigram"]
 
 @pytest.fixture(scope="module", params=KINDS)
 def kind(request, tmp_path_factory):
-    """(kind, the Aligner read from the files, the trained tokenizer as oracle)."""
+    """(kind, the WordTokenizer read from the files, the trained tokenizer as oracle)."""
     path = tmp_path_factory.mktemp(request.param)
     reference = write_tokenizer(path, request.param)
     reference.no_padding()
-    return request.param, Aligner.from_checkpoint(path, reference.get_vocab_size()), reference
+    return request.param, load_tokenizer(path, reference.get_vocab_size()), reference
 
 
 def pieces(kind, word):
@@ -54,9 +57,9 @@ def test_none_of_these_tokenizers_erases_case(kind):
 def test_each_word_shape_reaches_exactly_its_own_pieces(kind, example):
     _, aligner, _ = kind
     words, tags = example
-    split = encode_split(aligner, [Example(tuple(words), tuple(tags))], None, LabelVocab(base.TAGS), 10_000,
+    split = encode_examples(aligner, [Example(tuple(words), tuple(tags))], None, LabelVocab(base.TAGS), 10_000,
                          word_shapes=True)
-    assert split.shape_ids[0] == [NONE] + [word_shape(w) for w in words for _ in pieces(kind, w)] + [NONE]
+    assert split.extra.get("shape_ids")[0] == [NONE] + [word_shape(w) for w in words for _ in pieces(kind, w)] + [NONE]
 
 
 @SETTINGS
@@ -71,7 +74,7 @@ def test_every_word_gets_exactly_one_labelled_piece(kind, example):
         expected += pieces(kind, w)
     assert enc.input_ids == [aligner.cls_id, *expected, aligner.sep_id]
     assert enc.first_positions == first
-    labels = aligner.labels(enc, tags, base.TAG_TO_ID)
+    labels = first_subtoken_labels(enc, tags, base.TAG_TO_ID)
     labelled = [p for p, label in enumerate(labels) if label != IGNORE_INDEX]
     assert labelled == first and [base.TAGS[labels[p]] for p in first] == tags
     assert [enc.word_ids[p] for p in first] == list(range(len(words)))
@@ -82,7 +85,7 @@ def test_every_word_gets_exactly_one_labelled_piece(kind, example):
 def test_spans_slice_the_original_text_exactly(kind, text, data):
     _, aligner, _ = kind
     words = split_text(aligner, text)
-    normalize = aligner.tokenizer.normalizer.normalize_str if aligner.tokenizer.normalizer else str
+    normalize = aligner.backend.normalizer.normalize_str if aligner.backend.normalizer else str
     at = 0
     for w in words:
         assert w.text and w.text == text[w.start : w.end] and at <= w.start
@@ -145,27 +148,27 @@ def test_a_missing_merges_file_is_one_line_naming_it(tmp_path):
     write_tokenizer(tmp_path, "bpe-files")
     (tmp_path / "merges.txt").unlink()
     with pytest.raises(UserError, match="merges.txt: no merges.txt beside vocab.json"):
-        Aligner.from_checkpoint(tmp_path)
+        load_tokenizer(tmp_path)
 
 
 def test_a_vocabulary_larger_than_the_embeddings_is_one_line_naming_it(tmp_path):
     reference = write_tokenizer(tmp_path, "unigram")
     with pytest.raises(UserError, match=f"tokenizer.json: holds {reference.get_vocab_size()} tokens but the "
                                         "model's config.json has vocab_size 100"):
-        Aligner.from_checkpoint(tmp_path, vocab_size=100)
+        load_tokenizer(tmp_path, vocab_size=100)
 
 
 def test_unreadable_tokenizer_files_are_one_line_naming_them(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(UserError, match="tokenizer.json: cannot read the tokenizer"):
-        Aligner.from_checkpoint(tmp_path)
+        load_tokenizer(tmp_path)
     write_tokenizer(tmp_path / "bpe", "bpe-files")
     (tmp_path / "bpe" / "merges.txt").write_text("#version: 0.2\nnot-in-vocab also-not\n")
     with pytest.raises(UserError, match="merges.txt: cannot read the BPE vocabulary and merges"):
-        Aligner.from_checkpoint(tmp_path / "bpe")
+        load_tokenizer(tmp_path / "bpe")
     (tmp_path / "none").mkdir()
     with pytest.raises(UserError, match="vocab.txt: no vocab.txt .*, tokenizer.json or vocab.json \\+ merges.txt"):
-        Aligner.from_checkpoint(tmp_path / "none")
+        load_tokenizer(tmp_path / "none")
 
 
 def test_a_vocabulary_without_the_special_tokens_is_refused(tmp_path):
@@ -174,7 +177,7 @@ def test_a_vocabulary_without_the_special_tokens_is_refused(tmp_path):
                                                                     unk_token="<unk>"))
     tokenizer.save(str(tmp_path / "tokenizer.json"))
     with pytest.raises(UserError, match="tokenizer.json: the vocabulary lacks the special tokens"):
-        Aligner.from_checkpoint(tmp_path)
+        load_tokenizer(tmp_path)
 
 
 def test_scores_come_back_per_word_for_every_tokenizer(kind):
@@ -186,6 +189,6 @@ def test_scores_come_back_per_word_for_every_tokenizer(kind):
 
 def test_a_character_that_normalises_to_several_words_stays_one_word(tmp_path):
     write_tokenizer(tmp_path, "unigram")  # NFKC: the two-dot leader is two full stops, which split apart
-    aligner = Aligner.from_checkpoint(tmp_path)
+    aligner = load_tokenizer(tmp_path)
     assert [(w.text, w.start, w.end) for w in split_text(aligner, "Oh\u2025 no")] == [
         ("Oh", 0, 2), ("\u2025", 2, 3), ("no", 4, 6)]

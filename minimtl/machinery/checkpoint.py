@@ -12,12 +12,12 @@ cannot run code. Because the encoder keeps its published names, `load_encoder(DI
 backbone like any checkpoint of its family, and so does that family's `transformers` class.
 
 Except with word shapes in the encoder (--word-shape outside the frozen recipe, wordshape.py): their table,
-`bert.embeddings.word_shapes.weight`, is part of what the encoder computes, and no published class has it.
+`embedding_input.weight`, is part of what the encoder computes, and no published class has it.
 `BertModel.from_pretrained(DIR)` then loads the encoder *without* it (transformers lists the tensor among
 those "not used"), which computes other hidden states than the trained model: the run's log says so when
-it starts, config.json says `"word_shapes": "embeddings"`, and `load_encoder` refuses such a directory
-rather than drop the table. (With the frozen recipe the table belongs to the heads, `head_shapes.weight`,
-and the encoder is the pretrained one, unchanged.)
+it starts, config.json says `"word_shapes": "embeddings"`, and a run refuses such a directory as --weights
+rather than drop the table (`load_pretrained`). (With the frozen recipe the table belongs to the
+heads, `head_input.weight`, and the encoder is the pretrained one, unchanged.)
 
 Saving is atomic at the directory level (`atomic_directory`): everything is written into a temporary
 sibling directory, flushed to disk, then swapped in by two renames. A crash mid-write leaves the previous checkpoint as it
@@ -34,23 +34,28 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from safetensors.torch import save_file
+from torch.overrides import TorchFunctionMode
 
-from ..bert import Bert
-from ..families import FAMILIES, config_json, our_name, published_name, read_config
-from ..lora import merged_state_dict
 from ..bio import split_tag
-from ..inference import Predictor
-from ..model import HEAD_KINDS, POOLINGS, WORD_SHAPES, HeadConfig, MultiTaskModel
 from ..errors import UserError, read_json
-from ..tokenization import Aligner
-from ..weights import check_weights_fit, match_state_dict, read_shapes, read_state_dict, skip_random_init
+from ..extensions.families import (FAMILIES, as_family, check_weights_fit, config_json, encoder, load_encoder,
+                                   published_name, read_config)
+from ..extensions.heads import HEAD_KINDS
+from ..extensions.lora import merged_state_dict
+from .predictor import Predictor
+from ..model import POOLINGS
+from .assemble import WORD_SHAPES, HeadConfig, build_model
+from ..tokenization import WordTokenizer
+from ..weights import match_state_dict, read_shapes, read_state_dict
 from .plots import write_curves
 from .reading import NO_CHECKPOINT, one_version
 from .rundir import stale_temporaries
+from ..extensions.family_tokenizers import load_tokenizer
 
-FORMAT_VERSION = 5  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf; 4: sentence_head;
-# 5: a BiLSTM is two one-way LSTMs (model.BiLSTM). Format 4 is read too: only the BiLSTM's names differ.
-READABLE_FORMATS = (4, FORMAT_VERSION)
+FORMAT_VERSION = 6  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf; 4: sentence_head;
+# 5: a BiLSTM is two one-way LSTMs (heads.BiLSTM); 6: a head's BiLSTM or convolutions are its `neck`, the word-shape
+# tables `embedding_input` / `head_input`. Formats 4 and 5 are read too: only names differ (`earlier_name`).
+READABLE_FORMATS = (4, 5, FORMAT_VERSION)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json",
                    "special_tokens_map.json")  # whichever the pretrained checkpoint has (tokenization.py)
 MODEL_FILES = ("model.safetensors", "config.json", *TOKENIZER_FILES)
@@ -95,12 +100,12 @@ def write_model(directory, model, meta, tokenizer_dir):
     checkpoint in `tokenizer_dir`, into an existing directory."""
     directory = Path(directory)
     # With LoRA, the adapters are folded into plain weights: loading needs no LoRA code.
-    family = model.bert.config.model_type
+    family = as_family(model.bert.config).model_type
     # The encoder under its family's published names (roberta.*, distilbert.transformer.*, ...), the heads as is.
     tensors = {published_name(k[len("bert."):], family) if k.startswith("bert.") else k:
                v.detach().cpu().contiguous() for k, v in merged_state_dict(model).items()}
     save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
-    config = config_json(model.bert.config)
+    config = config_json(as_family(model.bert.config))
     config["minimtl"] = {"format_version": FORMAT_VERSION, **meta, "heads": asdict(model.config)}
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     for name in TOKENIZER_FILES:
@@ -181,6 +186,24 @@ def read_meta(directory):
     return config, meta
 
 
+class skip_random_init(TorchFunctionMode):
+    """Modules built inside `with skip_random_init():` keep their parameters as allocated, unfilled.
+
+    Building a model runs every layer's random initialisation (torch.nn.init: a uniform or normal draw per
+    weight, 22M draws for MiniLM), a large part of a one-sentence `infer.py` after `import torch`, and all
+    of it wasted when every weight is then loaded from a file. Only for models that `match_state_dict` fills
+    next (it demands every parameter, so nothing unfilled survives) and after which no random draw depends on
+    the generator's state: a trained checkpoint read for inference (`read_checkpoint`), not
+    `load_encoder`, whose caller draws the heads' init next. (Building on the meta device would
+    skip the fill too, but makes torch import its compiler stack, which costs more than the fill.)
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", None) == "torch.nn.init":  # uniform_, normal_, kaiming_uniform_, ...
+            return args[0] if args else kwargs["tensor"]  # the tensor, as the init functions return it
+        return func(*args, **(kwargs or {}))
+
+
 def load_checkpoint(directory):
     """(MultiTaskModel in eval mode, meta) from a directory written by `write_model`, both from one version
     of it (reading.py: a save may swap the directory while it is read)."""
@@ -196,17 +219,39 @@ def read_checkpoint(directory):
     check_weights_fit(config, read_shapes(weights), weights)  # before building: config.json may be absurd
     # A checkpoint written before word shapes has no "word_shapes": it has none.
     with skip_random_init():  # every weight is loaded next
-        model = MultiTaskModel(Bert(config), HeadConfig(**meta["heads"]), meta.get("tags"), meta.get("word_shapes"))
+        model = build_model(encoder(config), HeadConfig(**meta["heads"]), meta.get("tags"), meta.get("word_shapes"))
     own = FAMILIES[config.model_type].prefix
 
     def rename(name):  # the encoder's tensors from its family's names; the heads' names are ours already
-        ours = our_name(name, config.model_type) if name.startswith(own) else None
-        if ours:
-            return "bert." + ours
-        return format_4_name(name) if meta["format_version"] == 4 else name
+        ours = config.encoder_name(name) if name.startswith(own) else None
+        name = "bert." + ours if ours else name
+        return name if meta["format_version"] == FORMAT_VERSION else earlier_name(name, meta["format_version"])
 
     match_state_dict(model, read_state_dict(weights), weights, rename=rename)
     return model.eval(), meta
+
+
+def earlier_name(name, version):
+    """A tensor's name in this format from its name in format `version` (4 or 5)."""
+    if version == 4:
+        name = format_4_name(name)
+    for old, new in ((".lstm.", ".neck."), (".convs.", ".neck.")):
+        if name.startswith(("cls_head", "ner_head")) and old in name:
+            name = name.replace(old, new, 1)
+    return {"bert.embeddings.word_shapes.weight": "embedding_input.weight",
+            "head_shapes.weight": "head_input.weight"}.get(name, name)
+
+
+def load_pretrained(directory):
+    """The encoder of the checkpoint in `directory`, as --weights takes it (weights.load_encoder); a run whose
+    encoder adds word shapes to its input embeddings is refused: its encoder alone would silently lose them."""
+    path = Path(directory) / "config.json"
+    raw = read_json(path, missing="config file not found")
+    if isinstance(raw, dict) and isinstance(raw.get("minimtl"), dict) and raw["minimtl"].get("word_shapes") == "embeddings":
+        raise UserError("was trained with --word-shape: its encoder adds a learned word-shape table to its input "
+                        "embeddings, which a plain encoder would silently lose; it cannot be used as --weights",
+                        Path(directory) / "model.safetensors")
+    return load_encoder(directory)
 
 
 def format_4_name(name):
@@ -249,12 +294,12 @@ def write_logs(out, history, best_epoch):
 
 
 def load_with_tokenizer(directory):
-    """(MultiTaskModel in eval mode, meta, its Aligner) of the checkpoint in `directory`, all from one version."""
+    """(MultiTaskModel in eval mode, meta, its WordTokenizer) of the checkpoint in `directory`, all from one version."""
     _recover(Path(directory))
 
     def read(path):
         model, meta = read_checkpoint(path)
-        return model, meta, Aligner.from_checkpoint(path, model.bert.config.vocab_size)
+        return model, meta, load_tokenizer(path, model.bert.config.vocab_size)
     return one_version(directory, read)
 
 

@@ -1,17 +1,17 @@
-"""`train.py`'s flags, generated from the TrainConfig fields: each setting is declared once, in config.py."""
+"""`train.py`'s flags, generated from the RunConfig fields: each setting is declared once, in config.py."""
 
 import argparse
 import types
 import typing
 from dataclasses import MISSING, fields
 
-from ..config import TrainConfig
+from .settings import RunConfig
 
 
 def add_config_flags(parser):
-    """One flag per TrainConfig field, grouped as the fields are; defaults are left to the dataclass."""
+    """One flag per RunConfig field, grouped as the fields are; defaults are left to the dataclass."""
     groups = {}
-    for f in fields(TrainConfig):
+    for f in fields(RunConfig):
         meta = f.metadata
         group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
         default = f.default if f.default is not MISSING else f.default_factory()
@@ -33,7 +33,7 @@ def add_config_flags(parser):
 
 def given(args):
     """The settings named on the command line (those left out keep the dataclass default)."""
-    return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    return {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
 
 
 def _base_type(annotation):

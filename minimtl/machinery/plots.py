@@ -14,7 +14,7 @@ import math
 import re
 from pathlib import Path
 
-from ..calibration import expected_calibration_error, reliability
+from ..extensions.calibration import expected_calibration_error, reliability
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",  # the familiar "tab10" colours
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")

@@ -16,14 +16,15 @@ checkpoint never saw is reported once and counted as wrong, as in training.
 from collections import Counter
 from dataclasses import dataclass
 
-from ..calibration import ECE_BINS, calibration_report
+from ..extensions.calibration import ECE_BINS, calibration_report
 from ..evaluation import head_outputs, predict, score
-from ..batching import encode_split
+from .assemble import word_shapes_of
 from .checkpoint import load_with_tokenizer
 from .data import LabelVocab, Splits, load_split, unseen
 from ..errors import UserError
-from ..precision import for_inference
-from .sources import Source
+from ..freezing import kind, unit_learning_rates, unit_modules, units
+from ..extensions.precision import for_inference, forward_in
+from .sources import Source, encode_examples
 
 TOP_CONFUSIONS = 5  # the sentence-label mistakes shown: enough to see a pattern, short enough to read
 
@@ -57,10 +58,10 @@ def evaluate_file(checkpoint, path, split=None, precision="fp32"):
     splits = Splits(**{"train": [], "dev": [], "test": None, split: examples}, source=description)
     # Word shapes and document context as the run trained with them (none in a checkpoint older than they are).
     window = meta.get("max_len") or model.bert.config.max_tokens
-    ids = encode_split(aligner, examples, labels, tags, model.bert.config.max_tokens,
-                       word_shapes=bool(model.word_shapes), context=window if meta.get("context") else None)
+    ids = encode_examples(aligner, examples, labels, tags, model.bert.config.max_tokens,
+                          word_shapes=bool(word_shapes_of(model)), context=window if meta.get("context") else None)
     source = Source("evaluated", splits, labels, tags, {split: ids})
-    outputs = head_outputs(model, source, split, precision=precision)  # one pass: the scores and the ECE
+    outputs = head_outputs(model, source, split, forward_in(model, "cpu", precision))  # one pass: the scores and the ECE
     predicted_labels, predicted_tags = predict(model, source, split, outputs=outputs)
     confusions = []
     if predicted_labels is not None:
@@ -152,3 +153,26 @@ def entity_tables(scores, source_names):
 
 def _pct(value):
     return f"{100 * value:.2f}"
+
+
+def parameter_table(model, frozen, lrs, layer_decay=1.0):
+    """The start-of-training table: one row per unit (the `frozen` ones marked), then the totals."""
+    unit_lrs = unit_learning_rates(model, lrs, layer_decay)
+    rows = [("group", "tensors", "parameters", "% of total", "lr", "frozen?")]
+    total = sum(p.numel() for p in model.parameters())
+    trainable = 0
+    for unit, params in units(model).items():
+        n = sum(p.numel() for p in params)
+        trainable += 0 if unit in frozen else n
+        lr = "-" if unit in frozen else f"{unit_lrs[unit]:.2e}"
+        rows.append((unit, str(len(params)), f"{n:,}", f"{100 * n / total:.2f}", lr, "yes" if unit in frozen else "no"))
+        if kind(unit) == "heads":  # what a head is made of: its layer mix, BiLSTM, output layer, CRF transitions
+            parts = [(name, list(m.parameters())) for name, m in unit_modules(model)[unit].named_children()]
+            parts = [(name, ps) for name, ps in parts if ps]
+            for name, ps in parts if len(parts) > 1 else []:
+                k = sum(p.numel() for p in ps)
+                rows.append((f"  .{name}", str(len(ps)), f"{k:,}", f"{100 * k / total:.2f}", "", ""))
+    rows.append(("trainable", "", f"{trainable:,}", f"{100 * trainable / total:.2f}", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in rows)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..config import TrainConfig
+from .settings import RunConfig
 from ..errors import UserError, quote, read_json
 from ..weights import read_state_dict
 from .rundir import check_out, is_finished
@@ -200,7 +200,7 @@ def _described(tensor):
 def resume_config(run_dir):
     """The settings of the interrupted run in `run_dir`: a resumed run must use exactly the same ones."""
     saved = read_progress(run_dir)["config"]
-    known = {f.name: f for f in fields(TrainConfig)}
+    known = {f.name: f for f in fields(RunConfig)}
     unknown = set(saved) - set(known)
     if unknown:
         raise UserError(f"the saved run has settings this version does not know: {', '.join(sorted(unknown))}",
@@ -222,7 +222,7 @@ def resume_config(run_dir):
             wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
             raise UserError(f"setting {name!r} should be {wanted}, not {quote(value)}: the training state is damaged",
                             path)
-    cfg = TrainConfig(**{**saved, "out": str(run_dir)})
+    cfg = RunConfig(**{**saved, "out": str(run_dir)})
     try:  # a saved value out of range is damage in this file, not a flag the user gave
         cfg.check()
     except UserError as e:

@@ -10,8 +10,6 @@
 Under torchrun every process runs this; rank 0 alone prints, holds the lock and writes (distributed.py).
 """
 
-import os
-import shutil
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
@@ -21,29 +19,31 @@ from pathlib import Path
 
 from torch.nn.parallel import DistributedDataParallel
 
-from ..batching import epoch_batches, shard, steps_per_epoch
-from ..calibration import calibration_report, fit_temperatures
-from ..config import recipe as resolve_recipe
 from ..errors import UserError
-from ..evaluation import evaluate_sources, format_scores, head_outputs, selection_score
-from ..features import FeatureCache
-from ..freezing import backbone_units, frozen_in_epoch, parameter_table, units
-from ..lora import add_lora
-from ..model import MultiTaskModel
-from ..tokenization import Aligner
-from ..training import features_for_epoch, lr_factor, optimizer_for_epoch, seed_everything, train_epoch
-from ..weights import load_encoder, trained_pooling
-from .checkpoint import (MODEL_FILES, atomic_directory, load_checkpoint, write_json, write_logs, write_model,
-                         write_temperatures)
+from ..evaluation import format_scores, head_outputs, selection_score
+from ..extensions.calibration import calibration_report, fit_temperatures
+from ..extensions.lora import add_lora
+from ..extensions.features import CachedModel
+from ..freezing import backbone_units, frozen_in_epoch, units
+from ..training import lr_factor, optimizer_for_epoch, seed_everything, train_epoch
+from .assemble import build_model
+from .sampling import epoch_batches, evaluate_sources, steps_per_epoch
+from .steps import labelled, precision_for_epoch, scoring, step_loss, summed
+from .storage import cache_dir, cache_place, features_for_epoch
+from .settings import recipe as resolve_recipe
+from .settings import trained_pooling
+from .checkpoint import (MODEL_FILES, atomic_directory, load_checkpoint, load_pretrained, write_json,
+                         write_logs, write_model, write_temperatures)
 from .distributed import Processes
 from .download import resolve_weights
 from .interrupts import Checked, ctrl_c_between_batches, what_is_saved
 from .plots import write_reliability
-from .report import entity_tables
+from .report import entity_tables, parameter_table
 from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
 from .rundir import RunLock, write_marker
 from .threads import choose_threads
 from .sources import check_tasks, encode_sources, load_sources, vocabularies
+from ..extensions.family_tokenizers import load_tokenizer
 
 
 def train(cfg, log=print, resume=False, ddp=Processes()):
@@ -84,21 +84,22 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
         features, bf16, threads = None, None, None
         for epoch in range(progress.epoch + 1, recipe.epochs + 1):
             threads = choose_threads(cfg, f"epoch {epoch}", log, threads)
-            optimizer = optimizer_for_epoch(model, cfg, recipe, epoch, optimizer, log)
+            optimizer = optimizer_for_epoch(model, cfg, recipe.learning_rates, recipe.layer_decay, epoch, optimizer, log)
             features = features_for_epoch(model, sources, features, log, cache_file) if place != "off" else None
             bf16 = precision_for_epoch(recipe, cfg, device, features is not None, bf16, log)
-            # DDP watches what trains now: with the cache, the heads alone (the frozen encoder has no gradient).
-            net = DistributedDataParallel(model, device_ids=[ddp.device] if device.type == "cuda" else None) \
-                if ddp.launched else model
+            # With the cache the heads alone run; DDP watches what trains now (the frozen encoder has no gradient).
+            net = CachedModel(model, features) if features else model
+            if ddp.launched:
+                net = DistributedDataParallel(net, device_ids=[ddp.device] if device.type == "cuda" else None)
             ddp.seed_epoch(cfg.seed, epoch)
-            micro_batches = Checked(shard(epoch_batches(sources, cfg, epoch), ddp.rank, ddp.world), ctrl_c.check)
+            micro_batches = Checked(labelled(epoch_batches(sources, cfg, epoch), cfg, ddp), ctrl_c.check)
             try:
-                progress.step, stats = train_epoch(model, net, optimizer, micro_batches, schedule, progress.step, cfg,
-                                                   bf16, features, ddp.launched)
+                progress.step, stats = train_epoch(model, optimizer, micro_batches, schedule, progress.step, cfg,
+                                                   step_loss(model, net, cfg, bf16, ddp.launched))
             except FloatingPointError as e:
                 raise UserError(not_finite(*e.args, epoch, cfg)) from None
-            dev = evaluate_sources(model, sources, "dev", features, (ddp.rank, ddp.world))
-            record = progress.finish_epoch(epoch, stats.summary(optimizer, ddp.device), dev)
+            dev = evaluate_sources(model, sources, "dev", scoring(model, features))
+            record = progress.finish_epoch(epoch, summed(stats, ddp.device).summary(optimizer), dev)
             with ctrl_c.saving():  # a first Ctrl-C waits for the save: what is on disk is then this epoch
                 if ddp.main:
                     try:
@@ -118,7 +119,7 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
             choose_threads(cfg, "test", log, threads)
             best = load_checkpoint(out)[0].to(device)
             # One forward pass over each test split gives its scores and its calibration errors.
-            test = {s.name: head_outputs(best, s, "test") for s in sources if s.splits.test is not None}
+            test = {s.name: head_outputs(best, s, "test", scoring(best)) for s in sources if s.splits.test is not None}
             results["test"] = evaluate_sources(best, sources, "test", outputs=test) or None
             if results["test"] is not None:
                 log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
@@ -140,7 +141,7 @@ def calibrate(model, sources, features, test, log):
     `features` when the run has them), and its expected calibration error on the test split before and after,
     from the `test` outputs its scores came from: ({"temperature", "test"}, the test predictions pooled for a
     reliability diagram; none without a test split)."""
-    temperatures = fit_temperatures(model, sources, "dev", features)
+    temperatures = fit_temperatures(model, sources, "dev", scoring(model, features))
     errors, pooled = calibration_report(model, sources, "test", temperatures, test)
     log("calibration: " + "  ".join(f"{head} T = {t:.3f}" for head, t in temperatures.items())
         + "".join(f"  {name.replace('_ece_', ' ECE ')} {100 * v:.2f}%" for name, v in errors.items()))
@@ -169,8 +170,8 @@ def build(cfg, log):
     seed_everything(cfg.seed)
     sources = load_sources(cfg.data)
     weights_dir = resolve_weights(cfg.weights)
-    encoder = load_encoder(weights_dir)
-    aligner = Aligner.from_checkpoint(weights_dir, encoder.config.vocab_size)
+    encoder = load_pretrained(weights_dir)
+    aligner = load_tokenizer(weights_dir, encoder.config.vocab_size)
     positions = encoder.config.max_tokens
     if cfg.max_len > positions:
         raise UserError(f"--max-len {cfg.max_len}: the model in {weights_dir} has only {positions} positions")
@@ -184,68 +185,10 @@ def build(cfg, log):
                             len(vocab.tags or []), device, erases_case=erases_case)
     # Evaluation never cuts a sentence short: only the model's position table limits it.
     encode_sources(sources, aligner, vocab, cfg, positions, log, word_shapes=recipe.word_shapes is not None)
-    model = MultiTaskModel(encoder, recipe.heads, vocab.tags.names if vocab.tags else None, recipe.word_shapes)
+    model = build_model(encoder, recipe.heads, vocab.tags.names if vocab.tags else None, recipe.word_shapes)
     if cfg.lora:  # wraps the target Linears; with adapters in the model, freezing.py freezes the backbone
         add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     return model.to(device), sources, weights_dir, recipe
-
-
-def cache_place(model, sources, cfg, world, log):
-    """Where the frozen backbone's feature cache is kept: "memory", "disk" or "off" (not built: the frozen
-    encoder runs in every step, under no_grad, which costs time instead of space). Never start what would run
-    the machine out of memory or fill its disk: the cache's size is known exactly before it is built
-    (FeatureCache.size), and with --feature-cache auto it goes in memory within --cache-memory (default: half
-    of the memory available now), else on disk within half of the free space beside --out, else nowhere.
-    Each of the job's processes builds its own cache, so they share both budgets. Says which, and why."""
-    size = FeatureCache.size(model, sources, ("train", "dev"))
-    budget = cfg.cache_memory * 2**30 if cfg.cache_memory is not None else available_memory() / (2 * world)
-    one_batch = cfg.batch_size * cfg.max_len * FeatureCache.token_bytes(model)
-    if cfg.cache_memory is not None and budget < one_batch:
-        raise UserError(f"--cache-memory {cfg.cache_memory:g} GiB cannot hold even one batch of features "
-                        f"({one_batch / 2**20:,.1f} MiB for --batch-size {cfg.batch_size} at --max-len {cfg.max_len})")
-    if cfg.feature_cache == "auto" and size <= budget:
-        return "memory"  # the cache's own line says so when it is built
-    disk = shutil.disk_usage(cache_dir(Path(cfg.out))).free / (2 * world)
-    mib = lambda n: f"{n / 2**20:,.1f} MiB"
-    if cfg.feature_cache == "off":
-        place, why = "off", "--feature-cache off"
-    elif size <= disk:
-        place, why = "disk", ("--feature-cache disk" if cfg.feature_cache == "disk" else
-                              f"over the memory budget of {mib(budget)} (--cache-memory)") + \
-            f"; within half of the {mib(2 * world * disk)} free beside {cfg.out}"
-    elif cfg.feature_cache == "disk":
-        raise UserError(f"--feature-cache disk: the cache takes {mib(size)}, more than half of the "
-                        f"{mib(2 * world * disk)} free beside {cfg.out}")
-    else:
-        place, why = "off", f"over the memory budget of {mib(budget)} and half of the free disk space ({mib(disk)})"
-    log(f"feature cache: {mib(size)}, "
-        + ("kept on disk" if place == "disk" else "not built: the frozen encoder runs in every step") + f" ({why})")
-    return place
-
-
-def cache_dir(out):
-    """Where a cache file goes: beside the run directory, on the disk the user chose for the run (not in /tmp,
-    which is often memory); the nearest folder that exists, as the run directory's may not yet."""
-    return next(p for p in out.resolve().parents if p.is_dir())
-
-
-def available_memory():
-    """Bytes the kernel says it can give without swapping (MemAvailable), or the free pages where it says none."""
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def precision_for_epoch(recipe, cfg, device, cached, before, log):
-    """Whether this epoch's training steps run under bf16 autocast; said when it changes. Evaluation keeps its
-    own precision (evaluation.autocast)."""
-    bf16 = recipe.bf16_cached if cached else recipe.bf16
-    if bf16 != before:
-        log(f"training steps in {'bf16 autocast' if bf16 else 'float32'} on {device.type} "
-            f"(--precision {cfg.precision})")
-    return bf16
 
 
 def not_finite(value, step, epoch, cfg):
@@ -303,7 +246,7 @@ class Progress:
             setattr(self, key, saved[key])
         self.saved = self.epoch
         # The optimizer of the last finished epoch: what it trained is a function of the settings and epoch.
-        optimizer = optimizer_for_epoch(model, cfg, recipe, self.epoch)
+        optimizer = optimizer_for_epoch(model, cfg, recipe.learning_rates, recipe.layer_decay, self.epoch)
         load_state(out, model, optimizer, saved)
         log(f"resuming after epoch {self.epoch} (best dev score {self.best:.4f} at epoch {self.best_epoch})")
         return optimizer

@@ -15,6 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..batching import SplitIds, encode_split
+from ..extensions.context import by_document, in_context, sentence_view
+from ..extensions.subtokens import all_subtoken_labels
+from ..extensions.wordshape import add_shape_ids
+from ..tokenization import labels
 from .data import LabelVocab, Splits, load_data, unknown_labels
 from ..errors import UserError
 
@@ -83,9 +87,9 @@ def encode_sources(sources, aligner, vocab, cfg, eval_len, log, word_shapes=Fals
         for split in ("train", "dev", "test"):
             examples = getattr(s.splits, split)
             if examples is not None:
-                s.ids[split] = encode_split(aligner, examples, labels, tags, cfg.max_len if split == "train" else
-                                            eval_len, cfg.label_all_subtokens, word_shapes,
-                                            cfg.max_len if cfg.context else None)
+                s.ids[split] = encode_examples(aligner, examples, labels, tags, cfg.max_len if split == "train" else
+                                               eval_len, cfg.label_all_subtokens, word_shapes,
+                                               cfg.max_len if cfg.context else None)
         if cfg.context:
             documents = len({ex.document for ex in s.splits.train} - {None})
             log(f"note: {s.name}: " + (f"each sentence is read in its document ({documents} in train), with as many "
@@ -96,6 +100,30 @@ def encode_sources(sources, aligner, vocab, cfg, eval_len, log, word_shapes=Fals
         log(f"data: {s.splits.source}: {len(s.splits.train)} train / {len(s.splits.dev)} dev / {test} test "
             f"sentences; {len(labels or [])} labels, {len(tags or [])} tags"
             + (f"; {cut} train sentences cut at --max-len {cfg.max_len}" if cut else ""))
+
+
+def encode_examples(aligner, examples, label_vocab, tag_vocab, max_len, all_subtokens=False, word_shapes=False,
+                    context=None):
+    """batching.encode_split of the examples, with what the run reads besides: each position's word shape
+    (`word_shapes`, extensions/wordshape.py), and each sentence inside its document (`context`: the window, in
+    positions, in which it is read with its neighbours, extensions/context.py). A document is a run of
+    consecutive examples with the same `document`; an example without one is read alone. Only the sentence's
+    own words are labelled and scored, so the split's `first_positions` are its own words' and the context
+    carries IGNORE_INDEX."""
+    sentences = [list(ex.words) for ex in examples]
+    if context is None:
+        encodings = read = aligner.encode(sentences, max_len)
+        words, firsts = sentences, None
+    else:
+        documents = [[sentences[i] for i in document] for document in by_document(examples)]
+        windows = in_context(aligner, documents, context, max_len)
+        encodings = [sentence_view(enc, own) for _, enc, own in windows]
+        read, firsts = [enc for _, enc, _ in windows], [first for first, _, _ in windows]
+        document_words = [[w for sentence in document for w in sentence] for document in documents]
+        words = [document_words[d] for d, document in enumerate(documents) for _ in document]
+    split = encode_split(aligner, examples, label_vocab, tag_vocab, max_len,
+                         all_subtoken_labels if all_subtokens else labels, encodings)
+    return add_shape_ids(split, read, words, firsts) if word_shapes else split
 
 
 def fingerprint(source):

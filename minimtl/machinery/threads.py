@@ -19,7 +19,10 @@ import time
 
 import torch
 
-from ..config import usable_cpus
+
+def usable_cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
 
 SAMPLE_SECONDS = 0.2
 

@@ -26,14 +26,14 @@ from pathlib import Path
 import torch
 
 from common import setup, write_results
-from minimtl.calibration import collect, expected_calibration_error, fit_temperatures, predictions
-from minimtl.crf import viterbi
+from minimtl.extensions.calibration import collect, expected_calibration_error, fit_temperatures, predictions
+from minimtl.bio import viterbi
 from minimtl.evaluation import head_outputs, score
 from minimtl.batching import encode_split
 from minimtl.machinery.checkpoint import load_with_tokenizer
 from minimtl.machinery.data import LabelVocab
 from minimtl.machinery.rundir import is_finished
-from minimtl.machinery.sources import load_sources
+from minimtl.machinery.sources import encode_examples, load_sources
 
 GOALS = {"label": 0.02, "entity": 0.03}
 QUICK = 200  # --quick: the first 200 dev and test sentences of each data set
@@ -60,7 +60,7 @@ def sources_of(checkpoint, data, aligner, meta, model, n=None):
             if examples is not None:
                 examples = examples[:n]
                 setattr(s.splits, split, examples)
-                s.ids[split] = encode_split(aligner, examples, s.labels, s.tags, model.bert.config.max_tokens,
+                s.ids[split] = encode_examples(aligner, examples, s.labels, s.tags, model.bert.config.max_tokens,
                                             word_shapes=bool(model.word_shapes))
     return sources
 

@@ -27,7 +27,7 @@ import torch
 from bench_calibration import sources_of
 from common import setup, write_results
 from minimtl.bio import chunks
-from minimtl.calibration import collect, decoded_batches, expected_calibration_error, fit_temperature, \
+from minimtl.extensions.calibration import collect, decoded_batches, expected_calibration_error, fit_temperature, \
     judged_entities, log_loss
 from minimtl.evaluation import head_outputs
 from minimtl.machinery.checkpoint import load_with_tokenizer

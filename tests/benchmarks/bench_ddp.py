@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, parser, write_results
-from minimtl.config import DEMO_DATA
+from minimtl.machinery.settings import DEMO_DATA
 
 # --no-word-shape: as measured, before the frozen recipe read word shapes by default on cased text (the demo's).
 ROWS = {"full": ["--epochs", "1"], "frozen": ["--freeze", "backbone", "--no-word-shape", "--epochs", "3",

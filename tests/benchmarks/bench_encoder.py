@@ -2,7 +2,7 @@
 
 Both load the default weights (all-MiniLM-L6-v2) from the same directory (transformers with its default
 attn_implementation and no pooler, since ours has none), run in eval mode under torch.inference_mode(), and
-read the first 4096 SNIPS training sentences tokenized by our Aligner (identical ids) in batches of 64, in
+read the first 4096 SNIPS training sentences tokenized by our WordTokenizer (identical ids) in batches of 64, in
 one process, alternating: ours, theirs, ours, theirs, ... for --repeats rounds. Three batch orders:
   file      the sentences in file order
   sorted    batches.batch_indices(lengths, 64), no rng: sorted by length (how we evaluate)

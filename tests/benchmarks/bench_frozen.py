@@ -27,8 +27,8 @@ from pathlib import Path
 from common import parser, setup, snips_dir, write_results
 import minimtl.machinery.run as run
 import minimtl.training as training
-from minimtl.config import TrainConfig
-from minimtl.features import FeatureCache
+from minimtl.machinery.settings import RunConfig
+from minimtl.extensions.features import FeatureCache
 from bench_snips import encoder_pass_seconds, snips_slice
 
 FROZEN = {"freeze": ["backbone"]}
@@ -92,7 +92,7 @@ def sweep(data, runs, quick, rows, save):
 
     training.FeatureCache = cache
     for name, settings in SWEEP.items():
-        cfg = TrainConfig(data=[str(data)], out=str(runs / f"sweep-{name}"), **FROZEN,
+        cfg = RunConfig(data=[str(data)], out=str(runs / f"sweep-{name}"), **FROZEN,
                           **settings | ({"epochs": 1} if quick else {}))
         print(f"== sweep {name}: {settings or 'the default'}", flush=True)
         rows[name] = run(name, cfg, f"sweep {name}")
@@ -113,7 +113,7 @@ def main():
             data = snips_slice(data, Path(tmp) / "snips")
         runs = Path(tmp) / "runs"
         save = lambda: write_results("frozen", {"data": str(args.data), "results": results}, args)  # after each row
-        results["encoder_pass_seconds"] = pass_seconds = encoder_pass_seconds(data, TrainConfig())
+        results["encoder_pass_seconds"] = pass_seconds = encoder_pass_seconds(data, RunConfig())
         if args.sweep:
             results["sweep"] = {}
             sweep(data, runs, args.quick, results["sweep"], save)
@@ -123,7 +123,7 @@ def main():
                 if args.sweep and name == "default" and seed == 0:  # the sweep's first row is this run
                     results[name].append(results["sweep"]["default"])
                     continue
-                cfg = TrainConfig(data=[str(data)], out=str(runs / f"{name}-{seed}"), seed=seed, **FROZEN,
+                cfg = RunConfig(data=[str(data)], out=str(runs / f"{name}-{seed}"), seed=seed, **FROZEN,
                                   **settings | ({"epochs": 1} if args.quick else {}))
                 print(f"== {name} seed {seed}: {settings or 'the default frozen recipe'}", flush=True)
                 results[name].append(run(name, cfg, f"{name} {seed}"))

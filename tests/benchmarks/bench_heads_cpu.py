@@ -9,7 +9,7 @@ needs a quiet one (bench_frozen.py).
 
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_heads_cpu.py DATA 'ROWS'
 
-ROWS: a JSON list of [name, TrainConfig settings, module constants of minimtl.model to set], e.g.
+ROWS: a JSON list of [name, RunConfig settings, module constants of minimtl.model to set], e.g.
 '[["conv", {"sentence_head": "linear", "token_head": "conv"}, {"CONV_WIDTH": 128}]]'. Prints one line per row.
 """
 
@@ -21,8 +21,8 @@ import time
 import minimtl.machinery.run as run
 import minimtl.model as M
 import minimtl.training as training
-from minimtl.config import TrainConfig
-from minimtl.features import FeatureCache
+from minimtl.machinery.settings import RunConfig
+from minimtl.extensions.features import FeatureCache
 
 METRICS = ("label_accuracy", "entity_f1", "frame_accuracy")
 
@@ -54,7 +54,7 @@ def main():
             setattr(M, key, value)
         epochs.clear()
         evals.clear()
-        cfg = TrainConfig(data=[data], out=tempfile.mkdtemp() + "/run", freeze=["backbone"], **settings)
+        cfg = RunConfig(data=[data], out=tempfile.mkdtemp() + "/run", freeze=["backbone"], **settings)
         results = run.train(cfg, lambda line: None)
         c = shared["cpu"]
         print(f"{name}: cache cpu {c:.1f}s; epoch cpu/cache {[round(x / c, 3) for x in epochs]}; "

@@ -47,12 +47,12 @@ from common import (ROOT, alternate, bf16_skip_reason, machine_info, median, par
                     snips_dir, write_results)
 import minimtl.machinery.report as report_module
 from minimtl import evaluation
-from minimtl.inference import format_prediction
+from minimtl.machinery.predictor import format_prediction
 from minimtl.machinery.checkpoint import load_checkpoint, load_predictor
 from minimtl.machinery.data import load_data
 from minimtl.machinery.report import evaluate_file
 from minimtl.machinery.streaming import predict_stream
-from minimtl.precision import quantize_linears
+from minimtl.extensions.precision import quantize_linears
 
 N_SENTENCES = 2048
 PEER_BATCH = 32
@@ -249,10 +249,11 @@ def candidates(args, texts):
     batches = []
     for i in range(0, len(texts), PEER_BATCH):
         from minimtl.batching import attention_mask, pad
-        from minimtl.tokenization import split_text, windows
-        rows = [windows(predictor.aligner, [w.text for w in split_text(predictor.aligner, t)], predictor.max_len,
+        from minimtl.tokenization import split_text
+        from minimtl.extensions.context import windows
+        rows = [windows(predictor.tokenizer, [w.text for w in split_text(predictor.tokenizer, t)], predictor.max_len,
                         predictor.stride)[0][1].input_ids for t in texts[i : i + PEER_BATCH]]
-        batches.append((pad(rows, predictor.aligner.pad_id), attention_mask(rows)))
+        batches.append((pad(rows, predictor.tokenizer.pad_id), attention_mask(rows)))
     models = {"fp32": encoder}
     int8 = copy.deepcopy(encoder)
     quantize_linears(int8)

@@ -1,6 +1,6 @@
 """SNIPS end to end: `minimtl.machinery.run.train` with the default weights, three recipes, test scores and time.
 
-  full    full fine-tuning, the default recipe (TrainConfig defaults, overridable by the flags below)
+  full    full fine-tuning, the default recipe (RunConfig defaults, overridable by the flags below)
   frozen  --freeze backbone: heads only (the backbone's hidden states are cached after one pass)
   lora    --lora 8: rank-8 adapters on a frozen backbone, plus the heads
 Each recipe trains on ../shared/data/snips (relative to the repo root; 13084 train / 700 dev / 700 test) and
@@ -35,8 +35,8 @@ from common import (matmul_gflops, non_embedding_params, parser, setup, snips_di
                     write_results)
 from minimtl import load_encoder
 from minimtl.batching import batches
-from minimtl.features import ENCODE_BATCH
-from minimtl.config import TrainConfig
+from minimtl.extensions.features import ENCODE_BATCH
+from minimtl.machinery.settings import RunConfig
 from minimtl.machinery.run import train
 
 RECIPES = {"full": {}, "frozen": {"freeze": ["backbone"]}, "lora": {"lora": 8}}
@@ -105,7 +105,7 @@ def main():
     p.add_argument("--only", choices=list(RECIPES), help="run one recipe")
     for name in OVERRIDES:
         kind = float if name.startswith("lr") or name == "layer_decay" else int
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help="default: TrainConfig's")
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help="default: RunConfig's")
     p.add_argument("--crf", action="store_true", help="a CRF on the tag head (results file gets _crf)")
     p.add_argument("--runs", default=None, help="keep the run directories under DIR (default: temporary)")
     args = p.parse_args()
@@ -123,7 +123,7 @@ def main():
             data = snips_slice(data, Path(tmp) / "snips")
         runs = Path(args.runs) if args.runs else Path(tmp) / "runs"
         for name in names:
-            cfg = TrainConfig(data=[str(data)], out=str(runs / name), **{**overrides, **RECIPES[name]})
+            cfg = RunConfig(data=[str(data)], out=str(runs / name), **{**overrides, **RECIPES[name]})
             print(f"== {name}: {', '.join(f'{k}={v}' for k, v in {**overrides, **RECIPES[name]}.items()) or 'defaults'}")
             results[name] = run_recipe(name, cfg)
             if name == "full":

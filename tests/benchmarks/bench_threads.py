@@ -37,18 +37,20 @@ def child(phase, threads):
     sys.path.insert(0, str(HERE))
     from common import snips_train_ids, weights_dir
     from minimtl.batching import batches, seeded_rng
-    from minimtl.config import TrainConfig, bf16_steps, recipe
-    from minimtl.model import MultiTaskModel, multitask_loss
-    from minimtl.weights import load_encoder, trained_pooling
+    from minimtl.machinery.settings import RunConfig, bf16_steps, recipe
+    from minimtl.model import multitask_loss
+    from minimtl.machinery.assemble import build_model
+    from minimtl.weights import load_encoder
+    from minimtl.machinery.settings import trained_pooling
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     _, ids, labels, tags = snips_train_ids(1024)
     encoder = load_encoder(weights_dir())
     frozen = phase != "full"
-    cfg = TrainConfig(freeze=["backbone"] if frozen else ["none"])
+    cfg = RunConfig(freeze=["backbone"] if frozen else ["none"])
     r = recipe(cfg, encoder.config, trained_pooling(weights_dir()), len(labels), len(tags), torch.device("cpu"))
-    model = MultiTaskModel(encoder, r.heads, tags.names)
+    model = build_model(encoder, r.heads, tags.names)
     size = 64 if phase == "cache" else 32
     work = batches(ids, size, seeded_rng(0, 1))[: BATCHES[phase] + 1]
     if phase == "cache":

@@ -30,7 +30,7 @@ import json
 import re
 
 from common import RESULTS, ROOT, machine_info, parser, setup, write_results
-from minimtl.config import TrainConfig
+from minimtl.machinery.settings import RunConfig
 from minimtl.machinery.run import train
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -81,7 +81,7 @@ def run_row(name, data, settings, out):
         lines.append(str(line))
         print(f"  [{name}] {line}", flush=True)
     start = time.perf_counter()
-    cfg = TrainConfig(data=[str(d) for d in data], out=str(out), **settings)
+    cfg = RunConfig(data=[str(d) for d in data], out=str(out), **settings)
     results = train(cfg, log=log)
     wall = time.perf_counter() - start
     table = next(line for line in lines if line.startswith("group"))

@@ -1,7 +1,7 @@
 """Training throughput: one fine-tuning pass of our MultiTaskModel vs a transformers-based JointBERT.
 
 Both start from the default weights (all-MiniLM-L6-v2) and train every parameter for one pass over the first
-2048 SNIPS training sentences (our Aligner's ids for both), batch 32, AdamW lr 5e-5 (torch defaults otherwise;
+2048 SNIPS training sentences (our WordTokenizer's ids for both), batch 32, AdamW lr 5e-5 (torch defaults otherwise;
 no clipping, no schedule), dropout 0.1, in train mode:
   ours      MultiTaskModel + multitask_loss and fused AdamW, as minimtl.training uses them; in our training
             order (batches() with an rng: length-bucketed) and in file order
@@ -36,7 +36,8 @@ from common import (alternate, bf16_skip_reason, file_order, machine_info, matmu
                     write_results)
 from minimtl import load_encoder
 from minimtl.batching import batches, collate, padding_fraction
-from minimtl.model import HeadConfig, MultiTaskModel, multitask_loss
+from minimtl.model import multitask_loss
+from minimtl.machinery.assemble import HeadConfig, build_model
 
 BATCH, LR, DROPOUT = 32, 5e-5, 0.1
 
@@ -86,7 +87,7 @@ def main():
     setup(args)
     aligner, split, labels, tags = snips_train_ids(64 if args.quick else 2048, args.data)
     path = weights_dir()
-    make_ours = lambda: MultiTaskModel(load_encoder(path), HeadConfig(len(labels), len(tags), dropout=DROPOUT),
+    make_ours = lambda: build_model(load_encoder(path), HeadConfig(len(labels), len(tags), dropout=DROPOUT),
                                         tags.names)
     make_theirs = lambda: JointBert(path, len(labels), len(tags))
 

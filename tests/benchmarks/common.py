@@ -19,11 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from minimtl.config import native_bf16_cpu  # noqa: E402
-from minimtl.tokenization import Aligner  # noqa: E402
+from minimtl.extensions.precision import native_bf16_cpu  # noqa: E402
+from minimtl.tokenization import WordTokenizer  # noqa: E402
 from minimtl.batching import encode_split  # noqa: E402
 from minimtl.machinery.data import LabelVocab, load_data  # noqa: E402
 from minimtl.machinery.download import fetch_default_weights  # noqa: E402
+from minimtl.extensions.family_tokenizers import load_tokenizer
 
 SNIPS = ROOT.parent / "shared" / "data" / "snips"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,14 +61,14 @@ def weights_dir():
 
 
 def snips_ids(names, data=SNIPS, max_len=128, n=None):
-    """SNIPS splits as ids, tokenized with our Aligner: (aligner, {name: SplitIds}, label_vocab, tag_vocab).
+    """SNIPS splits as ids, tokenized with our WordTokenizer: (aligner, {name: SplitIds}, label_vocab, tag_vocab).
 
     Each split is cut to its first `n` sentences when given; vocabularies come from the whole training split.
     """
     splits = load_data(snips_dir(data))
     labels = LabelVocab.from_values(ex.label for ex in splits.train)
     tags = LabelVocab.from_values(t for ex in splits.train for t in ex.tags)
-    aligner = Aligner.from_checkpoint(weights_dir())
+    aligner = load_tokenizer(weights_dir())
     encoded = {name: encode_split(aligner, getattr(splits, name)[:n], labels, tags, max_len) for name in names}
     return aligner, encoded, labels, tags
 

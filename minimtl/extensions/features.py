@@ -18,8 +18,10 @@ Where the rows live:
   grow the process; read pages belong to the kernel's page cache, which gives them back under pressure.
   The values are the same float16 bits either way, so both train the same model, bit for bit.
 
-The cache holds tensors only, never the model: the training loop builds it when the whole encoder is
-frozen for an epoch (training.features_for_epoch) and drops it as soon as gradual unfreezing thaws a layer.
+The cache holds tensors only, never the model: a run builds it when the whole encoder is frozen for an epoch
+and drops it as soon as gradual unfreezing thaws a layer (machinery/run.py). It stands in for the encoder:
+`CachedModel(model, cache)` is the model whose forward pass reads the stored states and runs only the heads
+(MultiTaskModel.heads), for batches that say their source and split (`batch.source`, `batch.split`).
 """
 
 import os
@@ -27,8 +29,9 @@ import time
 
 import math
 import torch
+import torch.nn as nn
 
-from .batching import batches
+from ..batching import batches
 
 ENCODE_BATCH = 64
 
@@ -50,7 +53,7 @@ class FeatureCache:
                 self.states[s.name, split] = self.encode(model, s.ids[split], end)
                 end += self.rows_of(s.ids[split]) * self.row_bytes
         n = sum(len(starts) for _, starts in self.states.values())
-        layers = model.config.layers
+        layers = model.layers
         log(f"feature cache: backbone frozen, encoded {n} sentences once in {time.perf_counter() - start:.1f}s "
             f"({'the last layer' if layers == 1 else f'the top {layers} layers'}, {end / 2**20:,.0f} MiB in "
             f"{str(dtype).removeprefix('torch.')}, {'on disk' if file else 'in memory'}); the heads train on the "
@@ -86,7 +89,7 @@ class FeatureCache:
         model.bert.eval()
         for batch in batches(split, ENCODE_BATCH):
             batch = batch.to(device)
-            hidden = model.features(batch.input_ids, batch.attention_mask, batch.shape_ids)  # (B, T, [k,] H)
+            hidden = model.features(batch)  # (B, T, [k,] H)
             for row, i in enumerate(batch.index):
                 mine = hidden[row, : lengths[i]].to(self.dtype)  # (length, [k,] H)
                 if self.file is None:
@@ -131,10 +134,22 @@ def widened(hidden):
 
 def feature_shape(model):
     """What the cache keeps of each token: ([k,] H), as `MultiTaskModel.features` gives it."""
-    layers, H = model.config.layers, model.bert.config.hidden_size
+    layers, H = model.layers, model.bert.config.hidden_size
     return (layers, H) if layers > 1 else (H,)
 
 
 def as_bytes(rows):
     """The memory of a contiguous CPU tensor as a writable byte buffer (what os.pwrite and os.preadv take)."""
     return rows.contiguous().view(torch.uint8).numpy()
+
+
+class CachedModel(nn.Module):
+    """`model` with `cache` standing in for its encoder: forward(batch) runs the heads alone, on the stored states
+    of the batch's sentences (`batch.source`, `batch.split`, `batch.index`)."""
+
+    def __init__(self, model, cache):
+        super().__init__()
+        self.model, self.cache = model, cache
+
+    def forward(self, batch):
+        return self.model.heads(self.cache.hidden(batch.source, batch.split, batch), batch)

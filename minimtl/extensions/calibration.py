@@ -12,7 +12,7 @@ transition and end scores, so every path score becomes s(y) / T.
 
 Which likelihood: that of the probabilities the head reports. For the sentence head that is the softmax of
 the gold label. The tag head reports one probability per predicted entity (that this exact span and type is
-right: TokenHead.entities), a product over its words or a sum over CRF paths; so its T minimises the log loss
+right: `entities`), a product over its words or a sum over CRF paths; so its T minimises the log loss
 of those, -log p for a predicted entity that is gold and -log(1 - p) for one that is not. A T fitted on each
 word's own tag instead calibrates the words, and the product of calibrated words is not a calibrated entity:
 on SNIPS with a frozen backbone the word-level T made the entities' ECE worse than no calibration at all
@@ -26,7 +26,7 @@ on SNIPS with a frozen backbone the word-level T made the entities' ECE worse th
   = (1/T) sum_i e_i[y_i] - sum_i logsumexp(e_i / T). The second sum is the same for every path, and the BIO
   constraints cost 0 or -inf whatever T, so the best path is that of sum_i e_i[y_i] at every T.
 Only the reported probabilities change: the sentence softmax, and each entity's probability of being exactly
-right (TokenHead.entities: a product of word probabilities, or with a CRF a sum over the paths that hold it).
+right (`entities`: a product of word probabilities, or with a CRF a sum over the paths that hold it).
 
 **The fit.** As a function of beta = 1/T, the sentence NLL(beta) = mean_n [logsumexp_k(beta z_nk) - beta
 z_n,gold] is convex (a log-sum-exp of functions linear in beta, minus a linear one), so it has a single
@@ -52,9 +52,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .bio import chunks
-from .evaluation import head_outputs
-from .model import IGNORE_INDEX
+from ..bio import chunks, split_tag
+from ..evaluation import head_outputs
+from ..model import IGNORE_INDEX
+from .crf import CRFTokenHead, chunk_columns, per_sentence
 
 ECE_BINS = 15
 LOG_T_RANGE = (math.log(1 / 20), math.log(20))  # T from 0.05 to 20: far beyond what a trained head needs
@@ -91,6 +92,51 @@ def collect(source, split, outputs):
     if not cls:
         return Logits(order, None, None, tag_batches)
     return Logits(order, torch.cat(cls), torch.cat(labels), tag_batches)
+
+
+# --- what the tag head reports: each entity's probability ------------------------------------------------
+
+def entities(head, emissions, lengths, paths, temperature=1.0):
+    """The entities of each decoded path, with the probability that each one is exactly right: per sentence,
+    a list of (type, first word, last word, probability). `temperature`: the head's calibrated T
+    (calibration.py), which changes these probabilities and never the paths.
+
+    The probability is that of the entity itself, the words first..last being one X entity (B-X, then
+    I-X, then no I-X), which is what a user acts on and what calibration judges: with a CRF, summed over
+    every path that has it (CRF.chunk_probabilities); without one, where the words' tags are
+    independent, the product of the words' softmax probabilities of B-X and I-X and of the next word's
+    probability of not being I-X. A mean of the words' probabilities would call a five-word entity whose
+    words are each 90% sure 90% sure, when all five are right together far less often.
+    """
+    found = [chunks([head.tags[k] for k in path]) for path in paths]
+    # A type seen only in one-word entities has no I- tag: nothing can continue it (-1).
+    continued_by = {kind: head.tags.index(f"I-{kind}") if f"I-{kind}" in head.tags else -1
+                    for kind in {split_tag(tag)[1] for tag in head.tags}}
+    ids = [[(head.tags.index(f"B-{kind}"), continued_by[kind], first, last) for kind, first, last in sentence]
+           for sentence in found]
+    emissions = emissions.float()
+    if isinstance(head, CRFTokenHead):
+        probabilities = head.crf.chunk_probabilities(emissions, lengths, ids, temperature)
+    else:
+        probabilities = word_product(emissions, lengths, ids, temperature)
+    return [[(*chunk, p) for chunk, p in zip(sentence, ps)] for sentence, ps in zip(found, probabilities)]
+
+
+def word_product(emissions, lengths, ids, temperature):
+    """Without a CRF, an entity's probability: the product of its words' softmax probabilities of B-X and
+    I-X and of the next word's probability of not being I-X. `ids`: per sentence, a list of (B-X id, I-X id or
+    -1, first, last) -> per sentence, a list of floats. Every entity of the batch at once."""
+    W = emissions.shape[1]
+    b, begin, inside, first, last = chunk_columns(ids)  # every entity of the batch at once: (J,) each
+    log_p = (emissions / temperature).log_softmax(-1)  # (B, W, K)
+    # (J, W): each entity's words after its first
+    within = (first[:, None] < torch.arange(W)) & (torch.arange(W) <= last[:, None])
+    i_x = inside.clamp(min=0)  # a type with no I- tag has one-word entities only: nothing reads its I-X
+    score = log_p[b, first, begin] + torch.where(within, log_p[b, :, i_x], 0).sum(1)  # (J,)
+    after = (last + 1).clamp(max=W - 1)
+    continues = (last + 1 < torch.as_tensor(lengths)[b]) & (inside >= 0)
+    score = score + torch.where(continues, torch.log1p(-log_p[b, after, i_x].exp()), 0)
+    return per_sentence(score.exp().tolist(), ids)
 
 
 # --- fitting T ----------------------------------------------------------------------------------------------
@@ -151,8 +197,8 @@ def judged_entities(head, decoded, temperature):
     `decoded`: per batch, (emissions, word counts, decoded paths, the sentences' gold entities)."""
     confidences, correct = [], []
     for emissions, lengths, paths, gold_entities in decoded:
-        for entities, gold in zip(head.entities(emissions, lengths, paths, temperature), gold_entities):
-            for kind, first, last, probability in entities:
+        for found, gold in zip(entities(head, emissions, lengths, paths, temperature), gold_entities):
+            for kind, first, last, probability in found:
                 confidences.append(probability)
                 correct.append((kind, first, last) in gold)
     return confidences, correct
@@ -164,11 +210,11 @@ def decoded_batches(head, logits):
     return [(e, lengths, head.decode(e, lengths), gold) for e, lengths, gold in logits.tag_batches]
 
 
-def fit_temperatures(model, sources, split="dev", features=None):
+def fit_temperatures(model, sources, split="dev", forward=None):
     """{"cls": T, "ner": T} for the heads the model has, each fitted on every source's `split` that has the
-    head's labels (a source without that split, or a head with no such data, gets no T). `features`: a frozen
-    backbone's cache of that split (features.py), read instead of running the encoder."""
-    logits = [collect(s, split, head_outputs(model, s, split, features)) for s in sources
+    head's labels (a source without that split, or a head with no such data, gets no T). `forward`: what
+    computes the outputs (evaluation.head_outputs), such as a frozen backbone's cache (features.CachedModel)."""
+    logits = [collect(s, split, head_outputs(model, s, split, forward)) for s in sources
               if getattr(s.splits, split) is not None]
     out = {}
     cls = [x for x in logits if x.cls is not None]
@@ -222,7 +268,7 @@ def calibration_report(model, sources, split, temperatures, outputs):
     predictions behind them pooled over the sources, for a reliability diagram:
 
         ({"label_ece_before", "label_ece_after", "entity_ece_before", "entity_ece_after"} (those that apply;
-          "source/..." when there are several sources, as evaluation.evaluate_sources names metrics),
+          "source/..." when there are several sources, as a run names the metrics of several sources),
          {"label" | "entity": {"before" | "after": (confidences, correct)}})
     """
     scores, pooled = {}, {}

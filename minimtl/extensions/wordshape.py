@@ -16,12 +16,14 @@ Combining marks (the accent of "e\u0301") have no case and are skipped, so a dec
 its composed form. Every sub-token of a word gets the word's shape id (a word that tokenizes to nothing still
 owns one [UNK] position, tokenization.py, and that position gets it); [CLS], [SEP], padding get NONE.
 
-`WordShapes` is a table of one learned vector per shape, added to each sub-token's representation where the
-run lets it learn (config.recipe decides, and says so at the start of a run):
+Each position's shape id rides in the batch beside its token id (`batch.extra["shape_ids"]`: `add_shape_ids`
+puts them in a split). `WordShapes` is a table of one learned vector per shape, added to each sub-token's
+representation where the run lets it learn (machinery/settings.recipe decides, and says so at the start of a
+run):
 
-- full fine-tuning and LoRA: to the encoder's input embeddings, beside the token-type row (bert.Embeddings),
-  so every layer can use the case of every word;
-- a frozen backbone: to what the heads read (`MultiTaskModel.forward`), since a vector added inside a frozen
+- full fine-tuning and LoRA: to the encoder's input embeddings, beside the token-type row (the model's
+  `embedding_input`), so every layer can use the case of every word;
+- a frozen backbone: to what the heads read (the model's `head_input`), since a vector added inside a frozen
   encoder cannot learn there, and the frozen encoder's states are computed once and cached (features.py).
 
 The table starts at zero. Adding zero changes nothing, so at step 0 the model computes exactly what the
@@ -62,14 +64,30 @@ def word_shape(word: str) -> int:
     return UNCASED if letter else DIGITS if digit else OTHER
 
 
-def position_shapes(word_ids, shapes):
-    """One shape id per position of an encoding: its word's shape (`shapes[word]`), NONE where word_ids has None
-    ([CLS], [SEP])."""
-    return [NONE if w is None else shapes[w] for w in word_ids]
+def add_shape_ids(split, encodings, words, firsts=None):
+    """Put each position's shape id into `split` (batching.SplitIds), as its extra input "shape_ids". For
+    encoding i, `words[i]` holds the words its `word_ids` count from `firsts[i]` (default 0): a sentence's own
+    words, or the whole document of a sentence read in context (its context's words have their shapes too:
+    they are read, only never labelled). Each word list's shapes are computed once, however many share it."""
+    shapes = {}
+    for ws in words:
+        if id(ws) not in shapes:
+            shapes[id(ws)] = [word_shape(w) for w in ws]
+    split.extra["shape_ids"] = [position_shapes(enc.word_ids, shapes[id(ws)], first) for enc, ws, first
+                                in zip(encodings, words, firsts or [0] * len(encodings))]
+    return split
+
+
+def position_shapes(word_ids, shapes, first=0):
+    """One shape id per position of an encoding: its word's shape (`shapes[first + word]`), NONE where word_ids
+    has None ([CLS], [SEP])."""
+    return [NONE if w is None else shapes[first + w] for w in word_ids]
 
 
 class WordShapes(nn.Module):
-    """shape ids (B, T) -> (B, T, dim): one learned vector per shape, all zeros at the start; NONE stays zero."""
+    """A batch -> (B, T, dim), each position's shape vector (from `batch.extra["shape_ids"]`): one learned vector
+    per shape, all zeros at the start; NONE stays zero. Handed to the model as its `embedding_input` or
+    `head_input`."""
 
     def __init__(self, dim):
         super().__init__()
@@ -77,6 +95,8 @@ class WordShapes(nn.Module):
         # number, so every other weight is initialised exactly as in a run without it.
         self.weight = nn.Parameter(torch.zeros(len(SHAPES), dim))
 
-    def forward(self, shape_ids):
+    def forward(self, batch):
+        if "shape_ids" not in batch.extra:
+            raise ValueError("this model adds word shapes: pass shape_ids (add_shape_ids)")
         # padding_idx: the NONE row gets no gradient, so special tokens and padding never get a shape.
-        return F.embedding(shape_ids, self.weight, padding_idx=NONE)
+        return F.embedding(batch.extra["shape_ids"], self.weight, padding_idx=NONE)

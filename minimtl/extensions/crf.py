@@ -26,11 +26,12 @@ scores of all paths over words 0..i that end in tag j:
 which is O(n K^2), all in log space so that nothing overflows. Viterbi decoding is the same recursion
 with max in place of logsumexp, plus back-pointers to recover the best path (`viterbi`).
 
-Decoding without a CRF is the same Viterbi: the best *valid* BIO sequence of per-word softmax choices is
-the best path of a CRF whose emissions are the log-probabilities and whose transitions are fixed, 0 where
-BIO allows a step and -inf where it forbids one (`constrained_decode`). A per-word argmax can emit
-`O I-LOC`, which seqeval reads as a new (usually wrong) entity; decoding under the constraints turns such
-slips into the best valid reading instead.
+Decoding without a CRF is the same Viterbi (bio.viterbi): the best *valid* BIO sequence of per-word softmax
+choices is the best path of a CRF whose emissions are the log-probabilities and whose transitions are fixed,
+0 where BIO allows a step and -inf where it forbids one (bio.best_valid_paths).
+
+`CRFTokenHead` is the core's TokenHead with a CRF on top: its loss is the CRF's negative log-likelihood over
+words and its decoding the CRF's Viterbi path (the model builder hands it in: machinery/assemble.py).
 
 References: Lafferty, McCallum & Pereira 2001, "Conditional Random Fields: Probabilistic Models for
 Segmenting and Labeling Sequence Data"; Lample et al. 2016, "Neural Architectures for Named Entity
@@ -38,12 +39,12 @@ Recognition" (the BiLSTM/encoder + CRF recipe used here).
 """
 
 import itertools
-from functools import lru_cache
 
 import torch
 from torch import nn
 
-from .bio import transition_mask
+from ..bio import transition_mask, viterbi
+from ..model import TokenHead, at_words
 
 # Score of a transition that BIO forbids (I-X opening a sentence, or I-X after anything but B-X / I-X).
 # Training uses this finite value, not -inf: data that are valid for seqeval may still contain `O I-X`
@@ -180,46 +181,18 @@ def per_sentence(values, found):
     return [values[end - len(mine) : end] for mine, end in zip(found, ends)]
 
 
-@torch.no_grad()
-def viterbi(emissions, lengths, start, transitions, end):
-    """The best path per sentence under s(y) above: emissions (B, W, K), word counts (B,), start (K,),
-    transitions (K_prev, K), end (K,) -> B lists of tag ids. One step per word for the whole batch; a
-    sentence that has ended keeps its score and, on the way back, its tag."""
-    B, W, K = emissions.shape
-    lengths = torch.as_tensor(lengths, device=emissions.device)
-    if W == 0:
-        return [[] for _ in range(B)]
-    score = start + emissions[:, 0]  # (B, K): best path score ending in each tag
-    back = []
-    for i in range(1, W):
-        best, arg = (score[:, :, None] + transitions).max(1)  # (B, K_prev, K) -> (B, K): best previous tag
-        back.append(arg)
-        score = torch.where((i < lengths)[:, None], best + emissions[:, i], score)
-    current = (score + end).argmax(1)  # (B,): each sentence's last tag
-    path = torch.empty(B, W, dtype=torch.long, device=emissions.device)
-    for i in range(W - 1, -1, -1):
-        path[:, i] = current
-        if i:  # follow the back-pointer only inside the sentence; past its end the tag stays put
-            previous = back[i - 1].gather(1, current[:, None]).squeeze(1)
-            current = torch.where(i < lengths, previous, current)
-    return [row[:n] for row, n in zip(path.tolist(), lengths.tolist())]
+class CRFTokenHead(TokenHead):
+    """The tag head with a CRF over the words: the same layers, then the CRF's likelihood and Viterbi path."""
 
+    def __init__(self, hidden_size, tags, dropout=0.1, mix=None, neck=None):
+        super().__init__(hidden_size, tags, dropout, mix, neck)
+        self.crf = CRF(self.tags)
 
-def constrained_decode_batch(log_probs, lengths, tags):
-    """The most probable valid BIO sequence per sentence: padded per-word log-probabilities (B, n, K), word
-    counts -> B lists of tag ids. A CRF with fixed transitions: 0 where BIO allows a step, -inf where not."""
-    start, transitions = (t.to(log_probs.device, log_probs.dtype) for t in _fixed_scores(tuple(tags)))
-    return viterbi(log_probs, lengths, start, transitions, torch.zeros_like(start))
+    def loss(self, logits, tags, words):
+        """The CRF's negative log-likelihood of each sentence's tag path over its words (every training word has
+        a tag id, because the training split defines the tag vocabulary)."""
+        emissions, mask = at_words(logits, words)
+        return self.crf.nll(emissions.float(), tags.gather(1, words.clamp(min=0)), mask)
 
-
-def constrained_decode(log_probs, tags):
-    """constrained_decode_batch for one sentence: log-probabilities (n, K) -> tag ids."""
-    return constrained_decode_batch(log_probs[None], [log_probs.shape[0]], tags)[0]
-
-
-@lru_cache(maxsize=16)
-def _fixed_scores(tags):
-    """start (K,) and transitions (K, K) of BIO itself, 0 or -inf; built once per tag set, not per batch."""
-    masks = [torch.tensor(ok) for ok in transition_mask(tags)]
-    start, transitions = (torch.zeros(ok.shape).masked_fill(~ok, float("-inf")) for ok in masks)
-    return start, transitions
+    def decode(self, emissions, lengths):
+        return self.crf.decode(emissions.float(), lengths)

@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import UserError
+from ..errors import UserError
 
 # The path of each target inside one `bert.Layer`: also the middle of its state-dict names
 # (bert.encoder.layer.0.attention.self.query.weight).
@@ -75,6 +75,10 @@ class LoRALinear(nn.Module):
         # Two thin matmuls, never the full (out, in) product B A: that is r * (in + out) work per token
         # instead of in * out. While B = 0 the added term is exactly zero, so the output equals base(x).
         return self.base(x) + self.scaling * F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
+
+    def adapter_parameters(self):
+        """What trains in place of the frozen `base` (freezing.py makes these the "adapters" unit)."""
+        return [self.lora_A, self.lora_B]
 
     def delta_weight(self):
         """The update `scaling * B @ A` (out, in) that this adapter adds to base.weight."""
@@ -140,4 +144,4 @@ def adapter_state_dict(model):
 
 
 def lora_parameters(model):
-    return [p for m in _wrapped(model).values() for p in (m.lora_A, m.lora_B)]
+    return [p for m in _wrapped(model).values() for p in m.adapter_parameters()]

@@ -12,7 +12,7 @@ step, for a model (90 MB for MiniLM) that is small already.
 **bf16** (`--precision bf16`): torch.autocast runs the matrix products in bfloat16 (8 bits of mantissa,
 float32's exponent range) and keeps LayerNorm, softmax and every accumulation in float32, exactly as
 training's bf16 steps do. It pays only where the hardware multiplies bf16: on CUDA, and on CPUs with
-AVX512-BF16 or AMX (`config.native_bf16_cpu`, the same test as training's `--precision auto`). Elsewhere
+AVX512-BF16 or AMX (`native_bf16_cpu`, the same test as training's `--precision auto`). Elsewhere
 the products are emulated and slower than float32, so it is refused there rather than silently slow.
 
 **int8** (`--precision int8`), dynamic quantisation of the encoder's Linears (`Int8Linear`):
@@ -43,11 +43,18 @@ reads fastest; the transposed view of W would be copied or walked across at ever
 import torch
 import torch.nn as nn
 
-from .config import native_bf16_cpu
-from .errors import UserError
+from ..errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "int8")  # of inference; training has its own --precision (config.py)
 INT8_MAX = 127  # symmetric: -127..127, so that negating a value never overflows
+
+
+def native_bf16_cpu():
+    """Whether this CPU multiplies bf16 matrices in hardware. Without it, bf16 is emulated and slower than fp32;
+    with it (AVX512-BF16 or AMX), a bf16 product costs a fraction of an fp32 one, and a fine-tuning step is
+    mostly products."""
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
 def quantize_rows(x):
@@ -111,3 +118,12 @@ def for_inference(model, precision, device):
 def autocast(device, precision):
     """The context a forward pass in `precision` runs under: bf16 autocast for "bf16", nothing otherwise."""
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def forward_in(model, device, precision):
+    """The model's forward pass under `autocast(device, precision)`: batch -> Outputs (what
+    evaluation.head_outputs takes as its `forward`)."""
+    def forward(batch):
+        with autocast(device, precision):
+            return model(batch)
+    return forward

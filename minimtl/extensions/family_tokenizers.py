@@ -1,0 +1,95 @@
+"""The tokenizers of the checkpoint families (families.py): their files, their special tokens, their word starts.
+
+    tokenizer.json               any model `tokenizers` reads (WordPiece, byte-level BPE, SentencePiece unigram)
+    vocab.txt                    WordPiece, set up as BertTokenizer (+ tokenizer_config.json: do_lower_case)
+    vocab.json + merges.txt      byte-level BPE, as RoBERTa's tokenizer
+
+(the first as tokenization.read_tokenizer reads it). [CLS] / [SEP] / [PAD] / [UNK] are <s> / </s> /
+<pad> / <unk> for RoBERTa and XLM-R.
+
+WordPiece marks a word's *continuations* (##ing); byte-level BPE (RoBERTa) and SentencePiece unigram (XLM-R)
+mark its *start* instead, with the space before it (Ġ, ▁). In pretraining nearly every word followed a
+space, so a word tokenized alone, without one, gets other pieces than it had there ("Paris" -> P, aris
+instead of ĠParis): the first word of every sentence and every word split off mid-text ("Paris" in
+"Paris.") would be read in a form the model rarely saw. So for those tokenizers each word is encoded with
+a space before it (WordTokenizer's `prefix`), the way HF's add_prefix_space does; the same words then get
+the same pieces in training and at inference, wherever they stand.
+"""
+
+from pathlib import Path
+
+from contextlib import ExitStack
+
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+from ..errors import UserError
+from ..errors import read_json
+from ..paths import readable
+from ..tokenization import BERT_SPECIALS, WordTokenizer, read_tokenizer
+
+SPECIALS = (BERT_SPECIALS,  # BERT, DistilBERT, ELECTRA
+            ("<s>", "</s>", "<pad>", "<unk>"))  # RoBERTa, XLM-R (fairseq's names)
+
+
+def load_tokenizer(directory, vocab_size=None):
+    """The checkpoint's own tokenizer, of any family (the files above). Given the model's `vocab_size`, every
+    id the tokenizer can produce must have a row in its embedding table."""
+    backend, path = read_family_tokenizer(directory)
+    specials = next((names for names in SPECIALS if None not in map(backend.token_to_id, names)), None)
+    if specials is None:
+        raise UserError("the vocabulary lacks the special tokens " + " or ".join(", ".join(n) for n in SPECIALS),
+                        path=path)
+    marks_starts = isinstance(backend.model, (models.BPE, models.Unigram))
+    return WordTokenizer(backend, specials, " " if marks_starts else "").fitting(vocab_size, path)
+
+
+def read_family_tokenizer(directory):
+    """(the checkpoint's Tokenizer, the file it came from): tokenizer.json (tokenization.read_tokenizer), else
+    WordPiece from vocab.txt, else byte-level BPE from vocab.json + merges.txt."""
+    directory = Path(directory)
+    if (directory / "tokenizer.json").is_file():
+        return read_tokenizer(directory)
+    if (directory / "vocab.txt").is_file():
+        return wordpiece_tokenizer(directory / "vocab.txt", directory / "tokenizer_config.json"), directory / "vocab.txt"
+    if not (directory / "vocab.json").is_file():
+        raise UserError("no vocab.txt (WordPiece), tokenizer.json or vocab.json + merges.txt (byte-level BPE): "
+                        "the checkpoint needs its tokenizer files", path=directory / "vocab.txt")
+    path, merges = directory / "vocab.json", directory / "merges.txt"
+    if not merges.is_file():
+        raise UserError("no merges.txt beside vocab.json: byte-level BPE needs both", path=merges)
+    backend = Tokenizer(read_native(models.BPE.from_file, merges, "cannot read the BPE vocabulary and merges",
+                                    path, merges))
+    # Byte-level: every byte is a symbol of the vocabulary, so no text is ever unknown. The space before each
+    # word is added by WordTokenizer's `prefix`, not by the pre-tokenizer.
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    return backend, path
+
+
+def read_native(reader, path, what, *files, **kwargs):
+    """`reader(*files, **kwargs)`, a `tokenizers` file reader given the files' paths, its failure (a plain
+    Exception) a UserError naming `path`."""
+    with ExitStack() as stack:
+        names = [stack.enter_context(readable(f)) for f in files]
+        try:
+            return reader(*names, **kwargs)
+        except Exception as e:
+            raise UserError(f"{what}: {e}", path=path) from None
+
+
+def wordpiece_tokenizer(vocab, config_path):
+    """BertTokenizer, rebuilt from `vocab.txt` and the lower-casing in `tokenizer_config.json`."""
+    lowercase = True  # BertTokenizer's default when the config does not say
+    if config_path.is_file():
+        config = read_json(config_path)
+        if not isinstance(config, dict):
+            raise UserError("not a valid tokenizer config (a JSON object)", path=config_path)
+        lowercase = bool(config.get("do_lower_case", True))
+    # 100 is BertTokenizer's limit: longer words become a single [UNK], as in pretraining.
+    tokenizer = Tokenizer(read_native(models.WordPiece.from_file, vocab, "cannot read the vocabulary", vocab,
+                                      unk_token="[UNK]", max_input_chars_per_word=100))
+    # strip_accents=None follows `lowercase`, as in BertTokenizer: uncased models also strip accents.
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tokenizer

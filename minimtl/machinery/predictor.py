@@ -1,0 +1,165 @@
+"""Raw text in, a sentence category and entity spans out, from a checkpoint written by training: the lesson's
+inference (inference.py) with what real use needs besides.
+
+    predictor = load_predictor("runs/latest")            # machinery/checkpoint.py reads the directory
+    for pred in predictor.predict(["Alice went to Paris last summer."]):
+        print(format_prediction(pred))        # or json.dumps(pred.to_json())
+
+The pipeline, per text:
+
+    text -> split_long_text -> words with character offsets
+         -> overlapping windows of at most max_len sub-tokens (so no length is too long, and no word is lost;
+            the sentences of a text are each other's context, as in training with --context)
+         -> (with word shapes: each word's shape, from its original text, on each of its sub-tokens)
+         -> model -> tag logits at each word's first sub-token -> the best valid BIO sequence
+                     (TokenHead.decode) -> its entities, each with the probability that it is exactly
+                     right (calibration.entities) -> spans with character offsets
+                  -> softmax of the sentence logits, averaged over the text's windows -> category
+
+Probabilities use the temperatures calibrated after training (calibration.py), so that an entity at 0.8 is
+right about 80% of the time; a temperature changes no category, tag or entity.
+The model runs in float32 unless the Predictor is given another `precision` (precision.py: bf16 products, or
+the encoder's Linears in int8), chosen when it is built; the checkpoint itself is only read.
+
+Windows from all texts are batched together, shortest first, so padding is small and a batch of short
+texts costs one forward pass instead of one per text. The model's activations are bounded by the
+batch, not by the input: a long text only adds windows, and each window keeps just its sentence
+probabilities and its (positions, tags) logits.
+"""
+
+import json
+import unicodedata
+from dataclasses import replace
+
+import torch
+
+from ..batching import Batch, attention_mask, batch_indices, pad
+from ..bio import split_tag
+from ..errors import UserError
+from ..extensions.calibration import entities
+from ..extensions.precision import autocast, for_inference
+from ..extensions.context import merge_windows, split_long_text, windows
+from ..inference import Prediction, spans, with_label
+from ..tokenization import WordTokenizer
+from ..extensions.wordshape import NONE, position_shapes, word_shape
+from .assemble import word_shapes_of
+
+BATCH_SIZE = 32  # windows per forward pass
+
+
+class Predictor:
+    def __init__(self, model, meta, tokenizer: WordTokenizer, device="cpu", precision="fp32"):
+        """`precision`: "fp32", "bf16" or "int8" (precision.py); the model is changed in place for it."""
+        self.model = for_inference(model.to(device).eval(), precision, device)
+        self.device, self.precision = device, precision
+        self.tokenizer = tokenizer
+        self.labels = meta.get("labels") or None
+        self.tags = meta.get("tags") or None
+        # Each head's calibrated temperature (calibration.py): it changes the probabilities, never a prediction.
+        # A checkpoint from before calibration has none: T = 1, the plain softmax.
+        temperature = meta.get("temperature") or {}
+        self.cls_temperature, self.ner_temperature = (float(temperature.get(h, 1.0)) for h in ("cls", "ner"))
+        # The length the model was trained on; without it, the most its position embeddings allow.
+        self.max_len = int(meta.get("max_len") or model.bert.config.max_tokens)
+        # Overlap between windows: each word near a cut is read again with a quarter window of context.
+        self.stride = self.max_len // 4
+
+    @property
+    def entity_types(self):
+        """Every entity type the checkpoint can predict, sorted (e.g. for a legend); empty without a tagger."""
+        return sorted({split_tag(tag)[1] for tag in self.tags or () if tag != "O"})
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        """One Prediction per text, in order. An empty or whitespace-only text is a UserError."""
+        for i, text in enumerate(texts, 1):
+            if not text.strip():
+                raise UserError(f"text {i} is empty")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: what undecodable bytes in argv turn into
+                raise UserError(f"text {i} is not valid Unicode (undecodable bytes?)") from None
+        words = [split_long_text(self.tokenizer, text) for text in texts]
+        # A text that normalises to zero words (only control characters, say) still gets one window,
+        # [CLS][SEP], so it still gets a sentence category.
+        per_text = [windows(self.tokenizer, [w.text for w in ws], self.max_len, self.stride) for ws in words]
+        flat = [enc for text_windows in per_text for _, enc in text_windows]
+        shapes = None
+        if word_shapes_of(self.model):  # from the words' original text, as training computes them (extensions/wordshape.py)
+            shapes = []
+            for ws, text_windows in zip(words, per_text):
+                text_shapes = [word_shape(w.text) for w in ws]
+                shapes += [position_shapes(enc.word_ids, text_shapes, first) for first, enc in text_windows]
+        cls_probs, ner_scores = self._run(flat, shapes)
+
+        out, at = [], 0
+        for text, ws, text_windows in zip(texts, words, per_text):
+            mine = range(at, at + len(text_windows))
+            at += len(text_windows)
+            pred = Prediction(text, ws)
+            if self.labels is not None:  # every window votes equally
+                with_label(pred, torch.stack([cls_probs[j] for j in mine]).mean(0), self.labels)
+            if self.tags is not None:
+                # Each word's row comes from the window where it has the most context.
+                rows = [ner_scores[j] for j in mine]
+                emissions = merge_windows(text_windows, rows, len(ws))[None]  # (1, words, K)
+                head = self.model.ner_head
+                paths = head.decode(emissions, [len(ws)])
+                pred.tags = [self.tags[k] for k in paths[0]]
+                pred.entities = spans(text, ws, entities(head, emissions, [len(ws)], paths, self.ner_temperature)[0])
+            out.append(pred)
+        return out
+
+    def _run(self, encodings, shapes=None):
+        """Per window, in input order: sentence probabilities (C,) and tag logits (positions, K). `shapes`: each
+        window's shape id per position, for a model with word shapes."""
+        cls_probs, ner_scores = [None] * len(encodings), [None] * len(encodings)
+        rows = [e.input_ids for e in encodings]
+        with torch.inference_mode():
+            for index in batch_indices([len(r) for r in rows], BATCH_SIZE):  # shortest first: little padding
+                mine = [rows[j] for j in index]
+                extra = {} if shapes is None else {"shape_ids": pad([shapes[j] for j in index], NONE).to(self.device)}
+                batch = Batch(index, pad(mine, self.tokenizer.pad_id).to(self.device), attention_mask(mine).to(self.device),
+                              None, None, None, extra)
+                with autocast(self.device, self.precision):
+                    out = self.model(batch)
+                if out.cls_logits is not None:
+                    probs = (out.cls_logits.float() / self.cls_temperature).softmax(-1).cpu()
+                    for row, j in enumerate(index):
+                        cls_probs[j] = probs[row]
+                if out.ner_logits is not None:
+                    logits = out.ner_logits.float().cpu()  # (B, T, K)
+                    for row, j in enumerate(index):
+                        ner_scores[j] = logits[row, : len(encodings[j].input_ids)]  # without the padding
+        return cls_probs, ner_scores
+
+
+def confident(pred: Prediction, threshold: float) -> Prediction:
+    """`pred` without the entities whose confidence is below `threshold` (its tags stay as decoded)."""
+    if pred.entities is None:
+        return pred
+    return replace(pred, entities=[s for s in pred.entities if s.confidence >= threshold])
+
+
+def format_prediction(pred: Prediction) -> str:
+    """A few lines for a human: the text, the category, then one aligned line per entity."""
+    lines = [_visible(pred.text)]
+    if pred.label is not None:
+        lines.append(f"  category: {pred.label} ({pred.label_probability:.2f})")
+    if pred.entities is not None:
+        if not pred.entities:
+            lines.append("  (no entities)")
+        rows = [(s.type, _quote(s.text), f"{s.start}-{s.end}", f"{s.confidence:.2f}") for s in pred.entities]
+        widths = [max((len(r[c]) for r in rows), default=0) for c in range(3)]
+        for row in rows:
+            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+    return "\n".join(lines)
+
+
+def _visible(text):
+    """The text with control characters escaped: a stray \\x1b must not drive the terminal."""
+    return "".join(c.encode("unicode_escape").decode() if unicodedata.category(c) == "Cc" else c for c in text)
+
+
+def _quote(text):
+    """Quoted on one line: an entity can span a newline or contain quotes."""
+    return json.dumps(text, ensure_ascii=False)
