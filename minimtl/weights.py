@@ -7,12 +7,10 @@ heads, the pooler, buffers) is ignored, never guessed at:
     bert.encoder.layer.0...          -> encoder.layer.0...        (checkpoints saved from BertFor* models)
     ...LayerNorm.gamma / .beta       -> ...LayerNorm.weight / .bias (the original TensorFlow port)
 
-The file's header alone (a few KB) gives every tensor's shape, so a config.json that disagrees with its
-weights (an absurd vocab_size or layer count) is refused before anything is built or allocated.
+A run checks a user's checkpoint against its file's header before it calls this (machinery/reading.py), so
+that an absurd config.json never allocates anything; here every tensor is checked once the model is built.
 """
 
-import os
-import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -20,10 +18,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .bert import Bert, BertConfig
-from .errors import UserError, parse_json, quote, read_json
+from .errors import UserError, read_json
 from .paths import readable
 
-MAX_HEADER = 100 << 20  # bytes of a safetensors header, as the format itself limits it
 
 
 def read_state_dict(path):
@@ -37,35 +34,6 @@ def read_state_dict(path):
         raise UserError("weights file not found", path) from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise UserError(f"not a readable safetensors file ({e})", path) from None
-
-
-def read_shapes(path):
-    """name -> shape of every tensor in a safetensors file, from its header alone: the first 8 bytes are the
-    header's length (little-endian), then the header is JSON, {name: {"dtype", "shape", "data_offsets"}}."""
-    try:
-        with open(path, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            if not 2 <= size <= min(MAX_HEADER, os.fstat(f.fileno()).st_size - 8):
-                raise UserError(f"not a readable safetensors file (a header of {size:,} bytes)", path)
-            text = f.read(size).decode("utf-8", "replace")
-    except FileNotFoundError:
-        raise UserError("weights file not found", path) from None
-    except OSError as e:
-        raise UserError(f"cannot read ({e.strerror})", path) from None
-    try:
-        header = parse_json(text, path)
-    except UserError as e:
-        raise UserError(f"not a readable safetensors file (its header: {e})") from None
-    if not isinstance(header, dict):
-        raise UserError("not a readable safetensors file (its header is not a JSON object)", path)
-    shapes = {}
-    for name, info in header.items():
-        shape = info.get("shape") if isinstance(info, dict) else None
-        if name != "__metadata__" and not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
-            raise UserError(f"not a readable safetensors file (tensor {quote(name)} has no shape)", path)
-        if name != "__metadata__":
-            shapes[name] = tuple(shape)
-    return shapes
 
 
 def check_shapes(expected, found, source, hint=""):
@@ -101,30 +69,6 @@ def match_state_dict(module, tensors, source, verbose=False, rename=lambda name:
     # disk when first used, and a table row no text asks for never is) instead of copying each into the one it
     # was built with. The mapping is private: writing to a weight (training) copies its page, never the file.
     module.load_state_dict({k: renamed[k].to(expected[k].dtype) for k in expected}, assign=True)
-
-
-def check_weights_fit(config, shapes, source, hint=""):
-    """Refuse a weights file (its header's `shapes`) that does not fit `config`, before anything is built;
-    `hint` ends the message.
-
-    The layer count is compared first, then the sizes every tensor's shape is made of: an absurd vocab_size,
-    hidden_size or layer count never allocates anything.
-    """
-    found = {ours: shape for name, shape in shapes.items() if (ours := config.encoder_name(name))}
-    layers = {int(m[1]) for name in found if (m := re.match(r"encoder\.layer\.(\d+)\.", name))}
-    if len(layers) != config.num_hidden_layers or max(layers, default=-1) != len(layers) - 1:  # not 0 .. n-1
-        raise UserError(f"holds {len(layers)} encoder layers, but config.json asks for {config.num_hidden_layers}"
-                        + hint, source)
-    # The sizes that decide how much building the model allocates. When the file agrees on these, the model
-    # is about as large as the file itself, and match_state_dict then checks every tensor exactly.
-    E, H = config.embedding_width, config.hidden_size
-    sizes = {"embeddings.word_embeddings.weight": (config.vocab_size, E),
-             "embeddings.position_embeddings.weight": (config.max_position_embeddings, E),
-             "encoder.layer.0.attention.self.query.weight": (H, H),
-             "encoder.layer.0.intermediate.dense.weight": (config.intermediate_size, H)}
-    if config.type_vocab_size:
-        sizes["embeddings.token_type_embeddings.weight"] = (config.type_vocab_size, E)
-    check_shapes(sizes, found, source, hint)
 
 
 def read_config(raw, path, kind=BertConfig, keys=None, values=None, skip=()):
@@ -171,7 +115,6 @@ def load_encoder(path, verbose=False, read=read_config, build=Bert):
         raise UserError("checkpoint directory not found (expected config.json + model.safetensors)", path)
     config_path, weights = path / "config.json", path / "model.safetensors"
     config = read(read_json(config_path, missing="config file not found"), config_path)
-    check_weights_fit(config, read_shapes(weights), weights)
     # Built with its random init, although every weight is loaded next: training draws its heads' init
     # from the same generator after this, so skipping it would change every seeded run's results.
     encoder = build(config)

@@ -18,19 +18,21 @@ The pack (scripts/gpu_check.sh reads it; at most --budget-mib, 60 MiB by default
 
 Restoring turns the float16 tensors back into float32 (exactly the float16-rounded originals) and writes them as
 model.safetensors beside copies of the other files, after checking every file of the pack against its sha256.
-Tensors go through safetensors only (no pickle). Only torch and safetensors are needed, not minimtl, except for
+Tensors go through safetensors only (no pickle). Besides torch and safetensors it needs minimtl's sha256 and, for
 --exec and the pytest plugin (`-p gpu_pack` with scripts/ on PYTHONPATH), which look minimtl's default-weights
 table up at run time.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import random
 import shutil
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's minimtl
+from minimtl.machinery.download import sha256  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PACK = ROOT / "gpu_pack"
@@ -52,14 +54,6 @@ MiB = 2**20
 
 class PackError(Exception):
     """A pack that cannot be made or trusted: one line for the user."""
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def files_under(directory):

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from family_checkpoints import FAMILIES, write_checkpoint, write_checkpoints
 from minimtl import UserError
 from minimtl.extensions.families import load_encoder
+from minimtl.machinery.checkpoint import load_pretrained
 from minimtl.extensions.family_tokenizers import load_tokenizer
 transformers = pytest.importorskip("transformers")
 
@@ -94,7 +95,7 @@ def test_a_roberta_config_over_bert_tensors_is_one_line_naming_the_file(bert_and
     mixed = copy_checkpoint(bert, tmp_path / "mixed")
     (mixed / "config.json").write_text((roberta / "config.json").read_text())
     with pytest.raises(UserError) as err:
-        load_encoder(mixed)
+        load_pretrained(mixed)  # as a run reads --weights: its sizes checked first
     message = str(err.value)
     assert message.startswith(f"{mixed / 'model.safetensors'}: ") and "\n" not in message
     assert "its tensors are named bert.*, but config.json says model_type 'roberta'" in message
@@ -125,7 +126,7 @@ def test_an_absurd_size_is_refused_from_the_header_before_anything_is_built(bert
     _, roberta = bert_and_roberta
     bad = copy_checkpoint(roberta, tmp_path / "bad", config=change)
     with pytest.raises(UserError, match=message):
-        load_encoder(bad)  # 10^12 x 48 floats would be 192 TB: it must never be allocated
+        load_pretrained(bad)  # 10^12 x 48 floats would be 192 TB: it must never be allocated
 
 
 def test_distilbert_names_are_read_and_a_missing_block_tensor_is_named_ours(tmp_path):

@@ -21,7 +21,6 @@ family_tokenizers.py's business.)
 """
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch.nn as nn
 
@@ -197,25 +196,9 @@ def read_config(raw, path):
                                {"model_type"} | not_in_config(model_type))
 
 
-def check_weights_fit(config, shapes, source):
-    """weights.check_weights_fit, naming a mixed checkpoint as such (say a RoBERTa config over BERT's tensors)."""
-    own = FAMILIES[config.model_type].prefix
-    others = sorted({f.prefix for f in FAMILIES.values() if f.prefix != own and any(n.startswith(f.prefix)
-                                                                                     for n in shapes)})
-    hint = (f" (its tensors are named {', '.join(p + '*' for p in others)}, but config.json says model_type "
-            f"{config.model_type!r})") if others else ""
-    weights.check_weights_fit(config, shapes, source, hint)
-
-
 def load_encoder(path, verbose=False):
     """weights.load_encoder for a checkpoint of any family here."""
-    try:
-        return weights.load_encoder(path, verbose, read_config, encoder)
-    except UserError:
-        config_path, file = Path(path) / "config.json", Path(path) / "model.safetensors"
-        # A refusal that a mixed checkpoint explains says so (the check again, with the hint).
-        check_weights_fit(read_config(weights.read_json(config_path), config_path), weights.read_shapes(file), file)
-        raise
+    return weights.load_encoder(path, verbose, read_config, encoder)
 
 
 def config_json(config):

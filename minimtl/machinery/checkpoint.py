@@ -38,17 +38,16 @@ from torch.overrides import TorchFunctionMode
 
 from ..bio import split_tag
 from ..errors import UserError, read_json
-from ..extensions.families import (FAMILIES, as_family, check_weights_fit, config_json, encoder, load_encoder,
-                                   published_name, read_config)
+from ..extensions.families import FAMILIES, as_family, config_json, encoder, load_encoder, published_name, read_config
 from ..extensions.heads import HEAD_KINDS
 from ..extensions.lora import merged_state_dict
 from .predictor import Predictor
 from ..model import POOLINGS
 from .assemble import WORD_SHAPES, HeadConfig, build_model
 from ..tokenization import WordTokenizer
-from ..weights import match_state_dict, read_shapes, read_state_dict
+from ..weights import match_state_dict, read_state_dict
 from .plots import write_curves
-from .reading import NO_CHECKPOINT, one_version
+from .reading import NO_CHECKPOINT, check_weights_fit, one_version
 from .rundir import stale_temporaries
 from ..extensions.family_tokenizers import load_tokenizer
 
@@ -216,7 +215,7 @@ def read_checkpoint(directory):
     directory = Path(directory)
     config, meta = read_meta(directory)
     weights = directory / "model.safetensors"
-    check_weights_fit(config, read_shapes(weights), weights)  # before building: config.json may be absurd
+    check_weights_fit(config, weights)  # before building: config.json may be absurd
     # A checkpoint written before word shapes has no "word_shapes": it has none.
     with skip_random_init():  # every weight is loaded next
         model = build_model(encoder(config), HeadConfig(**meta["heads"]), meta.get("tags"), meta.get("word_shapes"))
@@ -243,14 +242,18 @@ def earlier_name(name, version):
 
 
 def load_pretrained(directory):
-    """The encoder of the checkpoint in `directory`, as --weights takes it (weights.load_encoder); a run whose
-    encoder adds word shapes to its input embeddings is refused: its encoder alone would silently lose them."""
-    path = Path(directory) / "config.json"
-    raw = read_json(path, missing="config file not found")
-    if isinstance(raw, dict) and isinstance(raw.get("minimtl"), dict) and raw["minimtl"].get("word_shapes") == "embeddings":
-        raise UserError("was trained with --word-shape: its encoder adds a learned word-shape table to its input "
-                        "embeddings, which a plain encoder would silently lose; it cannot be used as --weights",
-                        Path(directory) / "model.safetensors")
+    """The encoder of the checkpoint in `directory`, as --weights takes it (families.load_encoder), its sizes
+    checked against the weights file first. A run whose encoder adds word shapes to its input embeddings is
+    refused: its encoder alone would silently lose them."""
+    path, weights = Path(directory) / "config.json", Path(directory) / "model.safetensors"
+    if path.is_file():  # else load_encoder says what is missing
+        raw = read_json(path)
+        meta = raw.get("minimtl") if isinstance(raw, dict) else None
+        if isinstance(meta, dict) and meta.get("word_shapes") == "embeddings":
+            raise UserError("was trained with --word-shape: its encoder adds a learned word-shape table to its "
+                            "input embeddings, which a plain encoder would silently lose; it cannot be used as "
+                            "--weights", weights)
+        check_weights_fit(read_config(raw, path), weights)
     return load_encoder(directory)
 
 

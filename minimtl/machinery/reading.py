@@ -1,6 +1,6 @@
-"""How a checkpoint directory is read: only its own regular files, and one whole version of it.
+"""How a checkpoint directory is read: only its own regular files, one whole version of it, sizes checked first.
 
-Two rules, for the pretrained weights (--weights) and for trained runs (--checkpoint) alike:
+Three rules, for the pretrained weights (--weights) and for trained runs (--checkpoint) alike:
 
 1. **Regular files only.** Every file minimtl may read there (READ_FILES) must be a regular file. A FIFO
    named config.json would hang the reader, a device would be read without end, and a symlink may point
@@ -13,19 +13,26 @@ Two rules, for the pretrained weights (--weights) and for trained runs (--checkp
    notes which directory the path names (device and inode) before reading and again after: the same one
    means every file was opened in that one version (what an open file holds stays readable when its
    directory is renamed or removed); another one means a swap happened meanwhile, and it reads again.
+3. **Sizes before anything is built.** The weights file's header alone (a few KB) gives every tensor's
+   shape, so a config.json that disagrees with its weights (an absurd vocab_size or layer count) is refused
+   before a model is built or anything allocated (`check_weights_fit`).
 """
 
 import os
+import re
 import stat
 import time
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, parse_json, quote
+from ..extensions.families import FAMILIES
+from ..weights import check_shapes
 
 READ_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
               "tokenizer_config.json", "1_Pooling/config.json")
 NO_CHECKPOINT = "no checkpoint here: train one first (python train.py) or pass --checkpoint DIR"
 SWAP_RETRIES = 20  # each retry follows a save that swapped the directory mid-read: a save takes far longer
+MAX_HEADER = 100 << 20  # bytes of a safetensors header, as the format itself limits it
 
 
 def check_files(directory):
@@ -92,3 +99,62 @@ def _swapping(directory):
                    for entry in os.scandir(directory.parent))
     except OSError:
         return False
+
+
+def read_shapes(path):
+    """name -> shape of every tensor in a safetensors file, from its header alone: the first 8 bytes are the
+    header's length (little-endian), then the header is JSON, {name: {"dtype", "shape", "data_offsets"}}."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 2 <= size <= min(MAX_HEADER, os.fstat(f.fileno()).st_size - 8):
+                raise UserError(f"not a readable safetensors file (a header of {size:,} bytes)", path)
+            text = f.read(size).decode("utf-8", "replace")
+    except FileNotFoundError:
+        raise UserError("weights file not found", path) from None
+    except OSError as e:
+        raise UserError(f"cannot read ({e.strerror})", path) from None
+    try:
+        header = parse_json(text, path)
+    except UserError as e:
+        raise UserError(f"not a readable safetensors file (its header: {e})") from None
+    if not isinstance(header, dict):
+        raise UserError("not a readable safetensors file (its header is not a JSON object)", path)
+    shapes = {}
+    for name, info in header.items():
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if name != "__metadata__" and not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
+            raise UserError(f"not a readable safetensors file (tensor {quote(name)} has no shape)", path)
+        if name != "__metadata__":
+            shapes[name] = tuple(shape)
+    return shapes
+
+
+def check_weights_fit(config, source):
+    """Refuse a weights file that does not fit `config` (a families.FamilyConfig), from its header, before
+    anything is built. A mixed checkpoint (say a RoBERTa config over BERT's tensors) is named as such.
+
+    The layer count is compared first, then the sizes every tensor's shape is made of: an absurd vocab_size,
+    hidden_size or layer count never allocates anything.
+    """
+    shapes = read_shapes(source)
+    own = FAMILIES[config.model_type].prefix
+    others = sorted({f.prefix for f in FAMILIES.values() if f.prefix != own and any(n.startswith(f.prefix)
+                                                                                     for n in shapes)})
+    hint = (f" (its tensors are named {', '.join(p + '*' for p in others)}, but config.json says model_type "
+            f"{config.model_type!r})") if others else ""
+    found = {ours: shape for name, shape in shapes.items() if (ours := config.encoder_name(name))}
+    layers = {int(m[1]) for name in found if (m := re.match(r"encoder\.layer\.(\d+)\.", name))}
+    if len(layers) != config.num_hidden_layers or max(layers, default=-1) != len(layers) - 1:  # not 0 .. n-1
+        raise UserError(f"holds {len(layers)} encoder layers, but config.json asks for {config.num_hidden_layers}"
+                        + hint, source)
+    # The sizes that decide how much building the model allocates. When the file agrees on these, the model
+    # is about as large as the file itself, and match_state_dict then checks every tensor exactly.
+    E, H = config.embedding_width, config.hidden_size
+    sizes = {"embeddings.word_embeddings.weight": (config.vocab_size, E),
+             "embeddings.position_embeddings.weight": (config.max_position_embeddings, E),
+             "encoder.layer.0.attention.self.query.weight": (H, H),
+             "encoder.layer.0.intermediate.dense.weight": (config.intermediate_size, H)}
+    if config.type_vocab_size:
+        sizes["embeddings.token_type_embeddings.weight"] = (config.type_vocab_size, E)
+    check_shapes(sizes, found, source, hint)

@@ -27,7 +27,7 @@ import torch
 from bench_calibration import sources_of
 from common import setup, write_results
 from minimtl.bio import chunks
-from minimtl.extensions.calibration import collect, decoded_batches, expected_calibration_error, fit_temperature, \
+from minimtl.extensions.calibration import entities, collect, decoded_batches, expected_calibration_error, fit_temperature, \
     judged_entities, log_loss
 from minimtl.evaluation import head_outputs
 from minimtl.machinery.checkpoint import load_with_tokenizer
@@ -46,7 +46,7 @@ class Split:
         examples, rows = getattr(source.splits, split), iter(logits.order)
         self.entities = []
         for emissions, lengths, paths, gold in self.decoded:
-            for found, gold_entities in zip(self.head.entities(emissions, lengths, paths), gold):
+            for found, gold_entities in zip(entities(self.head, emissions, lengths, paths), gold):
                 words = examples[next(rows)].words
                 self.entities += [{"type": kind, "seen": " ".join(words[first:last + 1]) in seen,
                                    "gold": (kind, first, last) in gold_entities} for kind, first, last, _ in found]

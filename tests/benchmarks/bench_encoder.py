@@ -20,10 +20,10 @@ import random
 
 import torch
 
-from common import (alternate, file_order, machine_info, matmul_gflops, median, non_embedding_params, parser,
+from common import (alternate, padding_fraction, file_order, machine_info, matmul_gflops, median, non_embedding_params, parser,
                     quiet_transformers, setup, snips_train_ids, timed, weights_dir, write_results)
 from minimtl import load_encoder
-from minimtl.batching import batch_indices, collate, padding_fraction
+from minimtl.batching import batch_indices, collate
 
 BATCH = 64
 

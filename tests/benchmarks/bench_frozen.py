@@ -26,7 +26,7 @@ from pathlib import Path
 
 from common import parser, setup, snips_dir, write_results
 import minimtl.machinery.run as run
-import minimtl.training as training
+import minimtl.machinery.storage as storage
 from minimtl.machinery.settings import RunConfig
 from minimtl.extensions.features import FeatureCache
 from bench_snips import encoder_pass_seconds, snips_slice
@@ -90,14 +90,14 @@ def sweep(data, runs, quick, rows, save):
             shared["all"] = FeatureCache(model, sources, splits, log)
         return TopLayers(shared["all"], model.config.layers)
 
-    training.FeatureCache = cache
+    storage.FeatureCache = cache
     for name, settings in SWEEP.items():
         cfg = RunConfig(data=[str(data)], out=str(runs / f"sweep-{name}"), **FROZEN,
                           **settings | ({"epochs": 1} if quick else {}))
         print(f"== sweep {name}: {settings or 'the default'}", flush=True)
         rows[name] = run(name, cfg, f"sweep {name}")
         save()
-    training.FeatureCache = FeatureCache
+    storage.FeatureCache = FeatureCache
 
 
 def main():

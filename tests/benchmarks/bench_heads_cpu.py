@@ -19,8 +19,8 @@ import tempfile
 import time
 
 import minimtl.machinery.run as run
-import minimtl.model as M
-import minimtl.training as training
+import minimtl.extensions.heads as M
+import minimtl.machinery.storage as storage
 from minimtl.machinery.settings import RunConfig
 from minimtl.extensions.features import FeatureCache
 
@@ -46,7 +46,7 @@ def main():
             return result
         return wrapper
 
-    training.FeatureCache = cache
+    storage.FeatureCache = cache
     run.train_epoch = timed(run.train_epoch, epochs)
     run.evaluate_sources = timed(run.evaluate_sources, evals)
     for name, settings, constants in rows:

@@ -58,13 +58,13 @@ def child(phase, threads):
 
         def step(batch):
             with torch.inference_mode():
-                model.features(batch.input_ids, batch.attention_mask)
+                model.features(batch)
     else:
         if frozen:
             model.bert.requires_grad_(False)
             model.bert.eval()
             with torch.no_grad():  # as the cache's float copies are: plain tensors that autograd may save
-                cached = [model.features(b.input_ids, b.attention_mask) for b in work]
+                cached = [model.features(b) for b in work]
         trained = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trained, lr=1e-4)
         bf16 = bf16_steps("auto", torch.device("cpu"), cached=frozen)
@@ -72,7 +72,8 @@ def child(phase, threads):
         def step(batch):
             hidden = cached[next(i for i, b in enumerate(work) if b is batch)] if frozen else None
             with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                loss, _ = multitask_loss(model, model(batch.input_ids, batch.attention_mask, hidden), batch)
+                out = model.heads(hidden, batch) if frozen else model(batch)
+                loss, _ = multitask_loss(model, out, batch)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -31,11 +31,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import (alternate, bf16_skip_reason, file_order, machine_info, matmul_gflops, median,
+from common import (alternate, padding_fraction, bf16_skip_reason, file_order, machine_info, matmul_gflops, median,
                     non_embedding_params, parser, quiet_transformers, setup, snips_train_ids, timed, weights_dir,
                     write_results)
 from minimtl import load_encoder
-from minimtl.batching import batches, collate, padding_fraction
+from minimtl.batching import batches, collate
 from minimtl.model import multitask_loss
 from minimtl.machinery.assemble import HeadConfig, build_model
 
@@ -63,7 +63,7 @@ def joint_loss(model, b):
 
 
 def ours_loss(model, b):
-    return multitask_loss(model, model(b.input_ids, b.attention_mask), b)[0]
+    return multitask_loss(model, model(b), b)[0]
 
 
 def train_pass(make_model, loss_fn, batch_list, fused, bf16=False):

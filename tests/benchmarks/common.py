@@ -165,3 +165,9 @@ def write_results(name, results, args):
 
 def median(values):
     return statistics.median(values)
+
+
+def padding_fraction(batch_list):
+    """Share of the positions in these batches that are padding."""
+    total = sum(b.attention_mask.numel() for b in batch_list)
+    return 1 - sum(int(b.attention_mask.sum()) for b in batch_list) / max(total, 1)
