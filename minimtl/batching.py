@@ -1,12 +1,8 @@
-"""From examples to padded tensor batches: encode once, batch by length, and take turns between sources.
+"""From examples to padded tensor batches: ids, labels with IGNORE_INDEX wherever nothing is scored, batch order.
 
-Kept apart from machinery/data.py (which reads and checks files, knowing nothing of tokenizers) because this
-is where text meets the model: sub-token ids, labels aligned with IGNORE_INDEX, and the order of batches.
-
-Length bucketing: transformer cost grows with the padded length of a batch, so batching sentences of
-similar length wastes little compute on padding. Sorting the whole split would make every epoch's
-batches identical and their order predictable (short sentences first), which hurts SGD. So: shuffle,
-sort by length only within large chunks, cut into batches, shuffle the batches.
+Length bucketing: a batch costs what its longest sentence costs, so sentences of similar length go together.
+Sorting the whole split would make every epoch's batches the same and their order predictable, which hurts
+SGD. So: shuffle, sort by length within large chunks only, cut into batches, shuffle the batches.
 """
 
 import copy
@@ -31,8 +27,7 @@ class SplitIds:
     labels: list[int] | None  # per sentence; None without a sentence task
     n_truncated: int  # sentences cut at max_len
     pad_id: int  # the tokenizer's [PAD], which fills batches up to their longest sentence
-    # More integer inputs per position beside the ids, by name, which a batch carries padded with 0 (an
-    # extension's own input: extensions/wordshape.py adds each position's word shape, "shape_ids").
+    # More integer inputs per position, by name, padded with 0 in a batch (extensions/wordshape.py's "shape_ids")
     extra: dict[str, list[list[int]]] = field(default_factory=dict)
 
     def __len__(self):
@@ -41,16 +36,15 @@ class SplitIds:
 
 def encode_split(tokenizer, examples, label_vocab, tag_vocab, max_len, label=labels, encodings=None):
     """Ids and label ids of every example, each cut at `max_len` positions. `label`: the rule that puts a
-    sentence's tags on its positions (tokenization.labels); `encodings`: the examples' encodings when the caller
-    made them another way (each sentence in its document: extensions/context.py)."""
+    sentence's tags on its positions; `encodings`: the examples' encodings, made another way (extensions/context.py)."""
     if encodings is None:
         encodings = tokenizer.encode([list(ex.words) for ex in examples], max_len=max_len)
     tags = None
     if tag_vocab is not None:
         tag_to_id = {name: i for i, name in enumerate(tag_vocab.names)}
         tags = [label(enc, ex.tags, tag_to_id) for enc, ex in zip(encodings, examples)]
-    labels = [label_vocab.id(ex.label) for ex in examples] if label_vocab is not None else None
-    return SplitIds([e.input_ids for e in encodings], [e.first_positions for e in encodings], tags, labels,
+    label_ids = [label_vocab.id(ex.label) for ex in examples] if label_vocab is not None else None
+    return SplitIds([e.input_ids for e in encodings], [e.first_positions for e in encodings], tags, label_ids,
                     sum(e.truncated for e in encodings), tokenizer.pad_id)
 
 
@@ -93,8 +87,7 @@ def batch_indices(lengths, batch_size, rng=None):
 def pad(rows, value, width=None):
     """Lists of ids -> one (B, width) tensor, each row filled up with `value` (width: the longest row)."""
     width = max(len(r) for r in rows) if width is None else width
-    # One tensor from padded Python lists: filling rows one slice at a time cost more than the heads
-    # themselves when they train on stored encoder states.
+    # One tensor from padded lists: filling rows slice by slice costs more than heads on stored states.
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 

@@ -1,13 +1,9 @@
-"""A BERT encoder, written out in full.
+"""A BERT encoder, written out in full. It knows token ids and nothing else: no files, no tokenizer, no tasks.
 
-It knows token ids and nothing else: no files, no tokenizer, no tasks. Its config is the dataclass
-below; `weights.load_encoder` builds one from a published checkpoint directory. Submodule names follow the
-published checkpoints (`embeddings.word_embeddings`, `encoder.layer.0.attention.self.query`, ...) so that
-loading pretrained weights is a plain name match (see weights.py). `nn.ModuleDict` provides those names
-where the reference implementation needs a whole class per level of nesting.
-
-Other checkpoints that are BERT under other names (RoBERTa, XLM-R, DistilBERT, ELECTRA) hand `Bert` their own
-embeddings module; their blocks are BERT's (extensions/families.py).
+Submodule names follow the published checkpoints (`embeddings.word_embeddings`, `encoder.layer.0.attention.
+self.query`, ...), so loading pretrained weights is a plain name match (weights.py); `nn.ModuleDict` gives
+those names where the reference implementation needs a class per level of nesting. Checkpoints that are BERT
+under other names hand `Bert` their own embeddings module (extensions/families.py).
 
 References:
 - Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers", https://arxiv.org/abs/1810.04805
@@ -24,7 +20,7 @@ import torch.nn.functional as F
 
 @dataclass
 class BertConfig:
-    """The encoder's shape. Field names are those of a published BERT `config.json`, so one round-trips unchanged."""
+    """The encoder's shape, in the field names of a published BERT `config.json`."""
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -66,13 +62,13 @@ class BertConfig:
         return self.hidden_size
 
     def encoder_name(self, name):
-        """A tensor name in a published file as `Bert` calls it, or None for a tensor the encoder does not use
-        (task heads, the pooler, buffers): `bert.encoder.layer.0...` -> `encoder.layer.0...`."""
+        """A published tensor name as `Bert` calls it (`bert.encoder.layer.0...` -> `encoder.layer.0...`), or None
+        for one the encoder does not use (task heads, the pooler, buffers)."""
         return encoder_tensor(name.removeprefix("bert."))
 
 
 def encoder_tensor(name):
-    """A tensor name without its model's prefix as `Bert` calls it, or None when it is not the encoder's."""
+    """encoder_name without the model's prefix."""
     module, _, param = name.rpartition(".")
     # The original TensorFlow port of BERT called LayerNorm's parameters gamma and beta.
     param = {"gamma": "weight", "beta": "bias"}.get(param, param) if module.endswith("LayerNorm") else param
@@ -94,16 +90,14 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, input_ids, added=None):
-        """`added` (B, T, H): vectors added to each position's sum before the LayerNorm, as the token type's
-        are (an input of the model's own: MultiTaskModel.embedding_input)."""
+        """`added` (B, T, H): more vectors summed before the LayerNorm (MultiTaskModel.embedding_input)."""
         T = input_ids.shape[1]
         if T > self.position_embeddings.num_embeddings:
             raise ValueError(f"sequence of {T} tokens is longer than the "
                              f"{self.position_embeddings.num_embeddings} positions this model was trained with")
         # Batches are padded on the right, so a row's real tokens are always its first ones: positions 0..T-1.
         x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:T]  # (B, T, H)
-        # Both tasks read single sentences: every token is in segment 0, so that one row of the token-type
-        # table is added to all of them (the table is kept only because pretrained files carry it).
+        # Both tasks read single sentences: every token is in segment 0, so that one row is added to all.
         x = x + self.token_type_embeddings.weight[0]
         if added is not None:
             x = x + added
@@ -111,14 +105,11 @@ class Embeddings(nn.Module):
 
 
 class TokenLayout:
-    """Where the N real tokens of a padded (B, T) batch sit, to move hidden states between the two shapes.
+    """Where the N real tokens of a padded (B, T) batch sit: the one step that packs and unpacks them.
 
-    Why: every part of a layer except attention (the Linear projections, GELU, LayerNorm, dropout) treats
-    each token on its own, and in a batch of sentences in file order about half of the (B, T) positions are
-    padding (49% for SNIPS at batch 64). So the layers work on the packed (N, H) real tokens, and only
-    attention unpacks them onto the (B, T) grid, with zeros at padding, which the key mask then hides.
-    Without padding, packing is just a reshape and there is no mask, which lets scaled_dot_product_attention
-    pick its fastest kernel.
+    Every part of a layer but attention treats each token on its own, and about half of a batch's (B, T)
+    positions can be padding. So the layers work on the packed (N, H) real tokens, and only attention unpacks
+    them onto the (B, T) grid, zeros at padding, which the key mask hides. Without padding it is a reshape.
     """
 
     def __init__(self, attention_mask, B, T):
@@ -168,12 +159,8 @@ class SelfAttention(nn.Module):
 
 
 class ResidualNorm(nn.Module):
-    """The `*.output` block: project, dropout, add the block's input back, LayerNorm.
-
-    BERT is a post-LN transformer: the LayerNorm comes *after* the residual sum (unlike GPT-2's pre-LN),
-    so each sub-layer's output is normalised. The pretrained weights were learned this way; moving the
-    norm would change the function they compute.
-    """
+    """The `*.output` block: project, dropout, add the block's input back, LayerNorm. BERT is post-LN (the norm
+    after the residual sum, unlike GPT-2): the pretrained weights compute this function and no other."""
 
     def __init__(self, d_in, d_out, eps, p_drop):
         super().__init__()
@@ -202,29 +189,23 @@ class Layer(nn.Module):
 
 
 class Bert(nn.Module):
-    """`encoder(input_ids, attention_mask)` -> last hidden states (B, T, H) (or several layers', see forward).
-
-    attention_mask is optional, 1 for real tokens and 0 for padding. Padding positions come out as zeros:
-    they are never computed (see TokenLayout), and every real position ignores them as keys.
-    """
+    """`encoder(input_ids, attention_mask)` -> last hidden states (B, T, H). The mask (1 real, 0 padding) is
+    optional; padding positions come out as zeros: never computed (TokenLayout), and ignored as keys."""
 
     def __init__(self, cfg: BertConfig, embeddings=None):
-        """`embeddings`: what turns ids into the first hidden states, when not BERT's own `Embeddings`."""
         super().__init__()
         self.config = cfg
         self.embeddings = embeddings if embeddings is not None else Embeddings(cfg)
         self.encoder = nn.ModuleDict({"layer": nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))})
-        # No pooler (tanh(dense(h[CLS]))): it was trained for next-sentence prediction, and the task heads
-        # pool for themselves (model.py). Its tensors in a pretrained file are ignored.
+        # No pooler: it was trained for next-sentence prediction, and the heads pool for themselves (model.py).
 
     @property
     def layers(self):
         return self.encoder["layer"]
 
     def forward(self, input_ids, attention_mask=None, layers=1, added=None):
-        """The last hidden states (B, T, H); with `layers` = k > 1, the top k hidden states stacked as
-        (B, T, k, H), bottom first, the embeddings' output counting as layer 0 (so k <= num_hidden_layers + 1).
-        `added`: what Embeddings adds before its LayerNorm."""
+        """The last hidden states (B, T, H); with `layers` = k > 1, the top k stacked as (B, T, k, H), bottom first,
+        the embeddings' output counting as one. `added`: what the embeddings add before their LayerNorm."""
         B, T = input_ids.shape
         layout = TokenLayout(attention_mask, B, T)
         x = layout.pack(self.embeddings(input_ids, added))  # (N, H)

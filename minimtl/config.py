@@ -12,12 +12,8 @@ from .freezing import FREEZE_MODES
 from .model import POOLINGS
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
-# Activations grow with the batch: a micro-batch this large would not fit in any machine's memory with the
-# encoder's gradients, so it is a typo, not a setting.
-MAX_BATCH = 4096
-# More micro-batches per step than an epoch has only makes one step per epoch; far beyond, the loss scale
-# 1 / grad_accum is no longer a number torch can hold.
-MAX_ACCUM = 1_000_000
+MAX_BATCH = 4096  # sentences of a micro-batch: more would fit in no machine's memory with the encoder's gradients
+MAX_ACCUM = 1_000_000  # beyond, the loss scale 1 / grad_accum is no longer a number torch can hold
 
 
 def positive(v):
@@ -57,8 +53,6 @@ def setting(default, help, group, check=None, choices=None):
 class TrainConfig:
     max_len: int = setting(128, "training sentences are cut to this many sub-tokens, and the cut ones counted",
                            MODEL, positive)
-    label_all_subtokens: bool = setting(False, "label every sub-token of a word (continuations of B-X as I-X), "
-                                        "not only the first", MODEL)
     freeze: list[str] = setting(["none"], "one or more of: " + ", ".join(FREEZE_MODES) + ". With the whole "
                                 "backbone frozen its hidden states are computed once and stored", FREEZING,
                                 choices=FREEZE_MODES)
@@ -81,8 +75,6 @@ class TrainConfig:
                             OPTIMISATION, fraction)
     clip: float = setting(1.0, "gradient-norm clipping (0 = off)", OPTIMISATION, non_negative)
     seed: int = setting(0, "seeds the heads, dropout and the batch order", OPTIMISATION, seed_range)
-    patience: int = setting(5, "stop after this many epochs without a better dev score (0 = never stop early)",
-                            OPTIMISATION, non_negative)
     w_cls: float = setting(1.0, "weight of the sentence loss", MODEL, non_negative)
     w_ner: float = setting(1.0, "weight of the token loss", MODEL, non_negative)
     pooling: str = setting("cls", "how the sentence head reads the tokens: cls or mean", MODEL, choices=POOLINGS)

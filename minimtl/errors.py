@@ -1,13 +1,10 @@
 """The one exception type a user ever sees, and the bounded readers of what a user hands us.
 
-Everything a user can fix (a bad path, a malformed file, an impossible flag) is raised as `UserError`
-with a single-line message. The CLIs catch it, print the message to stderr and exit with code 2, so a
-mistake never shows a traceback. Bugs stay ordinary exceptions: they should show one.
-
-A file can be hostile as well as wrong: a 1 MB word, a terminal escape code, JSON nested 100,000 deep.
-So an error line shows a user's text only through `quote` (a short, escaped excerpt), `UserError` itself
-escapes and bounds the whole line, and every JSON document is parsed by `parse_json`, which refuses
-nesting deeper than any file of ours has instead of running out of stack.
+Everything a user can fix (a bad path, a malformed file, an impossible flag) is a `UserError` with a
+one-line message, which the CLIs print before exiting with code 2; bugs stay ordinary exceptions. A file can
+be hostile as well as wrong (a 1 MB word, a terminal escape, JSON nested 100,000 deep): a user's text is
+shown only through `quote`, `UserError` escapes and bounds its line, and `parse_json` refuses nesting
+deeper than any file of ours has instead of running out of stack.
 """
 
 import json

@@ -1,10 +1,7 @@
 """Scoring a model on a split: read each word's prediction where its label was put, decode, compare.
 
-Sentence labels come from the arg-max of the sentence logits. Tags are read at each word's first
-sub-token (exactly where training put the word's label, see tokenization.py) and decoded as the best
-*valid* BIO sequence (TokenHead.decode). Metrics compare names, not ids (metrics.py).
-With several sources, each is scored on its own split with the metrics its tasks have, and the metric
-names get the source's name in front ("conll2003/entity_f1").
+Sentence labels are the arg-max of the sentence logits; tags are read at each word's first sub-token (where
+training put the word's label) and decoded as the best valid BIO path. Metrics compare names (metrics.py).
 """
 
 import torch
@@ -19,12 +16,9 @@ NONE = -1  # no prediction: a word past the position limit
 
 @torch.inference_mode()
 def head_outputs(model, source, split, forward=None):
-    """What the heads say about one split, computed once for everything read from it (the predictions below,
-    and whatever else reads the logits): per batch, (the sentences' indices in the split, sentence logits
-    (B, C) or None, tag logits at each word's first sub-token (B, W, K) or None, word counts (B,)), in float32
-    on the CPU. `forward(batch)`: what computes the outputs, by default the model itself (a run may hand in its
-    own: the heads on stored encoder states, say).
-    """
+    """What the heads say about a split, computed once for all that reads it: per batch, (the sentences' indices,
+    sentence logits (B, C) or None, tag logits at each word's first sub-token (B, W, K) or None, word counts),
+    float32 on the CPU. `forward(batch)`: what computes them (the model, or a run's own: a stored encoder's)."""
     device = next(model.parameters()).device
     forward = forward or model
     model.eval()
@@ -44,11 +38,8 @@ def head_outputs(model, source, split, forward=None):
 
 @torch.inference_mode()
 def predict(model, source, split, forward=None, outputs=None):
-    """(label names or None, tag names per word or None) for one split of a source, in the split's order.
-
-    `outputs`: the split's `head_outputs`, when they are already known; else they are computed here, with
-    `forward` as `head_outputs` takes it.
-    """
+    """(label names or None, tag names per word or None) for a split, in its order (from `outputs`, the split's
+    `head_outputs`, when known)."""
     ids, examples = source.ids[split], getattr(source.splits, split)
     if outputs is None:
         outputs = head_outputs(model, source, split, forward)
@@ -74,9 +65,7 @@ def evaluate(model, source, split, forward=None, outputs=None):
 
 
 def score(examples, labels, tags):
-    """The metrics of predicted `labels` and `tags` (either None when not predicted) against the examples'
-    gold ones. Kept apart from `evaluate` so that a report that also needs the predictions themselves
-    (machinery/report.py) scores them exactly as training does."""
+    """The metrics of predicted `labels` and `tags` (None: not predicted) against the examples' gold ones."""
     return metrics.evaluate([ex.label for ex in examples] if labels else None, labels,
                             [list(ex.tags) for ex in examples] if tags else None, tags)
 

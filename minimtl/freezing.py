@@ -5,11 +5,10 @@ The model is cut into units that are frozen or trained as a whole:
     embeddings | layer.0 ... layer.N-1 | cls-head | ner-head    (+ adapters, when the model has any)
     \________________ backbone _______/   (+ head-input, what the model adds to the heads' input)
 
-Freezing a unit is three things, all of them needed: `requires_grad=False` (no gradient is computed or
-stored for it), leaving it out of the optimizer (AdamW's weight decay would otherwise still shrink it), and
-eval mode (MultiTaskModel.train() turns dropout off in frozen units). Trainable parameters are grouped by
-learning rate (the pretrained backbone wants a small one, freshly initialised heads a large one) and by
-weight decay (off for biases and LayerNorm weights: decaying them towards 0 only fights the normalisation).
+Freezing a unit is three things: `requires_grad=False` (no gradient), leaving it out of the optimizer
+(AdamW's weight decay would still shrink it), and eval mode (no dropout: MultiTaskModel.train). What trains
+is grouped by learning rate (small for the pretrained backbone, large for fresh heads) and by weight decay
+(off for biases and LayerNorm weights: decaying them only fights the normalisation).
 """
 
 import torch
@@ -37,19 +36,15 @@ def unit_modules(model):
 
 
 def adapter_parameters(model):
-    """The parameters of the model's adapters: modules that train in place of frozen weights around them and
-    say which of their parameters those are (`adapter_parameters()`: extensions/lora.py)."""
+    """The parameters of modules that train in place of the frozen weights around them, which they name with
+    `adapter_parameters()` (extensions/lora.py)."""
     return [p for m in model.modules() if hasattr(m, "adapter_parameters") for p in m.adapter_parameters()]
 
 
 def units(model):
-    """name -> its parameters, bottom to top.
-
-    Adapters are a unit of their own ("adapters"), taken out of the layers that hold them: they train while
-    the layer weights around them stay frozen. What the model adds to its input embeddings joins them there:
-    like them it starts at zero and learns in place of the frozen encoder. Without adapters it is part of
-    the embeddings, and trains (or is frozen) with them.
-    """
+    """name -> its parameters, bottom to top. Adapters are a unit of their own, taken out of the layers that
+    hold them; what the model adds to its input embeddings joins them (it too learns in place of the frozen
+    encoder), and without adapters is part of the embeddings."""
     adapters = adapter_parameters(model)
     if adapters and model.embedding_input is not None:
         adapters = adapters + list(model.embedding_input.parameters())
@@ -97,8 +92,7 @@ def frozen_units(model, modes, freeze_layers=0):
 
 
 def set_frozen(model, frozen):
-    """Freeze exactly the named units and thaw all others. Training calls it in one place, once per epoch
-    (training.optimizer_for_epoch); everything else reads what it set."""
+    """Freeze exactly the named units and thaw all others (once per epoch: training.optimizer_for_epoch)."""
     for name, params in units(model).items():
         for p in params:
             p.requires_grad_(name not in frozen)
@@ -119,22 +113,16 @@ def backbone_depths(model):
 
 
 def unit_learning_rates(model, lrs, layer_decay=1.0):
-    """unit -> its peak learning rate: `lrs` maps each kind to one. With layer-wise decay D < 1 the backbone's
-    rate shrinks by D per unit going down: the top layer trains at lrs["backbone"], the one below at D times
-    that, the embeddings at D^N. Why: the lower layers hold the general features every task needs and the
-    top ones the pretraining task's; a small dataset should reshape the top more than the bottom.
-    """
+    """unit -> its peak learning rate, `lrs` giving each kind's. With layer-wise decay D < 1 the backbone's rate
+    shrinks by D per unit going down (the embeddings train at D^N times the top layer's): lower layers hold the
+    general features every task needs, so a small dataset should reshape the top more than the bottom."""
     depths = backbone_depths(model)
     return {unit: lrs[kind(unit)] * layer_decay ** depths.get(unit, 0) for unit in units(model)}
 
 
 def parameter_groups(model, lrs, weight_decay, layer_decay=1.0):
-    """AdamW groups of trainable parameters: (backbone | adapters | heads) x (decay | no decay), with the
-    backbone split into one group per unit when layer-wise decay gives each its own rate.
-
-    `lrs` maps each kind to its learning rate. Each group keeps its peak learning rate as "base_lr",
-    which the training loop scales by the schedule.
-    """
+    """AdamW groups of what trains: (backbone | adapters | heads) x (decay | no decay), the backbone one group
+    per unit when layer-wise decay gives each its own rate. "base_lr" is the peak the schedule scales."""
     unit_lrs = unit_learning_rates(model, lrs, layer_decay)
     groups = {}
     for unit, params in units(model).items():
@@ -151,12 +139,8 @@ def parameter_groups(model, lrs, weight_decay, layer_decay=1.0):
 
 
 def make_optimizer(model, lrs, weight_decay, layer_decay=1.0, previous=None):
-    """AdamW over exactly the parameters that train now, described by `parameter_groups`.
-
-    Built afresh whenever the set of trainable units changes (gradual unfreezing) and when a run resumes;
-    each parameter that `previous` already trained keeps its moment estimates and step count, so an
-    optimizer is fully described by the trainable units plus per-parameter state (see machinery/resume.py).
-    """
+    """AdamW over exactly what trains now (`parameter_groups`). Built afresh when that changes (gradual
+    unfreezing) and on resume; a parameter `previous` trained keeps its moments and step count."""
     groups = parameter_groups(model, lrs, weight_decay, layer_decay)
     if not groups:
         raise UserError("nothing is trainable: check --freeze and --unfreeze-schedule")
@@ -169,13 +153,9 @@ def make_optimizer(model, lrs, weight_decay, layer_decay=1.0, previous=None):
 
 
 class UnfreezeSchedule:
-    """`--unfreeze-schedule`: how many top encoder layers train in each epoch.
-
-    "gradual" means heads only in epoch 1, then one more layer from the top each epoch, then the
-    embeddings too (ULMFiT-style: the least general layers move first, so the freshly initialised heads
-    cannot wreck the pretrained lower layers with large early gradients). An explicit list such as
-    "0,2,4,all" gives the count per epoch; the last entry holds for every later epoch.
-    """
+    """`--unfreeze-schedule`: how many top encoder layers train in each epoch. "gradual": heads only in epoch 1,
+    then one more layer from the top each epoch, then the embeddings (ULMFiT: fresh heads' large early gradients
+    never reach the general lower layers). "0,2,4,all": the count per epoch, the last for every later one."""
 
     def __init__(self, spec, n_layers):
         if spec == "gradual":

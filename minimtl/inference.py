@@ -1,13 +1,8 @@
 """Raw text in, a sentence category and entity spans out: the trained model applied to what a user types.
 
-    text -> split_text -> words with character offsets
-         -> sub-tokens, [CLS] ... [SEP] (cut at max_len positions) -> the model
+    text -> words with character offsets (split_text) -> sub-tokens -> the model
          -> softmax of the sentence logits -> category
-         -> tag logits at each word's first sub-token -> the best valid BIO path (TokenHead.decode)
-            -> its entities (bio.chunks) -> spans: the characters of the text that each one covers
-
-    for p in predict(model, tokenizer, ["Alice went to Paris last summer."], labels, tags):
-        print(p.label, [(span.type, span.text) for span in p.entities])
+         -> tag logits at each word's first sub-token -> the best valid BIO path -> entities -> their spans
 
 machinery/predictor.py serves a trained run the same way, with what real use needs besides: texts of any
 length, read in overlapping windows; each entity's probability of being exactly right; other precisions.
@@ -69,8 +64,8 @@ def _round(p):
 
 @torch.inference_mode()
 def predict(model, tokenizer, texts, labels=None, tags=None, max_len=None):
-    """One Prediction per text, all in one batch: `labels` and `tags` name the heads' classes. A text longer
-    than `max_len` positions (by default the model's limit) is cut, and its words past the cut are tagged O."""
+    """One Prediction per text, all in one batch; `labels` and `tags` name the heads' classes. Words past
+    `max_len` positions (by default the model's limit) are tagged O."""
     model.eval()
     words = [split_text(tokenizer, text) for text in texts]
     encodings = tokenizer.encode([[w.text for w in ws] for ws in words], max_len or model.bert.config.max_tokens)
@@ -99,7 +94,6 @@ def with_label(prediction, probabilities, labels):
 
 
 def spans(text, words, entities):
-    """Entity spans of `text` from its words (as split_text gave them) and its entities: (type, first word,
-    last word), each with its probability after them where one was computed."""
+    """Spans of `text` from its words and entities (type, first word, last word[, probability])."""
     return [Span(kind, first, last, words[first].start, words[last].end, text[words[first].start : words[last].end],
                  *probability) for kind, first, last, *probability in entities]

@@ -14,15 +14,9 @@ model's output at `first_positions`).
     enc, = tokenizer.encode([["Book", "a", "table", "in", "Strasbourg"]], max_len=128)
     labels(enc, ["O", "O", "O", "O", "B-LOC"], {"O": 0, "B-LOC": 1})
 
-The tokenizer is the checkpoint's own, run by the `tokenizers` library: its tokenizer.json, or BERT's
-WordPiece rebuilt from vocab.txt exactly like its BertTokenizer (the other families' files:
-extensions/family_tokenizers.py); so the ids match what the checkpoint was trained on. Two details keep one
-prediction per word: a word that normalises to nothing (a control character, a zero-width space) still gets
-one [UNK] position, and training cuts a sentence longer than `max_len` (and says so).
-
-Raw text at inference time is split here too, exactly as the tokenizer splits it:
-
-    words = split_text(tokenizer, text)                 # list[Word(text, start, end)], as BERT splits it
+The tokenizer is the checkpoint's own tokenizer.json, run by the `tokenizers` library, so the ids are the ones
+the checkpoint was trained on. A word that normalises to nothing (a control character) still gets one [UNK]
+position, so every word keeps one prediction. Raw text is split into words here too (`split_text`).
 """
 
 import unicodedata
@@ -100,8 +94,7 @@ class WordTokenizer:
 
     def subtokens(self, sentences):
         """(ids, word_ids) per sentence, without [CLS]/[SEP], every word owning at least one position."""
-        # One batched call: the Rust side normalises, splits and runs the tokenizer's model for all sentences
-        # in parallel. Each word still goes through the pre-tokenizer, so "Paris." is two sub-tokens of one word.
+        # One batched call, run in parallel by the library; "Paris." is still two sub-tokens of one word.
         if self.prefix:
             sentences = [[self.prefix + w for w in words] for words in sentences]
         encodings = self.backend.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False)
@@ -165,15 +158,9 @@ def room(max_len):
 # --- raw text at inference time: words with character offsets --------------------------------------------
 
 def split_text(tokenizer, text: str) -> list[Word]:
-    """Split raw text into words as BERT does, with character offsets into `text`.
-
-    Splitting the *normalised* text (what the checkpoint's tokenizer does) means that for BERT CJK
-    characters become one word each, "Paris." becomes "Paris" and ".", and text that normalises away (control
-    characters, zero-width spaces) belongs to no word. The tokenizers library tracks how normalising
-    moved every character, so offsets point into the original string; we ask for them in characters
-    (code points, as Python indexes strings), not in UTF-8 bytes. Tokenizers that mark where words start cut
-    the words the same way (`WordTokenizer.splitter`), after their own normaliser if they have one.
-    """
+    """Raw text -> its words as BERT splits the *normalised* text ("Paris." is "Paris" and ".", a CJK character a
+    word, a control character no word), with offsets into `text` in characters (the library tracks how
+    normalising moved each one)."""
     return [Word(text[start:end], start, end) for start, end in words_between(tokenizer, text, 0, len(text))]
 
 
@@ -203,8 +190,7 @@ def words_between(tokenizer, text, start, end):
 # --- the checkpoint's tokenizer file ---------------------------------------------------------------------------
 
 def read_tokenizer(directory):
-    """(the checkpoint's `tokenizers.Tokenizer`, the file it came from): its `tokenizer.json` (the other files
-    a checkpoint may hold instead: extensions/family_tokenizers.py)."""
+    """(the checkpoint's `tokenizers.Tokenizer`, the file it came from): its `tokenizer.json`."""
     path = Path(directory) / "tokenizer.json"
     if not path.is_file():
         raise UserError("no tokenizer.json: the checkpoint needs its tokenizer file", path=path)

@@ -5,9 +5,8 @@
             every grad_accum micro-batches:  clip -> learning rate -> AdamW step
         score dev (evaluation.py); keep the weights of the best epoch
 
-machinery/run.py runs the same epochs as a robust run (building from files, the run directory and its lock,
-resume, Ctrl-C, saving every epoch, several processes, the test split) and hands `train_epoch` its own
-`loss_of` where a step computes more than the plain forward pass; nothing here calls back.
+machinery/run.py runs the same steps as a robust run (resume, Ctrl-C, a save per epoch, several processes)
+and hands `train_epoch` its own `loss_of` where a step computes more than the plain forward pass.
 
 References: Loshchilov & Hutter 2019 (AdamW); Howard & Ruder 2018 (ULMFiT: gradual unfreezing, warmup);
 karpathy/nanoGPT train.py (the shape of the loop).
@@ -29,11 +28,8 @@ from .model import multitask_loss
 
 
 def fit(model, source, cfg, log=print):
-    """Train `model` on `source`'s train split for `cfg.epochs` epochs, scoring its dev split after each, and
-    leave it with the weights of the best epoch: returns (that epoch, its dev scores).
-
-    `source` holds the encoded splits (`source.ids["train"]`, batching.SplitIds) and what evaluation reads.
-    """
+    """Train `model` on `source.ids["train"]` (batching.SplitIds) for `cfg.epochs` epochs, score dev after each,
+    and keep the weights of the best epoch: returns (that epoch, its dev scores)."""
     seed_everything(cfg.seed)
     total = math.ceil(math.ceil(len(source.ids["train"]) / cfg.batch_size) / cfg.grad_accum) * cfg.epochs
     schedule = partial(lr_factor, total=total, warmup_steps=max(1, round(cfg.warmup * total)))
@@ -52,9 +48,8 @@ def fit(model, source, cfg, log=print):
 
 
 def train_epoch(model, optimizer, micro_batches, schedule, step, cfg, loss_of=None):
-    """One epoch. `schedule(step)`: the learning-rate factor of optimizer step `step` (the steps taken before
-    this epoch). `loss_of(batch)` -> (loss, {task: loss}): by default the model's masked multi-task loss.
-    Returns (steps taken, EpochStats)."""
+    """One epoch: (steps taken so far, EpochStats). `schedule(step)`: the learning-rate factor of optimizer step
+    `step`; `loss_of(batch)` -> (loss, {task: loss}): by default the masked multi-task loss of the model."""
     loss_of = loss_of or (lambda batch: multitask_loss(model, model(batch), batch, cfg.w_cls, cfg.w_ner))
     device = next(model.parameters()).device
     model.train()  # frozen units stay in eval mode (MultiTaskModel.train)
@@ -85,9 +80,8 @@ def optimizer_step(optimizer, factor, clip):
 
 
 def optimizer_for_epoch(model, cfg, learning_rates, layer_decay, epoch, optimizer=None, log=print):
-    """Freeze and thaw the units for `epoch` (the one place where what trains is set); a new AdamW, keeping
-    each parameter's state, when what trains changed (gradual unfreezing), else `optimizer` itself.
-    `learning_rates`: each kind of unit's peak rate (freezing.unit_learning_rates)."""
+    """Freeze and thaw the units for `epoch` (the one place where what trains is set); a new AdamW, keeping each
+    parameter's state, when that changed (gradual unfreezing), else `optimizer` itself."""
     set_frozen(model, frozen_in_epoch(model, cfg, epoch))
     now = {p for p in model.parameters() if p.requires_grad}
     before = {p for g in optimizer.param_groups for p in g["params"]} if optimizer else set()

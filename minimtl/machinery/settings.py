@@ -58,6 +58,10 @@ class RunConfig(TrainConfig):
     cache_memory: float | None = setting(None, "GiB of memory that the frozen backbone's feature cache may take "
                                          "(default: half of the memory available when the run starts)", RUN,
                                          positive)
+    label_all_subtokens: bool = setting(False, "label every sub-token of a word (continuations of B-X as I-X), "
+                                        "not only the first (extensions/subtokens.py)", RUN)
+    patience: int = setting(5, "stop after this many epochs without a better dev score (0 = never stop early)",
+                            OPTIMISATION, non_negative)
     context: bool = setting(False, "encode each sentence of data that has documents (CoNLL's -DOCSTART-) with as "
                             "many neighbouring words of its document as fit in --max-len, as infer.py reads a "
                             "text of several sentences; only the sentence's own words are labelled and scored",
