@@ -271,6 +271,24 @@ def test_a_format_4_checkpoint_with_one_bidirectional_lstm_still_loads(tiny_data
         assert torch.equal(loaded.state_dict()[name], value), name
 
 
+def test_a_format_5_checkpoint_with_its_bilstm_and_shape_table_under_their_old_names_still_loads(
+        tiny_data, tiny_weights, tmp_path):
+    out = tmp_path / "out"
+    train(frozen_config(tiny_data, tiny_weights, out, epochs=1, word_shape=True), log=lambda _: None)
+    model, _ = load_checkpoint(out)
+    # Written back as format 5 named them: each head's BiLSTM as `.lstm.`, the heads' shape table `head_shapes`.
+    tensors = load_file(out / "model.safetensors")
+    old = {name.replace(".neck.", ".lstm.").replace("head_input.", "head_shapes."): t for name, t in tensors.items()}
+    assert "ner_head.lstm.left_to_right.weight_hh_l0" in old and "head_shapes.weight" in old
+    save_file(old, out / "model.safetensors")
+    config = json.loads((out / "config.json").read_text())
+    config["minimtl"]["format_version"] = 5
+    (out / "config.json").write_text(json.dumps(config))
+    loaded, _ = load_checkpoint(out)
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+
+
 def test_a_crf_checkpoint_predicts_as_the_trained_model_did(tiny_data, tiny_weights, tmp_path):
     out = tmp_path / "out"
     cfg = RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=2, batch_size=8,
