@@ -253,40 +253,36 @@ def test_a_frozen_run_predicts_at_inference_as_it_scored_in_training(tiny_data, 
     assert [predictions[i].tags for i in same_words] == [tags[i] for i in same_words]
 
 
+def loads_as_before(out, version, old_name):
+    """Write the run in `out` back as format `version` named its tensors (`old_name`), and load it: the same
+    weights, tensor for tensor."""
+    model, _ = load_checkpoint(out)
+    old = {old_name(name): t for name, t in load_file(out / "model.safetensors").items()}
+    save_file(old, out / "model.safetensors")
+    config = json.loads((out / "config.json").read_text())
+    config["minimtl"]["format_version"] = version
+    (out / "config.json").write_text(json.dumps(config))
+    loaded, _ = load_checkpoint(out)
+    assert all(torch.equal(loaded.state_dict()[name], value) for name, value in model.state_dict().items())
+    return old
+
+
 def test_a_format_4_checkpoint_with_one_bidirectional_lstm_still_loads(tiny_data, tiny_weights, tmp_path):
     out = tmp_path / "out"
     train(frozen_config(tiny_data, tiny_weights, out, epochs=1), log=lambda _: None)
-    model, _ = load_checkpoint(out)
-    # Written back as format 4 wrote it: each BiLSTM as one nn.LSTM(bidirectional=True).
-    tensors = load_file(out / "model.safetensors")
-    old = {name.replace(".neck.", ".lstm.").replace(".left_to_right.", ".").replace(".right_to_left.", ".")
-           + "_reverse" * (".right_to_left." in name): t for name, t in tensors.items()}
+    # As format 4 wrote it: each BiLSTM as one nn.LSTM(bidirectional=True).
+    old = loads_as_before(out, 4, lambda name: name.replace(".neck.", ".lstm.").replace(".left_to_right.", ".")
+                          .replace(".right_to_left.", ".") + "_reverse" * (".right_to_left." in name))
     assert "ner_head.lstm.weight_hh_l0_reverse" in old and "ner_head.lstm.weight_hh_l0" in old
-    save_file(old, out / "model.safetensors")
-    config = json.loads((out / "config.json").read_text())
-    config["minimtl"]["format_version"] = 4
-    (out / "config.json").write_text(json.dumps(config))
-    loaded, _ = load_checkpoint(out)
-    for name, value in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], value), name
 
 
 def test_a_format_5_checkpoint_with_its_bilstm_and_shape_table_under_their_old_names_still_loads(
         tiny_data, tiny_weights, tmp_path):
     out = tmp_path / "out"
     train(frozen_config(tiny_data, tiny_weights, out, epochs=1, word_shape=True), log=lambda _: None)
-    model, _ = load_checkpoint(out)
-    # Written back as format 5 named them: each head's BiLSTM as `.lstm.`, the heads' shape table `head_shapes`.
-    tensors = load_file(out / "model.safetensors")
-    old = {name.replace(".neck.", ".lstm.").replace("head_input.", "head_shapes."): t for name, t in tensors.items()}
+    # As format 5 named them: each head's BiLSTM `.lstm.`, the heads' shape table `head_shapes`.
+    old = loads_as_before(out, 5, lambda name: name.replace(".neck.", ".lstm.").replace("head_input.", "head_shapes."))
     assert "ner_head.lstm.left_to_right.weight_hh_l0" in old and "head_shapes.weight" in old
-    save_file(old, out / "model.safetensors")
-    config = json.loads((out / "config.json").read_text())
-    config["minimtl"]["format_version"] = 5
-    (out / "config.json").write_text(json.dumps(config))
-    loaded, _ = load_checkpoint(out)
-    for name, value in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], value), name
 
 
 def test_a_crf_checkpoint_predicts_as_the_trained_model_did(tiny_data, tiny_weights, tmp_path):
