@@ -79,6 +79,10 @@ BAD = [
      ".", "train.csv:3", "found 1"),
     ("csv empty text", {"train.csv": "a,x\n ,y\n", "dev.csv": "ok,x\n"}, ".", "train.csv:2", "empty text"),
     ("csv only header", {"train.csv": "text,label\n", "dev.csv": "ok,x\n"}, ".", "train.csv", "no sentences"),
+    ("csv header sentence,intent", {"train.csv": "sentence,intent\nbook a table,restaurant\n", "dev.csv": "ok,x\n"},
+     ".", "train.csv:1", "the header is 'sentence,intent': name the columns text,label"),
+    ("csv header Sentence,Label", {"train.csv": "a,x\n", "dev.csv": "Sentence,Label\nok,x\n"}, ".", "dev.csv:1",
+     "the header is 'Sentence,Label'"),
     ("classes listed twice", {"classes.txt": "neg\npos\nneg\n", "train.csv": "a,0\n", "dev.csv": "b,1\n"}, ".",
      "classes.txt:3", "listed twice"),
 ]

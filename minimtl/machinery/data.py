@@ -13,7 +13,8 @@ Formats (`load_data` picks one by folder layout and file extension; machinery/fo
            JSON lines {"tokens": [...], "tags": [...], "label": "..."} (tags or label may be left out)
   NER      CoNLL columns: "word ... TAG" per line, blank line between sentences, -DOCSTART- starting a
            document (each sentence keeps its document's number, for --context)
-  classify CSV text,label (label a name, or an index into a classes.txt beside it; optional header row);
+  classify CSV text,label (label a name, or an index into a classes.txt beside it; an optional text,label
+           header row, any other header of column names refused);
            JSON lines {"text": "...", "label": ...}
 Raw text is split on whitespace only: BERT's pre-tokenizer splits off punctuation itself later.
 """

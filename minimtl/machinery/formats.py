@@ -180,6 +180,10 @@ def _read_conll(path):
     return examples if marked else [Example(ex.words, ex.tags) for ex in examples]
 
 
+COLUMN_NAMES = {"text", "sentence", "utterance", "query", "question", "title", "content", "body", "document",
+                "label", "intent", "class", "category", "topic", "target"}  # what a CSV header calls its columns
+
+
 def _read_csv(path):
     classes = _read_classes(path.parent / "classes.txt")
     text = _read_text(path)
@@ -200,6 +204,9 @@ def _read_csv(path):
                 continue
             if header == ["label", "text"]:
                 raise UserError("the header is label,text: write the columns as text,label", path, line)
+            if header and len(header) == 2 and set(header) <= COLUMN_NAMES:
+                # Read as data, it would become a sentence of a class named after the column.
+                raise UserError(f"the header is {quote(','.join(row))}: name the columns text,label", path, line)
             if len(row) != 2:
                 raise UserError(f"expected 2 fields (text,label), found {len(row)}: quote a text that has commas",
                                 path, line)
