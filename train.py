@@ -6,7 +6,8 @@
     python train.py --resume runs/latest                # continue an interrupted run exactly
     torchrun --standalone --nproc_per_node 2 train.py   # the same training in 2 processes (README: torchrun)
 
-Every flag below is a field of minimtl/config.py:RunConfig, where its default and check are declared.
+Every flag below is a field of minimtl/config.py:TrainConfig (the core's) or minimtl/machinery/settings.py:
+RunConfig (the run's and the extensions'), where its default and check are declared.
 """
 
 import argparse

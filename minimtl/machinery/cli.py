@@ -1,24 +1,26 @@
-"""`train.py`'s flags, generated from the RunConfig fields: each setting is declared once, in config.py."""
+"""`train.py`'s flags, generated from the RunConfig fields: each setting is declared once, in config.py (the
+core's) or settings.py (the run's and the extensions')."""
 
 import argparse
 import types
 import typing
 from dataclasses import MISSING, fields
 
-from .settings import RunConfig
+from .settings import GROUPS, RunConfig
 
 
 def add_config_flags(parser):
     """One flag per RunConfig field, grouped as the fields are; defaults are left to the dataclass."""
-    groups = {}
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for f in fields(RunConfig):
         meta = f.metadata
-        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        group = groups[meta["group"]]
         default = f.default if f.default is not MISSING else f.default_factory()
         kind = _base_type(f.type)
         shown = " ".join(default) if kind is list else default
-        # A None default is resolved from other settings, which the help text itself explains.
-        help = meta["help"] if kind is bool or default is None else f"{meta['help']} (default: {shown})"
+        # A None default is resolved from other settings, which the help text itself explains, as some others do.
+        help = meta["help"] if kind is bool or default is None or "default:" in meta["help"] else \
+            f"{meta['help']} (default: {shown})"
         kwargs = {"default": None, "help": help.replace("%", "%%"), "choices": meta["choices"]}
         if kind is bool:  # a None default is resolved by the recipe: --flag and --no-flag both say so
             kwargs.update(action="store_true" if default is not None else argparse.BooleanOptionalAction)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import MODEL, OPTIMISATION, TrainConfig, decay_factor, fraction, non_negative, positive, setting
+from ..config import FREEZING, MODEL, OPTIMISATION, TrainConfig, decay_factor, fraction, non_negative, positive, setting
 from ..errors import UserError, read_json
 from ..extensions.heads import HEAD_KINDS
 from ..extensions.lora import DEFAULT_TARGETS, TARGETS
@@ -30,6 +30,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "bf16", "fp32")
 CACHE_PLACES = ("auto", "disk", "off")
 RUN, LORA = "data and run directory", "LoRA"
+GROUPS = (RUN, FREEZING, LORA, OPTIMISATION, MODEL)  # the order of train.py --help
 
 
 def known_device(v):
