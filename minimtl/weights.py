@@ -22,7 +22,6 @@ from .errors import UserError, read_json
 from .paths import readable
 
 
-
 def read_state_dict(path):
     """The tensors of a safetensors file, as a state dict; a damaged file is a UserError."""
     if not Path(path).is_file():  # safetensors says so only as a RuntimeError, like any other failure
