@@ -78,8 +78,6 @@ def viterbi(emissions, lengths, start, transitions, end):
 def best_valid_paths(log_probs, lengths, tags):
     """The most probable valid BIO sequence per sentence: per-word log-probabilities (B, W, K), word counts ->
     B lists of tag ids. Viterbi with fixed scores: 0 where BIO allows a step, -inf where it forbids one."""
-    start_ok, follow_ok = (torch.tensor(ok, device=log_probs.device) for ok in transition_mask(tags))
-    start = torch.zeros(start_ok.shape, dtype=log_probs.dtype, device=log_probs.device).masked_fill(~start_ok, -torch.inf)
-    transitions = torch.zeros(follow_ok.shape, dtype=log_probs.dtype, device=log_probs.device) \
-        .masked_fill(~follow_ok, -torch.inf)
+    masks = [torch.tensor(ok, device=log_probs.device) for ok in transition_mask(tags)]  # (K,), (K, K)
+    start, transitions = (torch.zeros_like(ok, dtype=log_probs.dtype).masked_fill(~ok, -torch.inf) for ok in masks)
     return viterbi(log_probs, lengths, start, transitions, torch.zeros_like(start))

@@ -87,7 +87,8 @@ class TrainConfig:
             flag = "--" + f.name.replace("_", "-")
             if rule is not None and value is not None and not rule(value):
                 says = RULES.get(rule, rule.__doc__)  # a run's own rules say it in their docstring
-                raise UserError(f"{flag} {says}, not {value!r}" if isinstance(value, str) else f"{flag} {says}, not {value}")
+                raise UserError(f"{flag} {says}, not {value!r}" if isinstance(value, str) else
+                                f"{flag} {says}, not {value}")
             if choices is not None and value is not None:
                 for v in value if isinstance(value, list) else [value]:
                     if v not in choices:

@@ -41,8 +41,8 @@ def fit(model, source, cfg, log=print):
         step, stats = train_epoch(model, optimizer, train, schedule, step, cfg)
         dev = evaluate(model, source, "dev")
         log(f"epoch {epoch}/{cfg.epochs}  loss {stats.summary(optimizer)['loss']:.4f}  dev {format_scores(dev)}")
-        if selection_score(dev) > best[0]:
-            best = (selection_score(dev), epoch, dev, copy.deepcopy(model.state_dict()))
+        if (score := selection_score(dev)) > best[0]:
+            best = (score, epoch, dev, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[3])
     return best[1], best[2]
 

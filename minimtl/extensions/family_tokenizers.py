@@ -50,7 +50,8 @@ def read_family_tokenizer(directory):
     if (directory / "tokenizer.json").is_file():
         return read_tokenizer(directory)
     if (directory / "vocab.txt").is_file():
-        return wordpiece_tokenizer(directory / "vocab.txt", directory / "tokenizer_config.json"), directory / "vocab.txt"
+        path = directory / "vocab.txt"
+        return wordpiece_tokenizer(path, directory / "tokenizer_config.json"), path
     if not (directory / "vocab.json").is_file():
         raise UserError("no vocab.txt (WordPiece), tokenizer.json or vocab.json + merges.txt (byte-level BPE): "
                         "the checkpoint needs its tokenizer files", path=directory / "vocab.txt")

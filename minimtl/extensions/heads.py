@@ -148,7 +148,9 @@ class DilatedConvs(nn.Module):
 
 def neck(kind, input_size):
     """The layer a head of `kind` puts before its output layer: None for "linear", else a module with `width`."""
-    return {"linear": lambda: None, "conv": lambda: DilatedConvs(input_size), "lstm": lambda: BiLSTM(input_size)}[kind]()
+    if kind == "linear":
+        return None
+    return DilatedConvs(input_size) if kind == "conv" else BiLSTM(input_size)
 
 
 def mix(layers):

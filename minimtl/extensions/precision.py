@@ -121,8 +121,8 @@ def autocast(device, precision):
 
 
 def forward_in(model, device, precision):
-    """The model's forward pass under `autocast(device, precision)`: batch -> Outputs (what
-    evaluation.head_outputs takes as its `forward`)."""
+    """`model`'s forward pass (the model, or anything called on a batch) under `autocast(device, precision)`:
+    batch -> Outputs (what evaluation.head_outputs takes as its `forward`)."""
     def forward(batch):
         with autocast(device, precision):
             return model(batch)

@@ -65,17 +65,23 @@ def word_shape(word: str) -> int:
 
 
 def add_shape_ids(split, encodings, words, firsts=None):
-    """Put each position's shape id into `split` (batching.SplitIds), as its extra input "shape_ids". For
-    encoding i, `words[i]` holds the words its `word_ids` count from `firsts[i]` (default 0): a sentence's own
-    words, or the whole document of a sentence read in context (its context's words have their shapes too:
-    they are read, only never labelled). Each word list's shapes are computed once, however many share it."""
+    """Put each position's shape id into `split` (batching.SplitIds), as its extra input "shape_ids"
+    (`shape_rows` of the same arguments)."""
+    split.extra["shape_ids"] = shape_rows(encodings, words, firsts)
+    return split
+
+
+def shape_rows(encodings, words, firsts=None):
+    """Each encoding's shape id per position. For encoding i, `words[i]` holds the words (their original text)
+    its `word_ids` count from `firsts[i]` (default 0): a sentence's own words, or the whole document or text of
+    a window (the context's words have their shapes too: they are read, only never labelled). Each word
+    list's shapes are computed once, however many encodings share it."""
     shapes = {}
     for ws in words:
         if id(ws) not in shapes:
             shapes[id(ws)] = [word_shape(w) for w in ws]
-    split.extra["shape_ids"] = [position_shapes(enc.word_ids, shapes[id(ws)], first) for enc, ws, first
-                                in zip(encodings, words, firsts or [0] * len(encodings))]
-    return split
+    return [position_shapes(enc.word_ids, shapes[id(ws)], first)
+            for enc, ws, first in zip(encodings, words, firsts or [0] * len(encodings))]
 
 
 def position_shapes(word_ids, shapes, first=0):

@@ -41,7 +41,7 @@ from ..extensions.precision import autocast, for_inference
 from ..extensions.context import merge_windows, split_long_text, windows
 from ..inference import Prediction, spans, with_label
 from ..tokenization import WordTokenizer
-from ..extensions.wordshape import NONE, position_shapes, word_shape
+from ..extensions.wordshape import NONE, shape_rows
 from .assemble import word_shapes_of
 
 BATCH_SIZE = 32  # windows per forward pass
@@ -84,11 +84,10 @@ class Predictor:
         per_text = [windows(self.tokenizer, [w.text for w in ws], self.max_len, self.stride) for ws in words]
         flat = [enc for text_windows in per_text for _, enc in text_windows]
         shapes = None
-        if word_shapes_of(self.model):  # from the words' original text, as training computes them (extensions/wordshape.py)
-            shapes = []
-            for ws, text_windows in zip(words, per_text):
-                text_shapes = [word_shape(w.text) for w in ws]
-                shapes += [position_shapes(enc.word_ids, text_shapes, first) for first, enc in text_windows]
+        if word_shapes_of(self.model):  # from the words' original text, as training computes them
+            texts_words = [[w.text for w in ws] for ws in words]
+            shapes = shape_rows(flat, [text for text, wins in zip(texts_words, per_text) for _ in wins],
+                                [first for wins in per_text for first, _ in wins])
         cls_probs, ner_scores = self._run(flat, shapes)
 
         out, at = [], 0

@@ -111,19 +111,20 @@ def encode_examples(aligner, examples, label_vocab, tag_vocab, max_len, all_subt
     own words are labelled and scored, so the split's `first_positions` are its own words' and the context
     carries IGNORE_INDEX."""
     sentences = [list(ex.words) for ex in examples]
+    rule = all_subtoken_labels if all_subtokens else labels
     if context is None:
-        encodings = read = aligner.encode(sentences, max_len)
-        words, firsts = sentences, None
-    else:
-        documents = [[sentences[i] for i in document] for document in by_document(examples)]
-        windows = in_context(aligner, documents, context, max_len)
-        encodings = [sentence_view(enc, own) for _, enc, own in windows]
-        read, firsts = [enc for _, enc, _ in windows], [first for first, _, _ in windows]
-        document_words = [[w for sentence in document for w in sentence] for document in documents]
-        words = [document_words[d] for d, document in enumerate(documents) for _ in document]
-    split = encode_split(aligner, examples, label_vocab, tag_vocab, max_len,
-                         all_subtoken_labels if all_subtokens else labels, encodings)
-    return add_shape_ids(split, read, words, firsts) if word_shapes else split
+        encodings = aligner.encode(sentences, max_len)
+        split = encode_split(aligner, examples, label_vocab, tag_vocab, max_len, rule, encodings)
+        return add_shape_ids(split, encodings, sentences) if word_shapes else split
+    documents = [[sentences[i] for i in document] for document in by_document(examples)]
+    windows = in_context(aligner, documents, context, max_len)
+    split = encode_split(aligner, examples, label_vocab, tag_vocab, max_len, rule,
+                         [sentence_view(enc, own) for _, enc, own in windows])
+    if not word_shapes:
+        return split
+    document_words = [[w for sentence in document for w in sentence] for document in documents]
+    words = [document_words[d] for d, document in enumerate(documents) for _ in document]
+    return add_shape_ids(split, [enc for _, enc, _ in windows], words, [first for first, _, _ in windows])
 
 
 def fingerprint(source):

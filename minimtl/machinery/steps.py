@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from ..extensions.features import CachedModel
+from ..extensions.precision import forward_in
 from ..model import multitask_loss
 from .distributed import shard
 
@@ -53,14 +54,9 @@ def scoring(model, features=None):
     """How a run scores a split (evaluation.head_outputs' `forward`): on the feature cache when it has one;
     in bf16 on CUDA, which halves memory traffic, and in float32 on a CPU whatever precision training ran in,
     so that scores and predictions are the same on every CPU, bf16 hardware or not."""
-    forward = CachedModel(model, features) if features else model
-    if next(model.parameters()).device.type != "cuda":
-        return forward
-
-    def in_bf16(batch):
-        with torch.autocast("cuda", torch.bfloat16):
-            return forward(batch)
-    return in_bf16
+    device = next(model.parameters()).device
+    return forward_in(CachedModel(model, features) if features else model, device,
+                      "bf16" if device.type == "cuda" else "fp32")
 
 
 def summed(stats, device):
@@ -79,8 +75,8 @@ def summed(stats, device):
 
 
 def precision_for_epoch(recipe, cfg, device, cached, before, log):
-    """Whether this epoch's training steps run under bf16 autocast; said when it changes. Evaluation keeps its
-    own precision (evaluation.autocast)."""
+    """Whether this epoch's training steps run under bf16 autocast; said when it changes. Scoring keeps its own
+    precision (`scoring`)."""
     bf16 = recipe.bf16_cached if cached else recipe.bf16
     if bf16 != before:
         log(f"training steps in {'bf16 autocast' if bf16 else 'float32'} on {device.type} "
