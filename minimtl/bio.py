@@ -75,9 +75,10 @@ def viterbi(emissions, lengths, start, transitions, end):
     return [row[:n] for row, n in zip(path.tolist(), lengths.tolist())]
 
 
-def best_valid_paths(log_probs, lengths, tags):
-    """The most probable valid BIO sequence per sentence: per-word log-probabilities (B, W, K), word counts ->
-    B lists of tag ids. Viterbi with fixed scores: 0 where BIO allows a step, -inf where it forbids one."""
-    masks = [torch.tensor(ok, device=log_probs.device) for ok in transition_mask(tags)]  # (K,), (K, K)
-    start, transitions = (torch.zeros_like(ok, dtype=log_probs.dtype).masked_fill(~ok, -torch.inf) for ok in masks)
+def best_valid_paths(log_probs, lengths, start_ok, follow_ok):
+    """The most probable valid BIO sequence per sentence: per-word log-probabilities (B, W, K), word counts,
+    and the tags' `transition_mask` as tensors -> B lists of tag ids. Viterbi with fixed scores: 0 where BIO
+    allows a step, -inf where it forbids one."""
+    start, transitions = (torch.zeros_like(ok, dtype=log_probs.dtype).masked_fill(~ok, -torch.inf)
+                          for ok in (start_ok, follow_ok))
     return viterbi(log_probs, lengths, start, transitions, torch.zeros_like(start))

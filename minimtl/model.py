@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .bio import best_valid_paths
+from .bio import best_valid_paths, transition_mask
 from .freezing import unit_modules
 
 IGNORE_INDEX = -100  # label id that cross-entropy skips: special tokens, padding, continuation sub-tokens
@@ -78,6 +78,10 @@ class TokenHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_size if neck is None else neck.width, len(tags))
         self.tags = list(tags)  # BIO names: decoding never predicts a transition the scheme forbids
+        # Which tags may open a sentence and follow which, fixed by the names: built once, never saved.
+        start_ok, follow_ok = transition_mask(self.tags)
+        self.register_buffer("start_ok", torch.tensor(start_ok), persistent=False)  # (K,)
+        self.register_buffer("follow_ok", torch.tensor(follow_ok), persistent=False)  # (K, K)
 
     def forward(self, hidden, attention_mask):
         x = self.mix(hidden)  # (B, T, H)
@@ -94,7 +98,7 @@ class TokenHead(nn.Module):
         """The best valid BIO path per sentence: emissions (B, W, K) at each word's first sub-token, lengths (B,)
         the word counts. A per-word arg-max can emit `O I-LOC`, which seqeval reads as a new (usually wrong)
         entity; the most probable path that BIO allows does not."""
-        return best_valid_paths(emissions.float().log_softmax(-1), lengths, self.tags)
+        return best_valid_paths(emissions.float().log_softmax(-1), lengths, self.start_ok, self.follow_ok)
 
 
 def at_words(logits, words):

@@ -6,11 +6,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minimtl.bio import best_valid_paths as constrained_decode_batch
+from minimtl.bio import best_valid_paths
 from minimtl.bio import chunks, split_tag, transition_mask
 from minimtl.machinery.formats import opened_by_b
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def constrained_decode_batch(log_probs, lengths, tags):
+    return best_valid_paths(log_probs, lengths, *(torch.tensor(ok) for ok in transition_mask(tags)))
 
 
 def constrained_decode(log_probs, tags):  # one sentence: (n, K) -> tag ids

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batches import batch_of
-from minimtl.bio import best_valid_paths, chunks
+from minimtl.bio import best_valid_paths, chunks, transition_mask
 from minimtl.errors import UserError
 from minimtl.extensions.context import windows
 from minimtl.inference import spans
@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def constrained_decode(log_probs, tags):  # one sentence: (n, K) -> tag ids
-    return best_valid_paths(log_probs[None], [log_probs.shape[0]], tags)[0]
+    masks = (torch.tensor(ok) for ok in transition_mask(tags))
+    return best_valid_paths(log_probs[None], [log_probs.shape[0]], *masks)[0]
 
 
 SENTENCE = "Alice Smith flew from Paris to Berlin last summer, then José went to 東京."
