@@ -23,7 +23,7 @@ import torch
 
 from minimtl.machinery.predictor import confident, format_prediction
 from minimtl.machinery.checkpoint import load_predictor
-from minimtl.errors import UserError
+from minimtl.guards.errors import UserError
 from minimtl.machinery.html import write_html
 from minimtl.machinery.report import evaluate_file, format_report
 from minimtl.machinery.streaming import Progress, predict_stream, read_lines

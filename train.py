@@ -17,7 +17,7 @@ import sys
 from minimtl.machinery.settings import RunConfig
 from minimtl.machinery.cli import add_config_flags, given
 from minimtl.machinery.distributed import PeerLost, joined
-from minimtl.errors import UserError
+from minimtl.guards.errors import UserError
 from minimtl.machinery.interrupts import Interrupted
 from minimtl.machinery.resume import resume_config
 from minimtl.machinery.run import train

@@ -34,23 +34,6 @@ class BertConfig:
     attention_probs_dropout_prob: float = 0.1
     hidden_act: str = "gelu"
 
-    def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "layer_norm_eps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        if self.type_vocab_size < 0:
-            raise ValueError(f"type_vocab_size must not be negative, not {self.type_vocab_size}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
-                             f"num_attention_heads {self.num_attention_heads}")
-        if self.hidden_act != "gelu":
-            # "gelu" in BERT configs means the exact erf form; the tanh approximations are other models.
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported (only 'gelu')")
-
     @property
     def max_tokens(self):
         """The longest input, [CLS] and [SEP] included, that the position table can number."""

@@ -1,43 +1,41 @@
 """The lesson's training settings, each declared once: its type, default, meaning and check in one field below.
 
 `train.py --help` is generated from these fields and from the run's own (machinery/settings.py, which adds
-the data, the run directory and every extension's settings). `check()` refuses impossible values before
-anything is loaded or written, and never changes a value.
+the data, the run directory and every extension's settings, and checks them all before a run starts).
 """
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from .errors import UserError
 from .freezing import FREEZE_MODES
 from .model import POOLINGS
 
-MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
-MAX_BATCH = 4096  # sentences of a micro-batch: more would fit in no machine's memory with the encoder's gradients
-MAX_ACCUM = 1_000_000  # beyond, the loss scale 1 / grad_accum is no longer a number torch can hold
-
+# A setting's check is a predicate whose docstring is what an error line says of a value it refuses.
 
 def positive(v):
+    """must be positive"""
     return v > 0  # also false for NaN
 
 
 def non_negative(v):
+    """must not be negative"""
     return v >= 0
 
 
 def fraction(v):
+    """must be in [0, 1)"""
     return 0 <= v < 1
 
 
 def decay_factor(v):
+    """must be in (0, 1]"""
     return 0 < v <= 1
 
 
 def seed_range(v):
-    return 0 <= v <= MAX_SEED
+    """must be in 0..4294967295"""
+    return 0 <= v <= 2**32 - 1  # numpy's seeds are 32-bit
 
 
-RULES = {positive: "must be positive", non_negative: "must not be negative", fraction: "must be in [0, 1)",
-         decay_factor: "must be in (0, 1]", seed_range: f"must be in 0..{MAX_SEED}"}
 FREEZING, OPTIMISATION, MODEL = "freezing", "optimisation", "model"
 
 
@@ -79,31 +77,3 @@ class TrainConfig:
     w_ner: float = setting(1.0, "weight of the token loss", MODEL, non_negative)
     pooling: str = setting("cls", "how the sentence head reads the tokens: cls or mean", MODEL, choices=POOLINGS)
     dropout: float = setting(0.1, "dropout in the heads", MODEL, fraction)
-
-    def check(self):
-        """Refuse impossible settings before anything is loaded or written; changes nothing."""
-        for f in fields(self):
-            value, rule, choices = getattr(self, f.name), f.metadata["check"], f.metadata["choices"]
-            flag = "--" + f.name.replace("_", "-")
-            if rule is not None and value is not None and not rule(value):
-                says = RULES.get(rule, rule.__doc__)  # a run's own rules say it in their docstring
-                raise UserError(f"{flag} {says}, not {value!r}" if isinstance(value, str) else
-                                f"{flag} {says}, not {value}")
-            if choices is not None and value is not None:
-                for v in value if isinstance(value, list) else [value]:
-                    if v not in choices:
-                        raise UserError(f"{flag} must be one of {', '.join(choices)}, not {v!r}")
-        if self.batch_size > MAX_BATCH or self.grad_accum > MAX_ACCUM:
-            raise UserError(f"--batch-size must be at most {MAX_BATCH} and --grad-accum at most {MAX_ACCUM:,}, not "
-                            f"{self.batch_size} and {self.grad_accum}")
-        if self.max_len < 3:
-            raise UserError("--max-len must be at least 3 ([CLS], one sub-token, [SEP])")
-        if self.w_cls == 0 and self.w_ner == 0:
-            raise UserError("--w-cls and --w-ner are both 0: no task would be learned")
-        if self.unfreeze_schedule and (set(self.freeze) - {"none", "cls-head", "ner-head"} or self.freeze_layers):
-            raise UserError("--unfreeze-schedule decides which backbone layers train: combine it only with "
-                            "--freeze cls-head / ner-head")
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and value in (float("inf"), float("-inf")):
-                raise UserError(f"--{f.name.replace('_', '-')} must be finite, not {value}")

@@ -14,7 +14,7 @@ is grouped by learning rate (small for the pretrained backbone, large for fresh 
 import torch
 import torch.nn as nn
 
-from .errors import UserError
+from .guards.errors import UserError
 
 FREEZE_MODES = ("none", "all", "backbone", "embeddings", "cls-head", "ner-head")
 
@@ -106,18 +106,13 @@ def frozen_in_epoch(model, cfg, epoch):
     return frozen
 
 
-def backbone_depths(model):
-    """unit -> how many units sit above it in the backbone: 0 for the top layer, N for the embeddings."""
-    names = backbone_units(len(model.bert.layers))
-    return {name: len(names) - 1 - i for i, name in enumerate(names)}
-
-
 def unit_learning_rates(model, lrs, layer_decay=1.0):
     """unit -> its peak learning rate, `lrs` giving each kind's. With layer-wise decay D < 1 the backbone's rate
     shrinks by D per unit going down (the embeddings train at D^N times the top layer's): lower layers hold the
     general features every task needs, so a small dataset should reshape the top more than the bottom."""
-    depths = backbone_depths(model)
-    return {unit: lrs[kind(unit)] * layer_decay ** depths.get(unit, 0) for unit in units(model)}
+    backbone = backbone_units(len(model.bert.layers))
+    depth = {name: len(backbone) - 1 - i for i, name in enumerate(backbone)}  # units above it: 0 for the top layer
+    return {unit: lrs[kind(unit)] * layer_decay ** depth.get(unit, 0) for unit in units(model)}
 
 
 def parameter_groups(model, lrs, weight_decay, layer_decay=1.0):

@@ -4,8 +4,8 @@
          -> softmax of the sentence logits -> category
          -> tag logits at each word's first sub-token -> the best valid BIO path -> entities -> their spans
 
-machinery/predictor.py serves a trained run the same way, with what real use needs besides: texts of any
-length, read in overlapping windows; each entity's probability of being exactly right; other precisions.
+machinery/predictor.py serves a trained run the same way, with what real use needs besides (texts of any
+length, each entity's probability of being exactly right).
 """
 
 from dataclasses import dataclass

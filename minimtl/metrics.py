@@ -13,6 +13,8 @@ from collections import Counter
 
 from .bio import chunks
 
+ENTITY_SCORES = ("precision", "recall", "f1", "support")  # support: the gold entities' count
+
 
 def accuracy(gold, pred):
     """Fraction of sentence labels predicted exactly."""
@@ -27,8 +29,7 @@ def token_accuracy(gold_tags, pred_tags):
 
 
 def entity_scores(gold_tags, pred_tags):
-    """Micro precision / recall / F1 over all entities, and the same per entity type with its gold support:
-    {"precision", "recall", "f1", "support", "per_type": {type: {"precision", "recall", "f1", "support"}}}."""
+    """The ENTITY_SCORES micro-averaged over all entities, and "per_type": {type: the same four numbers}."""
     correct, predicted, actual = Counter(), Counter(), Counter()
     for gold, pred in _sentences(gold_tags, pred_tags):
         gold_chunks, pred_chunks = set(chunks(gold)), set(chunks(pred))
@@ -53,29 +54,24 @@ def frame_accuracy(gold_labels, pred_labels, gold_tags, pred_tags):
 
 def evaluate(gold_labels=None, pred_labels=None, gold_tags=None, pred_tags=None):
     """Every metric that applies, as one flat dict of numbers for a JSON log line. Pass None for a task the
-    data does not have. Each entity type gets the micro scores' four numbers under its own name:
-    "entity_precision/TYPE", "entity_recall/TYPE", "entity_f1/TYPE" and "entity_support/TYPE" (gold count)."""
+    data does not have. Each entity type gets the micro scores' four numbers under its own name ("entity_f1/PER")."""
     results = {}
     if gold_labels is not None:
         results["label_accuracy"] = accuracy(gold_labels, pred_labels)
     if gold_tags is not None:
         scores = entity_scores(gold_tags, pred_tags)
-        results["entity_precision"] = scores["precision"]
-        results["entity_recall"] = scores["recall"]
-        results["entity_f1"] = scores["f1"]
-        results["entity_support"] = scores["support"]
+        results.update({f"entity_{name}": scores[name] for name in ENTITY_SCORES})
         results["token_accuracy"] = token_accuracy(gold_tags, pred_tags)
         for kind, row in scores["per_type"].items():
-            results.update({f"entity_{name}/{kind}": row[name] for name in ("precision", "recall", "f1", "support")})
+            results.update({f"entity_{name}/{kind}": row[name] for name in ENTITY_SCORES})
     if gold_labels is not None and gold_tags is not None:
         results["frame_accuracy"] = frame_accuracy(gold_labels, pred_labels, gold_tags, pred_tags)
     return results
 
 
 def _prf(correct, predicted, actual):
-    precision, recall = _ratio(correct, predicted), _ratio(correct, actual)
-    return {"precision": precision, "recall": recall, "f1": _ratio(2 * precision * recall, precision + recall),
-            "support": actual}
+    p, r = _ratio(correct, predicted), _ratio(correct, actual)
+    return dict(zip(ENTITY_SCORES, (p, r, _ratio(2 * p * r, p + r), actual)))
 
 
 def _ratio(numerator, denominator):

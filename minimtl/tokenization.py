@@ -10,27 +10,23 @@ word's tag is put on its *first* sub-token, and every other position gets IGNORE
 so the loss sees each word exactly once (`labels`), and a prediction is read back from the same place (the
 model's output at `first_positions`).
 
-    tokenizer = WordTokenizer.from_checkpoint("weights/all-MiniLM-L6-v2")
+    tokenizer = WordTokenizer(Tokenizer.from_file("weights/all-MiniLM-L6-v2/tokenizer.json"))
     enc, = tokenizer.encode([["Book", "a", "table", "in", "Strasbourg"]], max_len=128)
     labels(enc, ["O", "O", "O", "O", "B-LOC"], {"O": 0, "B-LOC": 1})
 
-The tokenizer is the checkpoint's own tokenizer.json, run by the `tokenizers` library, so the ids are the ones
-the checkpoint was trained on. A word that normalises to nothing (a control character) still gets one [UNK]
-position, so every word keeps one prediction. Raw text is split into words here too (`split_text`).
+The tokenizer is the checkpoint's own, run by the `tokenizers` library, so the ids are the ones the checkpoint
+was trained on. A word that normalises to nothing (a control character) still gets one [UNK] position, so every
+word keeps one prediction. Raw text is split into words here too (`split_text`).
 """
 
 import unicodedata
-from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
-import numpy as np
-from tokenizers import PreTokenizedString, Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import PreTokenizedString, pre_tokenizers
 
-from .errors import UserError, read_json
+from .guards.errors import UserError
 from .model import IGNORE_INDEX
-from .paths import readable
 
 
 @dataclass
@@ -62,6 +58,8 @@ class WordTokenizer:
         """`specials`: the names of [CLS], [SEP], [PAD], [UNK]. `prefix`: put before each word (a tokenizer that
         marks where words start wants the space they had in pretraining: extensions/family_tokenizers.py)."""
         self.backend = backend
+        backend.no_padding()  # the batches pad themselves; published files often pad to a fixed length
+        backend.no_truncation()
         # token_to_id, not get_vocab: the latter builds a Python dict of the whole vocabulary.
         ids = [backend.token_to_id(t) for t in specials]
         if None in ids:
@@ -74,23 +72,6 @@ class WordTokenizer:
         # data is cut that way, and the pre-tokenizers that mark word starts would keep "Paris." whole.
         self.splitter = backend.pre_tokenizer if not prefix and backend.pre_tokenizer else \
             pre_tokenizers.BertPreTokenizer()
-
-    @classmethod
-    def from_checkpoint(cls, directory, vocab_size=None):
-        """The checkpoint's own tokenizer (`read_tokenizer`), checked against the model's `vocab_size`."""
-        backend, path = read_tokenizer(directory)
-        try:
-            tokenizer = cls(backend)
-        except ValueError as e:
-            raise UserError(str(e), path=path) from None
-        return tokenizer.fitting(vocab_size, path)
-
-    def fitting(self, vocab_size, path):
-        """This tokenizer, if the model's `vocab_size` has a row for every id it can produce."""
-        ids = max(self.backend.get_vocab().values()) + 1  # ids need not be contiguous: the largest needs a row
-        if vocab_size is not None and ids > vocab_size:
-            raise UserError(f"holds {ids} tokens but the model's config.json has vocab_size {vocab_size}", path=path)
-        return self
 
     def subtokens(self, sentences):
         """(ids, word_ids) per sentence, without [CLS]/[SEP], every word owning at least one position."""
@@ -107,17 +88,11 @@ class WordTokenizer:
         return out
 
     def _fill_empty_words(self, ids, word_ids, n_words):
-        filled_ids, filled_words = [], []
-        at = 0
-        for word in range(n_words):
-            if at == len(ids) or word_ids[at] != word:
-                filled_ids.append(self.unk_id)
-                filled_words.append(word)
-            while at < len(ids) and word_ids[at] == word:
-                filled_ids.append(ids[at])
-                filled_words.append(word)
-                at += 1
-        return filled_ids, filled_words
+        pieces = [[] for _ in range(n_words)]
+        for token, word in zip(ids, word_ids):
+            pieces[word].append(token)
+        pieces = [p or [self.unk_id] for p in pieces]
+        return [t for p in pieces for t in p], [w for w, p in enumerate(pieces) for _ in p]
 
     def wrap(self, ids, word_ids, truncated):
         """Add [CLS]/[SEP] around content that already fits, and find each word's first position."""
@@ -185,20 +160,3 @@ def words_between(tokenizer, text, start, end):
             first, last = previous[0], max(last, previous[1])
         words.append((first, last))
     return words
-
-
-# --- the checkpoint's tokenizer file ---------------------------------------------------------------------------
-
-def read_tokenizer(directory):
-    """(the checkpoint's `tokenizers.Tokenizer`, the file it came from): its `tokenizer.json`."""
-    path = Path(directory) / "tokenizer.json"
-    if not path.is_file():
-        raise UserError("no tokenizer.json: the checkpoint needs its tokenizer file", path=path)
-    try:
-        with readable(path) as name:
-            backend = Tokenizer.from_file(name)
-    except Exception as e:  # the library's failures are plain Exceptions
-        raise UserError(f"cannot read the tokenizer: {e}", path=path) from None
-    backend.no_padding()  # the batches pad themselves; published files often pad to a fixed length
-    backend.no_truncation()
-    return backend, path

@@ -109,8 +109,6 @@ def seed_everything(seed):
 class EpochStats:
     """Per-task training loss, throughput and padding of one epoch."""
 
-    TASKS = ("cls", "ner")
-
     def __init__(self):
         self.start = time.perf_counter()
         self.sums, self.sentences, self.positions, self.real = {}, 0, 0, 0

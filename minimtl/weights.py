@@ -7,32 +7,15 @@ heads, the pooler, buffers) is ignored, never guessed at:
     bert.encoder.layer.0...          -> encoder.layer.0...        (checkpoints saved from BertFor* models)
     ...LayerNorm.gamma / .beta       -> ...LayerNorm.weight / .bias (the original TensorFlow port)
 
-A run checks a user's checkpoint against its file's header before it calls this (machinery/reading.py), so
-that an absurd config.json never allocates anything; here every tensor is checked once the model is built.
+Every tensor is checked once the model is built (a run checks a user's file before: machinery/reading.py).
 """
 
 from dataclasses import fields
 from pathlib import Path
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-
 from .bert import Bert, BertConfig
-from .errors import UserError, read_json
-from .paths import readable
-
-
-def read_state_dict(path):
-    """The tensors of a safetensors file, as a state dict; a damaged file is a UserError."""
-    if not Path(path).is_file():  # safetensors says so only as a RuntimeError, like any other failure
-        raise UserError("weights file not found", path)
-    try:
-        with readable(path) as name:
-            return load_file(name)
-    except FileNotFoundError:
-        raise UserError("weights file not found", path) from None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"not a readable safetensors file ({e})", path) from None
+from .guards.errors import UserError, read_json
+from .guards.files import read_state_dict
 
 
 def check_shapes(expected, found, source, hint=""):
@@ -70,36 +53,10 @@ def match_state_dict(module, tensors, source, verbose=False, rename=lambda name:
     module.load_state_dict({k: renamed[k].to(expected[k].dtype) for k in expected}, assign=True)
 
 
-def read_config(raw, path, kind=BertConfig, keys=None, values=None, skip=()):
-    """The `kind` (BertConfig) of a config.json's content `raw`: every known key of the right type and in range,
-    or a UserError naming the file and the key. Other keys (architectures, ...) are ignored. For another
-    checkpoint family: `keys` maps the file's key to a field where they differ, `values` gives fields known
-    before the file is read (defaults), and the fields in `skip` are never read from the file."""
-    if not isinstance(raw, dict):
-        raise UserError("is not a JSON object", path)
-    keys = keys or {}
-    ours = {keys.get(key, key): value for key, value in raw.items() if key not in keys.values()}
-    values = dict(values or {})
-    for f in fields(kind):
-        if f.name not in ours or f.name in skip:
-            continue
-        value, wanted = ours[f.name], int if f.type == int | None else f.type
-        if not (value is None and f.type == int | None or is_a(value, wanted)):
-            key = next((k for k, v in keys.items() if v == f.name), f.name)
-            raise UserError(f"field {key!r} should be {wanted.__name__}, got {value!r}", path)
-        values[f.name] = value if value is None else wanted(value)
-    try:
-        return kind(**values)
-    except ValueError as e:
-        raise UserError(str(e), path) from None
-
-
-def is_a(value, kind):
-    """Whether a JSON value is a `kind`: 2.0 is an int, True is neither an int nor a float."""
-    if kind in (bool, str):
-        return isinstance(value, kind)
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return number and (kind is float or float(value).is_integer())
+def read_config(raw, path):
+    """The BertConfig of a config.json's content `raw`, from the keys it names (others, such as `architectures`,
+    are ignored), taken as they are: a run reads a user's file with a reader that checks each (`read`)."""
+    return BertConfig(**{f.name: raw[f.name] for f in fields(BertConfig) if f.name in raw})
 
 
 def load_encoder(path, verbose=False, read=read_config, build=Bert):

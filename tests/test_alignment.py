@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from minimtl.bio import chunks
-from minimtl.errors import UserError
+from minimtl.guards.errors import UserError
 from minimtl.extensions.context import merge_windows
 from minimtl.inference import spans
 from minimtl.extensions.subtokens import all_subtoken_labels

@@ -50,7 +50,7 @@ from minimtl.machinery.run import train
 TIMEOUT = 240  # seconds per process; they normally take 2-5
 WORKERS = 4
 MAX_RSS = 2 * 1024**3  # bytes: the 10,000-word text must not need more
-MAX_MESSAGE = 1100  # characters of the error line: minimtl.errors.MAX_LINE, with "error: " before it
+MAX_MESSAGE = 1100  # characters of the error line: minimtl.guards.errors.MAX_LINE, with "error: " before it
 NO_CUDA = not torch.cuda.is_available()
 
 

@@ -11,6 +11,7 @@ from tokenizers import Tokenizer
 
 import minimtl
 from minimtl import UserError, load_encoder
+from minimtl.extensions import families
 
 transformers = pytest.importorskip("transformers")
 
@@ -157,11 +158,12 @@ def test_wrong_shape_is_a_clear_error(small_random_bert, tmp_path):
     ('{"hidden_size": 100, "num_attention_heads": 12}', "not a multiple"),
 ])
 def test_malformed_config_is_a_clear_error(small_random_bert, tmp_path, content, message):
+    # Read as every run reads a user's checkpoint: by its family's reader, which checks every value.
     path, _ = small_random_bert
     bad = resave(path, tmp_path / "bad", lambda k: k)
     (bad / "config.json").write_text(content)
     with pytest.raises(UserError, match=message) as err:
-        load_encoder(bad)
+        families.load_encoder(bad)
     assert "config.json" in str(err.value) and "\n" not in str(err.value)
 
 

@@ -19,7 +19,7 @@ import test_alignment as base
 from minimtl.batching import batches, collate, encode_split
 from minimtl.bert import Bert, BertConfig
 from minimtl.machinery.settings import RunConfig, recipe
-from minimtl.errors import UserError
+from minimtl.guards.errors import UserError
 from minimtl.evaluation import EVAL_BATCH, predict
 from minimtl.freezing import units
 from minimtl.machinery.checkpoint import atomic_directory, load_predictor, load_pretrained, write_model

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import json, sys
 
+from tokenizers import Tokenizer
+
 from minimtl.batching import encode_split
 from minimtl.config import TrainConfig
 from minimtl.evaluation import evaluate
@@ -37,7 +39,7 @@ class Demo:  # what evaluation reads of a data source
 cfg = TrainConfig(freeze=["backbone"], epochs=3, pooling="mean")
 seed_everything(cfg.seed)
 encoder = load_encoder(sys.argv[1])
-tokenizer = WordTokenizer.from_checkpoint(sys.argv[1], encoder.config.vocab_size)
+tokenizer = WordTokenizer(Tokenizer.from_file(f"{sys.argv[1]}/tokenizer.json"))
 H = encoder.config.hidden_size
 model = MultiTaskModel(encoder, ClassificationHead(H, len(Demo.labels), cfg.pooling), TokenHead(H, Demo.tags.names))
 Demo.ids = {split: encode_split(tokenizer, getattr(Demo.splits, split), Demo.labels, Demo.tags, cfg.max_len)

@@ -6,7 +6,7 @@ import pytest
 from conftest import SHARED_DATA
 from minimtl.model import IGNORE_INDEX
 from minimtl.machinery.data import Example, LabelVocab, load_data, unknown_labels
-from minimtl.errors import UserError
+from minimtl.guards.errors import UserError
 
 
 def write(root, files):

@@ -28,7 +28,7 @@ from hypothesis import given, settings, strategies as st
 from safetensors.torch import load_file, save_file
 
 from minimtl.machinery.settings import RunConfig
-from minimtl.errors import MAX_DEPTH, MAX_LINE, UserError, parse_json, quote, read_json
+from minimtl.guards.errors import MAX_DEPTH, MAX_LINE, UserError, parse_json, quote, read_json
 from minimtl.machinery.data import load_data, load_split
 from minimtl.bio import chunks
 from minimtl.machinery.formats import Example, as_bio

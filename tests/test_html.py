@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 from conftest import ROOT
 
-from minimtl.errors import UserError
+from minimtl.guards.errors import UserError
 from minimtl.machinery.html import render_html, write_html
 
 HOSTILE = 'Tom & "Jerry" said <script>alert(1)</script> in O\'Brien\'s <b>Berlin</b>.\n\tNext  line.'

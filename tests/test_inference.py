@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from batches import batch_of
 from minimtl.bio import best_valid_paths, chunks, transition_mask
-from minimtl.errors import UserError
+from minimtl.guards.errors import UserError
 from minimtl.extensions.context import windows
 from minimtl.inference import spans
 from minimtl.machinery.checkpoint import FORMAT_VERSION, load_predictor

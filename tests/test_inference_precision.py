@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 import minimtl.extensions.precision
-from minimtl.errors import UserError
+from minimtl.guards.errors import UserError
 from minimtl.machinery.checkpoint import load_checkpoint, load_predictor
 from minimtl.extensions.precision import Int8Linear, for_inference, quantize_linears, quantize_rows
 

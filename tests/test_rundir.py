@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from minimtl.errors import UserError
+from minimtl.guards.errors import UserError
 from minimtl.machinery.rundir import (MARKER, RunLock, check_out, is_finished, pid_alive, read_marker,
                                       stale_temporaries, write_marker)
 

@@ -1,5 +1,5 @@
 """First-sub-token labels, raw-text spans and windows work the same for WordPiece, byte-level BPE and unigram
-pieces, on real tokenizer files trained here (family_checkpoints.py) and read back by `WordTokenizer.from_checkpoint`.
+pieces, on real tokenizer files trained here (family_checkpoints.py) and read back by `load_tokenizer`.
 
 The properties are test_alignment.py's, with its strategies; the oracle for each word's pieces is the trained
 tokenizer itself, given the word as it stands mid-text: after a space, for the tokenizers whose pieces mark a
@@ -16,7 +16,7 @@ import test_alignment as base
 from family_checkpoints import corpus, write_tokenizer
 from minimtl.batching import encode_split
 from minimtl.bio import chunks
-from minimtl.errors import UserError
+from minimtl.guards.errors import UserError
 from minimtl.inference import spans
 from minimtl.machinery.data import Example, LabelVocab
 from minimtl.model import IGNORE_INDEX

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..tokenization import Encoding, Word, room, words_between
-from ..errors import UserError
+from ..guards.errors import UserError
 
 WORD_CHARS = 1 << 14  # characters of one word that inference tokenizes (windows)
 SEGMENT = 1 << 16  # characters of raw text split at once (split_long_text)

@@ -20,13 +20,14 @@ loads (`RobertaModel.from_pretrained(run)`). Anything else, another model_type o
 family_tokenizers.py's business.)
 """
 
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, fields
 
 import torch.nn as nn
 
 from .. import weights
 from ..bert import Bert, BertConfig, encoder_tensor
-from ..errors import UserError
+from ..guards.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,22 @@ class FamilyConfig(BertConfig):
     sinusoidal_pos_embds: bool = False  # DistilBERT: a fixed sinusoid position table, not a learned one
 
     def __post_init__(self):
-        super().__post_init__()
+        """Every value a config.json may hold, checked: an impossible one would build a model that cannot run."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "layer_norm_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.type_vocab_size < 0:
+            raise ValueError(f"type_vocab_size must not be negative, not {self.type_vocab_size}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act != "gelu":
+            # "gelu" in BERT configs means the exact erf form; the tanh approximations are other models.
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported (only 'gelu')")
         if self.pad_token_id < 0:
             raise ValueError(f"pad_token_id must not be negative, not {self.pad_token_id}")
         if self.embedding_size is not None and self.embedding_size <= 0:
@@ -181,8 +197,9 @@ def published_name(name, model_type):
 
 
 def read_config(raw, path):
-    """The FamilyConfig of a config.json's content `raw`: the family, then every known key of the right type and
-    in range (weights.read_config), or a UserError naming the file and the key."""
+    """The FamilyConfig of a config.json's content `raw`: the family, then every field the family's file carries,
+    of the right type and in range, or a UserError naming the file and the key as the file spells it. Other keys
+    (architectures, ...) are ignored."""
     if not isinstance(raw, dict):
         raise UserError("is not a JSON object", path)
     model_type = raw.get("model_type", "bert")  # old BERT checkpoints do not say
@@ -192,8 +209,28 @@ def read_config(raw, path):
     if position_type != "absolute":
         raise UserError(f"position_embedding_type {position_type!r} is not supported (only 'absolute')", path)
     fam = FAMILIES[model_type]
-    return weights.read_config(raw, path, FamilyConfig, fam.keys, {**fam.defaults, "model_type": model_type},
-                               {"model_type"} | not_in_config(model_type))
+    key_of = {name: key for key, name in fam.keys.items()}  # field -> the file's key, where they differ
+    values = {**fam.defaults, "model_type": model_type}
+    for f in fields(FamilyConfig):
+        key = key_of.get(f.name, f.name)
+        if key not in raw or f.name in {"model_type"} | not_in_config(model_type):
+            continue
+        value, wanted = raw[key], int if f.type == int | None else f.type
+        if not (value is None and f.type == int | None or is_a(value, wanted)):
+            raise UserError(f"field {key!r} should be {wanted.__name__}, got {value!r}", path)
+        values[f.name] = value if value is None else wanted(value)
+    try:
+        return FamilyConfig(**values)
+    except ValueError as e:  # said with the file's own keys: "n_layers must be positive", not num_hidden_layers
+        raise UserError(re.sub(r"\w+", lambda m: key_of.get(m[0], m[0]), str(e)), path) from None
+
+
+def is_a(value, kind):
+    """Whether a JSON value is a `kind`: 2.0 is an int, True is neither an int nor a float."""
+    if kind in (bool, str):
+        return isinstance(value, kind)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and (kind is float or float(value).is_integer())
 
 
 def load_encoder(path, verbose=False):

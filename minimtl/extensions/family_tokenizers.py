@@ -4,7 +4,7 @@
     vocab.txt                    WordPiece, set up as BertTokenizer (+ tokenizer_config.json: do_lower_case)
     vocab.json + merges.txt      byte-level BPE, as RoBERTa's tokenizer
 
-(the first as tokenization.read_tokenizer reads it). [CLS] / [SEP] / [PAD] / [UNK] are <s> / </s> /
+[CLS] / [SEP] / [PAD] / [UNK] are <s> / </s> /
 <pad> / <unk> for RoBERTa and XLM-R.
 
 WordPiece marks a word's *continuations* (##ing); byte-level BPE (RoBERTa) and SentencePiece unigram (XLM-R)
@@ -16,16 +16,14 @@ a space before it (WordTokenizer's `prefix`), the way HF's add_prefix_space does
 the same pieces in training and at inference, wherever they stand.
 """
 
-from pathlib import Path
-
 from contextlib import ExitStack
+from pathlib import Path
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from ..errors import UserError
-from ..errors import read_json
-from ..paths import readable
-from ..tokenization import BERT_SPECIALS, WordTokenizer, read_tokenizer
+from ..guards.errors import UserError, read_json
+from ..guards.files import read_tokenizer_file, readable
+from ..tokenization import BERT_SPECIALS, WordTokenizer
 
 SPECIALS = (BERT_SPECIALS,  # BERT, DistilBERT, ELECTRA
             ("<s>", "</s>", "<pad>", "<unk>"))  # RoBERTa, XLM-R (fairseq's names)
@@ -39,16 +37,19 @@ def load_tokenizer(directory, vocab_size=None):
     if specials is None:
         raise UserError("the vocabulary lacks the special tokens " + " or ".join(", ".join(n) for n in SPECIALS),
                         path=path)
+    ids = max(backend.get_vocab().values()) + 1  # ids need not be contiguous: the largest needs a row
+    if vocab_size is not None and ids > vocab_size:
+        raise UserError(f"holds {ids} tokens but the model's config.json has vocab_size {vocab_size}", path=path)
     marks_starts = isinstance(backend.model, (models.BPE, models.Unigram))
-    return WordTokenizer(backend, specials, " " if marks_starts else "").fitting(vocab_size, path)
+    return WordTokenizer(backend, specials, " " if marks_starts else "")
 
 
 def read_family_tokenizer(directory):
-    """(the checkpoint's Tokenizer, the file it came from): tokenizer.json (tokenization.read_tokenizer), else
-    WordPiece from vocab.txt, else byte-level BPE from vocab.json + merges.txt."""
+    """(the checkpoint's Tokenizer, the file it came from): tokenizer.json, else WordPiece from vocab.txt, else
+    byte-level BPE from vocab.json + merges.txt."""
     directory = Path(directory)
     if (directory / "tokenizer.json").is_file():
-        return read_tokenizer(directory)
+        return read_tokenizer_file(directory / "tokenizer.json"), directory / "tokenizer.json"
     if (directory / "vocab.txt").is_file():
         path = directory / "vocab.txt"
         return wordpiece_tokenizer(path, directory / "tokenizer_config.json"), path

@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import UserError
+from ..guards.errors import UserError
 
 # The path of each target inside one `bert.Layer`: also the middle of its state-dict names
 # (bert.encoder.layer.0.attention.self.query.weight).

@@ -43,7 +43,7 @@ reads fastest; the transposed view of W would be copied or walked across at ever
 import torch
 import torch.nn as nn
 
-from ..errors import UserError
+from ..guards.errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "int8")  # of inference; training has its own --precision (config.py)
 INT8_MAX = 127  # symmetric: -127..127, so that negating a value never overflows

@@ -37,15 +37,15 @@ from safetensors.torch import save_file
 from torch.overrides import TorchFunctionMode
 
 from ..bio import split_tag
-from ..errors import UserError, read_json
 from ..extensions.families import FAMILIES, as_family, config_json, encoder, load_encoder, published_name, read_config
 from ..extensions.heads import HEAD_KINDS
 from ..extensions.lora import merged_state_dict
-from .predictor import Predictor
+from ..guards.errors import UserError, read_json
+from ..guards.files import read_state_dict
 from ..model import POOLINGS
+from ..weights import match_state_dict
 from .assemble import WORD_SHAPES, HeadConfig, build_model
-from ..tokenization import WordTokenizer
-from ..weights import match_state_dict, read_state_dict
+from .predictor import Predictor
 from .plots import write_curves
 from .reading import NO_CHECKPOINT, check_weights_fit, one_version
 from .rundir import stale_temporaries

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model import IGNORE_INDEX
-from ..errors import UserError
+from ..guards.errors import UserError
 from .formats import FORMATS, Example, as_bio, read_seq_folder
 
 HOLDOUT_FRACTION = 0.1  # a single file is a train split: this much of it, chosen with a fixed seed, is dev

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import UserError
+from ..guards.errors import UserError
 from .interrupts import what_is_saved
 
 # How long a process waits for the others at a collective operation before it gives up. The longest wait

@@ -14,7 +14,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from ..errors import UserError
+from ..guards.errors import UserError
 from .reading import check_files
 from ..weights import load_encoder
 

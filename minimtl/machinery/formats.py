@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass
 
 from ..bio import split_tag
-from ..errors import UserError, parse_json, quote
+from ..guards.errors import UserError, parse_json, quote
 
 
 

@@ -35,7 +35,7 @@ import torch
 
 from ..batching import Batch, attention_mask, batch_indices, pad
 from ..bio import split_tag
-from ..errors import UserError
+from ..guards.errors import UserError
 from ..extensions.calibration import entities
 from ..extensions.precision import autocast, for_inference
 from ..extensions.context import merge_windows, split_long_text, windows

@@ -24,7 +24,7 @@ import stat
 import time
 from pathlib import Path
 
-from ..errors import UserError, parse_json, quote
+from ..guards.errors import UserError, parse_json, quote
 from ..extensions.families import FAMILIES
 from ..weights import check_shapes
 

@@ -21,7 +21,7 @@ from ..evaluation import head_outputs, predict, score
 from .assemble import word_shapes_of
 from .checkpoint import load_with_tokenizer
 from .data import LabelVocab, Splits, load_split, unseen
-from ..errors import UserError
+from ..guards.errors import UserError
 from ..freezing import kind, unit_learning_rates, unit_modules, units
 from ..extensions.precision import for_inference, forward_in
 from .sources import Source, encode_examples

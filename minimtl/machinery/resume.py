@@ -25,8 +25,8 @@ import torch
 from safetensors.torch import save_file
 
 from .settings import RunConfig
-from ..errors import UserError, quote, read_json
-from ..weights import read_state_dict
+from ..guards.errors import UserError, quote, read_json
+from ..guards.files import read_state_dict
 from .rundir import check_out, is_finished
 
 STATE_DIR = "resume"

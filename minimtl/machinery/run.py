@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch.nn.parallel import DistributedDataParallel
 
-from ..errors import UserError
+from ..guards.errors import UserError
 from ..evaluation import format_scores, head_outputs, selection_score
 from ..extensions.calibration import calibration_report, fit_temperatures
 from ..extensions.lora import add_lora

@@ -27,7 +27,7 @@ import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import UserError
+from ..guards.errors import UserError
 
 MARKER = "run.json"
 MAX_MARKER_BYTES = 64 * 1024  # ours is ~200 bytes: a bigger run.json is someone else's file, not read whole

@@ -8,13 +8,13 @@ training follows, logs at its start and saves in the checkpoint. Why each defaul
 docs/recipes.md.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
 from ..config import FREEZING, MODEL, OPTIMISATION, TrainConfig, decay_factor, fraction, non_negative, positive, setting
-from ..errors import UserError, read_json
+from ..guards.errors import UserError, read_json
 from ..extensions.heads import HEAD_KINDS
 from ..extensions.lora import DEFAULT_TARGETS, TARGETS
 from ..extensions.precision import native_bf16_cpu
@@ -31,6 +31,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 CACHE_PLACES = ("auto", "disk", "off")
 RUN, LORA = "data and run directory", "LoRA"
 GROUPS = (RUN, FREEZING, LORA, OPTIMISATION, MODEL)  # the order of train.py --help
+MAX_BATCH = 4096  # sentences of a micro-batch: more would fit in no machine's memory with the encoder's gradients
+MAX_ACCUM = 1_000_000  # beyond, the loss scale 1 / grad_accum is no longer a number torch can hold
 
 
 def known_device(v):
@@ -126,8 +128,30 @@ class RunConfig(TrainConfig):
         return torch.device(self.device)
 
     def check(self):
-        """The lesson's checks, then the run's; changes nothing."""
-        super().check()
+        """Refuse impossible settings before anything is loaded or written; changes nothing."""
+        for f in fields(self):
+            value, rule, choices = getattr(self, f.name), f.metadata["check"], f.metadata["choices"]
+            flag = "--" + f.name.replace("_", "-")
+            if rule is not None and value is not None and not rule(value):
+                raise UserError(f"{flag} {rule.__doc__}, not {value!r}" if isinstance(value, str) else
+                                f"{flag} {rule.__doc__}, not {value}")
+            for v in value if isinstance(value, list) else [value]:
+                if choices is not None and v is not None and v not in choices:
+                    raise UserError(f"{flag} must be one of {', '.join(choices)}, not {v!r}")
+        if self.batch_size > MAX_BATCH or self.grad_accum > MAX_ACCUM:
+            raise UserError(f"--batch-size must be at most {MAX_BATCH} and --grad-accum at most {MAX_ACCUM:,}, not "
+                            f"{self.batch_size} and {self.grad_accum}")
+        if self.max_len < 3:
+            raise UserError("--max-len must be at least 3 ([CLS], one sub-token, [SEP])")
+        if self.w_cls == 0 and self.w_ner == 0:
+            raise UserError("--w-cls and --w-ner are both 0: no task would be learned")
+        if self.unfreeze_schedule and (set(self.freeze) - {"none", "cls-head", "ner-head"} or self.freeze_layers):
+            raise UserError("--unfreeze-schedule decides which backbone layers train: combine it only with "
+                            "--freeze cls-head / ner-head")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and value in (float("inf"), float("-inf")):
+                raise UserError(f"--{f.name.replace('_', '-')} must be finite, not {value}")
         if not self.data:
             raise UserError("--data: give at least one data folder or file")
         if self.threads is not None and self.threads > usable_cpus():

@@ -20,7 +20,7 @@ from ..extensions.subtokens import all_subtoken_labels
 from ..extensions.wordshape import add_shape_ids
 from ..tokenization import labels
 from .data import LabelVocab, Splits, load_data, unknown_labels
-from ..errors import UserError
+from ..guards.errors import UserError
 
 
 @dataclass

@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import UserError
+from ..guards.errors import UserError
 from ..extensions.features import FeatureCache
 
 

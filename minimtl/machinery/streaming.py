@@ -12,7 +12,7 @@ import sys
 import time
 from itertools import islice
 
-from ..errors import UserError
+from ..guards.errors import UserError
 
 CHUNK = 512  # texts per Predictor.predict call: big enough for full batches of similar lengths, small in memory
 

@@ -20,7 +20,7 @@ import stat
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import UserError
+from ..guards.errors import UserError
 from .rundir import stale_temporaries
 
 
