@@ -26,7 +26,8 @@ from minimtl.machinery.checkpoint import load_predictor
 from minimtl.guards.errors import UserError
 from minimtl.machinery.html import write_html
 from minimtl.machinery.report import evaluate_file, format_report
-from minimtl.machinery.streaming import Progress, predict_stream, read_lines
+from minimtl.machinery.threads import Paced
+from minimtl.machinery.streaming import WAIT, Progress, arrives_over_time, predict_stream, read_lines
 from minimtl.extensions.precision import PRECISIONS
 
 
@@ -125,7 +126,17 @@ def predict(args):
             predictions = predictor.predict(args.texts)
         else:
             to_terminal = sys.stderr.isatty() and (args.html or not sys.stdout.isatty())
-            predictions = predict_stream(predictor, lines, progress=progress if to_terminal else None)
+
+            def after_chunk(done):
+                sys.stdout.flush()  # a pipe's reader gets each chunk's results now, not when a buffer fills
+                if to_terminal:
+                    progress(done)
+            # From a pipe, the lines that have arrived are predicted without waiting for a whole chunk; the thread
+            # count is the one measured fastest now (said only to a person at a terminal).
+            wait = WAIT if arrives_over_time(args.file or "-") else None
+            say = (lambda line: print(f"\n{line}", file=sys.stderr)) if sys.stderr.isatty() else (lambda line: None)
+            predictions = predict_stream(predictor, lines, progress=after_chunk, wait=wait,
+                                         pace=lambda chunks: Paced(chunks, None, "texts", say))
         if args.min_confidence:
             predictions = (confident(pred, args.min_confidence) for pred in predictions)
         if args.html:

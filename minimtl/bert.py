@@ -53,9 +53,10 @@ class BertConfig:
 def encoder_tensor(name):
     """encoder_name without the model's prefix."""
     module, _, param = name.rpartition(".")
-    # The original TensorFlow port of BERT called LayerNorm's parameters gamma and beta.
+    # The original TensorFlow port of BERT called LayerNorm's parameters gamma and beta; embeddings.*_ids are
+    # the buffers of ids that transformers keeps beside its tables, not weights.
     param = {"gamma": "weight", "beta": "bias"}.get(param, param) if module.endswith("LayerNorm") else param
-    if module == "embeddings" and param == "position_ids" or not module.startswith(("embeddings.", "encoder.")):
+    if module == "embeddings" and param.endswith("_ids") or not module.startswith(("embeddings.", "encoder.")):
         return None
     return f"{module}.{param}"
 

@@ -31,22 +31,24 @@ def check_shapes(expected, found, source, hint=""):
 
 
 def match_state_dict(module, tensors, source, verbose=False, rename=lambda name: name):
-    """Load `tensors` into `module`, demanding every parameter and its exact shape.
+    """Load `tensors` into `module`, demanding every parameter, its exact shape and a floating-point type, and
+    refusing a tensor of the module's kind that the module lacks: a file that holds a table its config says
+    it has not (a token-type table under type_vocab_size 0) contradicts it, and neither can be believed.
 
-    `rename` maps a file's tensor name to the module's (None = not ours, ignored).
+    `rename` maps a file's tensor name to the module's (None = not ours: an MLM head, a pooler; ignored).
     """
-    renamed, ignored = {}, []
-    for name, tensor in tensors.items():
-        ours = rename(name)
-        if ours is None:
-            ignored.append(name)
-        else:
-            renamed[ours] = tensor
+    renamed = {ours: tensor for name, tensor in tensors.items() if (ours := rename(name)) is not None}
     expected = module.state_dict()
     check_shapes({k: v.shape for k, v in expected.items()}, {k: v.shape for k, v in renamed.items()}, source)
-    unused = sorted(set(renamed) - set(expected)) + ignored
-    if verbose and unused:
-        print(f"{source}: ignored {len(unused)} tensors the model does not use: {', '.join(sorted(unused))}")
+    extra = sorted(set(renamed) - set(expected))
+    odd = [f"{k} is {renamed[k].dtype}" for k, v in expected.items()
+           if v.is_floating_point() and not renamed[k].is_floating_point()]
+    if extra or odd:
+        raise UserError(f"holds tensors its config.json does not build: {', '.join(extra[:8])}" if extra else
+                        f"holds weights that are not floating-point numbers: {'; '.join(odd[:8])}", source)
+    if verbose and len(renamed) < len(tensors):
+        ignored = sorted(name for name in tensors if rename(name) is None)
+        print(f"{source}: ignored {len(ignored)} tensors the model does not use: {', '.join(ignored)}")
     # assign: the module takes the file's tensors themselves (safetensors maps the file: a page is read from
     # disk when first used, and a table row no text asks for never is) instead of copying each into the one it
     # was built with. The mapping is private: writing to a weight (training) copies its page, never the file.

@@ -28,14 +28,14 @@ def config(tiny_data, tiny_weights, out, **settings):
 def test_a_full_disk_during_a_save_stops_with_one_line_and_keeps_the_last_good_epoch(tiny_data, tiny_weights,
                                                                                      tmp_path, monkeypatch):
     out = tmp_path / "run"
-    real, calls = resume.save_file, []
+    real, calls = resume.save_tensors, []
 
     def disk_full_in_epoch_2(tensors, path, *args, **kwargs):
         calls.append(path)
         if len(calls) > 2:  # each epoch's resume state writes two files
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(tensors, path, *args, **kwargs)
-    monkeypatch.setattr(resume, "save_file", disk_full_in_epoch_2)
+    monkeypatch.setattr(resume, "save_tensors", disk_full_in_epoch_2)
     with pytest.raises(UserError) as error:
         train(config(tiny_data, tiny_weights, out, epochs=3), log=QUIET)
     message = str(error.value)

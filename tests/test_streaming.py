@@ -11,8 +11,10 @@ import itertools
 import json
 import os
 import pty
+import select
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ROOT
@@ -150,3 +152,50 @@ def test_progress_only_on_a_terminal(small, tmp_path):
             os.close(terminal)
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 30
     assert shown.startswith(b"\r30 texts, ") and shown.endswith(b"/s\r\n")  # the tty turns \n into \r\n
+
+
+def test_a_line_is_read_in_bounded_pieces(monkeypatch):
+    import minimtl.machinery.streaming as streaming
+    monkeypatch.setattr(streaming, "MAX_LINE", 8)
+    assert list(_lines(io.BytesIO(b"12345678\nab\r\n"))) == [b"12345678", b"ab"]  # 8 bytes: the most a line may be
+    lines = _lines(io.BytesIO(b"ok\r\n" + b"x" * 9 + b"\n"), "f.txt")
+    assert next(lines) == b"ok"
+    with pytest.raises(UserError, match=r"^f.txt:2: a line of more than 8 bytes \(a file without line breaks\?\)"):
+        next(lines)
+
+
+@pytest.mark.parametrize("source", ["sparse", "/dev/zero"])
+def test_a_huge_file_without_line_breaks_is_one_line_in_bounded_memory(small, tmp_path, source):
+    if source == "sparse":  # 1 GB of zero bytes, taking no disk
+        source = tmp_path / "huge.txt"
+        with open(source, "wb") as f:
+            f.truncate(1 << 30)
+    # An address-space cap a little above what the model needs: reading the file whole would break it.
+    code = ("import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)); "
+            f"sys.argv = ['infer.py', '--checkpoint', {str(small)!r}, '--file', {str(source)!r}]; "
+            "runpy.run_path('infer.py', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"error: {source}:1: a line of more than 16,777,216 bytes (a file without line breaks?): " \
+                          "give one text per line\n"
+
+
+def test_from_a_pipe_kept_open_each_result_comes_within_a_second_of_its_line(small):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | {"OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "infer.py", "--checkpoint", str(small), "--json"], cwd=ROOT,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        for i, text in enumerate(TEXTS):
+            process.stdin.write(f"{text}\n".encode())
+            process.stdin.flush()
+            limit = 120 if i == 0 else 1.0  # the first waits for the model to load
+            start = time.monotonic()
+            ready, _, _ = select.select([process.stdout], [], [], limit)
+            assert ready, f"no result within {limit} s of line {i + 1}"
+            line = process.stdout.readline()
+            assert json.loads(line)["text"] == text and time.monotonic() - start < limit
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0 and process.stdout.read() == b""
+    finally:
+        process.kill()

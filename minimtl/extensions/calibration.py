@@ -58,7 +58,8 @@ from ..model import IGNORE_INDEX
 from .crf import CRFTokenHead, chunk_columns, per_sentence
 
 ECE_BINS = 15
-LOG_T_RANGE = (math.log(1 / 20), math.log(20))  # T from 0.05 to 20: far beyond what a trained head needs
+T_RANGE = (0.05, 20)  # far beyond what a trained head needs
+LOG_T_RANGE = tuple(map(math.log, T_RANGE))
 LOG_T_GRID = 24  # cells of the first scan over LOG_T_RANGE: log T in steps of 0.25
 LOG_T_TOLERANCE = 1e-4  # the search stops when log T is known to this: T to 0.01%
 GOLDEN = (math.sqrt(5) - 1) / 2

@@ -20,6 +20,7 @@ loads (`RobertaModel.from_pretrained(run)`). Anything else, another model_type o
 family_tokenizers.py's business.)
 """
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
@@ -89,6 +90,8 @@ class FamilyConfig(BertConfig):
                      "max_position_embeddings", "layer_norm_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if not math.isfinite(self.layer_norm_eps):  # 1e-12 in BERT; Infinity would erase every LayerNorm's input
+            raise ValueError(f"layer_norm_eps must be finite, not {self.layer_norm_eps}")
         if self.type_vocab_size < 0:
             raise ValueError(f"type_vocab_size must not be negative, not {self.type_vocab_size}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):

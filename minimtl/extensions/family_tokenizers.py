@@ -29,10 +29,22 @@ SPECIALS = (BERT_SPECIALS,  # BERT, DistilBERT, ELECTRA
             ("<s>", "</s>", "<pad>", "<unk>"))  # RoBERTa, XLM-R (fairseq's names)
 
 
-def load_tokenizer(directory, vocab_size=None):
+# The tokenizer model each family was pretrained with, and the files that hold one without tokenizer.json.
+MODELS = {"bert": "WordPiece", "distilbert": "WordPiece", "electra": "WordPiece", "roberta": "BPE",
+          "xlm-roberta": "Unigram"}
+NATIVE_FILES = {"WordPiece": ("vocab.txt",), "BPE": ("vocab.json", "merges.txt"), "Unigram": ()}
+
+
+def load_tokenizer(directory, vocab_size=None, model_type=None):
     """The checkpoint's own tokenizer, of any family (the files above). Given the model's `vocab_size`, every
-    id the tokenizer can produce must have a row in its embedding table."""
+    id the tokenizer can produce must have a row in its embedding table; given its `model_type`, the tokenizer
+    must be the kind that family was pretrained with, and no file of another kind may be beside it."""
+    if model_type is not None:
+        check_kind(Path(directory), model_type)
     backend, path = read_family_tokenizer(directory)
+    if model_type is not None and type(backend.model).__name__ != MODELS[model_type]:
+        raise UserError(f"holds a {type(backend.model).__name__} tokenizer, but config.json says model_type "
+                        f"{model_type!r}, pretrained with {MODELS[model_type]}", path=path)
     specials = next((names for names in SPECIALS if None not in map(backend.token_to_id, names)), None)
     if specials is None:
         raise UserError("the vocabulary lacks the special tokens " + " or ".join(", ".join(n) for n in SPECIALS),
@@ -42,6 +54,18 @@ def load_tokenizer(directory, vocab_size=None):
         raise UserError(f"holds {ids} tokens but the model's config.json has vocab_size {vocab_size}", path=path)
     marks_starts = isinstance(backend.model, (models.BPE, models.Unigram))
     return WordTokenizer(backend, specials, " " if marks_starts else "")
+
+
+def check_kind(directory, model_type):
+    """Refuse tokenizer files of a kind that `model_type` was not pretrained with: with a stray vocab.txt
+    beside a RoBERTa's vocab.json, which of the two is the model's cannot be known."""
+    wanted = MODELS[model_type]
+    for kind, names in NATIVE_FILES.items():
+        stray = next((name for name in names if kind is not wanted and (directory / name).is_file()), None)
+        if stray:
+            raise UserError(f"is a {kind} tokenizer's file, but config.json says model_type {model_type!r}, "
+                            f"pretrained with {wanted}: the checkpoint's files contradict each other",
+                            path=directory / stray)
 
 
 def read_family_tokenizer(directory):
@@ -59,6 +83,9 @@ def read_family_tokenizer(directory):
     path, merges = directory / "vocab.json", directory / "merges.txt"
     if not merges.is_file():
         raise UserError("no merges.txt beside vocab.json: byte-level BPE needs both", path=merges)
+    vocab = read_json(path)  # read here first, so that a fault in it is not blamed on merges.txt below
+    if not (isinstance(vocab, dict) and all(type(i) is int for i in vocab.values())):
+        raise UserError("not a BPE vocabulary (a JSON object of tokens and their integer ids)", path=path)
     backend = Tokenizer(read_native(models.BPE.from_file, merges, "cannot read the BPE vocabulary and merges",
                                     path, merges))
     # Byte-level: every byte is a symbol of the vocabulary, so no text is ever unknown. The space before each

@@ -40,11 +40,12 @@ class FeatureCache:
     """(source name, split name) -> the features of every real token of the split, and where each sentence
     starts: rows (N_tokens + 1, [k,] H), the last row zeros (what padding reads, as the encoder gives it)."""
 
-    def __init__(self, model, sources, splits, log, dtype=torch.float16, file=None):
+    def __init__(self, model, sources, splits, log, dtype=torch.float16, file=None, pace=lambda batches: batches):
         """`file`: an open binary file to keep the rows in instead of memory (a temporary one: the caller
-        decides where, and removes it)."""
+        decides where, and removes it). `pace(batches)`: the batches to encode, handed out as the caller wants
+        them computed (machinery/threads.py sets the thread count that is fastest now)."""
         start = time.perf_counter()
-        self.file, self.dtype = file, dtype
+        self.file, self.dtype, self.pace = file, dtype, pace
         self.row_shape = feature_shape(model)  # ([k,] H)
         self.row_bytes = self.token_bytes(model, dtype)
         self.states, end = {}, 0
@@ -87,7 +88,7 @@ class FeatureCache:
             os.pwrite(self.file.fileno(), bytes(self.row_bytes), offset + (rows - 1) * self.row_bytes)
         was_training = model.bert.training
         model.bert.eval()
-        for batch in batches(split, ENCODE_BATCH):
+        for batch in self.pace(batches(split, ENCODE_BATCH)):
             batch = batch.to(device)
             hidden = model.features(batch)  # (B, T, [k,] H)
             for row, i in enumerate(batch.index):

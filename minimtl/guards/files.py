@@ -1,8 +1,9 @@
 """The files of a checkpoint, read so that a bad one is one line: its tensors and its tokenizer.
 
-The Rust-based readers (safetensors, tokenizers) take paths as UTF-8 text only, while a file name on Linux may hold any byte but '/' and NUL (Python
-keeps the bytes that are no UTF-8 as lone surrogates, and opens such a path fine). So a file under such a
-path is opened by Python and handed over by its /proc/self/fd alias, which is plain ASCII.
+The Rust-based readers (safetensors, tokenizers) take paths as UTF-8 text only, while a file name on Linux
+may hold any byte but '/' and NUL (Python keeps the bytes that are no UTF-8 as lone surrogates, and opens
+such a path fine). So a file under such a path is opened by Python and handed over by its /proc/self/fd
+alias, which is plain ASCII.
 """
 
 import os

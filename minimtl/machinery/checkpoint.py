@@ -26,17 +26,16 @@ which the next load or save puts back.
 """
 
 import json
-import math
 import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from safetensors.torch import save_file
 from torch.overrides import TorchFunctionMode
 
 from ..bio import split_tag
+from ..extensions.calibration import T_RANGE
 from ..extensions.families import FAMILIES, as_family, config_json, encoder, load_encoder, published_name, read_config
 from ..extensions.heads import HEAD_KINDS
 from ..extensions.lora import merged_state_dict
@@ -47,16 +46,14 @@ from ..weights import match_state_dict
 from .assemble import WORD_SHAPES, HeadConfig, build_model
 from .predictor import Predictor
 from .plots import write_curves
-from .reading import NO_CHECKPOINT, check_weights_fit, one_version
-from .rundir import stale_temporaries
+from .reading import NO_CHECKPOINT, TOKENIZER_FILES, check_files, check_weights_fit, one_version
+from .rundir import save_tensors, stale_temporaries
 from ..extensions.family_tokenizers import load_tokenizer
 
 FORMAT_VERSION = 6  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf; 4: sentence_head;
 # 5: a BiLSTM is two one-way LSTMs (heads.BiLSTM); 6: a head's BiLSTM or convolutions are its `neck`, the word-shape
 # tables `embedding_input` / `head_input`. Formats 4 and 5 are read too: only names differ (`earlier_name`).
 READABLE_FORMATS = (4, 5, FORMAT_VERSION)
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json",
-                   "special_tokens_map.json")  # whichever the pretrained checkpoint has (tokenization.py)
 MODEL_FILES = ("model.safetensors", "config.json", *TOKENIZER_FILES)
 
 
@@ -103,10 +100,11 @@ def write_model(directory, model, meta, tokenizer_dir):
     # The encoder under its family's published names (roberta.*, distilbert.transformer.*, ...), the heads as is.
     tensors = {published_name(k[len("bert."):], family) if k.startswith("bert.") else k:
                v.detach().cpu().contiguous() for k, v in merged_state_dict(model).items()}
-    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    save_tensors(tensors, directory / "model.safetensors", metadata={"format": "pt"})
     config = config_json(as_family(model.bert.config))
     config["minimtl"] = {"format_version": FORMAT_VERSION, **meta, "heads": asdict(model.config)}
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    check_files(tokenizer_dir)  # what is copied is what a reader may open: no link out of the checkpoint
     for name in TOKENIZER_FILES:
         if (Path(tokenizer_dir) / name).is_file():
             shutil.copyfile(Path(tokenizer_dir) / name, directory / name)
@@ -177,11 +175,13 @@ def read_meta(directory):
         raise UserError(f"'minimtl.max_len' should be an integer from 3 to max_position_embeddings "
                         f"{config.max_tokens}, not {max_len!r}", path)
     # Absent in checkpoints from before calibration: every head's T is then 1, the uncalibrated softmax.
-    temperature = meta.get("temperature", {})
+    # A T outside the range calibration searches was not written by it, and one near 0 makes every
+    # probability 0 or 1 (and NaN, which is no JSON, where a logit ties).
+    temperature, (lowest, highest) = meta.get("temperature", {}), T_RANGE
     if not isinstance(temperature, dict) or not set(temperature) <= {"cls", "ner"} or not all(
-            type(t) in (int, float) and math.isfinite(t) and t > 0 for t in temperature.values()):
-        raise UserError("'minimtl.temperature' should map 'cls' and 'ner' to positive numbers, as training "
-                        "writes it", path)
+            type(t) in (int, float) and 0.999 * lowest <= t <= 1.001 * highest for t in temperature.values()):
+        raise UserError(f"'minimtl.temperature' should map 'cls' and 'ner' to numbers from {lowest} to {highest}, "
+                        f"as calibration writes them, not {temperature!r}", path)
     return config, meta
 
 
@@ -302,7 +302,7 @@ def load_with_tokenizer(directory):
 
     def read(path):
         model, meta = read_checkpoint(path)
-        return model, meta, load_tokenizer(path, model.bert.config.vocab_size)
+        return model, meta, load_tokenizer(path, model.bert.config.vocab_size, model.bert.config.model_type)
     return one_version(directory, read)
 
 

@@ -28,8 +28,9 @@ from ..guards.errors import UserError, parse_json, quote
 from ..extensions.families import FAMILIES
 from ..weights import check_shapes
 
-READ_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
-              "tokenizer_config.json", "1_Pooling/config.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json",
+                   "special_tokens_map.json")  # whichever the checkpoint has (family_tokenizers.py); a run keeps them
+READ_FILES = ("config.json", "model.safetensors", *TOKENIZER_FILES, "1_Pooling/config.json")  # all it may open
 NO_CHECKPOINT = "no checkpoint here: train one first (python train.py) or pass --checkpoint DIR"
 SWAP_RETRIES = 20  # each retry follows a save that swapped the directory mid-read: a save takes far longer
 MAX_HEADER = 100 << 20  # bytes of a safetensors header, as the format itself limits it
@@ -132,11 +133,13 @@ def read_shapes(path):
 
 def check_weights_fit(config, source):
     """Refuse a weights file that does not fit `config` (a families.FamilyConfig), from its header, before
-    anything is built. A mixed checkpoint (say a RoBERTa config over BERT's tensors) is named as such.
+    anything is built. A mixed checkpoint (say a RoBERTa config over BERT's tensors) is named as such; else
+    the error names config.json and the key, as the file spells it, whose value the tensors contradict.
 
     The layer count is compared first, then the sizes every tensor's shape is made of: an absurd vocab_size,
     hidden_size or layer count never allocates anything.
     """
+    source = Path(source)
     shapes = read_shapes(source)
     own = FAMILIES[config.model_type].prefix
     others = sorted({f.prefix for f in FAMILIES.values() if f.prefix != own and any(n.startswith(f.prefix)
@@ -145,16 +148,25 @@ def check_weights_fit(config, source):
             f"{config.model_type!r})") if others else ""
     found = {ours: shape for name, shape in shapes.items() if (ours := config.encoder_name(name))}
     layers = {int(m[1]) for name in found if (m := re.match(r"encoder\.layer\.(\d+)\.", name))}
+    spelled = {name: key for key, name in FAMILIES[config.model_type].keys.items()}  # field -> the file's key
+    blame = source if others else source.with_name("config.json")
     if len(layers) != config.num_hidden_layers or max(layers, default=-1) != len(layers) - 1:  # not 0 .. n-1
-        raise UserError(f"holds {len(layers)} encoder layers, but config.json asks for {config.num_hidden_layers}"
-                        + hint, source)
+        raise UserError(f"{spelled.get('num_hidden_layers', 'num_hidden_layers')} {config.num_hidden_layers}: "
+                        f"{source.name} holds {len(layers)} encoder layers, but config.json asks for "
+                        f"{config.num_hidden_layers}" + hint, blame)
     # The sizes that decide how much building the model allocates. When the file agrees on these, the model
     # is about as large as the file itself, and match_state_dict then checks every tensor exactly.
-    E, H = config.embedding_width, config.hidden_size
-    sizes = {"embeddings.word_embeddings.weight": (config.vocab_size, E),
-             "embeddings.position_embeddings.weight": (config.max_position_embeddings, E),
-             "encoder.layer.0.attention.self.query.weight": (H, H),
-             "encoder.layer.0.intermediate.dense.weight": (config.intermediate_size, H)}
+    width = "embedding_size" if config.embedding_size else "hidden_size"
+    axes = {"embeddings.word_embeddings.weight": ("vocab_size", width),  # the config field of each dimension
+            "embeddings.position_embeddings.weight": ("max_position_embeddings", width),
+            "encoder.layer.0.attention.self.query.weight": ("hidden_size", "hidden_size"),
+            "encoder.layer.0.intermediate.dense.weight": ("intermediate_size", "hidden_size")}
     if config.type_vocab_size:
-        sizes["embeddings.token_type_embeddings.weight"] = (config.type_vocab_size, E)
-    check_shapes(sizes, found, source, hint)
+        axes["embeddings.token_type_embeddings.weight"] = ("type_vocab_size", width)
+    sizes = {name: tuple(getattr(config, field) for field in fields) for name, fields in axes.items()}
+    for name, shape in sizes.items():
+        for field, want, have in zip(axes[name], shape, found.get(name, shape)):
+            if want != have and not others:
+                raise UserError(f"{spelled.get(field, field)} {want} does not fit {source.name}: {name} "
+                                f"{tuple(found[name])} (expected {shape})", blame)
+    check_shapes(sizes, found, source, hint)  # a missing tensor; any tensor of a mixed checkpoint

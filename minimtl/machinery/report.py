@@ -50,7 +50,7 @@ def evaluate_file(checkpoint, path, split=None, precision="fp32"):
     unless `split` says otherwise), predicting in `precision` (precision.py) on the CPU."""
     examples, description = load_split(path, split)
     split = split or "test"
-    model, meta, aligner = load_with_tokenizer(checkpoint)
+    model, meta, tokenizer = load_with_tokenizer(checkpoint)
     model = for_inference(model, precision, "cpu")
     labels, tags, notes = _vocabularies(meta, examples, description)
     notes += unseen(examples, labels, tags)
@@ -58,7 +58,7 @@ def evaluate_file(checkpoint, path, split=None, precision="fp32"):
     splits = Splits(**{"train": [], "dev": [], "test": None, split: examples}, source=description)
     # Word shapes and document context as the run trained with them (none in a checkpoint older than they are).
     window = meta.get("max_len") or model.bert.config.max_tokens
-    ids = encode_examples(aligner, examples, labels, tags, model.bert.config.max_tokens,
+    ids = encode_examples(tokenizer, examples, labels, tags, model.bert.config.max_tokens,
                           word_shapes=bool(word_shapes_of(model)), context=window if meta.get("context") else None)
     source = Source("evaluated", splits, labels, tags, {split: ids})
     outputs = head_outputs(model, source, split, forward_in(model, "cpu", precision))  # one pass: the scores and the ECE

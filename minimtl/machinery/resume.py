@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from .settings import RunConfig
 from ..guards.errors import UserError, quote, read_json
 from ..guards.files import read_state_dict
-from .rundir import check_out, is_finished
+from .rundir import check_out, is_finished, save_tensors
 
 STATE_DIR = "resume"
 
@@ -41,13 +40,13 @@ def save_state(directory, model, optimizer, progress):
     # The parameters the optimizer holds. Every other one still has the value the run started from, which a
     # resumed run rebuilds exactly (same weights file, same seed): with a frozen backbone that is a few
     # thousand numbers per epoch instead of the whole encoder.
-    save_file({names[p]: p.detach().cpu().contiguous() for p in trained}, directory / "model.safetensors")
+    save_tensors({names[p]: p.detach().cpu().contiguous() for p in trained}, directory / "model.safetensors")
     # AdamW's state per parameter *name*: the optimizer of any epoch can be rebuilt from the trainable units
     # (freezing.make_optimizer) and take back the state of each parameter it holds.
     tensors = {f"{names[p]}:{key}": value.detach().cpu().contiguous()
                for p in trained for key, value in optimizer.state.get(p, {}).items()}
     tensors["torch_rng"] = torch.get_rng_state()
-    save_file(tensors, directory / "optimizer.safetensors")
+    save_tensors(tensors, directory / "optimizer.safetensors")
     py_version, py_internal, py_gauss = random.getstate()
     np_state = np.random.get_state()
     state = {**progress, "python_rng": [py_version, list(py_internal), py_gauss],
@@ -230,10 +229,12 @@ def resume_config(run_dir):
     return cfg
 
 
-def claim_run_directory(cfg, resume, sources, epochs, world=1):
+def claim_run_directory(cfg, resume, sources, epochs, world=1, weights_sha256=None, resumed_epoch=None):
     """--out as a Path, once it is sure that training may write there (machinery/rundir.py has the rules).
 
-    `epochs`: the recipe's; `world`: how many processes train (torchrun); a run is resumed only by as many
+    `epochs`: the recipe's; `weights_sha256`: of the --weights file it starts from, which must be the one the
+    run started from; `resumed_epoch`: the epoch whose state was read, which must still be the one saved;
+    `world`: how many processes train (torchrun); a run is resumed only by as many
     as started it, because their number sets the global batch, each one's share of the batches and the
     learning-rate schedule.
     """
@@ -242,11 +243,18 @@ def claim_run_directory(cfg, resume, sources, epochs, world=1):
         check_out(out, cfg.overwrite)
         return out
     saved = read_progress(out)
+    if resumed_epoch is not None and saved["epoch"] != resumed_epoch:
+        raise UserError(f"another process saved epoch {saved['epoch']} of this run while its epoch {resumed_epoch} "
+                        "was being read: is it still training? Resume it once that one stops", out)
     if is_finished(out) or saved["epoch"] >= epochs:
         raise UserError("this run already finished: nothing to resume", out)
     if saved["data_sha256"] != {s.name: s.sha256 for s in sources}:
         raise UserError("the data changed since this run was interrupted: resume it with the data it started "
                         "with, or start a new run", out)
+    if saved.get("weights_sha256", weights_sha256) != weights_sha256:  # runs saved before this have none
+        raise UserError(f"the pretrained weights changed since this run was interrupted ({cfg.weights} holds "
+                        "another model.safetensors): resume it from the weights it started with, or start a new "
+                        "run", out)
     if saved["world_size"] != world:
         started = "python train.py" if saved["world_size"] == 1 else \
             f"torchrun --nproc_per_node {saved['world_size']} train.py"

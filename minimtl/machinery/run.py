@@ -35,13 +35,13 @@ from .settings import trained_pooling
 from .checkpoint import (MODEL_FILES, atomic_directory, load_checkpoint, load_pretrained, write_json,
                          write_logs, write_model, write_temperatures)
 from .distributed import Processes
-from .download import resolve_weights
+from .download import resolve_weights, sha256
 from .interrupts import Checked, ctrl_c_between_batches, what_is_saved
 from .plots import write_reliability
 from .report import entity_tables, parameter_table
 from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
 from .rundir import RunLock, write_marker
-from .threads import choose_threads
+from .threads import Paced
 from .sources import check_tasks, encode_sources, load_sources, vocabularies
 from ..extensions.family_tokenizers import load_tokenizer
 
@@ -56,23 +56,31 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
     cfg.check()
     log = log if ddp.main else lambda line: None  # one process speaks for the job
     model, sources, weights_dir, recipe = build(cfg, log)  # every input file is read and checked here
+    weights_sha256 = sha256(weights_dir / "model.safetensors")  # a resumed run must start from the same
     first = frozen_in_epoch(model, cfg, 1)  # checks --freeze against this model, too
     if set(units(model)) <= first and not cfg.unfreeze_schedule:
         log("--freeze all: nothing can learn, so this only evaluates the untrained heads on the backbone")
-        return {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"),
-                "test": evaluate_sources(model, sources, "test") or None}
+        results = {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"),
+                   "test": evaluate_sources(model, sources, "test") or None}
+        for split in ("dev", "test"):
+            if results[split]:
+                log(f"{split} (untrained heads): {format_scores(results[split])}")
+        return results
     out, device = Path(cfg.out), next(model.parameters()).device
     # Where the frozen backbone's features go is decided before anything is written: a budget too small for
     # them is a bad flag like any other.
     place = cache_place(model, sources, cfg, ddp.world, log) if set(backbone_units(len(model.bert.layers))) <= first \
         and not cfg.lora else "off"
     progress = Progress()
-    with claimed(cfg, resume, sources, recipe, ddp), ddp.peers_watched(progress, out), \
+    if ddp.main or resume:  # before the lock file is made beside --out: a refused --out is left exactly as it was
+        claim_run_directory(cfg, resume, sources, recipe.epochs, ddp.world, weights_sha256)
+    # A resumed run's state is read whole, and checked, before the lock too: damage in it changes nothing.
+    optimizer = progress.resume(out, model, cfg, recipe, log) if resume else None
+    with claimed(cfg, resume, sources, recipe, ddp, weights_sha256, progress.epoch), ddp.peers_watched(progress, out), \
             ctrl_c_between_batches(progress, out, ddp.command(), ddp.stop_signals) as ctrl_c, ExitStack() as files:
         # On disk, the cache is a file without a name: the kernel removes it when it is closed or the process
         # dies, however it dies, so no run leaves gigabytes behind.
         cache_file = files.enter_context(tempfile.TemporaryFile(dir=cache_dir(out))) if place == "disk" else None
-        optimizer = progress.resume(out, model, cfg, recipe, log) if resume else None
         log(parameter_table(model, frozen_in_epoch(model, cfg, progress.epoch + 1), recipe.learning_rates,
                             recipe.layer_decay))
         log(recipe.describe())
@@ -81,18 +89,20 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
                 f"= {global_batch(cfg, ddp)} per optimizer step")
         total_steps = steps_per_epoch(sources, cfg, ddp.world) * recipe.epochs  # optimizer steps of the whole job
         schedule = partial(lr_factor, total=total_steps, warmup_steps=max(1, round(cfg.warmup * total_steps)))
-        features, bf16, threads = None, None, None
+        features, bf16 = None, None
         for epoch in range(progress.epoch + 1, recipe.epochs + 1):
-            threads = choose_threads(cfg, f"epoch {epoch}", log, threads)
-            optimizer = optimizer_for_epoch(model, cfg, recipe.learning_rates, recipe.layer_decay, epoch, optimizer, log)
-            features = features_for_epoch(model, sources, features, log, cache_file) if place != "off" else None
+            optimizer = optimizer_for_epoch(model, cfg, recipe.learning_rates, recipe.layer_decay, epoch, optimizer,
+                                            log)
+            pace = lambda b: Paced(b, cfg.threads, "feature cache", log)  # noqa: E731
+            features = features_for_epoch(model, sources, features, log, cache_file, pace) if place != "off" else None
             bf16 = precision_for_epoch(recipe, cfg, device, features is not None, bf16, log)
             # With the cache the heads alone run; DDP watches what trains now (the frozen encoder has no gradient).
             net = CachedModel(model, features) if features else model
             if ddp.launched:
                 net = DistributedDataParallel(net, device_ids=[ddp.device] if device.type == "cuda" else None)
             ddp.seed_epoch(cfg.seed, epoch)
-            micro_batches = Checked(labelled(epoch_batches(sources, cfg, epoch), cfg, ddp), ctrl_c.check)
+            micro_batches = Paced(Checked(labelled(epoch_batches(sources, cfg, epoch), cfg, ddp), ctrl_c.check),
+                                  cfg.threads, f"epoch {epoch}", log)
             try:
                 progress.step, stats = train_epoch(model, optimizer, micro_batches, schedule, progress.step, cfg,
                                                    step_loss(model, net, cfg, bf16, ddp.launched))
@@ -103,7 +113,8 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
             with ctrl_c.saving():  # a first Ctrl-C waits for the save: what is on disk is then this epoch
                 if ddp.main:
                     try:
-                        save_epoch(model, optimizer, progress, meta(cfg, recipe, sources, weights_dir, dev, ddp))
+                        save_epoch(model, optimizer, progress,
+                                   meta(cfg, recipe, sources, weights_dir, weights_sha256, dev, ddp))
                     except OSError as e:  # a full disk, say: the half-written version was discarded whole
                         raise UserError(f"cannot save epoch {epoch} ({e.strerror}): training stopped; "
                                         f"{what_is_saved(progress, out, ddp.command())}", out) from None
@@ -116,7 +127,7 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
         results = {"best_epoch": progress.best_epoch, "dev": progress.history[progress.best_epoch - 1]["dev"],
                    "test": None}
         if ddp.main:  # the test split once, by rank 0, from the checkpoint as infer.py will see it
-            choose_threads(cfg, "test", log, threads)
+            # The test split and calibration compute with the count the last epoch measured fastest.
             best = load_checkpoint(out)[0].to(device)
             # One forward pass over each test split gives its scores and its calibration errors.
             test = {s.name: head_outputs(best, s, "test", scoring(best)) for s in sources if s.splits.test is not None}
@@ -129,10 +140,14 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
             with ctrl_c.saving():
                 # Into the checkpoint first: results.json and the finished marker then describe a checkpoint
                 # that has its temperatures. Each write replaces one file whole, so nothing is ever lost.
-                write_temperatures(out, results["calibration"]["temperature"])
-                write_reliability(out / "reliability.svg", pooled, results["calibration"]["temperature"])
-                write_json(out / "results.json", results)
-                write_marker(out, finished=True)  # --resume now refuses: the run is complete
+                try:
+                    write_temperatures(out, results["calibration"]["temperature"])
+                    write_reliability(out / "reliability.svg", pooled, results["calibration"]["temperature"])
+                    write_json(out / "results.json", results)
+                    write_marker(out, finished=True)  # --resume now refuses: the run is complete
+                except OSError as e:  # a full disk, say
+                    raise UserError(f"cannot write the run's test results ({e.strerror or e}); its best checkpoint "
+                                    "is saved there, whole, for infer.py", out) from None
     return results
 
 
@@ -149,18 +164,12 @@ def calibrate(model, sources, features, test, log):
 
 
 @contextmanager
-def claimed(cfg, resume, sources, recipe, ddp):
-    """Hold --out for the whole run, once it is sure that training may write there (resume.py and rundir.py
-    have the rules): rank 0 writes, and locks it; resuming, every process reads the saved state.
-
-    Checked before the lock file is made beside it, so that a refused --out leaves its folder exactly as it
-    was, and again under the lock, since another process may have written there in between.
-    """
-    if ddp.main or resume:
-        claim_run_directory(cfg, resume, sources, recipe.epochs, ddp.world)
+def claimed(cfg, resume, sources, recipe, ddp, weights_sha256, resumed_epoch):
+    """Hold --out for the whole run: rank 0 writes, and locks it. Checked (again) under the lock, since another
+    process may have written there since it was checked: a resumed run must still find the epoch it read."""
     with ddp.main_only(RunLock(cfg.out)):
         if ddp.main:
-            claim_run_directory(cfg, resume, sources, recipe.epochs, ddp.world)
+            claim_run_directory(cfg, resume, sources, recipe.epochs, ddp.world, weights_sha256, resumed_epoch)
         ddp.barrier()  # the others go on once rank 0 holds the run directory
         yield
 
@@ -171,7 +180,7 @@ def build(cfg, log):
     sources = load_sources(cfg.data)
     weights_dir = resolve_weights(cfg.weights)
     encoder = load_pretrained(weights_dir)
-    aligner = load_tokenizer(weights_dir, encoder.config.vocab_size)
+    tokenizer = load_tokenizer(weights_dir, encoder.config.vocab_size, encoder.config.model_type)
     positions = encoder.config.max_tokens
     if cfg.max_len > positions:
         raise UserError(f"--max-len {cfg.max_len}: the model in {weights_dir} has only {positions} positions")
@@ -179,12 +188,12 @@ def build(cfg, log):
     check_tasks(sources, cfg)
     device = cfg.torch_device()
     # Read only for a tokenizer that lower-cases; it stops at the first capital letter.
-    erases_case = aligner.lowercases and any(word != word.lower() for s in sources for ex in s.splits.train
+    erases_case = tokenizer.lowercases and any(word != word.lower() for s in sources for ex in s.splits.train
                                              for word in ex.words)
     recipe = resolve_recipe(cfg, encoder.config, trained_pooling(weights_dir), len(vocab.labels or []),
                             len(vocab.tags or []), device, erases_case=erases_case)
     # Evaluation never cuts a sentence short: only the model's position table limits it.
-    encode_sources(sources, aligner, vocab, cfg, positions, log, word_shapes=recipe.word_shapes is not None)
+    encode_sources(sources, tokenizer, vocab, cfg, positions, log, word_shapes=recipe.word_shapes is not None)
     model = build_model(encoder, recipe.heads, vocab.tags.names if vocab.tags else None, recipe.word_shapes)
     if cfg.lora:  # wraps the target Linears; with adapters in the model, freezing.py freezes the backbone
         add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
@@ -252,14 +261,15 @@ class Progress:
         return optimizer
 
 
-def meta(cfg, recipe, sources, weights_dir, dev, ddp):
+def meta(cfg, recipe, sources, weights_dir, weights_sha256, dev, ddp):
     """The "minimtl" section of a checkpoint's config.json: what inference needs, and where it came from."""
     labels = next((s.labels.names for s in sources if s.labels), None)
     tags = next((s.tags.names for s in sources if s.tags), None)
     return {"labels": labels, "tags": tags, "max_len": cfg.max_len, "dev": dev, "weights": str(weights_dir),
             "sources": {s.name: s.tasks for s in sources}, "train_args": asdict(cfg), "recipe": asdict(recipe),
             "word_shapes": recipe.word_shapes, "context": cfg.context,
-            "data_sha256": {s.name: s.sha256 for s in sources}, "world_size": ddp.world,
+            "data_sha256": {s.name: s.sha256 for s in sources}, "weights_sha256": weights_sha256,
+            "world_size": ddp.world,
             "global_batch": global_batch(cfg, ddp)}
 
 
@@ -273,6 +283,7 @@ def save_epoch(model, optimizer, progress, checkpoint_meta):
             write_model(tmp, model, {**checkpoint_meta, "epoch": progress.epoch}, checkpoint_meta["weights"])
         save_state(tmp / STATE_DIR, model, optimizer,
                    {**progress.to_json(), "config": settings, "data_sha256": checkpoint_meta["data_sha256"],
+                    "weights_sha256": checkpoint_meta["weights_sha256"],
                     "world_size": checkpoint_meta["world_size"]})
         write_marker(tmp, finished=False)
         write_logs(tmp, progress.history, progress.best_epoch)

@@ -27,6 +27,9 @@ import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
+from safetensors import SafetensorError
+from safetensors.torch import save_file
+
 from ..guards.errors import UserError
 
 MARKER = "run.json"
@@ -179,6 +182,17 @@ def _same_file(fd, path):
     except FileNotFoundError:
         return False
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def save_tensors(tensors, path, metadata=None):
+    """safetensors' save_file, its failures to write (a full disk) raised as the OSError they are: safetensors
+    reports them as SafetensorError, which every caller's `except OSError` would let through as a traceback."""
+    try:
+        save_file(tensors, path, metadata=metadata)
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)", str(e))  # the OS error's number, as Rust's io::Error says it
+        number = int(code[1]) if code else errno.EIO
+        raise OSError(number, os.strerror(number), str(path)) from None
 
 
 def stale_temporaries(directory):

@@ -18,7 +18,7 @@ from ..guards.errors import UserError, read_json
 from ..extensions.heads import HEAD_KINDS
 from ..extensions.lora import DEFAULT_TARGETS, TARGETS
 from ..extensions.precision import native_bf16_cpu
-from ..freezing import freezes_backbone
+from ..freezing import UnfreezeSchedule, freezes_backbone
 from ..model import POOLINGS
 from .assemble import HeadConfig
 from .download import DEFAULT_NAME
@@ -89,8 +89,9 @@ class RunConfig(TrainConfig):
     temperature: float = setting(2.0, "T for --sampling temperature", OPTIMISATION, positive)
     device: str = setting("auto", "auto, cpu, cuda or mps", OPTIMISATION, known_device)
     threads: int | None = setting(None, "threads torch computes with (at most the CPUs this process may use); "
-                                  "default: the cores that other processes leave idle, looked at before the feature "
-                                  "cache and each epoch (or OMP_NUM_THREADS, when set)", OPTIMISATION, positive)
+                                  "default: measured before the feature cache and each epoch, as the count that "
+                                  "computes a few small matrix products fastest (or OMP_NUM_THREADS, when set)",
+                                  OPTIMISATION, positive)
     precision: str = setting("auto", "bf16: training steps run their matrix products in bfloat16 (autocast: the "
                              "weights and AdamW stay float32, evaluation is unaffected); fp32: all in float32; "
                              "auto: bf16 on CUDA, and on CPUs with native bf16 dot products (AVX512-BF16 or AMX) "
@@ -156,6 +157,9 @@ class RunConfig(TrainConfig):
             raise UserError("--data: give at least one data folder or file")
         if self.threads is not None and self.threads > usable_cpus():
             raise UserError(f"--threads must be at most {usable_cpus()}, the CPUs this process may use, not {self.threads}")
+        if self.label_all_subtokens and self.crf:
+            raise UserError("--label-all-subtokens changes nothing with --crf: the CRF scores each word at its first "
+                            "sub-token only")
         if self.lora and self.unfreeze_schedule:
             raise UserError("--lora keeps the whole backbone frozen: it cannot be combined with --unfreeze-schedule")
 
@@ -249,6 +253,13 @@ def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device, erase
         raise UserError("--word-shape adds its vectors to the input embeddings, which --freeze embeddings / "
                         "--freeze-layers keep frozen: they would never learn (use --freeze backbone to add them to "
                         "what the heads read)")
+    schedule = UnfreezeSchedule(cfg.unfreeze_schedule, all_layers - 1) if cfg.unfreeze_schedule else None
+    if word_shapes == "embeddings" and schedule and not cfg.lora and all(
+            "embeddings" in schedule.frozen_backbone(e) for e in range(1, (cfg.epochs or epochs) + 1)):
+        raise UserError(f"--word-shape adds its vectors to the input embeddings, which --unfreeze-schedule "
+                        f"{cfg.unfreeze_schedule} keeps frozen for all {cfg.epochs or epochs} epochs: they would never "
+                        "learn (thaw the embeddings within the run, or use --freeze backbone to add them to what the "
+                        "heads read)")
     lr, decay = CRF_DEFAULTS[cfg.crf]
     return Recipe(
         kind, cfg.epochs or epochs,

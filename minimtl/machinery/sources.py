@@ -75,7 +75,7 @@ def vocabularies(sources):
     return Vocabularies(labels, tags)
 
 
-def encode_sources(sources, aligner, vocab, cfg, eval_len, log, word_shapes=False):
+def encode_sources(sources, tokenizer, vocab, cfg, eval_len, log, word_shapes=False):
     """Token ids and label ids for every split; training sentences are cut at --max-len, the others only
     at the model's position limit (evaluation never cuts a sentence short). `word_shapes`: with each
     position's word shape (the recipe's, config.recipe)."""
@@ -87,7 +87,7 @@ def encode_sources(sources, aligner, vocab, cfg, eval_len, log, word_shapes=Fals
         for split in ("train", "dev", "test"):
             examples = getattr(s.splits, split)
             if examples is not None:
-                s.ids[split] = encode_examples(aligner, examples, labels, tags, cfg.max_len if split == "train" else
+                s.ids[split] = encode_examples(tokenizer, examples, labels, tags, cfg.max_len if split == "train" else
                                                eval_len, cfg.label_all_subtokens, word_shapes,
                                                cfg.max_len if cfg.context else None)
         if cfg.context:
@@ -102,7 +102,7 @@ def encode_sources(sources, aligner, vocab, cfg, eval_len, log, word_shapes=Fals
             + (f"; {cut} train sentences cut at --max-len {cfg.max_len}" if cut else ""))
 
 
-def encode_examples(aligner, examples, label_vocab, tag_vocab, max_len, all_subtokens=False, word_shapes=False,
+def encode_examples(tokenizer, examples, label_vocab, tag_vocab, max_len, all_subtokens=False, word_shapes=False,
                     context=None):
     """batching.encode_split of the examples, with what the run reads besides: each position's word shape
     (`word_shapes`, extensions/wordshape.py), and each sentence inside its document (`context`: the window, in
@@ -113,12 +113,12 @@ def encode_examples(aligner, examples, label_vocab, tag_vocab, max_len, all_subt
     sentences = [list(ex.words) for ex in examples]
     rule = all_subtoken_labels if all_subtokens else labels
     if context is None:
-        encodings = aligner.encode(sentences, max_len)
-        split = encode_split(aligner, examples, label_vocab, tag_vocab, max_len, rule, encodings)
+        encodings = tokenizer.encode(sentences, max_len)
+        split = encode_split(tokenizer, examples, label_vocab, tag_vocab, max_len, rule, encodings)
         return add_shape_ids(split, encodings, sentences) if word_shapes else split
     documents = [[sentences[i] for i in document] for document in by_document(examples)]
-    windows = in_context(aligner, documents, context, max_len)
-    split = encode_split(aligner, examples, label_vocab, tag_vocab, max_len, rule,
+    windows = in_context(tokenizer, documents, context, max_len)
+    split = encode_split(tokenizer, examples, label_vocab, tag_vocab, max_len, rule,
                          [sentence_view(enc, own) for _, enc, own in windows])
     if not word_shapes:
         return split

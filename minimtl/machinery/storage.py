@@ -12,9 +12,9 @@ from ..guards.errors import UserError
 from ..extensions.features import FeatureCache
 
 
-def features_for_epoch(model, sources, features, log=print, file=None):
-    """The feature cache while the whole encoder is frozen (built once; in `file` when given, else in memory),
-    None as soon as any of it trains.
+def features_for_epoch(model, sources, features, log=print, file=None, pace=lambda batches: batches):
+    """The feature cache while the whole encoder is frozen (built once; in `file` when given, else in memory,
+    its batches handed out by `pace`), None as soon as any of it trains.
 
     Under torchrun every process encodes the whole of both splits. Each one trains on different sentences
     every epoch (the shards are re-drawn from each epoch's order), so caching only one epoch's share would not
@@ -23,7 +23,13 @@ def features_for_epoch(model, sources, features, log=print, file=None):
     """
     if not encoder_frozen(model):
         return None
-    return features or FeatureCache(model, sources, ("train", "dev"), log, file=file)
+    try:
+        return features or FeatureCache(model, sources, ("train", "dev"), log, file=file, pace=pace)
+    except OSError as e:  # a disk that filled up after the check (another run writing there): say which disk
+        if file is None:
+            raise
+        raise UserError(f"cannot write the feature cache in {file_place(file)} ({e.strerror or e}): free space "
+                        "there, or give --feature-cache off") from None
 
 
 def cache_place(model, sources, cfg, world, log):
@@ -57,6 +63,14 @@ def cache_place(model, sources, cfg, world, log):
     log(f"feature cache: {mib(size)}, "
         + ("kept on disk" if place == "disk" else "not built: the frozen encoder runs in every step") + f" ({why})")
     return place
+
+
+def file_place(file):
+    """The folder of an open nameless file (its /proc/self/fd link reads `/dir/#123 (deleted)`)."""
+    try:
+        return os.path.dirname(os.readlink(f"/proc/self/fd/{file.fileno()}"))
+    except OSError:
+        return "its folder"
 
 
 def cache_dir(out):
