@@ -258,3 +258,11 @@ def test_cli_min_confidence_drops_the_entities_below_it(cli, predictor):
     assert returncode == 0, err
     assert [json.loads(line) for line in out.splitlines()] == [p.to_json() for p in expected]
     assert all(s.confidence >= 0.3 for p in expected for s in p.entities)
+
+
+def test_min_confidence_leaves_tags_that_agree_with_the_entities(predictor):
+    # Issue 38: the dropped entities' tags stayed in "tags", so a reader of the tags still saw them.
+    for before in predictor.predict(CLI_TEXTS):
+        after = confident(before, 0.3)
+        assert chunks(after.tags) == [(s.type, s.first_word, s.last_word) for s in after.entities]
+        assert len(after.tags) == len(before.tags)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..model import IGNORE_INDEX
 from ..guards.errors import UserError
-from .formats import FORMATS, Example, as_bio, read_seq_folder
+from .formats import FORMATS, Example, as_bio, from_bioes, read_seq_folder
 
 HOLDOUT_FRACTION = 0.1  # a single file is a train split: this much of it, chosen with a fixed seed, is dev
 HOLDOUT_SEED = 0
@@ -119,8 +119,10 @@ def load_split(path, split=None):
             raise UserError(f"no {split} split: expected a {split}.txt/.conll/.csv/.jsonl file or a {split}/ "
                             "folder holding seq.in, seq.out and label", path)
         path = found
-    examples, name, (iob1, openers) = _read(path)
+    examples, name, (iob1, openers, bioes) = _read(path)
     description = f"{name} in {path}"
+    if bioes:
+        description += f" ({bioes} BIOES/BILOU tags, read as BIO)"
     if iob1:
         description += " (IOB1 tags, read as BIO)"
     elif openers:
@@ -156,7 +158,7 @@ def unseen(examples, label_vocab, tag_vocab):
 
 def _find_split(folder, split):
     """The one file (or ATIS/SNIPS folder) holding a split, or None."""
-    names = ("dev", "valid") if split == "dev" else (split,)
+    names = ("dev", "valid", "validation") if split == "dev" else (split,)
     found = [folder / name for name in names if (folder / name).is_dir()]
     found += [folder / (name + ext) for name in names for ext in FORMATS if (folder / (name + ext)).is_file()]
     if len(found) > 1:
@@ -165,30 +167,35 @@ def _find_split(folder, split):
 
 
 def _read(path):
-    """(examples, format name, (IOB1?, entities opened with I-)) of one split's file or ATIS/SNIPS folder, every
-    entity opened by B- (formats.as_bio)."""
+    """(examples, format name, (IOB1?, entities opened with I-, BIOES/BILOU tags)) of one split's file or ATIS/SNIPS
+    folder, in BIO with every entity opened by B- (formats.from_bioes, formats.as_bio)."""
     if path.is_dir():
         name, reader = "ATIS/SNIPS folders", read_seq_folder
     elif path.suffix.lower() in FORMATS:
         name, reader = FORMATS[path.suffix.lower()]
     else:
-        raise UserError("unknown data format: expected .txt/.conll (CoNLL), .csv or .jsonl", path)
+        raise UserError("unknown data format: expected .txt/.conll/.tsv (CoNLL), .csv or .jsonl", path)
     examples = reader(path)
     if not examples:
         raise UserError("no sentences in this file", path)
+    examples, bioes = from_bioes(examples)
     examples, iob1, openers = as_bio(examples)
-    return examples, name, (iob1, openers)
+    return examples, name, (iob1 and not bioes, openers, bioes)
 
 
 def _bio_notes(rewritten):
-    """The log lines saying which files' tags were rewritten: {file: (IOB1?, entities opened with I-)}. One
-    line for the IOB1 files; one per BIO file with stray I- openers, which are rare and worth counting."""
-    iob1 = [str(file) for file, (was_iob1, _) in rewritten.items() if was_iob1]
+    """The log lines saying which files' tags were rewritten: {file: (IOB1?, entities opened with I-, BIOES/BILOU
+    tags)}. One line for the IOB1 files, one for the BIOES/BILOU files; one per BIO file with stray I- openers,
+    which are rare and worth counting."""
+    iob1 = [str(file) for file, (was_iob1, _, _) in rewritten.items() if was_iob1]
+    bioes = [str(file) for file, (_, _, n) in rewritten.items() if n]
     notes = [f"{', '.join(iob1)}: IOB1 tags (entities open with I-, as in the original CoNLL-2003 release), "
              "read as BIO"] if iob1 else []
+    notes += [f"{', '.join(bioes)}: BIOES/BILOU tags (S-/U- a one-word entity, E-/L- its last word), read as "
+              "BIO (S-, U- as B-; E-, L- as I-)"] if bioes else []
     return notes + [f"{file}: {openers} entities open with I- after O or another type; read as B-, which is how "
                     "seqeval reads them (the entities do not change)"
-                    for file, (was_iob1, openers) in rewritten.items() if openers and not was_iob1]
+                    for file, (was_iob1, openers, bioes) in rewritten.items() if openers and not was_iob1 and not bioes]
 
 
 def _fields(examples):

@@ -5,7 +5,8 @@ read as plausible data and would train a useless model without a word, so they a
 
 * IOB1 tags (the original CoNLL-2003 release: an entity begins with I-, and B- only separates two adjacent
   entities of one type) are recognised and converted to BIO, as are the stray `I-X` openers of a BIO file
-  (`as_bio`); the caller says so in the log.
+  and the BIOES / BILOU schemes (`S-X`/`U-X` a one-word entity, `E-X`/`L-X` its last word) (`as_bio`); the
+  caller says so in the log.
 * A CSV written label first (`label,text`) would give one class per row: it is refused (`_check_not_swapped`).
 """
 
@@ -53,12 +54,36 @@ def _lines(path):
     return lines
 
 
+# BIOES (S single, E end) and BILOU (U unit, L last) prefixes, as the BIO prefix that marks the same entity.
+AS_BIO = {"S": "B", "U": "B", "E": "I", "L": "I"}
+
+
 def _tag(tag, path, line):
-    try:
-        split_tag(tag)
-    except ValueError:
-        raise UserError(f"tag {quote(tag)} is not O, B-TYPE or I-TYPE", path, line) from None
+    """`tag` as written, when it is BIO or a BIOES/BILOU tag (`from_bioes` rewrites those), else a UserError."""
+    if not is_tag(tag):
+        raise UserError(f"tag {quote(tag)} is not O, B-TYPE or I-TYPE (nor BIOES/BILOU's S-, E-, U-, L-TYPE)", path,
+                        line)
     return tag
+
+
+def is_tag(value):
+    prefix, _, kind = value.partition("-")
+    try:
+        split_tag(f"{AS_BIO.get(prefix, prefix)}-{kind}" if kind else value)
+    except ValueError:
+        return False
+    return True
+
+
+def from_bioes(examples):
+    """(examples, how many tags were BIOES / BILOU): S-X and U-X (a one-word entity) written B-X, E-X and L-X
+    (an entity's last word) written I-X: the same entities, in BIO."""
+    count, out = 0, []
+    for ex in examples:
+        tags = tuple(f"{AS_BIO[t[0]]}{t[1:]}" if t[:2] in ("S-", "U-", "E-", "L-") else t for t in ex.tags or ())
+        count += sum(a != b for a, b in zip(tags, ex.tags or ()))
+        out.append(Example(ex.words, tags, ex.label, ex.document) if ex.tags else ex)
+    return (out if count else examples), count
 
 
 def _label(value, classes, path, line):
@@ -75,6 +100,18 @@ def _label(value, classes, path, line):
         return classes[index]
     raise UserError(f"label {quote(name)} is neither a name in classes.txt nor an index 0-{len(classes) - 1}",
                     path, line)
+
+
+def _tag_name(tag, names, path, line):
+    """A tag as written in JSON (a name, or an id into tags.txt) -> its name."""
+    if isinstance(tag, str):
+        return tag
+    if names is None:
+        raise UserError(f"tag id {tag}: give the tag names in id order in tags.txt beside the file (transformers' "
+                        "datasets keep them in their features, not in the JSON)", path, line)
+    if not 0 <= tag < len(names):
+        raise UserError(f"tag id {tag} is not an index 0-{len(names) - 1} of tags.txt", path, line)
+    return names[tag]
 
 
 def _index(name):
@@ -184,10 +221,17 @@ COLUMN_NAMES = {"text", "sentence", "utterance", "query", "question", "title", "
                 "label", "intent", "class", "category", "topic", "target"}  # what a CSV header calls its columns
 
 
-def _read_csv(path):
+def _read_tsv(path):
+    """Tab-separated: CoNLL columns (`word ... TAG`, sentences between blank lines) when the first line ends
+    in a tag, else text<TAB>label rows, read as the CSV reader reads text,label."""
+    first = next(line for line in _lines(path) if line.strip())
+    return _read_conll(path) if is_tag(first.split()[-1]) else _read_csv(path, delimiter="\t")
+
+
+def _read_csv(path, delimiter=","):
     classes = _read_classes(path.parent / "classes.txt")
     text = _read_text(path)
-    rows = csv.reader(io.StringIO(text, newline=""))
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     records, next_line = [], 1  # (text, label, line) of every row
     limit = csv.field_size_limit()
     # No field is longer than its file, so this limit (131,072 characters by default) never refuses a
@@ -240,7 +284,10 @@ def _check_not_swapped(records, path):
 
 
 def _read_jsonl(path):
-    classes = _read_classes(path.parent / "classes.txt")
+    """One JSON object per line: `tokens` (a list of words) or `text` (a string), with `tags` (or `ner_tags`, as
+    transformers' datasets write them: tag names, or ids into tags.txt beside the file) and/or `label` (a
+    name, or an id into classes.txt). Other keys (`id`, `pos_tags`, ...) are ignored."""
+    classes, tag_names = _read_classes(path.parent / "classes.txt"), _read_classes(path.parent / "tags.txt")
     examples, first = [], None
     for i, line in enumerate(_lines(path), 1):
         if not line.strip():
@@ -248,38 +295,43 @@ def _read_jsonl(path):
         record = parse_json(line, path, i)
         if not isinstance(record, dict):
             raise UserError(f"expected a JSON object, found {type(record).__name__}", path, i)
-        keys = [key for key in ("tokens", "text", "tags", "label") if key in record]
+        keys = [key for key in ("tokens", "text", "tags", "ner_tags", "label") if key in record]
         if first is None:
             first = (i, keys)
         if keys != first[1]:
             raise UserError(f"has keys {keys} but line {first[0]} has {first[1]}: every line needs the same", path, i)
-        examples.append(_json_example(record, classes, path, i))
+        examples.append(_json_example(record, classes, tag_names, path, i))
     return examples
 
 
-def _json_example(record, classes, path, line):
+def _json_example(record, classes, tag_names, path, line):
     if "tokens" in record:
         words = record["tokens"]
         if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
             raise UserError("'tokens' must be a list of non-blank strings", path, line)
-    elif "tags" in record or not isinstance(record.get("text"), str):
+    elif "tags" in record or "ner_tags" in record or not isinstance(record.get("text"), str):
         raise UserError("a JSON line needs 'tokens' (a list of words; required with 'tags') or 'text' (a string)",
                         path, line)
     else:
         words = record["text"].split()
     if not words:
         raise UserError("no words", path, line)
-    if "tags" not in record and "label" not in record:
-        raise UserError("a JSON line needs 'tags', 'label' or both", path, line)
-    tags = record.get("tags")
-    if "tags" in record:
-        if not isinstance(tags, list) or len(tags) != len(words) or not all(isinstance(t, str) for t in tags):
-            raise UserError(f"'tags' must be a list of {len(words)} strings, one per token", path, line)
-        tags = tuple(_tag(tag, path, line) for tag in tags)
+    key = next((k for k in ("tags", "ner_tags") if k in record), None)
+    if key is None and "label" not in record:
+        raise UserError("a JSON line needs 'tags', 'label' or both ('ner_tags' is read as 'tags')", path, line)
+    tags = None
+    if key is not None:
+        tags = record[key]
+        if not isinstance(tags, list) or len(tags) != len(words) or not all(
+                isinstance(t, str) or type(t) is int for t in tags):
+            raise UserError(f"{key!r} must be a list of {len(words)} strings (or ids into tags.txt), one per token",
+                            path, line)
+        tags = tuple(_tag(_tag_name(tag, tag_names, path, line), path, line) for tag in tags)
     label = _label(record["label"], classes, path, line) if "label" in record else None
     return Example(tuple(words), tags, label)
 
 
 # file extension -> (format name for logs, reader)
 FORMATS = {".txt": ("CoNLL columns", _read_conll), ".conll": ("CoNLL columns", _read_conll),
-           ".csv": ("CSV text,label", _read_csv), ".jsonl": ("JSON lines", _read_jsonl)}
+           ".tsv": ("tab-separated columns", _read_tsv), ".csv": ("CSV text,label", _read_csv),
+           ".jsonl": ("JSON lines", _read_jsonl)}

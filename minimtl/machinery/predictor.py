@@ -133,10 +133,13 @@ class Predictor:
 
 
 def confident(pred: Prediction, threshold: float) -> Prediction:
-    """`pred` without the entities whose confidence is below `threshold` (its tags stay as decoded)."""
+    """`pred` without the entities whose confidence is below `threshold`, and their words tagged O, so that
+    the tags and the entities say the same."""
     if pred.entities is None:
         return pred
-    return replace(pred, entities=[s for s in pred.entities if s.confidence >= threshold])
+    dropped = {i for s in pred.entities if s.confidence < threshold for i in range(s.first_word, s.last_word + 1)}
+    return replace(pred, entities=[s for s in pred.entities if s.confidence >= threshold],
+                   tags=[("O" if i in dropped else tag) for i, tag in enumerate(pred.tags)])
 
 
 def format_prediction(pred: Prediction) -> str:
