@@ -21,7 +21,9 @@ def test_train_then_infer_in_a_fresh_process(tiny_data, checkpoint_dir, tmp_path
     trained = cli("train.py", "--data", str(tiny_data), "--weights", str(checkpoint_dir), "--out", str(out),
                   "--epochs", "2", "--batch-size", "16")
     assert trained.returncode == 0, trained.stderr
-    assert "test (best epoch" in trained.stdout and "group" in trained.stdout.splitlines()[1]
+    lines = trained.stdout.splitlines()
+    assert "test (best epoch" in trained.stdout and "group" in lines[2]  # after where it writes, and the data
+    assert lines[0].startswith("run in ") and lines[1].startswith("data: ")
     inferred = cli("infer.py", "--checkpoint", str(out), "--json", *TEXTS)
     assert inferred.returncode == 0, inferred.stderr
     lines = [json.loads(line) for line in inferred.stdout.splitlines()]

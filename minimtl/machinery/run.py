@@ -10,6 +10,7 @@
 Under torchrun every process runs this; rank 0 alone prints, holds the lock and writes (distributed.py).
 """
 
+import os
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
@@ -41,6 +42,7 @@ from .plots import write_reliability
 from .report import entity_tables, parameter_table
 from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
 from .rundir import RunLock, write_marker
+from .progress_line import ProgressLine
 from .threads import Paced
 from .sources import check_tasks, encode_sources, load_sources, vocabularies
 from ..extensions.family_tokenizers import load_tokenizer
@@ -55,6 +57,9 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
     """
     cfg.check()
     log = log if ddp.main else lambda line: None  # one process speaks for the job
+    where = os.fsencode(Path(cfg.out).resolve()).decode("utf-8", "backslashreplace")  # any byte a name may hold
+    log(f"{'resuming' if resume else 'run'} in {where}: the best checkpoint, its logs and the state to resume "
+        "from are written there")
     model, sources, weights_dir, recipe = build(cfg, log)  # every input file is read and checked here
     weights_sha256 = sha256(weights_dir / "model.safetensors")  # a resumed run must start from the same
     first = frozen_in_epoch(model, cfg, 1)  # checks --freeze against this model, too
@@ -93,7 +98,10 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
         for epoch in range(progress.epoch + 1, recipe.epochs + 1):
             optimizer = optimizer_for_epoch(model, cfg, recipe.learning_rates, recipe.layer_decay, epoch, optimizer,
                                             log)
-            pace = lambda b: Paced(b, cfg.threads, "feature cache", log)  # noqa: E731
+            quiet = cfg.quiet or not ddp.main
+
+            def pace(batches):  # the feature cache's batches, at the thread count measured fastest, shown going by
+                return ProgressLine(Paced(batches, cfg.threads, "feature cache", log), "feature cache", log, quiet)
             features = features_for_epoch(model, sources, features, log, cache_file, pace) if place != "off" else None
             bf16 = precision_for_epoch(recipe, cfg, device, features is not None, bf16, log)
             # With the cache the heads alone run; DDP watches what trains now (the frozen encoder has no gradient).
@@ -101,11 +109,12 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
             if ddp.launched:
                 net = DistributedDataParallel(net, device_ids=[ddp.device] if device.type == "cuda" else None)
             ddp.seed_epoch(cfg.seed, epoch)
-            micro_batches = Paced(Checked(labelled(epoch_batches(sources, cfg, epoch), cfg, ddp), ctrl_c.check),
-                                  cfg.threads, f"epoch {epoch}", log)
+            micro_batches = ProgressLine(Paced(Checked(labelled(epoch_batches(sources, cfg, epoch), cfg, ddp),
+                                                       ctrl_c.check), cfg.threads, f"epoch {epoch}", log),
+                                         f"epoch {epoch}/{recipe.epochs}", log, quiet)
             try:
                 progress.step, stats = train_epoch(model, optimizer, micro_batches, schedule, progress.step, cfg,
-                                                   step_loss(model, net, cfg, bf16, ddp.launched))
+                                                   shown(step_loss(model, net, cfg, bf16, ddp.launched), micro_batches))
             except FloatingPointError as e:
                 raise UserError(not_finite(*e.args, epoch, cfg)) from None
             dev = evaluate_sources(model, sources, "dev", scoring(model, features))
@@ -161,6 +170,15 @@ def calibrate(model, sources, features, test, log):
     log("calibration: " + "  ".join(f"{head} T = {t:.3f}" for head, t in temperatures.items())
         + "".join(f"  {name.replace('_ece_', ' ECE ')} {100 * v:.2f}%" for name, v in errors.items()))
     return {"temperature": temperatures, "test": errors or None}, pooled
+
+
+def shown(loss_of, line):
+    """`loss_of` (a step's loss), each loss also handed to the progress `line`."""
+    def watched(batch):
+        loss, parts = loss_of(batch)
+        line.loss = loss.item()
+        return loss, parts
+    return watched
 
 
 @contextmanager

@@ -1,0 +1,95 @@
+"""Progress within long work (an epoch, the feature cache): what a person waiting wants to know, never a flood.
+
+    bar = ProgressLine(batches, "epoch 2/6", log=print)
+    for batch in bar:
+        ...
+        bar.loss = loss.item()          # optional: shown as a running mean
+
+On a terminal (stderr is one) a single line is rewritten in place, at most ten times a second:
+
+    epoch 2/6  180/412 batches  44%  loss 0.4312  640 sentences/s  0:12 elapsed, about 0:16 left
+
+Anywhere else (CI, a log file, a notebook's captured output) the same text goes to `log` as a plain line when
+another tenth of the work is done, but no more often than every MIN_GAP seconds, or after QUIET_SECONDS
+without one: a 10-second epoch says nothing more than its own line, a 5-minute one about ten lines.
+"""
+
+import sys
+import time
+
+MIN_GAP = 5.0  # seconds between two plain lines, at the least
+QUIET_SECONDS = 30.0  # a plain line comes at least this often while the work goes on
+REDRAW = 0.1  # seconds between two rewrites of the terminal line
+
+
+def clock(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class ProgressLine:
+    """`steps` (batches: anything with a length), each counted done, with its sentences (`batch.index`), once
+    the consumer asks for the next; the progress of `what` goes to `log` as plain lines, or to `terminal`
+    (default: stderr, when it is a terminal; False: none) as one rewritten line; `quiet` says nothing at all."""
+
+    def __init__(self, steps, what, log=print, quiet=False, terminal=None, unit="batches"):
+        self.steps, self.what, self.log, self.quiet, self.unit = steps, what, log, quiet, unit
+        self.total = len(steps)
+        if terminal is None:  # found out: stderr, when it is a terminal; False: none
+            terminal = sys.stderr if sys.stderr is not None and sys.stderr.isatty() else None
+        self.terminal = terminal or None
+        self.done = self.items = 0
+        self.loss, self.losses = None, []
+        self.start = self.shown = time.monotonic()
+        self.next_tenth = 1
+
+    def __len__(self):
+        return self.total
+
+    def __iter__(self):
+        self.start = self.shown = time.monotonic()
+        try:
+            for step in self.steps:
+                yield step
+                self.step(len(step.index))
+        finally:
+            self.end()
+
+    def step(self, items):
+        self.done += 1
+        self.items += items
+        if self.loss is not None:
+            self.losses.append(self.loss)
+            self.loss = None
+        if self.quiet or not self.total:
+            return
+        now = time.monotonic()
+        if self.terminal is not None:
+            if now - self.shown >= REDRAW or self.done == self.total:
+                self.terminal.write(f"\r{self.line(now)}\033[K")
+                self.terminal.flush()
+                self.shown = now
+        elif (10 * self.done >= self.next_tenth * self.total and now - self.shown >= MIN_GAP) \
+                or now - self.shown >= QUIET_SECONDS:
+            self.log(self.line(now))
+            self.shown = now
+            self.next_tenth = 10 * self.done // self.total + 1
+
+    def line(self, now):
+        elapsed = now - self.start
+        parts = [self.what, f"{self.done}/{self.total} {self.unit}", f"{100 * self.done // self.total}%"]
+        if self.losses:
+            recent = self.losses[-50:]  # the running mean of the last 50 steps: it follows the epoch's trend
+            parts.append(f"loss {sum(recent) / len(recent):.4f}")
+        if elapsed > 0:
+            parts.append(f"{self.items / elapsed:,.0f} sentences/s")
+        left = elapsed * (self.total - self.done) / self.done if self.done else 0
+        parts.append(f"{clock(elapsed)} elapsed" + (f", about {clock(left)} left" if self.done < self.total else ""))
+        return "  ".join(parts)
+
+    def end(self):
+        """Clear the terminal line (the work's own summary line comes next)."""
+        if self.terminal is not None and not self.quiet and self.done:
+            self.terminal.write("\r\033[K")
+            self.terminal.flush()

@@ -1,0 +1,106 @@
+"""Progress within long work (issue 38): one rewritten line on a terminal, a bounded number of plain lines
+elsewhere, nothing with --quiet, and a run's first line says where it writes."""
+
+import io
+import os
+import pty
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+import minimtl.machinery.progress_line as progress_line
+from minimtl.machinery.progress_line import ProgressLine
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+
+class Batch:
+    index = list(range(32))
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = Clock()
+    monkeypatch.setattr(progress_line, "time", fake)
+    return fake
+
+
+def run(line, clock, seconds_per_step, losses=None):
+    for i, _ in enumerate(line):
+        if losses:
+            line.loss = losses[i]
+        clock.now += seconds_per_step
+
+
+@pytest.mark.parametrize("steps, seconds, most", [(1000, 0.3, 12), (100, 3.0, 11), (20, 0.2, 0), (10, 60.0, 10)])
+def test_plain_lines_come_every_tenth_or_every_half_minute_never_a_flood(clock, steps, seconds, most):
+    lines = []
+    run(ProgressLine([Batch()] * steps, "epoch 1/3", lines.append, terminal=False), clock, seconds)
+    assert len(lines) <= most and (steps * seconds < 10 or len(lines) >= 5)  # a short epoch says nothing
+    for line in lines:
+        assert line.startswith("epoch 1/3  ") and "/s" in line and "elapsed" in line
+
+
+def test_a_plain_line_says_what_a_person_waits_for(clock):
+    lines = []
+    run(ProgressLine([Batch()] * 100, "epoch 2/6", lines.append, terminal=False), clock, 3.0,
+        losses=[1.0] * 50 + [0.5] * 50)
+    assert lines[0] == "epoch 2/6  10/100 batches  10%  loss 1.0000  11 sentences/s  0:30 elapsed, about 4:30 left"
+    assert "loss 0.5000" in lines[-1] and "100/100 batches  100%" in lines[-1] and "left" not in lines[-1]
+
+
+def test_on_a_terminal_one_line_is_rewritten_at_most_ten_times_a_second(clock):
+    terminal, lines = io.StringIO(), []
+    run(ProgressLine([Batch()] * 200, "feature cache", lines.append, terminal=terminal), clock, 0.01)
+    shown = terminal.getvalue()
+    assert lines == [] and "\n" not in shown
+    assert 15 <= shown.count("\r") <= 25  # 2 s of work: about 20 redraws (and the final clearing)
+    assert "feature cache  200/200 batches  100%" in shown and shown.endswith("\r\033[K")
+
+
+def test_quiet_says_nothing(clock):
+    terminal, lines = io.StringIO(), []
+    run(ProgressLine([Batch()] * 100, "epoch 1/1", lines.append, quiet=True, terminal=terminal), clock, 3.0)
+    assert lines == [] and terminal.getvalue() == ""
+
+
+def test_a_run_on_a_terminal_shows_its_progress_and_where_it_writes(tiny_data, tiny_weights, tmp_path):
+    def train(*flags):
+        controller, terminal = pty.openpty()
+        try:
+            done = subprocess.Popen([sys.executable, "train.py", "--data", str(tiny_data), "--weights",
+                                     str(tiny_weights), "--out", str(tmp_path / "run"), "--epochs", "1",
+                                     "--batch-size", "4", "--overwrite", *flags], cwd=ROOT, stdout=subprocess.PIPE,
+                                    stderr=terminal, text=True)
+            os.close(terminal)
+            terminal, shown = None, b""
+            while True:
+                try:
+                    chunk = os.read(controller, 4096)
+                except OSError:  # the process closed its end
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            out = done.communicate(timeout=300)[0]
+            assert done.returncode == 0
+            return out, shown.decode()
+        finally:
+            os.close(controller)
+            if terminal is not None:
+                os.close(terminal)
+
+    out, shown = train()
+    assert out.splitlines()[0] == f"run in {tmp_path / 'run'}: the best checkpoint, its logs and the state to " \
+                                  "resume from are written there"
+    assert "\repoch 1/1  " in shown and "batches" in shown and "sentences/s" in shown
+    out, shown = train("--quiet")
+    assert "\r" not in shown
