@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from minimtl.bio import best_valid_paths
 from minimtl.bio import chunks, split_tag, transition_mask
-from minimtl.machinery.formats import opened_by_b
+from minimtl.machinery.tag_schemes import opened_by_b
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 

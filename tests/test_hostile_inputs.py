@@ -31,7 +31,8 @@ from minimtl.machinery.settings import RunConfig
 from minimtl.guards.errors import MAX_DEPTH, MAX_LINE, UserError, parse_json, quote, read_json
 from minimtl.machinery.data import load_data, load_split
 from minimtl.bio import chunks
-from minimtl.machinery.formats import Example, as_bio
+from minimtl.machinery.formats import Example
+from minimtl.machinery.tag_schemes import as_bio
 from minimtl.machinery.html import write_html
 from minimtl.machinery.resume import resume_config
 from minimtl.machinery.run import train

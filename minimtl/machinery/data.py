@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ..model import IGNORE_INDEX
 from ..guards.errors import UserError
-from .formats import FORMATS, Example, as_bio, from_bioes, read_seq_folder
+from .formats import FORMATS, Example, read_seq_folder
+from .tag_schemes import as_bio, from_bioes
 
 HOLDOUT_FRACTION = 0.1  # a single file is a train split: this much of it, chosen with a fixed seed, is dev
 HOLDOUT_SEED = 0
@@ -168,7 +169,7 @@ def _find_split(folder, split):
 
 def _read(path):
     """(examples, format name, (IOB1?, entities opened with I-, BIOES/BILOU tags)) of one split's file or ATIS/SNIPS
-    folder, in BIO with every entity opened by B- (formats.from_bioes, formats.as_bio)."""
+    folder, in BIO with every entity opened by B- (tag_schemes.from_bioes, tag_schemes.as_bio)."""
     if path.is_dir():
         name, reader = "ATIS/SNIPS folders", read_seq_folder
     elif path.suffix.lower() in FORMATS:
