@@ -156,3 +156,14 @@ def test_lora_trains_adapters_only_and_saves_merged_weights(tiny_data, tiny_weig
         adapted = name.endswith(("query.weight", "value.weight"))
         assert torch.equal(merged[name], tensor) != adapted, name
     assert load_encoder(out).config.hidden_size == 32  # a merged checkpoint is a plain BERT checkpoint
+
+
+def test_weights_that_are_a_run_give_their_encoder_and_say_the_heads_are_new(tiny_data, tiny_weights, tmp_path):
+    # Issue 38: `--weights RUN` silently trained fresh heads on the run's encoder.
+    run(tiny_data, tiny_weights, tmp_path / "first", epochs=1)
+    cfg = RunConfig(data=[str(tiny_data)], weights=str(tmp_path / "first"), out=str(tmp_path / "second"), epochs=1,
+                    batch_size=8)
+    lines = []
+    train(cfg, log=lines.append)
+    assert f"--weights {tmp_path / 'first'} is a minimtl run: this run starts from its encoder, with new heads " \
+           "(its trained heads are not used; --resume continues a run itself)" in lines

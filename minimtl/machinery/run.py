@@ -197,7 +197,7 @@ def build(cfg, log):
     seed_everything(cfg.seed)
     sources = load_sources(cfg.data)
     weights_dir = resolve_weights(cfg.weights)
-    encoder = load_pretrained(weights_dir)
+    encoder = load_pretrained(weights_dir, log)
     tokenizer = load_tokenizer(weights_dir, encoder.config.vocab_size, encoder.config.model_type)
     positions = encoder.config.max_tokens
     if cfg.max_len > positions:
