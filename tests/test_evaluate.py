@@ -281,3 +281,16 @@ def test_flags_that_do_not_go_together():
                           (["--json", "--html", "p.html", "Paris"], "not both")):
         done = infer(*args)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_dev_split_too_small_to_fit_on_keeps_t_1_and_says_why(joint):
+    # Issue 38: a temperature fitted on a 20-sentence dev set made test confidences worse. The tiny run's dev
+    # has 16 sentences, so neither head is fitted.
+    out, results, lines = joint
+    assert results["calibration"]["temperature"] == {"cls": 1.0, "ner": 1.0}
+    assert "calibration: cls T = 1, not fitted: dev has 16 labelled sentences, and a temperature fitted on fewer " \
+           "than 100 follows their accidents" in lines
+    summary = next(line for line in lines if line.startswith("calibration: cls T = 1.000"))
+    ece = results["calibration"]["test"]
+    assert f"label ECE {100 * ece['label_ece_before']:.2f}% -> {100 * ece['label_ece_after']:.2f}%" in summary
+    assert summary.endswith("(test ECE, before -> after)")

@@ -64,6 +64,9 @@ LOG_T_GRID = 24  # cells of the first scan over LOG_T_RANGE: log T in steps of 0
 LOG_T_TOLERANCE = 1e-4  # the search stops when log T is known to this: T to 0.01%
 GOLDEN = (math.sqrt(5) - 1) / 2
 PROBABILITY_FLOOR = 1e-12  # an entity's probability is kept this far from 0 and 1, where its log loss is infinite
+# Predictions (labelled dev sentences, predicted dev entities) below which a head keeps T = 1: a T fitted on
+# 20 sentences fitted their accidents (0.32 on a user's set), and made the test confidences worse.
+MIN_TO_FIT = 100
 
 
 @dataclass
@@ -211,10 +214,11 @@ def decoded_batches(head, logits):
     return [(e, lengths, head.decode(e, lengths), gold) for e, lengths, gold in logits.tag_batches]
 
 
-def fit_temperatures(model, sources, split="dev", forward=None):
+def fit_temperatures(model, sources, split="dev", forward=None, log=lambda line: None):
     """{"cls": T, "ner": T} for the heads the model has, each fitted on every source's `split` that has the
     head's labels (a source without that split, or a head with no such data, gets no T). `forward`: what
-    computes the outputs (evaluation.head_outputs), such as a frozen backbone's cache (features.CachedModel)."""
+    computes the outputs (evaluation.head_outputs), such as a frozen backbone's cache (features.CachedModel).
+    A head with fewer than MIN_TO_FIT predictions there keeps T = 1, and `log` says why."""
     logits = [collect(s, split, head_outputs(model, s, split, forward)) for s in sources
               if getattr(s.splits, split) is not None]
     out = {}
@@ -222,12 +226,23 @@ def fit_temperatures(model, sources, split="dev", forward=None):
     if cls and model.cls_head is not None:
         z, y = torch.cat([x.cls for x in cls]), torch.cat([x.labels for x in cls])
         if (y != IGNORE_INDEX).any():
-            out["cls"] = fit_temperature(lambda t: sentence_nll(z, y, t))
+            out["cls"] = fit_enough(lambda t: sentence_nll(z, y, t), int((y != IGNORE_INDEX).sum()),
+                                    "labelled sentences", "cls", log)
     head = model.ner_head
     decoded = [batch for x in logits for batch in decoded_batches(head, x)] if head is not None else []
     if decoded:
-        out["ner"] = fit_temperature(lambda t: entity_nll(head, decoded, t))
+        found = len(judged_entities(head, decoded, 1.0)[0])
+        out["ner"] = fit_enough(lambda t: entity_nll(head, decoded, t), found, "predicted entities", "ner", log)
     return out
+
+
+def fit_enough(nll, n, what, head, log):
+    """fit_temperature(nll) when `n` predictions are enough to fit it on (MIN_TO_FIT), else 1."""
+    if n >= MIN_TO_FIT:
+        return fit_temperature(nll)
+    log(f"calibration: {head} T = 1, not fitted: dev has {n} {what}, and a temperature fitted on fewer than "
+        f"{MIN_TO_FIT} follows their accidents")
+    return 1.0
 
 
 # --- measuring calibration ------------------------------------------------------------------------------

@@ -165,10 +165,16 @@ def calibrate(model, sources, features, test, log):
     `features` when the run has them), and its expected calibration error on the test split before and after,
     from the `test` outputs its scores came from: ({"temperature", "test"}, the test predictions pooled for a
     reliability diagram; none without a test split)."""
-    temperatures = fit_temperatures(model, sources, "dev", scoring(model, features))
+    temperatures = fit_temperatures(model, sources, "dev", scoring(model, features), log)
     errors, pooled = calibration_report(model, sources, "test", temperatures, test)
+    changes = []
+    for name, before in errors.items():  # "label_ece_before", or per source "snips/label_ece_before"
+        if name.endswith("_ece_before"):
+            what, after = name.removesuffix("_ece_before"), errors[name.replace("_before", "_after")]
+            changes.append(f"{what.replace('/', ' ')} ECE {100 * before:.2f}% -> {100 * after:.2f}%"
+                           + (" (worse after calibration)" if after > before else ""))
     log("calibration: " + "  ".join(f"{head} T = {t:.3f}" for head, t in temperatures.items())
-        + "".join(f"  {name.replace('_ece_', ' ECE ')} {100 * v:.2f}%" for name, v in errors.items()))
+        + "".join(f"  {change}" for change in changes) + (" (test ECE, before -> after)" if changes else ""))
     return {"temperature": temperatures, "test": errors or None}, pooled
 
 
