@@ -104,3 +104,35 @@ def test_deterministic(tmp_path):
     write_curves(a, history, 3)
     write_curves(b, [dict(r) for r in history], 3)
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_reliability_points_merge_bins_until_each_stands_for_ten_predictions():
+    from minimtl.machinery.plots import merged
+    bins = [(0, None, None), (1, 0.1, 0.0), (2, 0.2, 1.0), (30, 0.5, 0.5), (0, None, None), (3, 0.9, 1.0),
+            (12, 0.95, 1.0)]
+    (n1, c1, a1), (n2, c2, a2) = merged(bins)  # the first three bins, weighted by count; then the last two
+    assert (n1, n2) == (33, 15) and math.isclose(c1, (0.1 + 0.4 + 15) / 33) and math.isclose(a1, (2 + 15) / 33)
+    assert math.isclose(c2, (2.7 + 11.4) / 15) and a2 == 1.0
+    assert [n for n, _, _ in merged(bins[:-1])] == [36]  # a remainder of 3 joins the last point
+    assert merged([(3, 0.5, 1.0)]) == [(3, 0.5, 1.0)]  # fewer than ten in all: one point, all of them
+
+
+def test_a_run_without_a_test_split_draws_dev_with_counts(tiny_data, tiny_weights, tmp_path):
+    import shutil
+
+    from minimtl.machinery.run import train
+    from minimtl.machinery.settings import RunConfig
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "dev"):
+        shutil.copy(tiny_data / f"{split}.jsonl", data / f"{split}.jsonl")
+    out = tmp_path / "run"
+    train(RunConfig(data=[str(data)], weights=str(tiny_weights), out=str(out), epochs=1, batch_size=8),
+          log=lambda line: None)
+    root = ET.parse(out / "reliability.svg").getroot()
+    svg = "{http://www.w3.org/2000/svg}"
+    titles = [t.text for t in root.iter(svg + "text") if t.get("font-weight") == "bold"]
+    assert titles == ["sentence labels (16) on dev, which T was fitted on",
+                      next(t for t in titles if t.startswith("entities ("))]
+    counts = [int(t.text.replace(",", "")) for t in root.iter(svg + "text") if t.get("class") == "count"]
+    assert counts and all(n >= 1 for n in counts)

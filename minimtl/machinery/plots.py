@@ -1,7 +1,7 @@
 """Training curves and a reliability diagram as small SVG files, written by hand.
 
     write_curves(out / "curves.svg", history, best_epoch)
-    write_reliability(out / "reliability.svg", pooled, temperatures)    # calibration.calibration_report
+    write_reliability(out / "reliability.svg", pooled, temperatures, "test")  # calibration.calibration_report
 
 Why not matplotlib: it is a heavy optional dependency for two line charts, and its PNGs differ from machine to
 machine. An SVG built from strings needs only the standard library, is deterministic (same history, same
@@ -151,11 +151,32 @@ def _esc(text):
 
 
 RELIABILITY_KINDS = (("label", "sentence labels"), ("entity", "entities"))
+MIN_POINT = 10  # predictions a point of the diagram stands for, at the least: 1 or 2 make a zigzag of accidents
 
 
-def write_reliability(path, pooled, temperatures):
-    """A reliability diagram (per confidence bin: accuracy against mean confidence, before and after
-    calibration) with one panel per task that `pooled` has, as calibration.calibration_report returns it."""
+def merged(bins, least=MIN_POINT):
+    """The nonempty (count, mean confidence, accuracy) bins of `reliability`, neighbours merged (weighted by
+    count) until each holds at least `least` predictions; a short remainder joins the last point."""
+    out, run = [], (0, 0.0, 0.0)
+    for n, c, a in bins:
+        if n:
+            run = (run[0] + n, run[1] + n * c, run[2] + n * a)
+        if run[0] >= least:
+            out.append(run)
+            run = (0, 0.0, 0.0)
+    if run[0]:
+        if out:
+            last = out.pop()
+            run = (last[0] + run[0], last[1] + run[1], last[2] + run[2])
+        out.append(run)
+    return [(n, c / n, a / n) for n, c, a in out]
+
+
+def write_reliability(path, pooled, temperatures, split="test"):
+    """A reliability diagram (accuracy against mean confidence, before and after calibration) with one panel
+    per task that `pooled` has, as calibration.calibration_report returns it for `split`. The ECE in the legend
+    is over ECE_BINS equal bins; the points merge neighbouring bins until each stands for MIN_POINT
+    predictions, and say how many."""
     panels = []
     for kind, title in RELIABILITY_KINDS:
         if kind not in pooled:
@@ -165,10 +186,10 @@ def write_reliability(path, pooled, temperatures):
         for when, name in (("before", "before (T = 1)"), ("after", f"after (T = {t:.3g})")):
             confidences, correct = pooled[kind][when]
             ece = expected_calibration_error(confidences, correct)
-            points = [(c, a) for n, c, a in reliability(confidences, correct) if n]
-            series[f"{name}: ECE {100 * ece:.2f}%"] = points
+            series[f"{name}: ECE {100 * ece:.2f}%"] = merged(reliability(confidences, correct))
         n = len(pooled[kind]["before"][0])
-        panels.append(_reliability_panel(f"{title} ({n:,})", series))
+        on = split if split == "test" else f"{split}, which T was fitted on"
+        panels.append(_reliability_panel(f"{title} ({n:,}) on {on}", series))
     width = PANEL_W * max(1, len(panels))
     height = TOP + PLOT_H + 52 + 3 * LEGEND_ROW
     svg = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} '
@@ -206,12 +227,14 @@ def _reliability_panel(title, series):
                f"accuracy</text>")
     for i, (name, points) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
-        xy = " ".join(f"{x(c):.1f},{y(a):.1f}" for c, a in points)
+        xy = " ".join(f"{x(c):.1f},{y(a):.1f}" for _, c, a in points)
         out.append(f'<polyline points="{xy}" fill="none" stroke="{colour}" stroke-width="2">'
                    f"<title>{_esc(name)}</title></polyline>")
-        for c, a in points:
+        for n, c, a in points:
             out.append(f'<circle cx="{x(c):.1f}" cy="{y(a):.1f}" r="3" fill="{colour}" stroke="white">'
-                       f"<title>confidence {c:.3f}, accuracy {a:.3f}</title></circle>")
+                       f"<title>{n:,} predictions: confidence {c:.3f}, accuracy {a:.3f}</title></circle>")
+            out.append(f'<text class="count" x="{x(c) + 5:.1f}" y="{y(a) - 5 + 12 * i:.1f}" font-size="9" '
+                       f'fill="{colour}">{n:,}</text>')
     legend_top = bottom + 52
     for i, name in enumerate(series):
         colour, row = PALETTE[i % len(PALETTE)], legend_top + i * LEGEND_ROW

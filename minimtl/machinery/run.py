@@ -145,13 +145,13 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
                 log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
                 if table := entity_tables(results["test"], [s.name for s in sources]):
                     log(f"test entities by type:\n{table}")
-            results["calibration"], pooled = calibrate(best, sources, features, test, log)
+            results["calibration"], pooled, drawn = calibrate(best, sources, features, test, log)
             with ctrl_c.saving():
                 # Into the checkpoint first: results.json and the finished marker then describe a checkpoint
                 # that has its temperatures. Each write replaces one file whole, so nothing is ever lost.
                 try:
                     write_temperatures(out, results["calibration"]["temperature"])
-                    write_reliability(out / "reliability.svg", pooled, results["calibration"]["temperature"])
+                    write_reliability(out / "reliability.svg", pooled, results["calibration"]["temperature"], drawn)
                     write_json(out / "results.json", results)
                     write_marker(out, finished=True)  # --resume now refuses: the run is complete
                 except OSError as e:  # a full disk, say
@@ -163,8 +163,8 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
 def calibrate(model, sources, features, test, log):
     """Each head's temperature fitted on the dev split of the best checkpoint (read from the frozen backbone's
     `features` when the run has them), and its expected calibration error on the test split before and after,
-    from the `test` outputs its scores came from: ({"temperature", "test"}, the test predictions pooled for a
-    reliability diagram; none without a test split)."""
+    from the `test` outputs its scores came from: ({"temperature", "test"}, the predictions pooled for a
+    reliability diagram, the split they are of: test, or dev where no source has a test split)."""
     temperatures = fit_temperatures(model, sources, "dev", scoring(model, features), log)
     errors, pooled = calibration_report(model, sources, "test", temperatures, test)
     changes = []
@@ -175,7 +175,11 @@ def calibrate(model, sources, features, test, log):
                            + (" (worse after calibration)" if after > before else ""))
     log("calibration: " + "  ".join(f"{head} T = {t:.3f}" for head, t in temperatures.items())
         + "".join(f"  {change}" for change in changes) + (" (test ECE, before -> after)" if changes else ""))
-    return {"temperature": temperatures, "test": errors or None}, pooled
+    drawn = "test"
+    if not pooled:  # no test split: the diagram shows dev, which is better than an empty picture
+        drawn, dev = "dev", {s.name: head_outputs(model, s, "dev", scoring(model, features)) for s in sources}
+        pooled = calibration_report(model, sources, "dev", temperatures, dev)[1]
+    return {"temperature": temperatures, "test": errors or None}, pooled, drawn
 
 
 def shown(loss_of, line):
