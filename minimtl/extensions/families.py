@@ -39,6 +39,10 @@ class Family:
     keys: dict = field(default_factory=dict)  # config.json key -> BertConfig field, where they differ
     defaults: dict = field(default_factory=dict)  # the family's defaults where they differ from BERT's
 
+    def file_key(self, name):
+        """The family's config.json key for the BertConfig field `name` (the field's own name where they agree)."""
+        return next((key for key, ours in self.keys.items() if ours == name), name)
+
 
 DISTILBERT_BLOCK = {
     "attention.q_lin": "attention.self.query",
@@ -212,10 +216,9 @@ def read_config(raw, path):
     if position_type != "absolute":
         raise UserError(f"position_embedding_type {position_type!r} is not supported (only 'absolute')", path)
     fam = FAMILIES[model_type]
-    key_of = {name: key for key, name in fam.keys.items()}  # field -> the file's key, where they differ
     values = {**fam.defaults, "model_type": model_type}
     for f in fields(FamilyConfig):
-        key = key_of.get(f.name, f.name)
+        key = fam.file_key(f.name)
         if key not in raw or f.name in {"model_type"} | not_in_config(model_type):
             continue
         value, wanted = raw[key], int if f.type == int | None else f.type
@@ -225,7 +228,7 @@ def read_config(raw, path):
     try:
         return FamilyConfig(**values)
     except ValueError as e:  # said with the file's own keys: "n_layers must be positive", not num_hidden_layers
-        raise UserError(re.sub(r"\w+", lambda m: key_of.get(m[0], m[0]), str(e)), path) from None
+        raise UserError(re.sub(r"\w+", lambda m: fam.file_key(m[0]), str(e)), path) from None
 
 
 def is_a(value, kind):
@@ -243,6 +246,5 @@ def load_encoder(path, verbose=False):
 
 def config_json(config):
     """`config` as its family's own config.json keys (the inverse of `read_config`)."""
-    back = {ours: theirs for theirs, ours in FAMILIES[config.model_type].keys.items()}
-    dropped = not_in_config(config.model_type)
-    return {back.get(k, k): v for k, v in asdict(config).items() if k not in dropped}
+    fam, dropped = FAMILIES[config.model_type], not_in_config(config.model_type)
+    return {fam.file_key(k): v for k, v in asdict(config).items() if k not in dropped}

@@ -148,10 +148,10 @@ def check_weights_fit(config, source):
             f"{config.model_type!r})") if others else ""
     found = {ours: shape for name, shape in shapes.items() if (ours := config.encoder_name(name))}
     layers = {int(m[1]) for name in found if (m := re.match(r"encoder\.layer\.(\d+)\.", name))}
-    spelled = {name: key for key, name in FAMILIES[config.model_type].keys.items()}  # field -> the file's key
+    spelled = FAMILIES[config.model_type].file_key  # a field as the family's config.json names it
     blame = source if others else source.with_name("config.json")
     if len(layers) != config.num_hidden_layers or max(layers, default=-1) != len(layers) - 1:  # not 0 .. n-1
-        raise UserError(f"{spelled.get('num_hidden_layers', 'num_hidden_layers')} {config.num_hidden_layers}: "
+        raise UserError(f"{spelled('num_hidden_layers')} {config.num_hidden_layers}: "
                         f"{source.name} holds {len(layers)} encoder layers, but config.json asks for "
                         f"{config.num_hidden_layers}" + hint, blame)
     # The sizes that decide how much building the model allocates. When the file agrees on these, the model
@@ -167,6 +167,6 @@ def check_weights_fit(config, source):
     for name, shape in sizes.items():
         for field, want, have in zip(axes[name], shape, found.get(name, shape)):
             if want != have and not others:
-                raise UserError(f"{spelled.get(field, field)} {want} does not fit {source.name}: {name} "
+                raise UserError(f"{spelled(field)} {want} does not fit {source.name}: {name} "
                                 f"{tuple(found[name])} (expected {shape})", blame)
     check_shapes(sizes, found, source, hint)  # a missing tensor; any tensor of a mixed checkpoint
