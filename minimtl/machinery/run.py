@@ -102,7 +102,14 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
 
             def pace(batches):  # the feature cache's batches, at the thread count measured fastest, shown going by
                 return ProgressLine(Paced(batches, cfg.threads, "feature cache", log), "feature cache", log, quiet)
-            features = features_for_epoch(model, sources, features, log, cache_file, pace) if place != "off" else None
+            try:
+                features = features_for_epoch(model, sources, features, log, cache_file, pace) if place != "off" \
+                    else None
+            except OSError as e:  # its disk filled up after cache_place looked (another program wrote there)
+                if cache_file is None:
+                    raise
+                raise UserError(f"cannot write the feature cache in {cache_dir(out)} ({e.strerror or e}): free "
+                                "space there, or give --feature-cache off") from None
             bf16 = precision_for_epoch(recipe, cfg, device, features is not None, bf16, log)
             # With the cache the heads alone run; DDP watches what trains now (the frozen encoder has no gradient).
             net = CachedModel(model, features) if features else model

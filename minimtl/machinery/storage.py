@@ -23,13 +23,7 @@ def features_for_epoch(model, sources, features, log=print, file=None, pace=lamb
     """
     if not encoder_frozen(model):
         return None
-    try:
-        return features or FeatureCache(model, sources, ("train", "dev"), log, file=file, pace=pace)
-    except OSError as e:  # a disk that filled up after the check (another run writing there): say which disk
-        if file is None:
-            raise
-        raise UserError(f"cannot write the feature cache in {file_place(file)} ({e.strerror or e}): free space "
-                        "there, or give --feature-cache off") from None
+    return features or FeatureCache(model, sources, ("train", "dev"), log, file=file, pace=pace)
 
 
 def cache_place(model, sources, cfg, world, log):
@@ -63,14 +57,6 @@ def cache_place(model, sources, cfg, world, log):
     log(f"feature cache: {mib(size)}, "
         + ("kept on disk" if place == "disk" else "not built: the frozen encoder runs in every step") + f" ({why})")
     return place
-
-
-def file_place(file):
-    """The folder of an open nameless file (its /proc/self/fd link reads `/dir/#123 (deleted)`)."""
-    try:
-        return os.path.dirname(os.readlink(f"/proc/self/fd/{file.fileno()}"))
-    except OSError:
-        return "its folder"
 
 
 def cache_dir(out):
