@@ -214,13 +214,14 @@ def decoded_batches(head, logits):
     return [(e, lengths, head.decode(e, lengths), gold) for e, lengths, gold in logits.tag_batches]
 
 
-def fit_temperatures(model, sources, split="dev", forward=None, log=lambda line: None):
+def fit_temperatures(model, sources, split="dev", forward=None, log=lambda line: None, outputs=None):
     """{"cls": T, "ner": T} for the heads the model has, each fitted on every source's `split` that has the
     head's labels (a source without that split, or a head with no such data, gets no T). `forward`: what
-    computes the outputs (evaluation.head_outputs), such as a frozen backbone's cache (features.CachedModel).
+    computes the outputs (evaluation.head_outputs), such as a frozen backbone's cache (features.CachedModel);
+    `outputs`: {source name: those outputs}, when the caller has them already.
     A head with fewer than MIN_TO_FIT predictions there keeps T = 1, and `log` says why."""
-    logits = [collect(s, split, head_outputs(model, s, split, forward)) for s in sources
-              if getattr(s.splits, split) is not None]
+    logits = [collect(s, split, outputs[s.name] if outputs else head_outputs(model, s, split, forward))
+              for s in sources if getattr(s.splits, split) is not None]
     out = {}
     cls = [x for x in logits if x.cls is not None]
     if cls and model.cls_head is not None:

@@ -172,7 +172,8 @@ def calibrate(model, sources, features, test, log):
     `features` when the run has them), and its expected calibration error on the test split before and after,
     from the `test` outputs its scores came from: ({"temperature", "test"}, the predictions pooled for a
     reliability diagram, the split they are of: test, or dev where no source has a test split)."""
-    temperatures = fit_temperatures(model, sources, "dev", scoring(model, features), log)
+    dev = {s.name: head_outputs(model, s, "dev", scoring(model, features)) for s in sources}  # one pass: fit, draw
+    temperatures = fit_temperatures(model, sources, "dev", log=log, outputs=dev)
     errors, pooled = calibration_report(model, sources, "test", temperatures, test)
     changes = []
     for name, before in errors.items():  # "label_ece_before", or per source "snips/label_ece_before"
@@ -184,8 +185,7 @@ def calibrate(model, sources, features, test, log):
         + "".join(f"  {change}" for change in changes) + (" (test ECE, before -> after)" if changes else ""))
     drawn = "test"
     if not pooled:  # no test split: the diagram shows dev, which is better than an empty picture
-        drawn, dev = "dev", {s.name: head_outputs(model, s, "dev", scoring(model, features)) for s in sources}
-        pooled = calibration_report(model, sources, "dev", temperatures, dev)[1]
+        drawn, pooled = "dev", calibration_report(model, sources, "dev", temperatures, dev)[1]
     return {"temperature": temperatures, "test": errors or None}, pooled, drawn
 
 
