@@ -30,6 +30,8 @@ def main(argv=None):
     add_config_flags(parser)
     args = parser.parse_args(argv)
     settings = given(args)
+    if sys.stdout is not None:  # a file name need not be UTF-8, and any log line may name one: say it escaped
+        sys.stdout.reconfigure(errors="backslashreplace")
     # Under torchrun every process prints its own errors; the ones after the first say which process they are.
     who = f"rank {os.environ['RANK']}: " if os.environ.get("RANK", "0") != "0" else ""
     try:

@@ -10,7 +10,6 @@
 Under torchrun every process runs this; rank 0 alone prints, holds the lock and writes (distributed.py).
 """
 
-import os
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
@@ -57,9 +56,8 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
     """
     cfg.check()
     log = log if ddp.main else lambda line: None  # one process speaks for the job
-    where = os.fsencode(Path(cfg.out).resolve()).decode("utf-8", "backslashreplace")  # any byte a name may hold
-    log(f"{'resuming' if resume else 'run'} in {where}: the best checkpoint, its logs and the state to resume "
-        "from are written there")
+    log(f"{'resuming' if resume else 'run'} in {Path(cfg.out).resolve()}: the best checkpoint, its logs and the "
+        "state to resume from are written there")
     model, sources, weights_dir, recipe = build(cfg, log)  # every input file is read and checked here
     weights_sha256 = sha256(weights_dir / "model.safetensors")  # a resumed run must start from the same
     first = frozen_in_epoch(model, cfg, 1)  # checks --freeze against this model, too
