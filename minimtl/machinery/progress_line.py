@@ -16,10 +16,12 @@ without one: a 10-second epoch says nothing more than its own line, a 5-minute o
 
 import sys
 import time
+from collections import deque
 
 MIN_GAP = 5.0  # seconds between two plain lines, at the least
 QUIET_SECONDS = 30.0  # a plain line comes at least this often while the work goes on
 REDRAW = 0.1  # seconds between two rewrites of the terminal line
+RUNNING = 50  # steps the shown loss is the mean of: it follows the epoch's trend
 
 
 def clock(seconds):
@@ -33,14 +35,14 @@ class ProgressLine:
     the consumer asks for the next; the progress of `what` goes to `log` as plain lines, or to `terminal`
     (default: stderr, when it is a terminal; False: none) as one rewritten line; `quiet` says nothing at all."""
 
-    def __init__(self, steps, what, log=print, quiet=False, terminal=None, unit="batches"):
-        self.steps, self.what, self.log, self.quiet, self.unit = steps, what, log, quiet, unit
+    def __init__(self, steps, what, log=print, quiet=False, terminal=None):
+        self.steps, self.what, self.log, self.quiet = steps, what, log, quiet
         self.total = len(steps)
         if terminal is None:  # found out: stderr, when it is a terminal; False: none
             terminal = sys.stderr if sys.stderr is not None and sys.stderr.isatty() else None
         self.terminal = terminal or None
         self.done = self.items = 0
-        self.loss, self.losses = None, []
+        self.loss, self.losses = None, deque(maxlen=RUNNING)
         self.start = self.shown = time.monotonic()
         self.next_tenth = 1
 
@@ -78,10 +80,9 @@ class ProgressLine:
 
     def line(self, now):
         elapsed = now - self.start
-        parts = [self.what, f"{self.done}/{self.total} {self.unit}", f"{100 * self.done // self.total}%"]
+        parts = [self.what, f"{self.done}/{self.total} batches", f"{100 * self.done // self.total}%"]
         if self.losses:
-            recent = self.losses[-50:]  # the running mean of the last 50 steps: it follows the epoch's trend
-            parts.append(f"loss {sum(recent) / len(recent):.4f}")
+            parts.append(f"loss {sum(self.losses) / len(self.losses):.4f}")
         if elapsed > 0:
             parts.append(f"{self.items / elapsed:,.0f} sentences/s")
         left = elapsed * (self.total - self.done) / self.done if self.done else 0
