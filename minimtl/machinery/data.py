@@ -196,7 +196,7 @@ def _bio_notes(rewritten):
               "BIO (S-, U- as B-; E-, L- as I-)"] if bioes else []
     return notes + [f"{file}: {openers} entities open with I- after O or another type; read as B-, which is how "
                     "seqeval reads them (the entities do not change)"
-                    for file, (was_iob1, openers, bioes) in rewritten.items() if openers and not was_iob1 and not bioes]
+                    for file, (was_iob1, openers, n) in rewritten.items() if openers and not was_iob1 and not n]
 
 
 def _fields(examples):

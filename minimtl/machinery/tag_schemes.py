@@ -15,11 +15,16 @@ from ..bio import split_tag
 AS_BIO = {"S": "B", "U": "B", "E": "I", "L": "I"}
 
 
+def bio_tag(tag):
+    """`tag` as BIO writes it: a BIOES / BILOU prefix replaced by BIO's, anything else as it is."""
+    prefix, dash, kind = tag.partition("-")
+    return f"{AS_BIO[prefix]}-{kind}" if dash and prefix in AS_BIO else tag
+
+
 def is_tag(value):
     """Whether `value` is a BIO tag, or a BIOES / BILOU one."""
-    prefix, _, kind = value.partition("-")
     try:
-        split_tag(f"{AS_BIO.get(prefix, prefix)}-{kind}" if kind else value)
+        split_tag(bio_tag(value))
     except ValueError:
         return False
     return True
@@ -30,7 +35,7 @@ def from_bioes(examples):
     (an entity's last word) written I-X: the same entities, in BIO."""
     count, out = 0, []
     for ex in examples:
-        tags = tuple(f"{AS_BIO[t[0]]}{t[1:]}" if t[:2] in ("S-", "U-", "E-", "L-") else t for t in ex.tags or ())
+        tags = tuple(map(bio_tag, ex.tags or ()))
         count += sum(a != b for a, b in zip(tags, ex.tags or ()))
         out.append(replace(ex, tags=tags) if ex.tags else ex)
     return (out if count else examples), count
