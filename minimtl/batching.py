@@ -27,7 +27,8 @@ class SplitIds:
     labels: list[int] | None  # per sentence; None without a sentence task
     n_truncated: int  # sentences cut at max_len
     pad_id: int  # the tokenizer's [PAD], which fills batches up to their longest sentence
-    # More integer inputs per position, by name, padded with 0 in a batch (extensions/wordshape.py's "shape_ids")
+    # More integer inputs per sentence, by name, each padded with 0 to its longest row in a batch
+    # (extensions/wordshape.py's "shape_ids", one per position; extensions/context.py's windows)
     extra: dict[str, list[list[int]]] = field(default_factory=dict)
 
     def __len__(self):
@@ -56,7 +57,7 @@ class Batch:
     labels: torch.Tensor | None  # (B,)
     tags: torch.Tensor | None  # (B, T)
     words: torch.Tensor  # (B, W): each word's first sub-token position, -1 after a sentence's last word
-    extra: dict = field(default_factory=dict)  # name -> (B, T): the split's `extra` inputs, padded with 0
+    extra: dict = field(default_factory=dict)  # name -> (B, .): the split's `extra` inputs, padded with 0
 
     def to(self, device):
         """The same batch with its tensors on `device` (and whatever else a caller noted on it)."""
@@ -103,7 +104,7 @@ def collate(split: SplitIds, index):
     tags = None if split.tags is None else pad([split.tags[i] for i in index], IGNORE_INDEX, input_ids.shape[1])
     labels = None if split.labels is None else torch.tensor([split.labels[i] for i in index])
     words = pad([split.first_positions[i] for i in index], -1)  # (B, W)
-    extra = {name: pad([values[i] for i in index], 0, input_ids.shape[1]) for name, values in split.extra.items()}
+    extra = {name: pad([values[i] for i in index], 0) for name, values in split.extra.items()}
     return Batch(list(index), input_ids, attention_mask(rows), labels, tags, words, extra)
 
 

@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import test_alignment as base
-from minimtl.batching import batches, collate, encode_split
+from minimtl.batching import collate
 from minimtl.bert import Bert, BertConfig
 from minimtl.machinery.settings import RunConfig, recipe
 from minimtl.guards.errors import UserError
-from minimtl.evaluation import EVAL_BATCH, predict
+from minimtl.evaluation import predict
 from minimtl.freezing import units
 from minimtl.machinery.checkpoint import atomic_directory, load_predictor, load_pretrained, write_model
 from minimtl.machinery.data import Example, LabelVocab, Splits, load_split
@@ -29,6 +29,9 @@ from minimtl.machinery.sources import encode_examples, Source
 from minimtl.model import IGNORE_INDEX, at_words, multitask_loss
 from minimtl.machinery.assemble import HeadConfig, build_model, word_shapes_of
 from minimtl.extensions.wordshape import NONE, SHAPES, word_shape
+from minimtl.extensions.context import sentences_of, split_long_text
+from minimtl.extensions.features import FeatureCache
+from minimtl.machinery.report import context_notes
 from batches import batch_of
 from minimtl.extensions.family_tokenizers import load_tokenizer
 
@@ -43,10 +46,10 @@ def aligner(checkpoint_dir):
     return load_tokenizer(checkpoint_dir)
 
 
-def model_with(word_shapes, layers=1, crf=False, seed=0):
+def model_with(word_shapes, layers=1, crf=False, seed=0, context=False):
     torch.manual_seed(seed)
     heads = HeadConfig(3, len(TAGS), layers=layers, sentence_head="lstm", token_head="lstm", crf=crf)
-    return build_model(Bert(CONFIG), heads, TAGS, word_shapes)
+    return build_model(Bert(CONFIG), heads, TAGS, word_shapes, context)
 
 
 # --- word shapes -------------------------------------------------------------------------------------------
@@ -112,11 +115,11 @@ def test_each_word_shape_reaches_exactly_its_own_subtokens(aligner, example):
 
 
 def spied(predictor):
-    """What the predictor's forward passes got and gave: {"encodings", "shapes", "out"} of its last call."""
+    """What the predictor's forward passes got and gave: {"rows", "extra", "out"} of its last call."""
     seen, real = {}, predictor._run
 
-    def run(encodings, shapes=None):
-        seen.update(encodings=encodings, shapes=shapes, out=real(encodings, shapes))
+    def run(rows, extra):
+        seen.update(rows=rows, extra=extra, out=real(rows, extra))
         return seen["out"]
     predictor._run = run
     return seen
@@ -126,7 +129,7 @@ def training_rows(model, split):
     """Each word's tag logits (words, K), every sentence of `split` batched as training and evaluation batch."""
     batch = collate(split, range(len(split)))
     with torch.inference_mode():
-        out = model(batch_of(batch.input_ids, batch.attention_mask, batch.extra.get("shape_ids")))
+        out = model(batch)
     emissions, mask = at_words(out.ner_logits, batch.words)
     return torch.cat([emissions[row][mask[row]] for row in range(len(split))])
 
@@ -148,11 +151,12 @@ def test_inference_computes_the_shapes_as_training_does(checkpoint_dir, tmp_path
     seen = spied(predictor)
     words = [w.text for w in predictor.predict([text])[0].words]
     assert words == text.split()
-    assert seen["shapes"] == [expected_shapes(predictor.tokenizer, words)]
+    assert seen["extra"]["shape_ids"] == [expected_shapes(predictor.tokenizer, words)]
     split = encode_examples(predictor.tokenizer, [Example(tuple(words), ("O",) * len(words))], None, LabelVocab(TAGS), 64,
                          word_shapes=True)
-    (enc,), (_, ner) = seen["encodings"], seen["out"]
-    assert torch.allclose(ner[0][enc.first_positions], training_rows(predictor.model, split), atol=1e-6)
+    assert seen["rows"] == split.input_ids  # one window: the text, as training encodes it
+    _, ner = seen["out"]
+    assert torch.allclose(ner[0][split.first_positions[0]], training_rows(predictor.model, split), atol=1e-6)
     unshaped = replace(split, extra={"shape_ids": [[NONE] * len(split.extra["shape_ids"][0])]})
     assert not torch.allclose(training_rows(predictor.model, unshaped), training_rows(predictor.model, split))
 
@@ -258,19 +262,24 @@ def document_of(examples, i):
 @given(documents(), st.integers(8, 40))
 def test_a_sentence_is_read_in_as_much_of_its_own_document_as_fits(aligner, examples, window):
     split = encode_examples(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True, context=window)
+    alone = encode_examples(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True)
     for i, ex in enumerate(examples):
         doc = document_of(examples, i)
         words = [w for j in doc for w in examples[j].words]  # the document's words
         pieces = [base.alone(aligner, w) for w in words]
         s = sum(len(examples[j].words) for j in doc[: doc.index(i)])  # the sentence's first word in its document
         e = s + len(ex.words)
-        ids = split.input_ids[i]
+        # What the heads read is the sentence alone: its ids, labels, first positions and shapes.
+        for name in ("input_ids", "first_positions", "tags"):
+            assert getattr(split, name)[i] == getattr(alone, name)[i]
+        assert split.extra["shape_ids"][i] == alone.extra["shape_ids"][i]
+        ids, keep = split.extra["window_ids"][i], split.extra["keep"][i]
         own = sum(map(len, pieces[s:e]))
         if own > window - 2:  # alone, as without context
-            assert ids == [aligner.cls_id, *[t for p in pieces[s:e] for t in p][:510], aligner.sep_id]
+            assert ids == split.input_ids[i] and keep == list(range(len(ids)))
             continue
         # A contiguous run of the document's words around the sentence: it never crosses the document.
-        left = split.first_positions[i][0] - 1  # sub-tokens before the sentence's first word
+        left = keep[1] - 1  # sub-tokens before the sentence's first word
         a = next((a for a in range(s, -1, -1) if sum(map(len, pieces[a:s])) == left), None)
         b = next((b for b in range(e, len(words) + 1) if sum(map(len, pieces[e:b])) == len(ids) - 2 - left - own), None)
         assert a is not None and b is not None
@@ -279,20 +288,20 @@ def test_a_sentence_is_read_in_as_much_of_its_own_document_as_fits(aligner, exam
         # As many as fit: one more word on each side that has one would not fit.
         beyond = (len(pieces[a - 1]) if a > 0 else 0) + (len(pieces[b]) if b < len(words) else 0)
         assert a == 0 and b == len(words) or window - len(ids) < beyond
-        # Only the sentence's own words are labelled and read; every position has its word's shape.
-        before = 1 + sum(map(len, pieces[a:s]))
-        first = [before + sum(map(len, pieces[s:k])) for k in range(s, e)]
-        assert split.first_positions[i] == first
-        assert [p for p, t in enumerate(split.tags[i]) if t != IGNORE_INDEX] == first
-        assert [TAGS[split.tags[i][p]] for p in first] == list(ex.tags)
+        # The heads read [CLS], the sentence's own sub-tokens and [SEP] of the window, in order.
+        assert keep == [0, *range(left + 1, left + 1 + own), len(ids) - 1]
+        assert [ids[k] for k in keep] == split.input_ids[i]
         shapes = [word_shape(w) for w, p in zip(words[a:b], pieces[a:b]) for _ in p]
-        assert split.extra.get("shape_ids")[i] == [NONE, *shapes, NONE]
+        assert split.extra["window_shape_ids"][i] == [NONE, *shapes, NONE]
 
 
-def test_without_documents_context_changes_nothing(aligner):
+def test_without_documents_a_sentence_is_its_own_window(aligner):
     examples = [Example(("Alice", "in", "Paris"), ("B-A", "O", "B-B")), Example(("Bob",), ("B-A",))]
     plain = encode_examples(aligner, examples, None, LabelVocab(TAGS), 128, word_shapes=True)
-    assert encode_examples(aligner, examples, None, LabelVocab(TAGS), 128, word_shapes=True, context=128) == plain
+    split = encode_examples(aligner, examples, None, LabelVocab(TAGS), 128, word_shapes=True, context=128)
+    assert replace(split, extra={"shape_ids": split.extra["shape_ids"]}) == plain
+    assert split.extra["window_ids"] == plain.input_ids
+    assert split.extra["keep"] == [list(range(len(ids))) for ids in plain.input_ids]
 
 
 DOCUMENT = [("EU", "rejects", "German", "call", "."), ("Peter", "Blackburn"), ("BRUSSELS", "1996"),
@@ -308,53 +317,67 @@ def document_source(aligner, context):
                                                                    context=context)})
 
 
-def own_first(batch):
-    """(B, T): True at the first sub-token of each of a sentence's own words; everything else is context or
-    never scored."""
-    first = torch.zeros_like(batch.input_ids, dtype=torch.bool)
-    for row, words in enumerate(batch.words):
-        first[row, words[words >= 0]] = True
-    return first
-
-
 @pytest.mark.parametrize("crf", [False, True])
-def test_context_never_reaches_the_loss_nor_the_predictions(aligner, crf):
-    model = model_with(None, crf=crf).eval()
+def test_context_changes_the_states_and_never_what_is_labelled_or_scored(aligner, crf):
+    in_context = model_with(None, crf=crf, context=True).eval()
+    alone = model_with(None, crf=crf).eval()
+    read, plain = document_source(aligner, 64), document_source(aligner, None)
+    batch = collate(read.ids["dev"], range(len(DOCUMENT) + 1))
+    assert torch.equal(batch.input_ids, collate(plain.ids["dev"], range(len(DOCUMENT) + 1)).input_ids)
+    # Each sentence of the first document is read in the whole of it, the other document's alone.
+    assert batch.extra["window_mask"].sum(1).tolist() == [17] * len(DOCUMENT) + [4]
+    out = in_context(batch)
+    assert out.ner_logits.shape[:2] == batch.input_ids.shape  # the heads see the sentence's own positions
+    assert not torch.allclose(out.ner_logits, alone(batch).ner_logits, atol=1e-4)  # ... read in context
+    _, tags = predict(in_context, read, "dev")
+    assert [len(t) for t in tags] == [len(ex.words) for ex in read.splits.dev]  # exactly its own words tagged
+    loss, _ = multitask_loss(in_context, out, batch)
+    shaken = torch.where(batch.tags[..., None] == IGNORE_INDEX, torch.randn_like(out.ner_logits) * 1e3, out.ner_logits)
+    assert torch.equal(loss, multitask_loss(in_context, replace(out, ner_logits=shaken), batch)[0])
+
+
+def test_the_feature_cache_of_a_context_run_holds_each_sentences_own_states_read_in_its_window(aligner):
+    model = model_with(None, layers=3, context=True).eval()
     source = document_source(aligner, 64)
-    batch = collate(source.ids["dev"], range(len(DOCUMENT) + 1))
-    out = model(batch_of(batch.input_ids, batch.attention_mask))
-    context = ~own_first(batch)
-    shaken = replace(out, ner_logits=out.ner_logits + 1e3 * torch.randn_like(out.ner_logits) * context[..., None])
-    assert torch.equal(multitask_loss(model, out, batch)[0], multitask_loss(model, shaken, batch)[0])
-    assert context.sum() > 4 * len(DOCUMENT)  # the sentences really were read with context
-
-    _, tags = predict(model, source, "dev")
-    assert [len(t) for t in tags] == [len(ex.words) for ex in source.splits.dev]  # exactly its own words tagged
-    # The same predictions with every position that is not a word's first sub-token shaken.
-    masks = iter([own_first(b) for b in batches(source.ids["dev"], EVAL_BATCH)])
-    real = model.forward
-
-    def shaken_forward(*args, **kwargs):
-        out = real(*args, **kwargs)
-        context = ~next(masks)
-        return replace(out, ner_logits=out.ner_logits + 1e3 * torch.randn_like(out.ner_logits) * context[..., None])
-    model.forward = shaken_forward
-    assert predict(model, source, "dev")[1] == tags
+    split = source.ids["dev"]
+    cache = FeatureCache(model, [source], ["dev"], log=lambda line: None, dtype=torch.float32)
+    assert cache.rows_of(split) == cache.rows_of(document_source(aligner, None).ids["dev"])  # no bigger than alone
+    rows, starts = cache.states["doc", "dev"]
+    for i, (window, keep) in enumerate(zip(split.extra["window_ids"], split.extra["keep"])):
+        with torch.inference_mode():
+            states = model.bert(torch.tensor([window]), torch.ones(1, len(window), dtype=torch.long), layers=3)
+        assert torch.allclose(rows[starts[i] : starts[i] + len(keep)], states[0, keep], atol=1e-6)
 
 
-def test_infer_reads_a_document_as_evaluation_reads_it_in_context(checkpoint_dir, tmp_path, aligner):
-    """The whole document fits in one window: every sentence's window in training is the whole document, and
-    infer.py on the text of the document reads that same window, so each word gets the same tag logits."""
+def test_infer_reads_the_lines_of_a_text_as_evaluation_reads_a_document(checkpoint_dir, tmp_path, aligner):
+    """Each line of the text is a sentence of one document: infer.py tags each as --evaluate does, the same
+    windows, the same sentence layout for the heads (BiLSTMs here, which read every position they get)."""
     predictor = shaped_checkpoint(tmp_path / "run", checkpoint_dir, context=True)
     examples = [Example(words, ("O",) * len(words), document=0) for words in DOCUMENT]
     split = encode_examples(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True, context=64)
     seen = spied(predictor)
-    text = " ".join(w for words in DOCUMENT for w in words)
+    text = "\n".join(" ".join(words) for words in DOCUMENT)
     assert [w.text for w in predictor.predict([text])[0].words] == text.split()
-    (enc,), (_, ner) = seen["encodings"], seen["out"]
-    assert torch.allclose(ner[0][enc.first_positions], training_rows(predictor.model, split), atol=1e-6)
+    assert seen["rows"] == split.input_ids and seen["extra"]["window_ids"] == split.extra["window_ids"]
+    _, ner = seen["out"]
+    inferred = torch.cat([rows[first] for rows, first in zip(ner, split.first_positions)])
+    assert torch.allclose(inferred, training_rows(predictor.model, split), atol=1e-5)
     alone = encode_examples(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True)
     assert not torch.allclose(training_rows(predictor.model, alone), training_rows(predictor.model, split))
+
+
+def test_a_text_is_cut_into_sentences_after_a_full_stop_and_at_line_breaks(aligner):
+    text = "Alice met U.S. officials. Then she left!\nBob stayed 3.5 days\n"
+    words = split_long_text(aligner, text)
+    assert [" ".join(w.text for w in words[r.start : r.stop]) for r in sentences_of(text, words)] == \
+        ["Alice met U . S .", "officials .", "Then she left !", "Bob stayed 3 . 5 days"]
+
+
+def test_a_context_model_tags_every_word_of_a_sentence_longer_than_its_window(checkpoint_dir, tmp_path):
+    predictor = shaped_checkpoint(tmp_path / "run", checkpoint_dir, context=True)
+    text = "Short one .\n" + " ".join(["Paris"] * 150) + " .\n\x07"  # 150 words, max_len 64; a line of no word
+    pred = predictor.predict([text, "\x07"])
+    assert len(pred[0].tags) == len(pred[0].words) == 154 and pred[1].tags == []
 
 
 # --- a run with both ------------------------------------------------------------------------------------------
@@ -388,3 +411,10 @@ def test_a_run_with_both_scores_as_seqeval_and_as_infer_evaluate(tiny_documents,
                                               512, word_shapes=True, context=cfg.max_len)})
     _, tags = predict(model, source, "dev")
     assert results["dev"]["entity_f1"] == pytest.approx(f1_score([list(ex.tags) for ex in examples], tags))
+
+
+def test_evaluating_documents_and_a_model_trained_otherwise_says_so():
+    alone, in_document = Example(("Bob",), ("B-A",)), Example(("Bob",), ("B-A",), document=0)
+    assert context_notes({"context": True}, [alone])[0].startswith("the model was trained reading each sentence in its")
+    assert context_notes({}, [in_document])[0].startswith("this data has documents (-DOCSTART-), and the model")
+    assert context_notes({"context": True}, [in_document]) == context_notes({}, [alone]) == []

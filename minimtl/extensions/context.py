@@ -6,15 +6,20 @@ transforms of what the model reads, attached where text becomes encodings:
 - at inference (machinery/predictor.py), a long text is split into words a segment at a time
   (`split_long_text`), and read in overlapping windows of whole words, so any length works and no word is
   lost; each word's scores come from the window where it has the most context (`windows`, `merge_windows`);
-  the sentences of a text are so each other's context;
-- in training (--context), each sentence of a document is read inside a window of its neighbouring words
-  (`in_context`), and `sentence_view` keeps only the sentence's own words labelled and scored: the context's
-  positions have no word, like [CLS] and [SEP].
+- in training and evaluation (--context), each sentence of a document is read inside a window of its
+  neighbouring words (`in_context`; FLERT, Schweter & Akbik 2020), and the heads read only the sentence's own
+  positions of the window's states (`InContext`, `in_sentence_layout`): the same layout, labels and scores as
+  the sentence alone, only the states come from reading it in its document. So the loss and the metrics stay
+  per sentence, and a frozen backbone's feature cache holds as many rows as without context.
+  infer.py reads a context model's texts the same way, a text's sentences (`sentences_of`) its document.
 """
+
+from dataclasses import replace
 
 import numpy as np
 import torch
 
+from ..model import MultiTaskModel
 from ..tokenization import Encoding, Word, room, words_between
 from ..guards.errors import UserError
 
@@ -175,9 +180,56 @@ def in_context(tokenizer, documents: list[list[list[str]]], window: int, max_len
     return out
 
 
-def sentence_view(enc: Encoding, own: range) -> Encoding:
-    """A sentence in its context (`in_context`) as training labels it and evaluation reads it: the same
-    positions, but only the sentence's own words have word ids (from 0) and first positions; the context's
-    positions have none, like [CLS] and [SEP], so they are never labelled, never in the loss, never scored."""
-    word_ids = [w - own.start if w is not None and w in own else None for w in enc.word_ids]
-    return Encoding(enc.input_ids, word_ids, enc.first_positions[own.start : own.stop], enc.truncated)
+def in_sentence_layout(enc: Encoding, own: range) -> tuple[Encoding, list[int]]:
+    """A sentence in its window (`in_context`) as the heads read it: ([CLS], its own sub-tokens, [SEP]) — the
+    encoding of the sentence alone — and `keep`, the window position each of those positions is read from."""
+    positions = [p for p, w in enumerate(enc.word_ids) if w is not None and w in own]  # contiguous
+    keep = [0, *positions, len(enc.input_ids) - 1]
+    shift = positions[0] - 1 if positions else 0  # window position -> sentence position
+    return (Encoding([enc.input_ids[p] for p in keep], [None, *(enc.word_ids[p] - own.start for p in positions), None],
+                     [p - shift for p in enc.first_positions[own.start : own.stop]], enc.truncated), keep)
+
+
+def window_inputs(windows, layouts):
+    """The extra inputs (batching.SplitIds.extra) of sentences read in context: each one's window, and where each
+    of its own positions is in the window. `windows` from `in_context`, `layouts` from `in_sentence_layout`."""
+    return {"window_ids": [enc.input_ids for _, enc, _ in windows],
+            "window_mask": [[1] * len(enc.input_ids) for _, enc, _ in windows],
+            "keep": [keep for _, keep in layouts]}
+
+
+class InContext(MultiTaskModel):
+    """A MultiTaskModel that reads each sentence in its window: the encoder runs on the batch's windows
+    (`extra["window_ids"]`, with their word shapes in `extra["window_shape_ids"]`), and the heads get the states
+    at the sentence's own positions (`extra["keep"]`), laid out as the batch's `input_ids`, which hold the
+    sentence alone. Everything after `features` — the heads, the loss, decoding, a feature cache — is the plain
+    model's, on the sentence's own layout. A batch without windows (inference's windows over a long text) is
+    read as it is."""
+
+    def features(self, batch):
+        if "window_ids" not in batch.extra:
+            return super().features(batch)
+        extra = dict(batch.extra)
+        if "window_shape_ids" in extra:
+            extra["shape_ids"] = extra.pop("window_shape_ids")
+        window = replace(batch, input_ids=extra["window_ids"], attention_mask=extra["window_mask"], extra=extra)
+        hidden = super().features(window)  # (B, Tw, [k,] H)
+        keep = batch.extra["keep"]  # (B, T): padding reads position 0, and the heads mask it
+        at = keep.view(*keep.shape, *[1] * (hidden.dim() - 2)).expand(-1, -1, *hidden.shape[2:])
+        return hidden.gather(1, at)  # (B, T, [k,] H)
+
+
+SENTENCE_ENDS = (".", "!", "?")
+
+
+def sentences_of(text: str, words: list[Word]) -> list[range]:
+    """A raw text's sentences, as ranges of its words: a sentence ends after a word ".", "!" or "?" that ends
+    the text or is followed by whitespace, and at a line break. (A rule, not a model: "U.S. forces" is cut
+    after "U.S.", which costs that sentence some of its context, never a word.)"""
+    out, start = [], 0
+    for i, w in enumerate(words):
+        after = text[w.end : words[i + 1].start] if i + 1 < len(words) else ""
+        if i + 1 == len(words) or "\n" in after or (w.text in SENTENCE_ENDS and after[:1].isspace()):
+            out.append(range(start, i + 1))
+            start = i + 1
+    return out

@@ -4,6 +4,7 @@
              ├─ head_input: word shapes added to what the heads read (a frozen backbone)
              ├─ cls_head(mix, neck)   the scalar mix of layers, a BiLSTM or convolutions   extensions/heads.py
              └─ ner_head(mix, neck)   the same, as a CRFTokenHead with a CRF              extensions/crf.py
+    and as an InContext model, each sentence read in its document's window                 extensions/context.py
 
 `HeadConfig` says which, and is saved in a checkpoint's config.json as is (`asdict`), so that reading the
 checkpoint builds the same model again (checkpoint.py).
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from ..model import POOLINGS, ClassificationHead, MultiTaskModel, TokenHead
 from ..extensions.wordshape import WordShapes
+from ..extensions.context import InContext
 from ..extensions.crf import CRFTokenHead
 from ..extensions.heads import HEAD_KINDS, mix, neck
 
@@ -33,9 +35,10 @@ class HeadConfig:
     crf: bool = False  # a CRF over words on top of the tag layer
 
 
-def build_model(encoder, heads: HeadConfig, tags=None, word_shapes=None):
+def build_model(encoder, heads: HeadConfig, tags=None, word_shapes=None, context=False):
     """A MultiTaskModel on `encoder` with the heads `heads` describes. `tags`: the BIO tag names (needed when
     heads.n_tags > 0). `word_shapes`: None, or where a zero-initialised word-shape table is added (WORD_SHAPES).
+    `context`: an InContext model, whose batches carry each sentence's window (context.py).
     The HeadConfig is kept as `model.config`, which a checkpoint records."""
     if heads.n_tags and (tags is None or len(tags) != heads.n_tags):
         raise ValueError(f"{heads.n_tags} tags need their {heads.n_tags} names")
@@ -51,7 +54,8 @@ def build_model(encoder, heads: HeadConfig, tags=None, word_shapes=None):
                                   neck(heads.sentence_head, H)) if heads.n_labels else None
     tag_head = CRFTokenHead if heads.crf else TokenHead
     ner_head = tag_head(H, tags, heads.dropout, mix(heads.layers), neck(heads.token_head, H)) if heads.n_tags else None
-    model = MultiTaskModel(encoder, cls_head, ner_head, heads.layers, shapes["embeddings"], shapes["heads"])
+    model = (InContext if context else MultiTaskModel)(encoder, cls_head, ner_head, heads.layers, shapes["embeddings"],
+                                                       shapes["heads"])
     model.config = heads
     return model
 

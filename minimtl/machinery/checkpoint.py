@@ -218,7 +218,8 @@ def read_checkpoint(directory):
     check_weights_fit(config, weights)  # before building: config.json may be absurd
     # A checkpoint written before word shapes has no "word_shapes": it has none.
     with skip_random_init():  # every weight is loaded next
-        model = build_model(encoder(config), HeadConfig(**meta["heads"]), meta.get("tags"), meta.get("word_shapes"))
+        model = build_model(encoder(config), HeadConfig(**meta["heads"]), meta.get("tags"), meta.get("word_shapes"),
+                            meta.get("context", False))
     own = FAMILIES[config.model_type].prefix
 
     def rename(name):  # the encoder's tensors from its family's names; the heads' names are ours already

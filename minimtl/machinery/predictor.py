@@ -30,6 +30,7 @@ probabilities and its (positions, tags) logits.
 import json
 import unicodedata
 from dataclasses import replace
+from itertools import accumulate
 
 import torch
 
@@ -38,7 +39,8 @@ from ..bio import split_tag
 from ..guards.errors import UserError
 from ..extensions.calibration import entities
 from ..extensions.precision import autocast, for_inference
-from ..extensions.context import merge_windows, split_long_text, windows
+from ..extensions.context import (in_context, in_sentence_layout, merge_windows, sentences_of, split_long_text,
+                                  window_inputs, windows)
 from ..inference import Prediction, spans, with_label
 from ..tokenization import WordTokenizer
 from ..extensions.wordshape import NONE, shape_rows
@@ -61,6 +63,7 @@ class Predictor:
         self.cls_temperature, self.ner_temperature = (float(temperature.get(h, 1.0)) for h in ("cls", "ner"))
         # The length the model was trained on; without it, the most its position embeddings allow.
         self.max_len = int(meta.get("max_len") or model.bert.config.max_tokens)
+        self.context = bool(meta.get("context"))  # trained reading each sentence in its document
         # Overlap between windows: each word near a cut is read again with a quarter window of context.
         self.stride = self.max_len // 4
 
@@ -79,46 +82,87 @@ class Predictor:
             except UnicodeEncodeError:  # lone surrogates: what undecodable bytes in argv turn into
                 raise UserError(f"text {i} is not valid Unicode (undecodable bytes?)") from None
         words = [split_long_text(self.tokenizer, text) for text in texts]
-        # A text that normalises to zero words (only control characters, say) still gets one window,
-        # [CLS][SEP], so it still gets a sentence category.
+        # A model trained with --context tags each sentence read in its text (`_in_documents`); the category, and
+        # every other model's tags, come from windows over the whole text.
+        in_documents = self.context and self.tags is not None
         per_text = [windows(self.tokenizer, [w.text for w in ws], self.max_len, self.stride) for ws in words]
-        flat = [enc for text_windows in per_text for _, enc in text_windows]
-        shapes = None
-        if word_shapes_of(self.model):  # from the words' original text, as training computes them
-            texts_words = [[w.text for w in ws] for ws in words]
-            shapes = shape_rows(flat, [text for text, wins in zip(texts_words, per_text) for _ in wins],
-                                [first for wins in per_text for first, _ in wins])
-        cls_probs, ner_scores = self._run(flat, shapes)
+        if self.labels is not None or not in_documents:
+            # A text that normalises to zero words (only control characters, say) still gets one window,
+            # [CLS][SEP], so it still gets a sentence category.
+            flat = [enc for text_windows in per_text for _, enc in text_windows]
+            extra = {}
+            if word_shapes_of(self.model):  # from the words' original text, as training computes them
+                texts_words = [[w.text for w in ws] for ws in words]
+                extra["shape_ids"] = shape_rows(flat, [text for text, wins in zip(texts_words, per_text) for _ in wins],
+                                                [first for wins in per_text for first, _ in wins])
+            cls_probs, ner_scores = self._run([e.input_ids for e in flat], extra)
+        sentence_rows = self._in_documents(texts, words) if in_documents else None
 
         out, at = [], 0
-        for text, ws, text_windows in zip(texts, words, per_text):
+        for t, (text, ws, text_windows) in enumerate(zip(texts, words, per_text)):
             mine = range(at, at + len(text_windows))
             at += len(text_windows)
             pred = Prediction(text, ws)
             if self.labels is not None:  # every window votes equally
                 with_label(pred, torch.stack([cls_probs[j] for j in mine]).mean(0), self.labels)
             if self.tags is not None:
-                # Each word's row comes from the window where it has the most context.
-                rows = [ner_scores[j] for j in mine]
-                emissions = merge_windows(text_windows, rows, len(ws))[None]  # (1, words, K)
+                if in_documents:  # per sentence, as evaluation decodes them
+                    emissions, lengths = padded_rows(sentence_rows[t])
+                else:  # each word's row comes from the window where it has the most context
+                    emissions = merge_windows(text_windows, [ner_scores[j] for j in mine], len(ws))[None]
+                    lengths = [len(ws)]  # (1, words, K)
                 head = self.model.ner_head
-                paths = head.decode(emissions, [len(ws)])
-                pred.tags = [self.tags[k] for k in paths[0]]
-                pred.entities = spans(text, ws, entities(head, emissions, [len(ws)], paths, self.ner_temperature)[0])
+                paths = head.decode(emissions, lengths)
+                pred.tags = [self.tags[k] for path in paths for k in path]
+                found = entities(head, emissions, lengths, paths, self.ner_temperature)
+                starts = accumulate(lengths, initial=0)  # each sentence's first word in the text
+                pred.entities = spans(text, ws, [(kind, a + start, b + start, *p)
+                                                 for sentence, start in zip(found, starts) for kind, a, b, *p in sentence])
             out.append(pred)
         return out
 
-    def _run(self, encodings, shapes=None):
-        """Per window, in input order: sentence probabilities (C,) and tag logits (positions, K). `shapes`: each
-        window's shape id per position, for a model with word shapes."""
-        cls_probs, ner_scores = [None] * len(encodings), [None] * len(encodings)
-        rows = [e.input_ids for e in encodings]
+    def _in_documents(self, texts, words):
+        """Each text's sentences (context.sentences_of), each read in the text as its document, as training with
+        --context read its documents (InContext): per text, each sentence's tag logits at its words, (n, K). A
+        sentence longer than a window is read in windows of its own, as a text alone is."""
+        parts = [sentences_of(text, ws) for text, ws in zip(texts, words)]
+        documents = [[[w.text for w in ws[r.start : r.stop]] for r in part] for ws, part in zip(words, parts)]
+        read = in_context(self.tokenizer, documents, self.max_len, self.max_len)
+        layouts = [in_sentence_layout(enc, own) for _, enc, own in read]
+        extra = window_inputs(read, layouts)
+        if word_shapes_of(self.model):
+            sentences = [sentence for document in documents for sentence in document]
+            words_of = [[w for sentence in document for w in sentence] for document in documents]
+            extra["shape_ids"] = shape_rows([enc for enc, _ in layouts], sentences)
+            extra["window_shape_ids"] = shape_rows([enc for _, enc, _ in read],
+                                                   [ws for ws, document in zip(words_of, documents) for _ in document],
+                                                   [first for first, _, _ in read])
+        _, scores = self._run([enc.input_ids for enc, _ in layouts], extra)
+        rows = iter(zip(layouts, scores, (sentence for document in documents for sentence in document)))
+        out = []
+        for part in parts:
+            out.append([] if part else [torch.zeros((0, len(self.tags)))])  # a text of no words: no sentence
+            for (enc, _), logits, sentence in (next(rows) for _ in part):
+                if enc.truncated:  # InContext reads a batch without windows as it is
+                    alone = windows(self.tokenizer, sentence, self.max_len, self.stride)
+                    shapes = shape_rows([e for _, e in alone], [sentence] * len(alone), [first for first, _ in alone])
+                    _, scores = self._run([e.input_ids for _, e in alone],
+                                          {"shape_ids": shapes} if word_shapes_of(self.model) else {})
+                    out[-1].append(merge_windows(alone, scores, len(sentence)))
+                else:
+                    out[-1].append(logits[enc.first_positions])
+        return out
+
+    def _run(self, rows, extra):
+        """Per input row (token ids), in input order: sentence probabilities (C,) and tag logits (positions, K).
+        `extra`: more integer inputs per row, by name (batching.SplitIds.extra): word shapes, windows."""
+        cls_probs, ner_scores = [None] * len(rows), [None] * len(rows)
         with torch.inference_mode():
             for index in batch_indices([len(r) for r in rows], BATCH_SIZE):  # shortest first: little padding
                 mine = [rows[j] for j in index]
-                extra = {} if shapes is None else {"shape_ids": pad([shapes[j] for j in index], NONE).to(self.device)}
+                more = {name: pad([values[j] for j in index], NONE).to(self.device) for name, values in extra.items()}
                 batch = Batch(index, pad(mine, self.tokenizer.pad_id).to(self.device), attention_mask(mine).to(self.device),
-                              None, None, None, extra)
+                              None, None, None, more)
                 with autocast(self.device, self.precision):
                     out = self.model(batch)
                 if out.cls_logits is not None:
@@ -128,8 +172,17 @@ class Predictor:
                 if out.ner_logits is not None:
                     logits = out.ner_logits.float().cpu()  # (B, T, K)
                     for row, j in enumerate(index):
-                        ner_scores[j] = logits[row, : len(encodings[j].input_ids)]  # without the padding
+                        ner_scores[j] = logits[row, : len(rows[j])]  # without the padding
         return cls_probs, ner_scores
+
+
+def padded_rows(rows):
+    """Sentences' (n, K) emission rows -> (S, max n, K), zeros past each one's end, and the lengths."""
+    lengths = [len(r) for r in rows]
+    out = torch.zeros((len(rows), max(lengths), rows[0].shape[-1]))
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out, lengths
 
 
 def confident(pred: Prediction, threshold: float) -> Prediction:

@@ -53,7 +53,7 @@ def evaluate_file(checkpoint, path, split=None, precision="fp32"):
     model, meta, tokenizer = load_with_tokenizer(checkpoint)
     model = for_inference(model, precision, "cpu")
     labels, tags, notes = _vocabularies(meta, examples, description)
-    notes += unseen(examples, labels, tags)
+    notes += unseen(examples, labels, tags) + context_notes(meta, examples)
     # The split keeps its name so that `predict` reads it as training does; the other splits stay empty.
     splits = Splits(**{"train": [], "dev": [], "test": None, split: examples}, source=description)
     # Word shapes and document context as the run trained with them (none in a checkpoint older than they are).
@@ -71,6 +71,18 @@ def evaluate_file(checkpoint, path, split=None, precision="fp32"):
     errors, _ = calibration_report(model, [source], split, temperatures, {source.name: outputs})
     return Report(description, len(examples), score(examples, predicted_labels, predicted_tags), confusions, notes,
                   {"temperature": temperatures, "ece": errors})
+
+
+def context_notes(meta, examples):
+    """Where the data's documents and the model's training disagree: read as trained, but not silently."""
+    has_documents = any(ex.document is not None for ex in examples)
+    if meta.get("context") and not has_documents:
+        return ["the model was trained reading each sentence in its document (--context), and this data has no "
+                "documents (-DOCSTART-): each sentence is read alone, so scores may fall short of training's"]
+    if has_documents and not meta.get("context"):
+        return ["this data has documents (-DOCSTART-), and the model was trained without --context: each sentence "
+                "is read alone, as in training"]
+    return []
 
 
 def _vocabularies(meta, examples, description):

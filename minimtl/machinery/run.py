@@ -227,7 +227,7 @@ def build(cfg, log):
                             len(vocab.tags or []), device, erases_case=erases_case)
     # Evaluation never cuts a sentence short: only the model's position table limits it.
     encode_sources(sources, tokenizer, vocab, cfg, positions, log, word_shapes=recipe.word_shapes is not None)
-    model = build_model(encoder, recipe.heads, vocab.tags.names if vocab.tags else None, recipe.word_shapes)
+    model = build_model(encoder, recipe.heads, vocab.tags and vocab.tags.names, recipe.word_shapes, cfg.context)
     if cfg.lora:  # wraps the target Linears; with adapters in the model, freezing.py freezes the backbone
         add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     return model.to(device), sources, weights_dir, recipe

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..batching import SplitIds, encode_split
-from ..extensions.context import by_document, in_context, sentence_view
+from ..extensions.context import by_document, in_context, in_sentence_layout, window_inputs
 from ..extensions.subtokens import all_subtoken_labels
-from ..extensions.wordshape import add_shape_ids
+from ..extensions.wordshape import add_shape_ids, shape_rows
 from ..tokenization import labels
 from .data import LabelVocab, Splits, load_data, unknown_labels
 from ..guards.errors import UserError
@@ -107,9 +107,9 @@ def encode_examples(tokenizer, examples, label_vocab, tag_vocab, max_len, all_su
     """batching.encode_split of the examples, with what the run reads besides: each position's word shape
     (`word_shapes`, extensions/wordshape.py), and each sentence inside its document (`context`: the window, in
     positions, in which it is read with its neighbours, extensions/context.py). A document is a run of
-    consecutive examples with the same `document`; an example without one is read alone. Only the sentence's
-    own words are labelled and scored, so the split's `first_positions` are its own words' and the context
-    carries IGNORE_INDEX."""
+    consecutive examples with the same `document`; an example without one is read alone. With context, the
+    split holds each sentence alone, as without, and its window among the extra inputs (context.window_inputs)
+    that `InContext` reads: the heads see only the sentence's own positions."""
     sentences = [list(ex.words) for ex in examples]
     rule = all_subtoken_labels if all_subtokens else labels
     if context is None:
@@ -118,13 +118,15 @@ def encode_examples(tokenizer, examples, label_vocab, tag_vocab, max_len, all_su
         return add_shape_ids(split, encodings, sentences) if word_shapes else split
     documents = [[sentences[i] for i in document] for document in by_document(examples)]
     windows = in_context(tokenizer, documents, context, max_len)
-    split = encode_split(tokenizer, examples, label_vocab, tag_vocab, max_len, rule,
-                         [sentence_view(enc, own) for _, enc, own in windows])
+    layouts = [in_sentence_layout(enc, own) for _, enc, own in windows]
+    split = encode_split(tokenizer, examples, label_vocab, tag_vocab, max_len, rule, [enc for enc, _ in layouts])
+    split.extra.update(window_inputs(windows, layouts))
     if not word_shapes:
         return split
     document_words = [[w for sentence in document for w in sentence] for document in documents]
     words = [document_words[d] for d, document in enumerate(documents) for _ in document]
-    return add_shape_ids(split, [enc for _, enc, _ in windows], words, [first for first, _, _ in windows])
+    split.extra["window_shape_ids"] = shape_rows([enc for _, enc, _ in windows], words, [f for f, _, _ in windows])
+    return add_shape_ids(split, [enc for enc, _ in layouts], sentences)
 
 
 def fingerprint(source):

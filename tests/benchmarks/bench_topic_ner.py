@@ -10,12 +10,17 @@ Rows (each one `minimtl.machinery.run.train` call with the default weights; test
   shared-frozen-shape-crf / -shape-context                      one change from it: + --crf, + --context
   shared-full-shape-crf                                         full fine-tuning, --word-shape --crf, 6 epochs
   shared-full-shape / shared-full-crf                           one change from it: no --crf, no --word-shape
+  recipe-frozen[-context][-crf][-noshape][-64]                  the frozen recipe as train.py runs it now (3 epochs,
+                                                                word shapes on cased data), trained with document
+                                                                context, a CRF, without shapes, --max-len 64
+  recipe-full-context[-64]                                      full fine-tuning, --word-shape --crf --context
 
     python tests/benchmarks/bench_topic_ner.py [--quick] [--epochs N] [--only ROW ...] [--seeds N ...] [--runs DIR]
 
---seeds runs each row once per seed; a row run with a seed other than 0 is stored as ROW/seedN. The shared
-CoNLL-2003 copy has its -DOCSTART- lines only in test.txt, so the --context row trains and selects on dev
-without context and reads each test sentence within its document.
+--seeds runs each row once per seed; a row run with a seed other than 0 is stored as ROW/seedN. The rows
+before recipe-* ran on a CoNLL-2003 copy with -DOCSTART- lines in test.txt only, so shared-frozen-shape-context
+trained and selected on dev without context and read each test sentence within its document; the shared copy
+now has its documents in all three splits, and the recipe-*-context rows train with them.
 
 Reports per row: CoNLL test entity F1 (micro, seqeval-equal), AG News test accuracy, dev scores, parameters
 stored (trainable ones, what a task costs to keep), training-text cuts at --max-len, wall seconds. --quick runs
@@ -53,6 +58,13 @@ ROWS = {
     "shared-full-shape": (["conll2003", "ag_news"], {"word_shape": True, "epochs": 6}),
     "shared-full-crf": (["conll2003", "ag_news"], {"crf": True, "epochs": 6}),
     "shared-full": (["conll2003", "ag_news"], {"epochs": FULL_EPOCHS}),
+    **{f"recipe-frozen{name}": (["conll2003", "ag_news"], {"freeze": ["backbone"], **more}) for name, more in [
+        ("", {}), ("-context", {"context": True}), ("-context-64", {"context": True, "max_len": 64}),
+        ("-crf", {"crf": True}), ("-context-crf", {"context": True, "crf": True}),
+        ("-noshape", {"word_shape": False}), ("-context-noshape", {"context": True, "word_shape": False})]},
+    **{f"recipe-full-context{name}": (["conll2003", "ag_news"], {"word_shape": True, "crf": True, "context": True,
+                                                                 "epochs": 4, **more})
+       for name, more in [("", {}), ("-64", {"max_len": 64})]},
     "conll-full": (["conll2003"], {"epochs": FULL_EPOCHS}),
     "ag-full": (["ag_news"], {"epochs": FULL_EPOCHS}),
 }
