@@ -108,7 +108,7 @@ def test_a_run_without_id2label_still_loads_and_a_contradicting_one_is_refused(t
     assert load_checkpoint(older)[1]["tags"] == TAGS
     config["id2label"] = {str(i): tag for i, tag in enumerate(reversed(TAGS))}
     (older / "config.json").write_text(json.dumps(config))
-    with pytest.raises(UserError, match="'id2label' and 'label2id' should number the tags"):
+    with pytest.raises(UserError, match="'id2label' and 'label2id' should number 'minimtl.tags' in order"):
         load_checkpoint(older)
 
 
@@ -161,7 +161,8 @@ def test_each_family_exports_heads_whose_logits_are_minimtls(family_run, tmp_pat
             export(run, tmp_path / "refused")
         assert not (tmp_path / "refused").exists()
     folders = export(run, tmp_path / "out", only=None if sentence_too else "tags")
-    prefix = {"distilbert": "DistilBert", "electra": "Electra", "roberta": "Roberta", "xlm-roberta": "XLMRoberta"}[family]
+    prefix = {"distilbert": "DistilBert", "electra": "Electra", "roberta": "Roberta",
+              "xlm-roberta": "XLMRoberta"}[family]
     with reported() as said:
         tagger = getattr(transformers, prefix + "ForTokenClassification").from_pretrained(folders[0]).eval()
     assert said == [] and tagger.config.id2label == dict(enumerate(TAGS))

@@ -162,7 +162,7 @@ def read_meta(directory):
             raise UserError(f"'minimtl.tags': {e}", path) from None
     # Absent in older runs; present, they are what transformers reads, so they must say what minimtl reads.
     if any(raw.get(k, v) != v for k, v in (label_maps(meta.get("tags")) or dict.fromkeys(LABEL_KEYS)).items()):
-        raise UserError("'id2label' and 'label2id' should number the tags of 'minimtl.tags' in order, or be absent", path)
+        raise UserError("'id2label' and 'label2id' should number 'minimtl.tags' in order, or be absent", path)
     heads = meta.get("heads")
     expected = {"n_labels": len(meta.get("labels") or []), "n_tags": len(meta.get("tags") or [])}
     if not isinstance(heads, dict) or set(heads) != {f.name for f in fields(HeadConfig)} \

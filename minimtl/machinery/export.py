@@ -53,8 +53,8 @@ def refusal(meta, hidden_size, family, head):
     """Why the run's `head` ("tags" or "sentence") has no exact transformers equivalent; None if it has one."""
     heads = meta["heads"]
     if meta.get("word_shapes"):
-        return (f"the run adds word shapes to {'the encoder' if meta['word_shapes'] == 'embeddings' else 'what the heads read'}"
-                " (--word-shape), a table no transformers class has")
+        where = "the encoder" if meta["word_shapes"] == "embeddings" else "what the heads read"
+        return f"the run adds word shapes to {where} (--word-shape), a table no transformers class has"
     if heads["layers"] > 1:
         return f"it reads a learned mix of the top {heads['layers']} layers; transformers' classes read the last one"
     kind = heads["token_head" if head == "tags" else "sentence_head"]
@@ -130,7 +130,8 @@ def export(run, out, only=None):
             raise UserError(f"cannot export its {HEADS[head]} exactly: {reason}"
                             + (f" (--only {other} exports the {HEADS[other]} alone)" if other else ""), run)
     state = model.state_dict()
-    encoder = {published_name(k[len("bert."):], config.model_type): v for k, v in state.items() if k.startswith("bert.")}
+    encoder = {published_name(k[len("bert."):], config.model_type): v
+               for k, v in state.items() if k.startswith("bert.")}
     temperature = meta.get("temperature") or {}
     with atomic_directory(out) as tmp:
         for head in heads:
