@@ -1,7 +1,8 @@
 """A trained model on disk: a self-contained directory that inference can use with nothing else.
 
     DIR/model.safetensors        encoder (under its family's published names: `bert.`, `roberta.`, ...) + heads
-    DIR/config.json              the encoder's config in its family's keys, plus a "minimtl" section: label
+    DIR/config.json              the encoder's config in its family's keys, the tags as transformers reads a
+                                 tagger's classes (id2label, label2id), and a "minimtl" section: label
                                  vocabularies, head settings, max length, training arguments, dev metrics
     DIR/tokenizer files          copied from the pretrained checkpoint (tokenizer.json, vocab.txt, ...)
 
@@ -9,7 +10,8 @@ A training run's directory also holds its logs (`write_logs`: metrics.jsonl, cur
 
 Tensors go through safetensors and everything else through JSON, never pickle: loading a checkpoint
 cannot run code. Because the encoder keeps its published names, `load_encoder(DIR)` reads the trained
-backbone like any checkpoint of its family, and so does that family's `transformers` class.
+backbone like any checkpoint of its family, and so does that family's `transformers` class; export.py
+writes the heads where that library's own task classes look for them.
 
 Except with word shapes in the encoder (--word-shape outside the frozen recipe, wordshape.py): their table,
 `embedding_input.weight`, is part of what the encoder computes, and no published class has it.
@@ -46,7 +48,7 @@ from ..weights import match_state_dict
 from .assemble import WORD_SHAPES, HeadConfig, build_model
 from .predictor import Predictor
 from .plots import write_curves
-from .reading import NO_CHECKPOINT, TOKENIZER_FILES, check_files, check_weights_fit, one_version
+from .reading import NO_CHECKPOINT, TOKENIZER_FILES, check_weights_fit, copy_tokenizer, one_version
 from .rundir import save_tensors, stale_temporaries
 from ..extensions.family_tokenizers import load_tokenizer
 
@@ -55,6 +57,7 @@ FORMAT_VERSION = 6  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_
 # tables `embedding_input` / `head_input`. Formats 4 and 5 are read too: only names differ (`earlier_name`).
 READABLE_FORMATS = (4, 5, FORMAT_VERSION)
 MODEL_FILES = ("model.safetensors", "config.json", *TOKENIZER_FILES)
+LABEL_KEYS = ("id2label", "label2id")
 
 
 @contextmanager
@@ -101,13 +104,17 @@ def write_model(directory, model, meta, tokenizer_dir):
     tensors = {published_name(k[len("bert."):], family) if k.startswith("bert.") else k:
                v.detach().cpu().contiguous() for k, v in merged_state_dict(model).items()}
     save_tensors(tensors, directory / "model.safetensors", metadata={"format": "pt"})
-    config = config_json(as_family(model.bert.config))
+    # id2label / label2id: the tag head's classes where transformers looks for them (minimtl reads "minimtl")
+    config = {**config_json(as_family(model.bert.config)), **label_maps(meta.get("tags"))}
     config["minimtl"] = {"format_version": FORMAT_VERSION, **meta, "heads": asdict(model.config)}
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    check_files(tokenizer_dir)  # what is copied is what a reader may open: no link out of the checkpoint
-    for name in TOKENIZER_FILES:
-        if (Path(tokenizer_dir) / name).is_file():
-            shutil.copyfile(Path(tokenizer_dir) / name, directory / name)
+    copy_tokenizer(tokenizer_dir, directory)
+
+
+def label_maps(names):
+    """transformers' config.json keys (LABEL_KEYS) for a head's classes `names`; none without them."""
+    return dict(zip(LABEL_KEYS, ({str(i): n for i, n in enumerate(names)}, {n: i for i, n in enumerate(names)}))) \
+        if names else {}
 
 
 def _recover(directory):
@@ -153,6 +160,9 @@ def read_meta(directory):
             split_tag(tag)
         except ValueError as e:
             raise UserError(f"'minimtl.tags': {e}", path) from None
+    # Absent in older runs; present, they are what transformers reads, so they must say what minimtl reads.
+    if any(raw.get(k, v) != v for k, v in (label_maps(meta.get("tags")) or dict.fromkeys(LABEL_KEYS)).items()):
+        raise UserError("'id2label' and 'label2id' should number 'minimtl.tags' in order, or be absent", path)
     heads = meta.get("heads")
     expected = {"n_labels": len(meta.get("labels") or []), "n_tags": len(meta.get("tags") or [])}
     if not isinstance(heads, dict) or set(heads) != {f.name for f in fields(HeadConfig)} \

@@ -20,6 +20,7 @@ Three rules, for the pretrained weights (--weights) and for trained runs (--chec
 
 import os
 import re
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -34,6 +35,14 @@ READ_FILES = ("config.json", "model.safetensors", *TOKENIZER_FILES, "1_Pooling/c
 NO_CHECKPOINT = "no checkpoint here: train one first (python train.py) or pass --checkpoint DIR"
 SWAP_RETRIES = 20  # each retry follows a save that swapped the directory mid-read: a save takes far longer
 MAX_HEADER = 100 << 20  # bytes of a safetensors header, as the format itself limits it
+
+
+def copy_tokenizer(source, directory):
+    """The tokenizer files (TOKENIZER_FILES) that the checkpoint `source` has, copied into `directory`."""
+    check_files(source)  # what is copied is what a reader may open: no link out of the checkpoint
+    for name in TOKENIZER_FILES:
+        if (Path(source) / name).is_file():
+            shutil.copyfile(Path(source) / name, Path(directory) / name)
 
 
 def check_files(directory):
