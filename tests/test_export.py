@@ -55,8 +55,8 @@ def reported():
     records.extend(caught)
 
 
-def save_run(directory, model, tags, labels, tokenizer_dir, word_shapes=None):
-    meta = {"labels": labels, "tags": tags, "max_len": 48, "word_shapes": word_shapes}
+def save_run(directory, model, tags, labels, tokenizer_dir, word_shapes=None, context=False):
+    meta = {"labels": labels, "tags": tags, "max_len": 48, "word_shapes": word_shapes, "context": context}
     with atomic_directory(directory) as tmp:
         write_model(tmp, model.eval(), meta, tokenizer_dir)
     return directory
@@ -194,6 +194,7 @@ def test_the_exported_sentence_head_gives_minimtls_label_in_the_pipeline(family_
 
 @pytest.mark.parametrize("heads, shapes, reason", [
     (dict(crf=True), None, "it decodes with a CRF"),
+    (dict(context=True), None, "it reads each sentence in its document"),
     (dict(token_head="lstm"), None, "it puts a BiLSTM before its output layer"),
     (dict(token_head="conv"), None, "it puts dilated convolutions before its output layer"),
     (dict(layers=2), None, "it reads a learned mix of the top 2 layers"),
@@ -202,8 +203,10 @@ def test_the_exported_sentence_head_gives_minimtls_label_in_the_pipeline(family_
 ])
 def test_a_head_transformers_cannot_compute_is_refused_in_one_line(tiny_weights, tmp_path, heads, shapes, reason):
     torch.manual_seed(0)
-    model = build_model(load_encoder(tiny_weights), HeadConfig(n_labels=0, n_tags=len(TAGS), **heads), TAGS, shapes)
-    run = save_run(tmp_path / "run", model, TAGS, None, tiny_weights, shapes)
+    context = heads.pop("context", False)
+    model = build_model(load_encoder(tiny_weights), HeadConfig(n_labels=0, n_tags=len(TAGS), **heads), TAGS, shapes,
+                        context)
+    run = save_run(tmp_path / "run", model, TAGS, None, tiny_weights, shapes, context)
     with pytest.raises(UserError, match=f"cannot export its tag head exactly: {reason}"):
         export(run, tmp_path / "out")
     assert not (tmp_path / "out").exists()

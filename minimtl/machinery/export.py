@@ -55,6 +55,9 @@ def refusal(meta, hidden_size, family, head):
     if meta.get("word_shapes"):
         where = "the encoder" if meta["word_shapes"] == "embeddings" else "what the heads read"
         return f"the run adds word shapes to {where} (--word-shape), a table no transformers class has"
+    if meta.get("context"):
+        return ("it reads each sentence in its document (--context), and transformers' pipelines read each text "
+                "alone")
     if heads["layers"] > 1:
         return f"it reads a learned mix of the top {heads['layers']} layers; transformers' classes read the last one"
     kind = heads["token_head" if head == "tags" else "sentence_head"]
