@@ -146,7 +146,7 @@ def test_inference_computes_the_shapes_as_training_does(checkpoint_dir, tmp_path
     predictor = shaped_checkpoint(tmp_path / "run", checkpoint_dir)
     text = "Alice met BOB of iPhone fame in Paris in 1996 , 東 京 ."
     seen = spied(predictor)
-    words = [w.text for w in predictor.predict([text])[0].words]
+    words = [w.text for w in predictor.predictions([text])[0].words]
     assert words == text.split()
     assert seen["shapes"] == [expected_shapes(predictor.tokenizer, words)]
     split = encode_examples(predictor.tokenizer, [Example(tuple(words), ("O",) * len(words))], None, LabelVocab(TAGS), 64,
@@ -179,7 +179,7 @@ def test_a_checkpoint_older_than_both_options_loads_with_neither(checkpoint_dir,
     assert "word_shapes" not in config["minimtl"] and "context" not in config["minimtl"]
     predictor = load_predictor(tmp_path / "run")
     assert predictor.model.embedding_input is None and predictor.model.head_input is None
-    assert len(predictor.predict(["Alice went to Paris. She liked it."])[0].tags) == 9
+    assert len(predictor.predictions(["Alice went to Paris. She liked it."])[0].tags) == 9
 
 
 def test_word_shapes_in_frozen_embeddings_are_refused(tiny_data, tiny_weights, tmp_path):
@@ -350,7 +350,7 @@ def test_infer_reads_a_document_as_evaluation_reads_it_in_context(checkpoint_dir
     split = encode_examples(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True, context=64)
     seen = spied(predictor)
     text = " ".join(w for words in DOCUMENT for w in words)
-    assert [w.text for w in predictor.predict([text])[0].words] == text.split()
+    assert [w.text for w in predictor.predictions([text])[0].words] == text.split()
     (enc,), (_, ner) = seen["encodings"], seen["out"]
     assert torch.allclose(ner[0][enc.first_positions], training_rows(predictor.model, split), atol=1e-6)
     alone = encode_examples(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True)
