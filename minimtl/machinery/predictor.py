@@ -84,7 +84,7 @@ class Predictor:
             raise UserError(f"give a list of texts (or one string to predict), not a {type(texts).__name__}")
         for i, text in enumerate(texts, 1):
             if not isinstance(text, str):
-                raise UserError(f"text {i} is a {type(text).__name__}, not a string")
+                raise UserError(f"text {i} is not a string but {type(text).__name__}")
             if not text.strip():
                 raise UserError(f"text {i} is empty")
             try:

@@ -25,6 +25,7 @@ from .run import train as run
 from .settings import RunConfig
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
+KINDS = {bool: "True or False", int: "a whole number", float: "a number", str: "a string"}
 
 
 def main(argv=None):
@@ -64,9 +65,10 @@ def main(argv=None):
 
 
 def train(**settings):
-    """One training run from Python, as `train.py` runs it: `settings` are its flags' RunConfig fields, e.g.
-    `train(data=["../shared/data/snips"], freeze=["backbone"], out="runs/snips")`. Returns what run.py's
-    train returns ({"best_epoch", "dev", "test"}). A bad setting raises UserError, naming it as its flag."""
+    """One training run from Python (`minimtl.train`), as `train.py` runs it: `settings` are RunConfig's fields,
+    train.py's flags with _ for -, e.g. `train(data=["../shared/data/snips"], freeze=["backbone"], out="runs/x")`.
+    Returns what run.py's train returns ({"best_epoch", "dev", "test"}). A bad setting raises UserError, which
+    names it as its flag."""
     return _run(RunConfig(**{name: _typed(name, value) for name, value in settings.items()}))
 
 
@@ -88,7 +90,7 @@ def _typed(name, value):
         return None
     if kind is list:
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"{flag} takes a list of strings, e.g. {name}=[{value!r}], not {quote(value)}")
+            raise UserError(f"{flag} must be a list of strings ({name}=[{quote(value)}] for one), not {quote(value)}")
         return [_typed_one(flag, str, v) for v in value]
     return _typed_one(flag, kind, value)
 
@@ -96,9 +98,8 @@ def _typed(name, value):
 def _typed_one(flag, kind, value):
     if kind is str and isinstance(value, os.PathLike):  # paths: data, weights, out
         value = os.fspath(value)
-    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))  # True is an int too
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
-        raise UserError(f"{flag} takes a {kind.__name__}, not {quote(value)} ({type(value).__name__})")
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:  # True is an int too
+        raise UserError(f"{flag} must be {KINDS[kind]}, not {quote(value)} (a {type(value).__name__})")
     return value
