@@ -5,7 +5,7 @@ from importlib import import_module
 from .bert import Bert, BertConfig
 from .guards.errors import UserError
 from .weights import load_encoder
-# The machinery's, which importing the core must not load (test_core.py): imported on first use (PEP 562).
+# load and train are the machinery's, which importing the core must not load: imported on first use (PEP 562).
 MACHINERY = {"load": (".machinery.checkpoint", "load_predictor"), "train": (".machinery.train_command", "train")}
 __all__ = ["Bert", "BertConfig", "UserError", "load_encoder", *MACHINERY]
 __dir__ = lambda: [*globals(), *MACHINERY]  # noqa: E731 (so that dir() lists them before their first use too)

@@ -21,7 +21,7 @@ from .cli import add_config_flags, base_type, given
 from .distributed import PeerLost, joined
 from .interrupts import Interrupted
 from .resume import resume_config
-from .run import train as run
+from .run import train as run_train
 from .settings import RunConfig
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
@@ -75,7 +75,7 @@ def train(**settings):
 def _run(cfg, resume=False):
     cfg.check()
     with joined(cfg.torch_device()) as ddp:  # a process group only when started by torchrun
-        return run(cfg, resume=resume, ddp=ddp)
+        return run_train(cfg, resume=resume, ddp=ddp)
 
 
 def _typed(name, value):
