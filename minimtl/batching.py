@@ -27,8 +27,7 @@ class SplitIds:
     labels: list[int] | None  # per sentence; None without a sentence task
     n_truncated: int  # sentences cut at max_len
     pad_id: int  # the tokenizer's [PAD], which fills batches up to their longest sentence
-    # More integer inputs per sentence, by name, each padded with 0 to its longest row in a batch
-    # (extensions/wordshape.py's "shape_ids", one per position; extensions/context.py's windows)
+    # More integer inputs per sentence by name, padded with 0 in a batch (word shapes, windows: extensions/)
     extra: dict[str, list[list[int]]] = field(default_factory=dict)
 
     def __len__(self):

@@ -158,7 +158,7 @@ def test_checkpoint_without_temperatures_loads_with_t_one_and_with_them_scales_p
     write_temperatures(copy, {"cls": 3.0, "ner": 2.0})
     after = load_predictor(copy)
     text = ["Alice flew from Paris to Berlin with Bob Smith last week."]
-    (p,), (q,) = before.predict(text), after.predict(text)
+    (p,), (q,) = before.predictions(text), after.predictions(text)
     assert (q.label, q.tags, [(s.type, s.start, s.end) for s in q.entities]) == \
         (p.label, p.tags, [(s.type, s.start, s.end) for s in p.entities])  # no prediction changes
     assert q.label_probability < p.label_probability  # T > 1 softens

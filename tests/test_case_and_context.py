@@ -149,7 +149,7 @@ def test_inference_computes_the_shapes_as_training_does(checkpoint_dir, tmp_path
     predictor = shaped_checkpoint(tmp_path / "run", checkpoint_dir)
     text = "Alice met BOB of iPhone fame in Paris in 1996 , 東 京 ."
     seen = spied(predictor)
-    words = [w.text for w in predictor.predict([text])[0].words]
+    words = [w.text for w in predictor.predictions([text])[0].words]
     assert words == text.split()
     assert seen["extra"]["shape_ids"] == [expected_shapes(predictor.tokenizer, words)]
     split = encode_examples(predictor.tokenizer, [Example(tuple(words), ("O",) * len(words))], None, LabelVocab(TAGS), 64,
@@ -183,7 +183,7 @@ def test_a_checkpoint_older_than_both_options_loads_with_neither(checkpoint_dir,
     assert "word_shapes" not in config["minimtl"] and "context" not in config["minimtl"]
     predictor = load_predictor(tmp_path / "run")
     assert predictor.model.embedding_input is None and predictor.model.head_input is None
-    assert len(predictor.predict(["Alice went to Paris. She liked it."])[0].tags) == 9
+    assert len(predictor.predictions(["Alice went to Paris. She liked it."])[0].tags) == 9
 
 
 def test_word_shapes_in_frozen_embeddings_are_refused(tiny_data, tiny_weights, tmp_path):
@@ -357,7 +357,7 @@ def test_infer_reads_the_lines_of_a_text_as_evaluation_reads_a_document(checkpoi
     split = encode_examples(aligner, examples, None, LabelVocab(TAGS), 512, word_shapes=True, context=64)
     seen = spied(predictor)
     text = "\n".join(" ".join(words) for words in DOCUMENT)
-    assert [w.text for w in predictor.predict([text])[0].words] == text.split()
+    assert [w.text for w in predictor.predictions([text])[0].words] == text.split()
     assert seen["rows"] == split.input_ids and seen["extra"]["window_ids"] == split.extra["window_ids"]
     _, ner = seen["out"]
     inferred = torch.cat([rows[first] for rows, first in zip(ner, split.first_positions)])
@@ -376,7 +376,7 @@ def test_a_text_is_cut_into_sentences_after_a_full_stop_and_at_line_breaks(align
 def test_a_context_model_tags_every_word_of_a_sentence_longer_than_its_window(checkpoint_dir, tmp_path):
     predictor = shaped_checkpoint(tmp_path / "run", checkpoint_dir, context=True)
     text = "Short one .\n" + " ".join(["Paris"] * 150) + " .\n\x07"  # 150 words, max_len 64; a line of no word
-    pred = predictor.predict([text, "\x07"])
+    pred = predictor.predictions([text, "\x07"])
     assert len(pred[0].tags) == len(pred[0].words) == 154 and pred[1].tags == []
 
 

@@ -209,8 +209,8 @@ def test_predictor_on_cuda_agrees_with_cpu(bf16_run, precision):
     out, _ = bf16_run
     texts = [" ".join(json.loads(line)["tokens"])
              for line in (DEMO / "test.jsonl").read_text(encoding="utf-8").splitlines()[:64]]
-    expected = load_predictor(out).predict(texts)
-    got = load_predictor(out, device="cuda", precision=precision).predict(texts)
+    expected = load_predictor(out).predictions(texts)
+    got = load_predictor(out, device="cuda", precision=precision).predictions(texts)
     assert [[w.text for w in p.words] for p in got] == [[w.text for w in p.words] for p in expected]
     same_labels = sum(p.label == e.label for p, e in zip(got, expected)) / len(texts)
     # a label may differ only where the CPU's own top two were nearly tied (the tiny model trained for one epoch

@@ -39,5 +39,5 @@ def test_the_frozen_demo_model_tags_the_readme_example(tmp_path, checkpoint_dir)
     """`python train.py --freeze backbone`, then `python infer.py "Alice went to Paris last summer."`: the old
     linear probe tagged Alice as LOC; the frozen recipe must see a person."""
     train(RunConfig(freeze=["backbone"], out=str(tmp_path / "demo")), log=lambda _: None)
-    prediction = load_predictor(tmp_path / "demo").predict(["Alice went to Paris last summer."])[0]
+    prediction = load_predictor(tmp_path / "demo").predictions(["Alice went to Paris last summer."])[0]
     assert [(span.type, span.text) for span in prediction.entities] == [("PER", "Alice"), ("LOC", "Paris")]

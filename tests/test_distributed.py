@@ -173,7 +173,7 @@ def test_a_killed_process_stops_the_other_and_the_run_resumes_exactly(two_source
     assert len(message) == 1 and not message[0].startswith("rank"), killed.stderr[-3000:]
     assert message[0].endswith(f"continue with: torchrun --nproc_per_node 2 train.py --resume {cut}")
     assert json.loads((cut / "resume" / "state.json").read_text())["epoch"] == 1
-    assert load_predictor(cut).predict(["Alice went to Paris."])[0].tags is not None
+    assert load_predictor(cut).predictions(["Alice went to Paris."])[0].tags is not None
 
     with pytest.raises(UserError, match=r"trained in 2 process\(es\), not 1: .* torchrun --nproc_per_node 2"):
         train(resume_config(cut), log=lambda _: None, resume=True)  # this one process is not the job it was

@@ -33,7 +33,7 @@ def test_train_then_infer_in_a_fresh_process(tiny_data, checkpoint_dir, tmp_path
         assert line["text"] == text and len(line["tags"]) == len(line["words"])
         for entity in line["entities"]:
             assert text[entity["start"] : entity["end"]] == entity["text"]
-    in_process = [p.to_json() for p in load_predictor(out).predict(TEXTS)]
+    in_process = [p.to_json() for p in load_predictor(out).predictions(TEXTS)]
     assert lines == in_process
     human = cli("infer.py", "--checkpoint", str(out), TEXTS[0])
     assert human.returncode == 0 and "category:" in human.stdout

@@ -57,8 +57,8 @@ def test_a_run_of_every_family_reloads_and_predicts_as_training_did(runs, family
     # The dev scores were computed in training, on the model in memory; these come from the files on disk.
     assert evaluate_file(out, tiny_data, "dev").scores == results["dev"]
     first, second = load_predictor(out), load_predictor(out)
-    predictions = [p.to_json() for p in first.predict(TEXTS)]
-    assert predictions == [p.to_json() for p in second.predict(TEXTS)]
+    predictions = [p.to_json() for p in first.predictions(TEXTS)]
+    assert predictions == [p.to_json() for p in second.predictions(TEXTS)]
     for prediction, text in zip(predictions, TEXTS):
         assert prediction["label"] is not None and len(prediction["tags"]) == len(prediction["words"])
         for entity in prediction["entities"]:
@@ -191,7 +191,7 @@ def test_a_bert_run_written_before_families_still_loads(runs, tmp_path):
         del config[key]
     (old / "config.json").write_text(json.dumps(config))
     assert set(load_file(old / "model.safetensors")) >= {"bert.embeddings.word_embeddings.weight"}
-    assert load_predictor(old).predict(TEXTS) == load_predictor(out).predict(TEXTS)
+    assert load_predictor(old).predictions(TEXTS) == load_predictor(out).predictions(TEXTS)
 
 
 def test_torchrun_the_feature_cache_the_crf_and_the_html_page_work_with_roberta(tiny_data, tmp_path):

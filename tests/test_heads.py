@@ -244,7 +244,7 @@ def test_a_frozen_run_predicts_at_inference_as_it_scored_in_training(tiny_data, 
     assert evaluate_sources(model, sources, "test") == results["test"]
     labels, tags = predict(model, sources[0], "test")
     texts = [" ".join(ex.words) for ex in sources[0].splits.test]
-    predictions = load_predictor(out).predict(texts)
+    predictions = load_predictor(out).predictions(texts)
     assert [p.label for p in predictions] == labels
     # Raw text is split as BERT splits it ("U.S." may become three words); where the words agree, so do the tags.
     same_words = [i for i, (p, ex) in enumerate(zip(predictions, sources[0].splits.test))
@@ -298,7 +298,7 @@ def test_a_crf_checkpoint_predicts_as_the_trained_model_did(tiny_data, tiny_weig
     assert evaluate_sources(model, sources, "dev") == results["dev"]  # scored in memory, at the best epoch
     texts = [" ".join(ex.words) for ex in sources[0].splits.test]
     _, tags = predict(model, sources[0], "test")
-    predictions = load_predictor(out).predict(texts)
+    predictions = load_predictor(out).predictions(texts)
     same_words = [i for i, (p, ex) in enumerate(zip(predictions, sources[0].splits.test))
                   if [w.text for w in p.words] == list(ex.words)]
     assert len(same_words) >= len(texts) // 2

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # small, predictor, one_thre
 
 def test_schema_one_prediction_per_input(predictor):
     texts = [SENTENCE, "Book a table", LONG]
-    preds = predictor.predict(texts)
+    preds = predictor.predictions(texts)
     assert [p.text for p in preds] == texts
     for p in preds:
         out = json.loads(json.dumps(p.to_json()))  # JSON-able as it is
@@ -53,15 +53,15 @@ def test_schema_one_prediction_per_input(predictor):
 
 def test_batching_does_not_change_predictions(predictor):
     # Texts of very different lengths share padded batches; each must come out as if predicted alone.
-    together = predictor.predict([SENTENCE, LONG, "Paris"])
+    together = predictor.predictions([SENTENCE, LONG, "Paris"])
     for text, pred in zip([SENTENCE, LONG, "Paris"], together):
-        alone, = predictor.predict([text])
+        alone, = predictor.predictions([text])
         assert pred.tags == alone.tags
         assert pred.labels == pytest.approx(alone.labels, abs=1e-5)
 
 
 def test_one_window_equals_a_direct_forward(predictor):
-    pred, = predictor.predict([SENTENCE])
+    pred, = predictor.predictions([SENTENCE])
     words = [w.text for w in pred.words]
     enc = predictor.tokenizer.encode([words], max_len=MAX_LEN)[0]
     assert not enc.truncated and len(enc.input_ids) <= MAX_LEN
@@ -84,7 +84,7 @@ def test_one_window_equals_a_direct_forward(predictor):
 
 
 def test_sentence_label_of_a_long_text_is_the_mean_over_its_windows(predictor):
-    pred, = predictor.predict([LONG])
+    pred, = predictor.predictions([LONG])
     wins = windows(predictor.tokenizer, [w.text for w in pred.words], MAX_LEN, predictor.stride)
     assert len(wins) > 2
     with torch.no_grad():
@@ -104,7 +104,7 @@ def check_alignment(text, pred):
 
 def test_entities_slice_the_text_exactly(predictor):
     texts = [SENTENCE, "  Zoë  and\tMr. O'Neil\n met in São Paulo (Brazil) — 2019!  ", "Jose\u0301 e\u0301te\u0301"]
-    preds = predictor.predict(texts)
+    preds = predictor.predictions(texts)
     assert any(p.entities for p in preds)  # random weights, but seeded: the check below is not vacuous
     for text, pred in zip(texts, preds):
         check_alignment(text, pred)
@@ -117,7 +117,7 @@ PIECES = list("abcXYZ éÉñüß東京😀👍🏽.,!?-'\"()\u0301\u200b\x00\x07
 @given(st.text(st.one_of(st.sampled_from(PIECES), st.characters(exclude_categories=("Cs",))), max_size=60)
        .filter(str.strip))
 def test_any_text_aligns(predictor, text):
-    pred, = predictor.predict([text])
+    pred, = predictor.predictions([text])
     assert len(pred.tags) == len(pred.words)
     check_alignment(text, pred)
 
@@ -125,14 +125,14 @@ def test_any_text_aligns(predictor, text):
 def test_ten_thousand_words(predictor):
     words = ["Alice", "went", "to", "Paris", "with", "Bob", "Smith", "yesterday."]
     text = " ".join(words[i % len(words)] for i in range(10_000))
-    pred, = predictor.predict([text])
+    pred, = predictor.predictions([text])
     assert len(pred.words) == 10_000 + 10_000 // len(words)  # "yesterday." is two words
     assert len(pred.tags) == len(pred.words)
     check_alignment(text, pred)
 
 
 def test_emoji_and_control_characters_only(predictor):
-    emoji, control, zero_width = predictor.predict(["😀🎉", "\x01\x02\x7f", "\u200b"])
+    emoji, control, zero_width = predictor.predictions(["😀🎉", "\x01\x02\x7f", "\u200b"])
     assert [w.text for w in emoji.words] == ["😀🎉"] and len(emoji.tags) == 1  # one [UNK] word
     for pred in (control, zero_width):  # nothing left after normalising: no words, still a category
         assert pred.words == [] and pred.tags == [] and pred.entities == []
@@ -143,22 +143,22 @@ def test_emoji_and_control_characters_only(predictor):
 @pytest.mark.parametrize("texts, message", [(["Paris", ""], "text 2 is empty"), ([" \t\n"], "text 1 is empty")])
 def test_empty_text_is_a_user_error(predictor, texts, message):
     with pytest.raises(UserError, match=message):
-        predictor.predict(texts)
+        predictor.predictions(texts)
 
 
 def test_single_task_checkpoints(tmp_path, checkpoint_dir):
     sentence_only = load_predictor(build(tmp_path / "cls", checkpoint_dir, tags=None))
     token_only = load_predictor(build(tmp_path / "ner", checkpoint_dir, labels=None))
-    pred, = sentence_only.predict([SENTENCE])
+    pred, = sentence_only.predictions([SENTENCE])
     assert set(pred.to_json()) == {"text", "label", "label_probability", "labels", "words"}
     assert "category:" in format_prediction(pred) and "entities" not in format_prediction(pred)
-    pred, = token_only.predict([SENTENCE])
+    pred, = token_only.predictions([SENTENCE])
     assert set(pred.to_json()) == {"text", "entities", "words", "tags"}
     assert "category:" not in format_prediction(pred)
 
 
 def test_format_prediction(predictor):
-    pred, none = predictor.predict([SENTENCE, "😀"])
+    pred, none = predictor.predictions([SENTENCE, "😀"])
     lines = format_prediction(pred).splitlines()
     assert lines[0] == SENTENCE
     assert lines[1] == f"  category: {pred.label} ({pred.label_probability:.2f})"
@@ -242,7 +242,7 @@ def test_cli_errors_are_one_line(cli, case, named):
 
 
 def test_cli_output_is_what_predict_gives(cli, predictor):
-    expected = predictor.predict(CLI_TEXTS)
+    expected = predictor.predictions(CLI_TEXTS)
     (out, err), returncode = cli["json"]
     assert returncode == 0, err
     assert [json.loads(line) for line in out.splitlines()] == [p.to_json() for p in expected]
@@ -252,8 +252,8 @@ def test_cli_output_is_what_predict_gives(cli, predictor):
 
 
 def test_cli_min_confidence_drops_the_entities_below_it(cli, predictor):
-    expected = [confident(p, 0.3) for p in predictor.predict(CLI_TEXTS)]
-    assert sum(len(p.entities) for p in expected) < sum(len(p.entities) for p in predictor.predict(CLI_TEXTS))
+    expected = [confident(p, 0.3) for p in predictor.predictions(CLI_TEXTS)]
+    assert sum(len(p.entities) for p in expected) < sum(len(p.entities) for p in predictor.predictions(CLI_TEXTS))
     (out, err), returncode = cli["confident"]
     assert returncode == 0, err
     assert [json.loads(line) for line in out.splitlines()] == [p.to_json() for p in expected]
@@ -262,7 +262,7 @@ def test_cli_min_confidence_drops_the_entities_below_it(cli, predictor):
 
 def test_min_confidence_leaves_tags_that_agree_with_the_entities(predictor):
     # Issue 38: the dropped entities' tags stayed in "tags", so a reader of the tags still saw them.
-    for before in predictor.predict(CLI_TEXTS):
+    for before in predictor.predictions(CLI_TEXTS):
         after = confident(before, 0.3)
         assert chunks(after.tags) == [(s.type, s.first_word, s.last_word) for s in after.entities]
         assert len(after.tags) == len(before.tags)

@@ -88,7 +88,7 @@ def test_only_the_encoders_linears_become_int8(small):
 
 @pytest.mark.parametrize("precision", ["int8", "bf16"])
 def test_predictions_agree_with_float32(small, predictor, precision, native_bf16):
-    expected, got = predictor.predict(TEXTS), load_predictor(small, precision=precision).predict(TEXTS)
+    expected, got = predictor.predictions(TEXTS), load_predictor(small, precision=precision).predictions(TEXTS)
     assert [p.label for p in got] == [p.label for p in expected]
     assert max(abs(p.label_probability - e.labels[p.label]) for p, e in zip(got, expected)) <= 0.01
     tags = [(a, b) for p, e in zip(got, expected) for a, b in zip(p.tags, e.tags)]

@@ -102,8 +102,8 @@ def test_sigkill_while_saving_leaves_the_previous_checkpoint_intact(tiny_data, c
         if f.is_file():
             assert (out / f.relative_to(snapshot)).read_bytes() == f.read_bytes(), f
     texts = ["President Biden visited Wall Street on Monday.", "Alice flew from Paris to Tokyo."]
-    after = [p.to_json() for p in load_predictor(out).predict(texts)]
-    assert after == [p.to_json() for p in load_predictor(snapshot).predict(texts)]
+    after = [p.to_json() for p in load_predictor(out).predictions(texts)]
+    assert after == [p.to_json() for p in load_predictor(snapshot).predictions(texts)]
     resumed = subprocess.run([sys.executable, "train.py", "--resume", str(out)], cwd=ROOT, capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
@@ -144,4 +144,4 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
         train(config(tiny_data, tiny_weights, out), log=lambda _: None)
     assert json.loads((out / "resume" / "state.json").read_text())["epoch"] == 1
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
-    assert load_predictor(out).predict(["Alice went to Paris."])[0].tags is not None
+    assert load_predictor(out).predictions(["Alice went to Paris."])[0].tags is not None

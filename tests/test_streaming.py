@@ -52,7 +52,7 @@ def many_texts(n):
 
 def test_chunks_give_the_predictions_of_one_call(predictor):
     texts = many_texts(23)
-    whole = [p.to_json() for p in predictor.predict(texts)]
+    whole = [p.to_json() for p in predictor.predictions(texts)]
     for chunk in (1, 5, 23, 100):
         assert_same([p.to_json() for p in predict_stream(predictor, texts, chunk)], whole)
 
@@ -106,7 +106,7 @@ def test_cli_streams_across_chunks_and_equals_one_call(small, predictor, tmp_pat
     texts = many_texts(CHUNK + 40)  # two chunks
     path = tmp_path / "texts.txt"
     path.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    whole = predictor.predict(texts)
+    whole = predictor.predictions(texts)
     done = infer("--checkpoint", small, "--file", path, "--json")
     assert done.returncode == 0 and done.stderr == "", done.stderr  # no progress line: stderr is no terminal
     assert_same([json.loads(line) for line in done.stdout.splitlines()], [p.to_json() for p in whole])

@@ -16,7 +16,7 @@ def add_config_flags(parser):
         meta = f.metadata
         group = groups[meta["group"]]
         default = f.default if f.default is not MISSING else f.default_factory()
-        kind = _base_type(f.type)
+        kind = base_type(f.type)
         shown = " ".join(default) if kind is list else default
         # A None default is resolved from other settings, which the help text itself explains, as some others do.
         help = meta["help"] if kind is bool or default is None or "default:" in meta["help"] else \
@@ -38,7 +38,7 @@ def given(args):
     return {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
 
 
-def _base_type(annotation):
+def base_type(annotation):
     """int for `int | None`, list for `list[str]`."""
     if isinstance(annotation, types.UnionType):
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))

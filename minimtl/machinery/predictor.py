@@ -1,9 +1,10 @@
 """Raw text in, a sentence category and entity spans out, from a checkpoint written by training: the lesson's
 inference (inference.py) with what real use needs besides.
 
-    predictor = load_predictor("runs/latest")            # machinery/checkpoint.py reads the directory
-    for pred in predictor.predict(["Alice went to Paris last summer."]):
-        print(format_prediction(pred))        # or json.dumps(pred.to_json())
+    predictor = load_predictor("runs/latest")     # minimtl.load; machinery/checkpoint.py reads the directory
+    predictor.predict("Alice went to Paris.")     # infer.py --json's object as a dict (a list for a list)
+    for pred in predictor.predictions(["Alice went to Paris."]):   # the Prediction objects behind it
+        print(format_prediction(pred))
 
 The pipeline, per text:
 
@@ -72,9 +73,21 @@ class Predictor:
         """Every entity type the checkpoint can predict, sorted (e.g. for a legend); empty without a tagger."""
         return sorted({split_tag(tag)[1] for tag in self.tags or () if tag != "O"})
 
-    def predict(self, texts: list[str]) -> list[Prediction]:
-        """One Prediction per text, in order. An empty or whitespace-only text is a UserError."""
+    def predict(self, texts: str | list[str]) -> dict | list[dict]:
+        """What `infer.py --json` prints for each text (docs/operating.md, "What `--json` prints"), as plain
+        dicts, lists, strings and numbers: one for a string, a list of them for a list of strings."""
+        if isinstance(texts, str):
+            return self.predict([texts])[0]
+        return [pred.to_json() for pred in self.predictions(texts)]
+
+    def predictions(self, texts: list[str]) -> list[Prediction]:
+        """One Prediction per text, in order: the objects that `predict` serialises, for code that filters or
+        formats them. An empty or whitespace-only text, or one that is no string, is a UserError."""
+        if not isinstance(texts, (list, tuple)):  # read more than once below, and a string is no list of texts
+            raise UserError(f"give a list of texts (or one string to predict), not a {type(texts).__name__}")
         for i, text in enumerate(texts, 1):
+            if not isinstance(text, str):
+                raise UserError(f"text {i} is not a string but {type(text).__name__}")
             if not text.strip():
                 raise UserError(f"text {i} is empty")
             try:

@@ -21,7 +21,7 @@ from queue import Empty, Queue
 
 from ..guards.errors import UserError
 
-CHUNK = 512  # texts per Predictor.predict call: big enough for full batches of similar lengths, small in memory
+CHUNK = 512  # texts per Predictor.predictions call: big enough for full batches of similar lengths, small in memory
 WAIT = 0.01  # seconds a chunk waits for more lines once it has one: a pipe's lines come out within about this
 MAX_LINE = 16 << 20  # bytes of one line: 16 MiB is ~3 million words (predicted in windows), far past any text
 _END = object()  # the reader thread's last item
@@ -125,7 +125,7 @@ def predict_stream(predictor, texts, chunk=CHUNK, progress=None, wait=None, pace
 
     done = 0
     for batch in pace(chunks()):
-        yield from predictor.predict(batch)
+        yield from predictor.predictions(batch)
         done += len(batch)
         if progress:
             progress(done)

@@ -7,7 +7,7 @@ Phases (sentences/s of the first 1,024 SNIPS training sentences, the default wei
   heads   heads-only steps on cached features: the frozen recipe's heads, forward + backward + AdamW, batches of 32
   full    full fine-tuning steps: encoder + heads, forward + backward + AdamW, batches of 32, in the precision
           --precision auto gives this CPU (bf16 autocast where it multiplies bf16 in hardware)
-  infer   infer.py --file's work: Predictor.predict on chunks of 64 texts (predict_stream)
+  infer   infer.py --file's work: Predictor.predictions on chunks of 64 texts (predict_stream)
 
 Loads: quiet; one busy process beside it (a Python loop, as a build or a browser tab is), started in another
 process session (`setsid`, as from another terminal: under Linux's autogroup scheduling it is then a group of
@@ -122,7 +122,7 @@ def child_infer(threads):
         with atomic_directory(Path(tmp) / "ckpt") as directory:
             write_model(directory, model, {"labels": ["a", "b", "c"], "tags": tags, "max_len": 128}, weights_dir())
         predictor = load_predictor(Path(tmp) / "ckpt")
-        predictor.predict(texts[:chunk])  # warm-up
+        predictor.predictions(texts[:chunk])  # warm-up
         pace = (lambda chunks: chunks) if threads != "auto" else (lambda chunks: Paced(
             chunks, None, "infer", lambda line: print(line, file=sys.stderr)))
         start = time.perf_counter()
