@@ -21,6 +21,7 @@ import sys
 
 import torch
 
+from minimtl.machinery.cli import add_config_flags
 from minimtl.machinery.predictor import confident, format_prediction
 from minimtl.machinery.checkpoint import load_predictor
 from minimtl.guards.errors import UserError
@@ -51,11 +52,15 @@ def main():
                         "encoder's Linears in int8 (dynamic, per channel), faster on a CPU; bf16: products in "
                         "bfloat16, on CPUs that multiply it in hardware (AVX512-BF16, AMX). Also for --evaluate; "
                         "the checkpoint is read, never rewritten (default: %(default)s)")
+    add_config_flags(parser, ("text_column", "label_column"))  # for --evaluate, as train.py reads its CSVs
     args = parser.parse_args()
     if args.texts and args.file:
         parser.error("give texts as arguments or with --file, not both")
     if args.evaluate and (args.texts or args.file or args.html):
         parser.error("--evaluate reads its texts and labels from DATA: give no texts, --file or --html")
+    columns = None if args.text_column is None and args.label_column is None else (args.text_column, args.label_column)
+    if columns and not args.evaluate:
+        parser.error("--text-column and --label-column select the columns of the CSV file that --evaluate reads")
     if args.split and not args.evaluate:
         parser.error("--split picks the split that --evaluate scores")
     if args.json and args.html:
@@ -70,7 +75,7 @@ def main():
         if sys.stdin is None and not (args.texts or args.file or args.evaluate):
             raise UserError("no text: stdin is closed; give the texts as arguments or with --file FILE")
         if args.evaluate:
-            report = evaluate_file(args.checkpoint, args.evaluate, args.split, args.precision)
+            report = evaluate_file(args.checkpoint, args.evaluate, args.split, args.precision, columns)
             print(json.dumps(report.to_json(), ensure_ascii=False) if args.json else format_report(report))
         else:
             predict(args)

@@ -45,10 +45,11 @@ class Report:
                 "notes": self.notes, "calibration": self.calibration}
 
 
-def evaluate_file(checkpoint, path, split=None, precision="fp32"):
+def evaluate_file(checkpoint, path, split=None, precision="fp32", columns=None):
     """Score the checkpoint in directory `checkpoint` on a data file, or on a split of a data folder (test
-    unless `split` says otherwise), predicting in `precision` (precision.py) on the CPU."""
-    examples, description = load_split(path, split)
+    unless `split` says otherwise), predicting in `precision` (precision.py) on the CPU. `columns`: the
+    (text, label) columns of a CSV's header to read (formats.read_file)."""
+    examples, description = load_split(path, split, columns)
     split = split or "test"
     model, meta, tokenizer = load_with_tokenizer(checkpoint)
     model = for_inference(model, precision, "cpu")

@@ -210,7 +210,7 @@ def claimed(cfg, resume, sources, recipe, ddp, weights_sha256, resumed_epoch):
 def build(cfg, log):
     """(model on its device, data sources with their encoded splits, the weights directory, the recipe)."""
     seed_everything(cfg.seed)
-    sources = load_sources(cfg.data)
+    sources = load_sources(cfg.data, cfg.text_column, cfg.label_column)
     weights_dir = resolve_weights(cfg.weights)
     encoder = load_pretrained(weights_dir, log)
     tokenizer = load_tokenizer(weights_dir, encoder.config.vocab_size, encoder.config.model_type)
