@@ -28,7 +28,8 @@ from minimtl.guards.errors import UserError
 from minimtl.machinery.html import write_html
 from minimtl.machinery.report import evaluate_file, format_report
 from minimtl.machinery.threads import Paced
-from minimtl.machinery.streaming import WAIT, Progress, arrives_over_time, predict_stream, read_lines
+from minimtl.machinery.progress_line import ProgressLine
+from minimtl.machinery.streaming import WAIT, arrives_over_time, predict_stream, read_lines
 from minimtl.extensions.precision import PRECISIONS
 
 
@@ -75,7 +76,7 @@ def main():
         if sys.stdin is None and not (args.texts or args.file or args.evaluate):
             raise UserError("no text: stdin is closed; give the texts as arguments or with --file FILE")
         if args.evaluate:
-            report = evaluate_file(args.checkpoint, args.evaluate, args.split, args.precision, columns)
+            report = evaluate_file(args.checkpoint, args.evaluate, args.split, args.precision, columns, quiet=False)
             print(json.dumps(report.to_json(), ensure_ascii=False) if args.json else format_report(report))
         else:
             predict(args)
@@ -125,17 +126,16 @@ def predict(args):
         # computes, and on a busy machine every op can wait for a thread the scheduler has put aside.
         torch.set_num_threads(1)
     predictor = load_predictor(args.checkpoint, precision=args.precision)
-    progress = Progress()
+    # Progress on stderr when it is a terminal, and not the one the results are printed on.
+    to_terminal = sys.stderr.isatty() and (args.html or not sys.stdout.isatty())
+    progress = ProgressLine(None, "predicting", quiet=not to_terminal, terminal=sys.stderr, unit="texts")
     try:
         if args.texts:  # few, and numbered as given in error messages
             predictions = predictor.predict(args.texts)
         else:
-            to_terminal = sys.stderr.isatty() and (args.html or not sys.stdout.isatty())
-
-            def after_chunk(done):
+            def after_chunk(texts):
                 sys.stdout.flush()  # a pipe's reader gets each chunk's results now, not when a buffer fills
-                if to_terminal:
-                    progress(done)
+                progress.step(texts)
             # From a pipe, the lines that have arrived are predicted without waiting for a whole chunk; the thread
             # count is the one measured fastest now (said only to a person at a terminal).
             wait = WAIT if arrives_over_time(args.file or "-") else None

@@ -104,3 +104,12 @@ def test_a_run_on_a_terminal_shows_its_progress_and_where_it_writes(tiny_data, t
     assert "\repoch 1/1  " in shown and "batches" in shown and "sentences/s" in shown
     out, shown = train("--quiet")
     assert "\r" not in shown
+
+
+def test_the_loss_curve_keeps_at_most_its_points_each_a_running_mean(clock):
+    line = ProgressLine([Batch()] * 1000, "epoch 1/3", terminal=False, points=100, quiet=True)
+    run(line, clock, 0.01, losses=[float(i % 2) for i in range(1000)])  # 0, 1, 0, 1, ...: the mean is 0.5
+    assert len(line.curve) == 100 and line.curve[-1] == [1.0, 0.5] and line.curve[0] == [0.01, 0.5]
+    few = ProgressLine([Batch()] * 7, "epoch 1/3", terminal=False, points=100, quiet=True)
+    run(few, clock, 0.01, losses=[3.0] * 7)
+    assert [done for done, _ in few.curve] == [round(k / 7, 4) for k in range(1, 8)]  # fewer steps: one point each
