@@ -73,8 +73,8 @@ class RunConfig(TrainConfig):
                                        "row (default: the column named label, with --text-column)", RUN, column_name)
     label_all_subtokens: bool = setting(False, "label every sub-token of a word (continuations of B-X as I-X), "
                                         "not only the first (extensions/subtokens.py)", RUN)
-    quiet: bool = setting(False, "no progress lines within the feature cache and the epochs (the log's other lines "
-                          "stay)", RUN)
+    quiet: bool = setting(False, "no progress lines within the feature cache, the epochs and the dev and test "
+                          "passes (the log's other lines stay)", RUN)
     patience: int = setting(5, "stop after this many epochs without a better dev score (0 = never stop early)",
                             OPTIMISATION, non_negative)
     context: bool = setting(False, "encode each sentence of data that has documents (CoNLL's -DOCSTART-) with as "
