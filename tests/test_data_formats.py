@@ -2,12 +2,14 @@
 tab-separated files. Each read from a sample written as those tools write it, and read as the same entities."""
 
 import json
+import re
 
 import pytest
 
 from minimtl.bio import chunks
 from minimtl.guards.errors import UserError
 from minimtl.machinery.data import load_data
+from minimtl.machinery.sources import load_sources
 
 WORDS = ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."]
 BIO = ["B-ORG", "O", "B-MISC", "O", "O", "O", "B-MISC", "O", "O"]
@@ -83,3 +85,83 @@ def test_a_tag_of_no_scheme_is_still_refused(tmp_path):
     conll(tmp_path / "train.txt", [(["Paris"], ["X-LOC"])])
     with pytest.raises(UserError, match=r"tag 'X-LOC' is not O, B-TYPE or I-TYPE \(nor BIOES/BILOU's "):
         load_data(tmp_path / "train.txt")
+
+
+# --- CSV columns chosen by their header (--text-column, --label-column) --------------------------------------
+
+INTENTS = "sentence,intent\nbook a table for two,restaurant\nplay some jazz,music\n"
+
+
+def table(folder, content, ext="csv"):
+    folder.mkdir(exist_ok=True)
+    for split in ("train", "dev"):
+        (folder / f"{split}.{ext}").write_text(content, encoding="utf-8")
+    return folder
+
+
+def read(folder, columns=None):
+    return [(" ".join(ex.words), ex.label) for ex in load_data(folder, columns).train]
+
+
+def test_a_text_label_header_is_read_as_a_header_not_a_sentence(tmp_path):
+    assert read(table(tmp_path / "d", "text,label\nbook a table,restaurant\nplay jazz,music\n")) == [
+        ("book a table", "restaurant"), ("play jazz", "music")]
+
+
+def test_a_header_of_other_names_is_refused_with_the_flags_that_select_columns(tmp_path):
+    with pytest.raises(UserError) as caught:
+        load_data(table(tmp_path / "d", INTENTS))
+    assert str(caught.value) == (f"{tmp_path / 'd' / 'train.csv'}:1: the header is 'sentence,intent': name the "
+                                 "columns text,label, or select them with --text-column NAME --label-column NAME")
+
+
+def test_the_flags_read_a_header_of_other_names_and_no_fifth_class_appears(tmp_path):
+    assert read(table(tmp_path / "d", INTENTS), ("sentence", "intent")) == [
+        ("book a table for two", "restaurant"), ("play some jazz", "music")]
+
+
+def test_columns_other_than_the_selected_ones_are_ignored(tmp_path):
+    content = "id,Intent,source,Sentence\n1,restaurant,web,book a table\n2,music,app,\"play jazz, loud\"\n"
+    assert read(table(tmp_path / "d", content), ("sentence", "intent")) == [
+        ("book a table", "restaurant"), ("play jazz, loud", "music")]
+
+
+def test_a_label_column_alone_reads_the_text_column_named_text(tmp_path):
+    assert read(table(tmp_path / "d", "intent,text\nmusic,play jazz\nrestaurant,book a table\n"), (None, "intent")) \
+        == [("play jazz", "music"), ("book a table", "restaurant")]
+
+
+@pytest.mark.parametrize("columns, missing, given", [
+    (("utterance", "intent"), "'utterance'", "--text-column 'utterance'"),
+    (("sentence", None), "'label'", "no --label-column, so 'label'"),
+])
+def test_a_column_missing_from_the_header_names_the_file_the_header_and_the_column(tmp_path, columns, missing, given):
+    with pytest.raises(UserError) as caught:
+        load_data(table(tmp_path / "d", INTENTS), columns)
+    assert str(caught.value) == (f"{tmp_path / 'd' / 'train.csv'}:1: the header 'sentence,intent' has no column "
+                                 f"{missing} ({given})")
+
+
+def test_a_row_with_fewer_fields_than_the_header_is_refused(tmp_path):
+    with pytest.raises(UserError, match=r"train.csv:3: expected 2 fields \(as many as the header\), found 1"):
+        load_data(table(tmp_path / "d", "sentence,intent\nplay jazz,music\nbook a table\n"), ("sentence", "intent"))
+
+
+def test_tab_separated_rows_are_selected_by_their_header_too(tmp_path):
+    content = "id\tsentence\tintent\n1\tbook a table, please\trestaurant\n2\tplay jazz\tmusic\n"
+    with pytest.raises(UserError, match=re.escape(r"the header is 'id\tsentence\tintent': name the columns")):
+        load_data(table(tmp_path / "d", content, "tsv"))
+    assert read(tmp_path / "d", ("sentence", "intent")) == [("book a table, please", "restaurant"),
+                                                            ("play jazz", "music")]
+
+
+def test_a_column_flag_where_no_table_is_read_changes_nothing_and_is_refused(tmp_path):
+    folder = tmp_path / "ner"
+    folder.mkdir()
+    for split in ("train", "dev"):
+        conll(folder / f"{split}.txt", [(WORDS, BIO)])
+    with pytest.raises(UserError, match=r"^--text-column selects a column of a CSV file's header, and no --data is "
+                                        r"read as CSV .*: it would change nothing$"):
+        load_sources([folder], "sentence")
+    both = load_sources([folder, table(tmp_path / "intents", INTENTS)], "sentence", "intent")
+    assert [ex.label for ex in both[1].splits.train] == ["restaurant", "music"]

@@ -6,6 +6,7 @@ test scores of its results.json to the last digit, whatever the format and wheth
 the test file. The per-type numbers are checked against seqeval's classification_report (a test-only oracle).
 """
 
+import csv
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from conftest import ROOT
 from seqeval.metrics import classification_report
-from test_sources import write_conll, write_csv
+from test_sources import jsonl_rows, write_conll, write_csv
 
 from minimtl import UserError
 from minimtl.machinery.settings import RunConfig
@@ -294,3 +295,24 @@ def test_a_dev_split_too_small_to_fit_on_keeps_t_1_and_says_why(joint):
     ece = results["calibration"]["test"]
     assert f"label ECE {100 * ece['label_ece_before']:.2f}% -> {100 * ece['label_ece_after']:.2f}%" in summary
     assert summary.endswith("(test ECE, before -> after)")
+
+
+def test_evaluate_reads_a_csv_by_the_columns_named_as_train_py_does(joint, tiny_data, tmp_path):
+    out, results, _ = joint
+    path = tmp_path / "intents.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "Intent", "utterance"])
+        writer.writerows([i, r["label"], " ".join(r["tokens"])] for i, r in enumerate(jsonl_rows(tiny_data, "test")))
+    done = infer("--checkpoint", out, "--evaluate", path, "--text-column", "utterance", "--label-column", "intent",
+                 "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["scores"]["label_accuracy"] == results["test"]["label_accuracy"]
+    refused = infer("--checkpoint", out, "--evaluate", path)
+    assert refused.returncode == 2 and refused.stderr == (
+        f"error: {path}:1: the header is 'id,Intent,utterance': name the columns text,label, or select them with "
+        "--text-column NAME --label-column NAME\n")
+    nothing = infer("--checkpoint", out, "--evaluate", tiny_data / "test.jsonl", "--text-column", "utterance")
+    assert nothing.returncode == 2 and nothing.stderr == (
+        f"error: {tiny_data / 'test.jsonl'}: --text-column selects a column of a CSV file's header: this is JSON "
+        "lines\n")

@@ -115,7 +115,7 @@ def test_a_run_without_id2label_still_loads_and_a_contradicting_one_is_refused(t
 def test_the_exported_tagger_finds_in_the_pipeline_the_entities_minimtl_finds(tagger_run, tmp_path):
     out = tmp_path / "exported"
     assert export(tagger_run, out) == [out / "token-classification"]
-    ours = load_predictor(tagger_run).predict(TEXTS)
+    ours = load_predictor(tagger_run).predictions(TEXTS)
     # The pipeline takes each word's most probable tag; minimtl the best valid BIO path. The fitted head makes
     # the two the same path here, so any difference below is the export's.
     assert [p.tags for p in ours] == [tags.split() for _, tags in TAGGED]
@@ -186,7 +186,7 @@ def test_the_exported_sentence_head_gives_minimtls_label_in_the_pipeline(family_
         pipe = transformers.pipeline("text-classification", model=str(out / "text-classification"))
         theirs = [found["label"] for found in pipe(TEXTS)]
     assert said == []
-    assert theirs == [p.label for p in load_predictor(run).predict(TEXTS)]
+    assert theirs == [p.label for p in load_predictor(run).predictions(TEXTS)]
 
 
 # --- heads that no transformers class computes -----------------------------------------------------------

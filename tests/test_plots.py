@@ -136,3 +136,23 @@ def test_a_run_without_a_test_split_draws_dev_with_counts(tiny_data, tiny_weight
                       next(t for t in titles if t.startswith("entities ("))]
     counts = [int(t.text.replace(",", "")) for t in root.iter(svg + "text") if t.get("class") == "count"]
     assert counts and all(n >= 1 for n in counts)
+
+
+def test_the_per_step_loss_is_one_line_across_the_epochs_from_the_start_of_training(tmp_path):
+    steps = [[round(k / 40, 4), 2.0 - k / 40] for k in range(1, 41)]  # 40 points per epoch
+    history = [record(e) | {"step_losses": steps} for e in (1, 2, 3)]
+    _, panels = draw(tmp_path, history, 3)
+    line = next(p for p in panels["loss"].iter(SVG + "polyline") if p.get("class") == "steps")
+    xs = [float(p.split(",")[0]) for p in line.get("points").split()]
+    assert len(xs) == 120 and xs == sorted(xs)
+    assert series(panels["loss"]) == ["all tasks, per step (mean of the last 50)", "cls", "ner"]
+    assert len(list(panels["loss"].iter(SVG + "circle"))) == 3 * 2 + 2  # no markers on the steps, nor its legend
+    epoch_1 = float(panels["loss"].find(f"{SVG}circle").get("cx"))
+    assert xs[39] == epoch_1  # the end of epoch 1's steps is where epoch 1's per-task loss is drawn
+
+
+def test_step_losses_that_are_not_pairs_of_numbers_are_skipped(tmp_path):
+    history = [record(1) | {"step_losses": [[0.5, 1.0], "x", [0.7], [0.9, float("nan")], None, [1.0, 0.5]]}]
+    _, panels = draw(tmp_path, history, 1)
+    line = next(p for p in panels["loss"].iter(SVG + "polyline") if p.get("class") == "steps")
+    assert len(line.get("points").split()) == 2

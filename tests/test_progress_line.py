@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 import minimtl.machinery.progress_line as progress_line
-from minimtl.machinery.progress_line import ProgressLine
+from minimtl.machinery.progress_line import ProgressLine, counted
 
 
 class Clock:
@@ -102,5 +102,52 @@ def test_a_run_on_a_terminal_shows_its_progress_and_where_it_writes(tiny_data, t
     assert out.splitlines()[0] == f"run in {tmp_path / 'run'}: the best checkpoint, its logs and the state to " \
                                   "resume from are written there"
     assert "\repoch 1/1  " in shown and "batches" in shown and "sentences/s" in shown
+    assert "\rscoring dev  " in shown and "\rscoring test  " in shown  # the evaluations after training, too
+    assert "scoring" not in out  # the log has no progress: the terminal showed it
     out, shown = train("--quiet")
     assert "\r" not in shown
+
+
+def test_the_loss_curve_keeps_at_most_its_points_each_a_running_mean(clock):
+    line = ProgressLine([Batch()] * 1000, "epoch 1/3", terminal=False, points=100, quiet=True)
+    run(line, clock, 0.01, losses=[float(i % 2) for i in range(1000)])  # 0, 1, 0, 1, ...: the mean is 0.5
+    assert len(line.curve) == 100 and line.curve[-1] == [1.0, 0.5] and line.curve[0] == [0.01, 0.5]
+    few = ProgressLine([Batch()] * 7, "epoch 1/3", terminal=False, points=100, quiet=True)
+    run(few, clock, 0.01, losses=[3.0] * 7)
+    assert [done for done, _ in few.curve] == [round(k / 7, 4) for k in range(1, 8)]  # fewer steps: one point each
+
+
+def evaluate(line, clock, batches, seconds_per_batch):
+    """What evaluation.head_outputs does with a run's forward: one call per batch, which the core makes itself."""
+    forward = counted(lambda batch: clock.__setattr__("now", clock.now + seconds_per_batch), line)
+    for _ in range(batches):
+        forward(Batch())
+
+
+@pytest.mark.parametrize("batches, seconds, most", [(10, 0.1, 0), (40, 0.1, 0), (200, 0.5, 11), (30, 2.0, 10)])
+def test_an_evaluation_on_a_pipe_says_nothing_when_short_and_a_bounded_few_lines_when_long(clock, batches, seconds,
+                                                                                           most):
+    lines = []
+    evaluate(ProgressLine(batches, "scoring dev", lines.append, terminal=False), clock, batches, seconds)
+    assert len(lines) <= most and (batches * seconds < 10 or len(lines) >= 5)
+    assert all(line.startswith("scoring dev  ") and "batches" in line for line in lines)
+
+
+def test_an_evaluation_on_a_terminal_clears_its_line_once_its_last_batch_is_done(clock):
+    terminal = io.StringIO()
+    evaluate(ProgressLine(50, "scoring test", terminal=terminal), clock, 50, 0.05)
+    shown = terminal.getvalue()
+    assert "\rscoring test  50/50 batches  100%" in shown and shown.endswith("\r\033[K") and "\n" not in shown
+    assert 20 <= shown.count("\r") <= 30  # 2.5 s: about 25 redraws, and the clearing
+
+
+def test_work_of_unknown_length_counts_its_items_on_the_terminal(clock):
+    terminal = io.StringIO()
+    line = ProgressLine(None, "predicting", terminal=terminal, unit="texts")
+    for _ in range(4):
+        clock.now += 0.5
+        line.step(512)
+    line.end()
+    shown = terminal.getvalue()
+    assert "\rpredicting  2,048 texts  1,024 texts/s  0:02 elapsed\033[K" in shown and shown.endswith("\r\033[K")
+    assert "batches" not in shown and "%" not in shown and "left" not in shown

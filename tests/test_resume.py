@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 import torch
@@ -60,6 +61,10 @@ def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(tiny_data, tiny_we
     logs = [[without_timings(json.loads(line)) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
             for run in ("whole", "cut")]
     assert logs[0] == logs[1] and len(logs[0]) == 3
+    # The per-step losses are in the records compared above, and drawn the same: more points than epochs.
+    curves = [(tmp_path / run / "curves.svg").read_text() for run in ("whole", "cut")]
+    steps = ET.fromstring(curves[0]).find(".//{http://www.w3.org/2000/svg}polyline[@class='steps']")
+    assert curves[0] == curves[1] and len(steps.get("points").split()) > 3
 
 
 def test_nothing_to_resume_is_a_clear_error(tiny_data, tiny_weights, tmp_path):

@@ -70,7 +70,7 @@ def test_an_endless_input_is_consumed_one_chunk_at_a_time(predictor):
     assert [p.text for p in first] == (TEXTS * 2)[:6] and pulled == 8  # two chunks read, nothing more
     done = []
     list(predict_stream(predictor, TEXTS * 3, chunk=5, progress=done.append))
-    assert done == [5, 10, 12]
+    assert done == [5, 5, 2]  # the texts of each chunk, once it is done
 
 
 @given(st.lists(st.sampled_from([b"a", b"b c", b"\r", b"\n", b"\r\n", b"\xc3\xa9", b" ", b"\x85", b"\x0b"]),
@@ -151,7 +151,9 @@ def test_progress_only_on_a_terminal(small, tmp_path):
         if terminal is not None:
             os.close(terminal)
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 30
-    assert shown.startswith(b"\r30 texts, ") and shown.endswith(b"/s\r\n")  # the tty turns \n into \r\n
+    # One line, rewritten in place (progress_line.py), and cleared once the texts are done.
+    assert shown.startswith(b"\rpredicting  30 texts  ") and b" texts/s  " in shown and shown.endswith(b"\r\033[K")
+    assert b"\n" not in shown
 
 
 def test_a_line_is_read_in_bounded_pieces(monkeypatch):

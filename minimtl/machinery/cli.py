@@ -9,12 +9,15 @@ from dataclasses import MISSING, fields
 from .settings import GROUPS, RunConfig
 
 
-def add_config_flags(parser):
-    """One flag per RunConfig field, grouped as the fields are; defaults are left to the dataclass."""
-    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+def add_config_flags(parser, names=None):
+    """One flag per RunConfig field, grouped as the fields are; defaults are left to the dataclass. `names`: only
+    these fields' flags, ungrouped (for infer.py, which shares a few)."""
+    groups = {name: parser.add_argument_group(name) for name in GROUPS} if names is None else {}
     for f in fields(RunConfig):
         meta = f.metadata
-        group = groups[meta["group"]]
+        if names is not None and f.name not in names:
+            continue
+        group = groups.get(meta["group"], parser)
         default = f.default if f.default is not MISSING else f.default_factory()
         kind = base_type(f.type)
         shown = " ".join(default) if kind is list else default

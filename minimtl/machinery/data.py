@@ -14,7 +14,8 @@ Formats (`load_data` picks one by folder layout and file extension; machinery/fo
   NER      CoNLL columns: "word ... TAG" per line, blank line between sentences, -DOCSTART- starting a
            document (each sentence keeps its document's number, for --context)
   classify CSV text,label (label a name, or an index into a classes.txt beside it; an optional text,label
-           header row, any other header of column names refused);
+           header row, any other header of column names refused unless --text-column / --label-column
+           name the columns to read, which then need a header);
            JSON lines {"text": "...", "label": ...}
 Raw text is split on whitespace only: BERT's pre-tokenizer splits off punctuation itself later.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from ..model import IGNORE_INDEX
 from ..guards.errors import UserError
-from .formats import FORMATS, Example, read_seq_folder
+from .formats import FORMATS, Example, read_file, read_seq_folder
 from .tag_schemes import as_bio, from_bioes
 
 HOLDOUT_FRACTION = 0.1  # a single file is a train split: this much of it, chosen with a fixed seed, is dev
@@ -40,6 +41,7 @@ class Splits:
     test: list[Example] | None  # None when the data has no test split
     source: str  # what was read, e.g. "CoNLL columns in data/conll2003", for logs
     notes: list[str] = field(default_factory=list)  # what reading changed, e.g. IOB1 tags read as BIO, for logs
+    tables: bool = False  # a split was read from CSV or tab-separated text,label rows (--text-column selects in them)
 
     # Every example in every split has the same fields (load_data checks), so the first one speaks for all.
     @property
@@ -72,13 +74,14 @@ class LabelVocab:
         return len(self.names)
 
 
-def load_data(path):
-    """Read a data folder (train + dev, optional test) or a single file (train; dev is a seeded 10% holdout)."""
+def load_data(path, columns=None):
+    """Read a data folder (train + dev, optional test) or a single file (train; dev is a seeded 10% holdout).
+    `columns`: (text, label) column names that CSV headers must have (formats.read_file)."""
     path = Path(path)
     if not path.exists():
         raise UserError("no such file or directory", path)
     if not path.is_dir():
-        examples, name, rewritten = _read(path)
+        examples, name, rewritten, table = _read(path, columns)
         if len(examples) < 2:
             raise UserError("a single file needs at least 2 sentences, to hold one out as dev", path)
         order = list(range(len(examples)))
@@ -87,25 +90,26 @@ def load_data(path):
         train = [ex for i, ex in enumerate(examples) if i not in held_out]
         dev = [ex for i, ex in enumerate(examples) if i in held_out]
         return Splits(train, dev, None, f"{name} in {path} (dev: seeded {HOLDOUT_FRACTION:.0%} holdout)",
-                      _bio_notes({path: rewritten}))
+                      _bio_notes({path: rewritten}), table)
     files = {split: _find_split(path, split) for split in ("train", "dev", "test")}
     for split in ("train", "dev"):
         if files[split] is None:
             raise UserError(f"no {split} split: expected a {split}.txt/.conll/.csv/.jsonl file or a {split}/ "
                             "folder holding seq.in, seq.out and label", path)
-    read = {split: _read(file) for split, file in files.items() if file is not None}
-    (train, name, _), (dev, _, _) = read["train"], read["dev"]
-    for split, (examples, _, _) in read.items():
+    read = {split: _read(file, columns) for split, file in files.items() if file is not None}
+    (train, name, _, _), dev = read["train"], read["dev"][0]
+    for split, (examples, *_) in read.items():
         if _fields(examples) != _fields(train):
             raise UserError(f"has {_fields(examples)} but the train split has {_fields(train)}", files[split])
     return Splits(train, dev, read["test"][0] if "test" in read else None, f"{name} in {path}",
-                  _bio_notes({files[split].name: rewritten for split, (_, _, rewritten) in read.items()}))
+                  _bio_notes({files[split].name: rewritten for split, (_, _, rewritten, _) in read.items()}),
+                  any(table for *_, table in read.values()))
 
 
-def load_split(path, split=None):
+def load_split(path, split=None, columns=None):
     """(examples, description) of one split to evaluate: a data file read whole, an ATIS/SNIPS split folder
     (seq.in, seq.out, label), or the `split` (default test) of a data folder, which unlike training needs
-    no other split."""
+    no other split. `columns`: as for load_data, and refused when the split is no CSV or text,label table."""
     path = Path(path)
     if not path.exists():
         raise UserError("no such file or directory", path)
@@ -120,7 +124,10 @@ def load_split(path, split=None):
             raise UserError(f"no {split} split: expected a {split}.txt/.conll/.csv/.jsonl file or a {split}/ "
                             "folder holding seq.in, seq.out and label", path)
         path = found
-    examples, name, (iob1, openers, bioes) = _read(path)
+    examples, name, (iob1, openers, bioes), table = _read(path, columns)
+    if columns is not None and not table:
+        raise UserError(f"--{'text' if columns[0] else 'label'}-column selects a column of a CSV file's header: "
+                        f"this is {name}", path)
     description = f"{name} in {path}"
     if bioes:
         description += f" ({bioes} BIOES/BILOU tags, read as BIO)"
@@ -167,21 +174,20 @@ def _find_split(folder, split):
     return found[0] if found else None
 
 
-def _read(path):
-    """(examples, format name, (IOB1?, entities opened with I-, BIOES/BILOU tags)) of one split's file or ATIS/SNIPS
-    folder, in BIO with every entity opened by B- (tag_schemes.from_bioes, tag_schemes.as_bio)."""
+def _read(path, columns=None):
+    """(examples, format name, (IOB1?, entities opened with I-, BIOES/BILOU tags), read as a table?) of one split's
+    file or ATIS/SNIPS folder, in BIO with every entity opened by B- (tag_schemes.from_bioes, tag_schemes.as_bio)."""
     if path.is_dir():
-        name, reader = "ATIS/SNIPS folders", read_seq_folder
+        examples, name, table = read_seq_folder(path), "ATIS/SNIPS folders", False
     elif path.suffix.lower() in FORMATS:
-        name, reader = FORMATS[path.suffix.lower()]
+        examples, name, table = read_file(path, columns)
     else:
         raise UserError("unknown data format: expected .txt/.conll/.tsv (CoNLL), .csv or .jsonl", path)
-    examples = reader(path)
     if not examples:
         raise UserError("no sentences in this file", path)
     examples, bioes = from_bioes(examples)
     examples, iob1, openers = as_bio(examples)
-    return examples, name, (iob1 and not bioes, openers, bioes)
+    return examples, name, (iob1 and not bioes, openers, bioes), table
 
 
 def _bio_notes(rewritten):

@@ -1,8 +1,10 @@
 """The readers of each data format (machinery/data.py says which file gets which), and their checks.
 
-Every reader returns a list of `Example`s, or raises a `UserError` naming the file and line. Tags may be
-BIO, IOB1, BIOES or BILOU: tag_schemes.py reads them all as BIO. A CSV written label first (`label,text`)
-would read as plausible data and give one class per row: it is refused (`_check_not_swapped`).
+`read_file` picks the reader by extension. Every reader returns a list of `Example`s, or raises a `UserError`
+naming the file and line. Tags may be BIO, IOB1, BIOES or BILOU: tag_schemes.py reads them all as BIO. A CSV
+written label first (`label,text`) would read as plausible data and give one class per row: it is refused
+(`_check_not_swapped`), and so is any header other than text,label, unless --text-column / --label-column
+name the columns to read (`_select`).
 """
 
 import csv
@@ -153,20 +155,34 @@ def _read_conll(path):
 
 COLUMN_NAMES = {"text", "sentence", "utterance", "query", "question", "title", "content", "body", "document",
                 "label", "intent", "class", "category", "topic", "target"}  # what a CSV header calls its columns
+TAB = "\t"
+SELECT = "--text-column NAME --label-column NAME"  # the flags that pick a table's columns by its header
 
 
-def _read_tsv(path):
-    """Tab-separated: CoNLL columns (`word ... TAG`, sentences between blank lines) when the first line ends
-    in a tag, else text<TAB>label rows, read as the CSV reader reads text,label."""
+def read_file(path, columns=None):
+    """(examples, format name, whether it was read as a table: CSV, or tab-separated text<TAB>label rows) of one
+    data file. `columns`: (text column, label column) names the table's header must have, either None for
+    text or label; None: text,label rows with an optional text,label header."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv" or suffix == ".tsv" and not _is_conll(path):  # CoNLL columns: the first line ends in a tag
+        name = FORMATS[suffix] if columns is None else \
+            f"{FORMATS[suffix]} (columns {columns[0] or 'text'},{columns[1] or 'label'} by its header)"
+        return _read_table(path, columns, TAB if suffix == ".tsv" else ","), name, True
+    return (_read_jsonl if suffix == ".jsonl" else _read_conll)(path), FORMATS[suffix], False
+
+
+def _is_conll(path):
     first = next(line for line in _lines(path) if line.strip())
-    return _read_conll(path) if is_tag(first.split()[-1]) else _read_csv(path, delimiter="\t")
+    return is_tag(first.split()[-1])
 
 
-def _read_csv(path, delimiter=","):
+def _read_table(path, columns=None, delimiter=","):
+    """Rows of text,label, or with `columns` the two columns its header names (any others are ignored)."""
     classes = _read_classes(path.parent / "classes.txt")
     text = _read_text(path)
     rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     records, next_line = [], 1  # (text, label, line) of every row
+    picked = None  # (text index, label index, fields per row) once a header selected them
     limit = csv.field_size_limit()
     # No field is longer than its file, so this limit (131,072 characters by default) never refuses a
     # legitimate text, and it is still a bound.
@@ -177,23 +193,23 @@ def _read_csv(path, delimiter=","):
             line, next_line = next_line, rows.line_num + 1
             if not any(field.strip() for field in row):
                 continue
-            header = [field.strip().lower() for field in row] if not records else None
-            if header == ["text", "label"]:
+            if columns is not None and picked is None:
+                picked = _select(row, columns, path, line, delimiter)
                 continue
-            if header == ["label", "text"]:
-                raise UserError("the header is label,text: write the columns as text,label", path, line)
-            if header and len(header) == 2 and set(header) <= COLUMN_NAMES:
-                # Read as data, it would become a sentence of a class named after the column.
-                raise UserError(f"the header is {quote(','.join(row))}: name the columns text,label", path, line)
-            if len(row) != 2:
-                raise UserError(f"expected 2 fields (text,label), found {len(row)}: quote a text that has commas",
-                                path, line)
-            records.append((row[0], row[1], line))
+            if picked is None and not records and _is_header(row, path, line, delimiter):
+                continue
+            wanted = picked[2] if picked else 2
+            if len(row) != wanted:
+                what = "as many as the header" if picked else "text,label"
+                raise UserError(f"expected {wanted} fields ({what}), found {len(row)}: quote a text that has "
+                                f"{'tabs' if delimiter == TAB else 'commas'}", path, line)
+            text_at, label_at = picked[:2] if picked else (0, 1)
+            records.append((row[text_at], row[label_at], line))
     except csv.Error as e:
         raise UserError(f"malformed CSV ({e})", path, rows.line_num) from None
     finally:
         csv.field_size_limit(limit)
-    if classes is None:
+    if classes is None and picked is None:
         _check_not_swapped(records, path)
     examples = []
     for text, label, line in records:
@@ -202,6 +218,42 @@ def _read_csv(path, delimiter=","):
             raise UserError("empty text", path, line)
         examples.append(Example(words, None, _label(label, classes, path, line)))
     return examples
+
+
+def _is_header(row, path, line, delimiter):
+    """Whether the first row is the text,label header; a UserError when it is another header, which read as
+    data would become a sentence of a class named after its column."""
+    header = [field.strip().lower() for field in row]
+    if header == ["text", "label"]:
+        return True
+    shown = quote(delimiter.join(row))
+    if header == ["label", "text"]:
+        raise UserError(f"the header is label,text: write the columns as text,label, or select them with {SELECT}",
+                        path, line)
+    if set(header) & COLUMN_NAMES and (len(header) != 2 or set(header) <= COLUMN_NAMES):
+        raise UserError(f"the header is {shown}: name the columns text,label, or select them with {SELECT}", path,
+                        line)
+    return False
+
+
+def _select(header, columns, path, line, delimiter):
+    """(text index, label index, field count) of the `columns` (names; None: text, label) in a header row."""
+    names = [field.strip().lower() for field in header]
+    picked = []
+    for flag, name, default in zip(("--text-column", "--label-column"), columns, ("text", "label")):
+        wanted = (name or default).strip().lower()
+        if wanted not in names:
+            given = f"{flag} {quote(name)}" if name else f"no {flag}, so {quote(default)}"
+            raise UserError(f"the header {quote(delimiter.join(header))} has no column {quote(name or default)} "
+                            f"({given})", path, line)
+        if names.count(wanted) > 1:
+            raise UserError(f"the header {quote(delimiter.join(header))} has two columns {quote(name or default)}",
+                            path, line)
+        picked.append(names.index(wanted))
+    if picked[0] == picked[1]:
+        raise UserError(f"--text-column and --label-column both select column {quote(header[picked[0]])}", path,
+                        line)
+    return picked[0], picked[1], len(header)
 
 
 def _check_not_swapped(records, path):
@@ -265,7 +317,6 @@ def _json_example(record, classes, tag_names, path, line):
     return Example(tuple(words), tags, label)
 
 
-# file extension -> (format name for logs, reader)
-FORMATS = {".txt": ("CoNLL columns", _read_conll), ".conll": ("CoNLL columns", _read_conll),
-           ".tsv": ("tab-separated columns", _read_tsv), ".csv": ("CSV text,label", _read_csv),
-           ".jsonl": ("JSON lines", _read_jsonl)}
+# file extension -> format name, for logs (`read_file` reads each)
+FORMATS = {".txt": "CoNLL columns", ".conll": "CoNLL columns", ".tsv": "tab-separated columns",
+           ".csv": "CSV text,label", ".jsonl": "JSON lines"}

@@ -25,10 +25,12 @@ import torch
 from ..extensions.precision import PRECISIONS
 from ..guards.errors import UserError
 from .checkpoint import load_predictor
+from .cli import add_config_flags
 from .html import write_html
 from .predictor import confident, format_prediction
 from .report import evaluate_file, format_report
-from .streaming import WAIT, Progress, arrives_over_time, predict_stream, read_lines
+from .progress_line import ProgressLine
+from .streaming import WAIT, arrives_over_time, predict_stream, read_lines
 from .threads import Paced
 
 
@@ -52,11 +54,15 @@ def main():
                         "encoder's Linears in int8 (dynamic, per channel), faster on a CPU; bf16: products in "
                         "bfloat16, on CPUs that multiply it in hardware (AVX512-BF16, AMX). Also for --evaluate; "
                         "the checkpoint is read, never rewritten (default: %(default)s)")
+    add_config_flags(parser, ("text_column", "label_column"))  # for --evaluate, as train.py reads its CSVs
     args = parser.parse_args()
     if args.texts and args.file:
         parser.error("give texts as arguments or with --file, not both")
     if args.evaluate and (args.texts or args.file or args.html):
         parser.error("--evaluate reads its texts and labels from DATA: give no texts, --file or --html")
+    columns = None if args.text_column is None and args.label_column is None else (args.text_column, args.label_column)
+    if columns and not args.evaluate:
+        parser.error("--text-column and --label-column select the columns of the CSV file that --evaluate reads")
     if args.split and not args.evaluate:
         parser.error("--split picks the split that --evaluate scores")
     if args.json and args.html:
@@ -71,7 +77,7 @@ def main():
         if sys.stdin is None and not (args.texts or args.file or args.evaluate):
             raise UserError("no text: stdin is closed; give the texts as arguments or with --file FILE")
         if args.evaluate:
-            report = evaluate_file(args.checkpoint, args.evaluate, args.split, args.precision)
+            report = evaluate_file(args.checkpoint, args.evaluate, args.split, args.precision, columns, quiet=False)
             print(json.dumps(report.to_json(), ensure_ascii=False) if args.json else format_report(report))
         else:
             predict(args)
@@ -121,17 +127,16 @@ def predict(args):
         # computes, and on a busy machine every op can wait for a thread the scheduler has put aside.
         torch.set_num_threads(1)
     predictor = load_predictor(args.checkpoint, precision=args.precision)
-    progress = Progress()
+    # Progress on stderr when it is a terminal, and not the one the results are printed on.
+    to_terminal = sys.stderr.isatty() and (args.html or not sys.stdout.isatty())
+    progress = ProgressLine(None, "predicting", quiet=not to_terminal, terminal=sys.stderr, unit="texts")
     try:
         if args.texts:  # few, and numbered as given in error messages
             predictions = predictor.predictions(args.texts)
         else:
-            to_terminal = sys.stderr.isatty() and (args.html or not sys.stdout.isatty())
-
-            def after_chunk(done):
+            def after_chunk(texts):
                 sys.stdout.flush()  # a pipe's reader gets each chunk's results now, not when a buffer fills
-                if to_terminal:
-                    progress(done)
+                progress.step(texts)
             # From a pipe, the lines that have arrived are predicted without waiting for a whole chunk; the thread
             # count is the one measured fastest now (said only to a person at a terminal).
             wait = WAIT if arrives_over_time(args.file or "-") else None

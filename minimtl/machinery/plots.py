@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from ..extensions.calibration import expected_calibration_error, reliability
+from .progress_line import RUNNING
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",  # the familiar "tab10" colours
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -25,17 +26,29 @@ INSET = 8  # the y range starts this far inside the frame: a curve at 100% or at
 LEGEND_ROW = 18
 
 
+STEP_COLOUR = "#555555"  # the per-step loss: one grey line under the per-task dots, whatever the tasks
+
+
 def write_curves(path, history, best_epoch):
-    """Write `history` (one record per epoch, as training keeps it) as a two-panel SVG at `path`."""
+    """Write `history` (one record per epoch, as training keeps it) as a two-panel SVG at `path`. A record's
+    "step_losses" ([[the fraction of its epoch done, the running mean of the loss]], ProgressLine.curve) make
+    one line across the epochs, beside the per-task losses of each epoch's end."""
     rows = [(r.get("epoch", i), r) for i, r in enumerate(history, 1)]
     epochs = sorted({epoch for epoch, _ in rows})
+    steps = [(epoch - 1 + done, loss) for epoch, r in rows for done, loss in _pairs(r.get("step_losses"))]
+    # Both panels share the epoch axis; half an epoch of air on each side, so that the first and last points
+    # (and a lone one) sit off the axes, or from the start of training when the steps are drawn.
+    x_range = (epochs[0] - 0.5, epochs[-1] + 0.5) if epochs else (0.5, 1.5)
+    if steps:
+        x_range = (min(x_range[0], math.floor(min(x for x, _ in steps))), x_range[1])
     # Training keeps the per-task losses in record["losses"]; records that flatten them as loss_<task> work too.
     losses = _series(rows, lambda r: r.get("losses") or {k[5:]: v for k, v in r.items() if k.startswith("loss_")})
     dev = _series(rows, lambda r: {k: 100 * v for k, v in (r.get("dev") or {}).items()
                                    if k.rsplit("/", 1)[-1] in METRICS and _number(v) and 0 <= v <= 1})
     selected = best_epoch if best_epoch in epochs else None  # a selection outside the history has no place here
-    left, h1 = _panel("training loss per task", "loss", losses, epochs, selected, percent=False)
-    right, h2 = _panel("dev metrics", "dev score (%)", dev, epochs, selected, percent=True)
+    line = {f"all tasks, per step (mean of the last {RUNNING})": steps} if steps else {}
+    left, h1 = _panel("training loss", "loss", losses, epochs, x_range, selected, percent=False, line=line)
+    right, h2 = _panel("dev metrics", "dev score (%)", dev, epochs, x_range, selected, percent=True)
     width, height = 2 * PANEL_W, max(h1, h2)
     svg = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} '
             f'{height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">'),
@@ -49,6 +62,12 @@ def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _pairs(points):
+    """The [x, y] pairs of numbers in `points` (anything else, as from a hand-edited file, is skipped)."""
+    return [(x, y) for x, y in (p for p in points or [] if isinstance(p, list) and len(p) == 2)
+            if _number(x) and _number(y)]
+
+
 def _series(rows, pick):
     """{name: [(epoch, value), ...]}: an epoch that lacks a name (or has no number for it) is skipped. Names
     are sorted so that a task keeps its colour from one run to the next."""
@@ -60,10 +79,12 @@ def _series(rows, pick):
     return dict(sorted(out.items()))
 
 
-def _panel(title, y_title, series, epochs, selected, percent):
-    """The SVG elements of one panel, and the height it needs (its legend grows with the number of series)."""
+def _panel(title, y_title, series, epochs, x_range, selected, percent, line=None):
+    """The SVG elements of one panel over `x_range` (in epochs), and the height it needs (its legend grows with
+    the number of series). `line`: {name: points} drawn as one thin line without markers (hundreds of points)."""
     plot_w = PANEL_W - LEFT - RIGHT
-    values = [v for points in series.values() for _, v in points]
+    line = line or {}
+    values = [v for points in (*series.values(), *line.values()) for _, v in points]
     if percent:  # at least 2 points of range, so that noise in the 4th digit is not blown up to the full height
         lo, hi = min(values, default=0.0), max(values, default=100.0)
         if hi - lo < 2:
@@ -74,8 +95,7 @@ def _panel(title, y_title, series, epochs, selected, percent):
             hi = lo + 1
     y_step = _step(hi - lo, 5)
     lo, hi = math.floor(lo / y_step + 1e-9) * y_step, math.ceil(hi / y_step - 1e-9) * y_step  # end on ticks
-    # Half an epoch of air on each side, so that the first and last points (and a lone one) sit off the axes.
-    x_lo, x_hi = (epochs[0] - 0.5, epochs[-1] + 0.5) if epochs else (0.5, 1.5)
+    x_lo, x_hi = x_range
     x_step = max(1, round(_step(x_hi - x_lo, 6)))  # whole epochs only
 
     def x(epoch):
@@ -97,11 +117,15 @@ def _panel(title, y_title, series, epochs, selected, percent):
     out.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{bottom + 36}" text-anchor="middle">epoch</text>')
     out.append(f'<text transform="translate(16,{TOP + PLOT_H / 2:.1f}) rotate(-90)" text-anchor="middle">'
                f"{_esc(y_title)}</text>")
-    if not series:
+    if not series and not line:
         out.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{TOP + PLOT_H / 2:.1f}" text-anchor="middle" '
                    f'fill="#888">no data</text>')
     radius = 3 if len(epochs) <= 30 else 2  # 60 epochs of big markers would hide the line
     unit = "%" if percent else ""
+    for name, points in line.items():  # under the per-epoch series, which it would otherwise cover
+        xy = " ".join(f"{x(e):.1f},{y(v):.1f}" for e, v in points)
+        out.append(f'<polyline class="steps" points="{xy}" fill="none" stroke="{STEP_COLOUR}" stroke-width="1.2" '
+                   f'stroke-linejoin="round"><title>{_esc(name)}</title></polyline>')
     for i, (name, points) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
         xy = " ".join(f"{x(e):.1f},{y(v):.1f}" for e, v in points)
@@ -119,13 +143,14 @@ def _panel(title, y_title, series, epochs, selected, percent):
         out.append(f'<text class="selected" x="{label_x:.1f}" y="{TOP - 8}" text-anchor="middle" fill="#333">'
                    f"selected: epoch {selected}</text>")
     legend_top = bottom + 52
-    for i, name in enumerate(series):
-        colour, row = PALETTE[i % len(PALETTE)], legend_top + i * LEGEND_ROW
+    for i, name in enumerate([*series, *line]):
+        colour, row = PALETTE[i % len(PALETTE)] if name in series else STEP_COLOUR, legend_top + i * LEGEND_ROW
         shown = name if len(name) <= 56 else name[:55] + "\u2026"  # stay inside the panel
         out.append(f'<line x1="{LEFT}" y1="{row}" x2="{LEFT + 22}" y2="{row}" stroke="{colour}" stroke-width="2"/>')
-        out.append(f'<circle cx="{LEFT + 11}" cy="{row}" r="3" fill="{colour}" stroke="white"/>')
+        if name in series:  # a marker, as on its points
+            out.append(f'<circle cx="{LEFT + 11}" cy="{row}" r="3" fill="{colour}" stroke="white"/>')
         out.append(f'<text x="{LEFT + 30}" y="{row + 4}">{_esc(shown)}</text>')
-    return out, legend_top + len(series) * LEGEND_ROW
+    return out, legend_top + (len(series) + len(line)) * LEGEND_ROW
 
 
 def _step(span, count):

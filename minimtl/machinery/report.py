@@ -13,13 +13,15 @@ in its results.json to the last digit (on the device training evaluated on; here
 checkpoint never saw is reported once and counted as wrong, as in training.
 """
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
 from ..extensions.calibration import ECE_BINS, calibration_report
-from ..evaluation import head_outputs, predict, score
+from ..evaluation import EVAL_BATCH, head_outputs, predict, score
 from .assemble import word_shapes_of
 from .checkpoint import load_with_tokenizer
+from .progress_line import ProgressLine, counted
 from .data import LabelVocab, Splits, load_split, unseen
 from ..guards.errors import UserError
 from ..freezing import kind, unit_learning_rates, unit_modules, units
@@ -45,10 +47,12 @@ class Report:
                 "notes": self.notes, "calibration": self.calibration}
 
 
-def evaluate_file(checkpoint, path, split=None, precision="fp32"):
+def evaluate_file(checkpoint, path, split=None, precision="fp32", columns=None, quiet=True):
     """Score the checkpoint in directory `checkpoint` on a data file, or on a split of a data folder (test
-    unless `split` says otherwise), predicting in `precision` (precision.py) on the CPU."""
-    examples, description = load_split(path, split)
+    unless `split` says otherwise), predicting in `precision` (precision.py) on the CPU. `columns`: the
+    (text, label) columns of a CSV's header to read (formats.read_file). Unless `quiet`, the pass shows its
+    progress on stderr when that is a terminal (progress_line.py)."""
+    examples, description = load_split(path, split, columns)
     split = split or "test"
     model, meta, tokenizer = load_with_tokenizer(checkpoint)
     model = for_inference(model, precision, "cpu")
@@ -61,7 +65,8 @@ def evaluate_file(checkpoint, path, split=None, precision="fp32"):
     ids = encode_examples(tokenizer, examples, labels, tags, model.bert.config.max_tokens,
                           word_shapes=bool(word_shapes_of(model)), context=window if meta.get("context") else None)
     source = Source("evaluated", splits, labels, tags, {split: ids})
-    outputs = head_outputs(model, source, split, forward_in(model, "cpu", precision))  # one pass: the scores and the ECE
+    line = ProgressLine(math.ceil(len(examples) / EVAL_BATCH), "scoring", lambda _: None, quiet)  # no plain lines
+    outputs = head_outputs(model, source, split, counted(forward_in(model, "cpu", precision), line))  # scores, ECE
     predicted_labels, predicted_tags = predict(model, source, split, outputs=outputs)
     confusions = []
     if predicted_labels is not None:

@@ -20,15 +20,15 @@ from pathlib import Path
 from torch.nn.parallel import DistributedDataParallel
 
 from ..guards.errors import UserError
-from ..evaluation import format_scores, head_outputs, selection_score
+from ..evaluation import format_scores, selection_score
 from ..extensions.calibration import calibration_report, fit_temperatures
 from ..extensions.lora import add_lora
 from ..extensions.features import CachedModel
 from ..freezing import backbone_units, frozen_in_epoch, units
 from ..training import lr_factor, optimizer_for_epoch, seed_everything, train_epoch
 from .assemble import build_model
-from .sampling import epoch_batches, evaluate_sources, steps_per_epoch
-from .steps import labelled, precision_for_epoch, scoring, step_loss, summed
+from .sampling import epoch_batches, evaluate_sources, outputs_of, steps_per_epoch
+from .steps import labelled, precision_for_epoch, scoring, shown_scoring, step_loss, summed
 from .storage import cache_dir, cache_place, features_for_epoch
 from .settings import recipe as resolve_recipe
 from .settings import trained_pooling
@@ -41,7 +41,7 @@ from .plots import write_reliability
 from .report import entity_tables, parameter_table
 from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
 from .rundir import RunLock, write_marker
-from .progress_line import ProgressLine
+from .progress_line import CURVE_POINTS, ProgressLine
 from .threads import Paced
 from .sources import check_tasks, encode_sources, load_sources, vocabularies
 from ..extensions.family_tokenizers import load_tokenizer
@@ -114,16 +114,16 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
             if ddp.launched:
                 net = DistributedDataParallel(net, device_ids=[ddp.device] if device.type == "cuda" else None)
             ddp.seed_epoch(cfg.seed, epoch)
-            micro_batches = ProgressLine(Paced(Checked(labelled(epoch_batches(sources, cfg, epoch), cfg, ddp),
-                                                       ctrl_c.check), cfg.threads, f"epoch {epoch}", log),
-                                         f"epoch {epoch}/{recipe.epochs}", log, quiet)
+            batches = ProgressLine(Paced(Checked(labelled(epoch_batches(sources, cfg, epoch), cfg, ddp),
+                                                 ctrl_c.check), cfg.threads, f"epoch {epoch}", log),
+                                   f"epoch {epoch}/{recipe.epochs}", log, quiet, CURVE_POINTS // recipe.epochs)
             try:
-                progress.step, stats = train_epoch(model, optimizer, micro_batches, schedule, progress.step, cfg,
-                                                   shown(step_loss(model, net, cfg, bf16, ddp.launched), micro_batches))
+                progress.step, stats = train_epoch(model, optimizer, batches, schedule, progress.step, cfg,
+                                                   shown(step_loss(model, net, cfg, bf16, ddp.launched), batches))
             except FloatingPointError as e:
                 raise UserError(not_finite(*e.args, epoch, cfg)) from None
-            dev = evaluate_sources(model, sources, "dev", scoring(model, features))
-            record = progress.finish_epoch(epoch, summed(stats, ddp.device).summary(optimizer), dev)
+            dev = evaluate_sources(model, sources, "dev", shown_scoring(model, sources, "dev", log, quiet, features))
+            record = progress.finish_epoch(epoch, summed(stats, ddp.device).summary(optimizer), dev, batches.curve)
             with ctrl_c.saving():  # a first Ctrl-C waits for the save: what is on disk is then this epoch
                 if ddp.main:
                     try:
@@ -144,7 +144,7 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
             # The test split and calibration compute with the count the last epoch measured fastest.
             best = load_checkpoint(out)[0].to(device)
             # One forward pass over each test split gives its scores and its calibration errors.
-            test = {s.name: head_outputs(best, s, "test", scoring(best)) for s in sources if s.splits.test is not None}
+            test = outputs_of(best, sources, "test", shown_scoring(best, sources, "test", log, cfg.quiet))
             results["test"] = evaluate_sources(best, sources, "test", outputs=test) or None
             if results["test"] is not None:
                 log(f"test (best epoch {progress.best_epoch}): {format_scores(results['test'])}")
@@ -170,7 +170,7 @@ def calibrate(model, sources, features, test, log):
     `features` when the run has them), and its expected calibration error on the test split before and after,
     from the `test` outputs its scores came from: ({"temperature", "test"}, the predictions pooled for a
     reliability diagram, the split they are of: test, or dev where no source has a test split)."""
-    dev = {s.name: head_outputs(model, s, "dev", scoring(model, features)) for s in sources}  # one pass: fit, draw
+    dev = outputs_of(model, sources, "dev", scoring(model, features))  # one pass: fit, draw
     temperatures = fit_temperatures(model, sources, "dev", log=log, outputs=dev)
     errors, pooled = calibration_report(model, sources, "test", temperatures, test)
     changes = []
@@ -210,7 +210,7 @@ def claimed(cfg, resume, sources, recipe, ddp, weights_sha256, resumed_epoch):
 def build(cfg, log):
     """(model on its device, data sources with their encoded splits, the weights directory, the recipe)."""
     seed_everything(cfg.seed)
-    sources = load_sources(cfg.data)
+    sources = load_sources(cfg.data, cfg.text_column, cfg.label_column)
     weights_dir = resolve_weights(cfg.weights)
     encoder = load_pretrained(weights_dir, log)
     tokenizer = load_tokenizer(weights_dir, encoder.config.vocab_size, encoder.config.model_type)
@@ -265,12 +265,12 @@ class Progress:
     started: float = field(default_factory=time.perf_counter)
     saved: int = 0  # the last epoch whose save ended: what --resume would continue from
 
-    def finish_epoch(self, epoch, summary, dev):
+    def finish_epoch(self, epoch, summary, dev, curve):  # curve: the epoch's ProgressLine.curve
         score = selection_score(dev)
         improved = score > self.best
         if improved:
             self.best, self.best_epoch = score, epoch
-        record = {"epoch": epoch, **summary, "dev": dev, "select": score, "best": improved,
+        record = {"epoch": epoch, **summary, "dev": dev, "select": score, "best": improved, "step_losses": curve,
                   "seconds": time.perf_counter() - self.started}
         self.history.append(record)
         self.epoch, self.started = epoch, time.perf_counter()

@@ -19,7 +19,7 @@ leaves some of its batches for the next epoch's shuffle.
 import math
 
 from ..batching import batches, seeded_rng
-from ..evaluation import evaluate
+from ..evaluation import evaluate, head_outputs
 
 
 def source_probabilities(sizes, how, temperature=2.0):
@@ -85,3 +85,8 @@ def evaluate_sources(model, sources, split, forward=None, outputs=None):
     if len(sources) == 1:
         return next(iter(scores.values()), {})
     return {f"{name}/{k}": v for name, metrics in scores.items() for k, v in metrics.items()}
+
+
+def outputs_of(model, sources, split, forward=None):
+    """{source name: the `head_outputs` of its `split`} of every source that has that split."""
+    return {s.name: head_outputs(model, s, split, forward) for s in sources if getattr(s.splits, split) is not None}

@@ -40,6 +40,11 @@ def known_device(v):
     return v in DEVICES
 
 
+def column_name(v):
+    """must name a column of the header"""
+    return bool(v.strip())
+
+
 @dataclass
 class RunConfig(TrainConfig):
     """A run's settings: the lesson's (TrainConfig) and the data, the run directory and every extension's. Those
@@ -61,10 +66,15 @@ class RunConfig(TrainConfig):
     cache_memory: float | None = setting(None, "GiB of memory that the frozen backbone's feature cache may take "
                                          "(default: half of the memory available when the run starts)", RUN,
                                          positive)
+    text_column: str | None = setting(None, "the column of CSV (and tab-separated) data that holds the text, named "
+                                      "as in its header row, which any other columns may follow (default: a "
+                                      "text,label header or none)", RUN, column_name)
+    label_column: str | None = setting(None, "the column of CSV data that holds the label, named as in its header "
+                                       "row (default: the column named label, with --text-column)", RUN, column_name)
     label_all_subtokens: bool = setting(False, "label every sub-token of a word (continuations of B-X as I-X), "
                                         "not only the first (extensions/subtokens.py)", RUN)
-    quiet: bool = setting(False, "no progress lines within the feature cache and the epochs (the log's other lines "
-                          "stay)", RUN)
+    quiet: bool = setting(False, "no progress lines within the feature cache, the epochs and the dev and test "
+                          "passes (the log's other lines stay)", RUN)
     patience: int = setting(5, "stop after this many epochs without a better dev score (0 = never stop early)",
                             OPTIMISATION, non_negative)
     context: bool = setting(False, "encode each sentence of data that has documents (CoNLL's -DOCSTART-) with as "

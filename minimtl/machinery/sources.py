@@ -1,7 +1,7 @@
 """Several data sources in one run: each `--data` brings its own splits and the task(s) it has.
 
     CoNLL columns              -> NER                (tags)
-    CSV text,label / AG News   -> classification     (labels)
+    CSV text,label / AG News   -> classification     (labels; other columns by --text-column, --label-column)
     SNIPS/ATIS folders, JSONL  -> whatever they hold (both, for joint data)
 
 The model has one head per task, so each task comes from exactly one source: two sources that both have
@@ -43,8 +43,10 @@ class Vocabularies:
     tags: LabelVocab | None  # BIO tags, from the one source that has tags
 
 
-def load_sources(paths):
-    """Read every --data path; one clear error for a path given twice or two sources of one task."""
+def load_sources(paths, text_column=None, label_column=None):
+    """Read every --data path, CSV tables by the columns their header names (formats.read_file); one clear error
+    for a path given twice, two sources of one task, or columns named where no CSV is read."""
+    columns = None if text_column is None and label_column is None else (text_column, label_column)
     sources, seen, names = [], set(), set()
     for path in paths:
         resolved = Path(path).resolve()
@@ -55,9 +57,13 @@ def load_sources(paths):
         while name in names:
             name += "'"
         names.add(name)
-        source = Source(name, load_data(path))
+        source = Source(name, load_data(path, columns))
         source.sha256 = fingerprint(source)
         sources.append(source)
+    if columns is not None and not any(s.splits.tables for s in sources):
+        flag = "--text-column" if text_column is not None else "--label-column"
+        raise UserError(f"{flag} selects a column of a CSV file's header, and no --data is read as CSV (nor as "
+                        "tab-separated text,label rows): it would change nothing")
     for task, what in (("cls", "sentence labels"), ("ner", "entity tags")):
         having = [s.name for s in sources if task in s.tasks]
         if len(having) > 1:

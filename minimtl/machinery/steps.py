@@ -6,15 +6,18 @@ torchrun's gradient exchange. Each is a few explicit lines in `step_loss`.
 """
 
 import copy
+import math
 from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
 
+from ..evaluation import EVAL_BATCH
 from ..extensions.features import CachedModel
 from ..extensions.precision import forward_in
 from ..model import multitask_loss
 from .distributed import shard
+from .progress_line import ProgressLine, counted
 
 
 def labelled(micro_batches, cfg, ddp):
@@ -57,6 +60,13 @@ def scoring(model, features=None):
     device = next(model.parameters()).device
     return forward_in(CachedModel(model, features) if features else model, device,
                       "bf16" if device.type == "cuda" else "fp32")
+
+
+def shown_scoring(model, sources, split, log, quiet, features=None):
+    """`scoring(model, features)`, its batches over `split` of every source shown going by as one progress line:
+    on a terminal, or in plain lines when the pass is long (progress_line.py)."""
+    total = sum(math.ceil(len(s.ids[split]) / EVAL_BATCH) for s in sources if split in s.ids)
+    return counted(scoring(model, features), ProgressLine(total, f"scoring {split}", log, quiet))
 
 
 def summed(stats, device):

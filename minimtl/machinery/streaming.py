@@ -94,7 +94,7 @@ def _lines(stream, name="<stream>"):
 def predict_stream(predictor, texts, chunk=CHUNK, progress=None, wait=None, pace=lambda chunks: chunks):
     """The predictions of `texts` (any iterable, e.g. `read_lines`), in order, computed a chunk at a time: `chunk`
     texts, or with `wait` (seconds; for a pipe) as many as arrive within `wait` of the first; `progress(n)` is
-    called with the number of texts done after each chunk. An error in reading `texts` is raised when its place
+    called with the number of texts of each chunk once it is done (ProgressLine.step). An error in reading `texts` is raised when its place
     is reached. `pace(chunks)`: the chunks, handed out as the caller wants them computed (threads.Paced).
 
     A thread reads `texts`, and only as many as asked for: never more than one chunk ahead of what is done."""
@@ -123,12 +123,10 @@ def predict_stream(predictor, texts, chunk=CHUNK, progress=None, wait=None, pace
             if batch:
                 yield batch
 
-    done = 0
     for batch in pace(chunks()):
         yield from predictor.predictions(batch)
-        done += len(batch)
         if progress:
-            progress(done)
+            progress(len(batch))
 
 
 def _read_when_asked(texts, wanted, arrived):
@@ -144,21 +142,3 @@ def _read_when_asked(texts, wanted, arrived):
     except BaseException as e:  # handed to the consumer, which raises it where the text would have been
         arrived.put(e)
 
-
-class Progress:
-    """"12,288 texts, 850/s" rewritten in place on a terminal; call it after each chunk, `end` once."""
-
-    def __init__(self, stream=sys.stderr):
-        self.stream, self.start, self.shown = stream, time.perf_counter(), False
-
-    def __call__(self, done):
-        rate = done / max(time.perf_counter() - self.start, 1e-9)
-        self.stream.write(f"\r{done:,} texts, {rate:,.0f}/s")
-        self.stream.flush()
-        self.shown = True
-
-    def end(self):
-        if self.shown:  # the next message starts on a line of its own
-            self.stream.write("\n")
-            self.stream.flush()
-            self.shown = False
