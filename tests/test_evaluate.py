@@ -153,7 +153,9 @@ def test_curves_are_drawn_without_matplotlib(joint):
     panels = {g.get("id"): g for g in root.iter(svg + "g") if g.get("class") == "panel"}
     assert set(panels) == {"loss", "dev"}
     names = {p: [line.find(svg + "title").text for line in g.iter(svg + "polyline")] for p, g in panels.items()}
-    assert names == {"loss": ["cls", "ner"], "dev": ["entity_f1", "frame_accuracy", "label_accuracy"]}
+    # the loss panel draws the per-step training loss beside each task's per-epoch dev loss
+    assert names == {"loss": ["all tasks, per step (mean of the last 50)", "cls", "ner"],
+                     "dev": ["entity_f1", "frame_accuracy", "label_accuracy"]}
     assert [t.text for t in panels["dev"].iter(svg + "text") if t.get("class") == "selected"] == ["selected: epoch 1"]
 
 
