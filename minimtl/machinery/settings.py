@@ -33,6 +33,7 @@ RUN, LORA = "data and run directory", "LoRA"
 GROUPS = (RUN, FREEZING, LORA, OPTIMISATION, MODEL)  # the order of train.py --help
 MAX_BATCH = 4096  # sentences of a micro-batch: more would fit in no machine's memory with the encoder's gradients
 MAX_ACCUM = 1_000_000  # beyond, the loss scale 1 / grad_accum is no longer a number torch can hold
+MAX_LEN = 128  # sub-tokens a training sentence keeps by default, where the model numbers that many positions
 
 
 def known_device(v):
@@ -88,6 +89,9 @@ class RunConfig(TrainConfig):
     lora_targets: list[str] = setting(list(DEFAULT_TARGETS), "Linears to adapt in every layer", LORA,
                                       choices=tuple(TARGETS))
     lr_lora: float = setting(5e-4, "learning rate of the adapters", LORA, positive)
+    max_len: int | None = setting(None, "training sentences are cut to this many sub-tokens, and the cut ones "
+                                  f"counted (default: {MAX_LEN}, or the model's position count where it has fewer)",
+                                  MODEL, positive)
     epochs: int | None = setting(None, "default: by the kind of run (the recipe logged at the start; "
                                  "docs/recipes.md)", OPTIMISATION, positive)
     lr_backbone: float | None = setting(None, "learning rate of the encoder (of its top layer, with --layer-decay); "
@@ -154,7 +158,7 @@ class RunConfig(TrainConfig):
         if self.batch_size > MAX_BATCH or self.grad_accum > MAX_ACCUM:
             raise UserError(f"--batch-size must be at most {MAX_BATCH} and --grad-accum at most {MAX_ACCUM:,}, not "
                             f"{self.batch_size} and {self.grad_accum}")
-        if self.max_len < 3:
+        if self.max_len is not None and self.max_len < 3:
             raise UserError("--max-len must be at least 3 ([CLS], one sub-token, [SEP])")
         if self.w_cls == 0 and self.w_ner == 0:
             raise UserError("--w-cls and --w-ner are both 0: no task would be learned")
@@ -195,6 +199,7 @@ class Recipe:
 
     kind: str  # one of KIND_DEFAULTS
     epochs: int
+    max_len: int  # the sub-tokens a training sentence keeps (--max-len)
     learning_rates: dict  # unit kind -> peak rate: "backbone" (its top layer's), "heads", "adapters"
     layer_decay: float  # 1 = one backbone rate; D < 1: each backbone unit trains at D times the one above
     heads: HeadConfig
@@ -274,7 +279,7 @@ def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device, erase
                         "heads read)")
     lr, decay = CRF_DEFAULTS[cfg.crf]
     return Recipe(
-        kind, cfg.epochs or epochs,
+        kind, cfg.epochs or epochs, cfg.max_len or min(MAX_LEN, encoder_config.max_tokens),
         {"backbone": cfg.lr_backbone or lr, "heads": cfg.lr_heads, "adapters": cfg.lr_lora},
         cfg.layer_decay or decay, heads, bf16_steps(cfg.precision, device, cached=False),
         bf16_steps(cfg.precision, device, cached=True), word_shapes,
