@@ -291,7 +291,7 @@ def test_test_metrics_keep_the_source_name_when_only_one_source_has_a_test_split
 def test_resuming_a_two_source_run_equals_the_uninterrupted_run_bit_for_bit(corpora, tiny_weights, tmp_path,
                                                                              sampling):
     def run_settings(name):
-        return settings_for(corpora, tiny_weights, tmp_path / name, epochs=2, sampling=sampling)
+        return settings_for(corpora, tiny_weights, tmp_path / name, epochs=2, sampling=sampling, keep_resume=True)
 
     whole = train(run_settings("whole"), log=QUIET)
     with pytest.raises(Interrupted, match="the state after epoch 1 is saved"):

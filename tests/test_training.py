@@ -141,7 +141,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 def test_lora_trains_adapters_only_and_saves_merged_weights(tiny_data, tiny_weights, tmp_path):
     _, lines = run(tiny_data, tiny_weights, tmp_path / "out", lora=4, lora_targets=["query", "value"], epochs=1,
-                   lr_lora=1e-2)
+                   lr_lora=1e-2, keep_resume=True)
     table = next(line for line in lines if line.startswith("group"))
     row = next(line.split() for line in table.splitlines() if line.startswith("adapters"))
     assert row[2] == f"{2 * 2 * 4 * (32 + 32):,}"  # layers x targets x r (in + out)

@@ -39,8 +39,8 @@ from .download import resolve_weights, sha256
 from .interrupts import Checked, ctrl_c_between_batches, what_is_saved
 from .plots import write_reliability
 from .report import entity_tables, parameter_table
-from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
-from .rundir import RunLock, write_marker
+from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, reopen, save_state
+from .rundir import RunLock, drop_state, write_marker
 from .progress_line import CURVE_POINTS, ProgressLine
 from .threads import Paced
 from .sources import check_tasks, encode_sources, load_sources, vocabularies
@@ -158,10 +158,11 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
                     write_temperatures(out, results["calibration"]["temperature"])
                     write_reliability(out / "reliability.svg", pooled, results["calibration"]["temperature"], drawn)
                     write_json(out / "results.json", results)
-                    write_marker(out, finished=True)  # --resume now refuses: the run is complete
+                    write_marker(out, finished=True)  # complete: --resume refuses it, but for more --epochs
                 except OSError as e:  # a full disk, say
                     raise UserError(f"cannot write the run's test results ({e.strerror or e}); its best checkpoint "
                                     "is saved there, whole, for infer.py", out) from None
+            log(drop_state(out / STATE_DIR, out, cfg.keep_resume))  # only now: the run is finished, on disk
     return results
 
 
@@ -203,6 +204,8 @@ def claimed(cfg, resume, sources, recipe, ddp, weights_sha256, resumed_epoch):
     with ddp.main_only(RunLock(cfg.out)):
         if ddp.main:
             claim_run_directory(cfg, resume, sources, recipe.epochs, ddp.world, weights_sha256, resumed_epoch)
+            if resume:  # --epochs / --keep-resume: on disk before the first step, for a Ctrl-C's --resume to hold
+                reopen(cfg.out, cfg)
         ddp.barrier()  # the others go on once rank 0 holds the run directory
         yield
 
@@ -291,7 +294,8 @@ class Progress:
         # The optimizer of the last finished epoch: what it trained is a function of the settings and epoch.
         optimizer = optimizer_for_epoch(model, cfg, recipe.learning_rates, recipe.layer_decay, self.epoch)
         load_state(out, model, optimizer, saved)
-        log(f"resuming after epoch {self.epoch} (best dev score {self.best:.4f} at epoch {self.best_epoch})")
+        log(f"resuming after epoch {self.epoch} of {recipe.epochs} (best dev score {self.best:.4f} at epoch "
+            f"{self.best_epoch})")
         return optimizer
 
 

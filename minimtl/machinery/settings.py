@@ -59,6 +59,10 @@ class RunConfig(TrainConfig):
     out: str = setting("runs/latest", "run directory: best checkpoint, logs, resumable state; must be new, empty, "
                        "or an earlier run (with --overwrite)", RUN)
     overwrite: bool = setting(False, "replace the earlier minimtl run in --out (never anything else)", RUN)
+    keep_resume: bool = setting(False, "keep --out's resume/ (the trained weights and AdamW's two moments of each, "
+                                "three times their size) when the run finishes, so that --resume OUT --epochs N "
+                                "can train it further; without it a finished run drops it (an interrupted one "
+                                "always keeps it)", RUN)
     feature_cache: str = setting("auto", "where the frozen backbone's features are kept: auto = in memory within "
                                  "--cache-memory, else in a temporary file beside --out (removed when the run "
                                  "ends) within half of the free disk space there, else nowhere; disk = in that "
@@ -236,12 +240,22 @@ SHAPES_WHERE = {
 }
 
 
+def kind_of_run(cfg):
+    """Which of KIND_DEFAULTS `cfg` trains."""
+    return "frozen backbone" if freezes_backbone(cfg.freeze) else "LoRA" if cfg.lora else "full fine-tuning"
+
+
+def planned_epochs(cfg):
+    """The epochs `cfg` trains: --epochs, or its kind's default (which needs no model: resume.py asks it)."""
+    return cfg.epochs or KIND_DEFAULTS[kind_of_run(cfg)][0]
+
+
 def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device, erases_case=False):
     """The Recipe `cfg` asks for with this encoder (its config), its pretrained pooling ("cls" or "mean"),
     the data's label and tag counts, on `device`. `erases_case`: the tokenizer lower-cases training text
     that has capital letters. Refuses settings that do not fit the encoder."""
-    kind = "frozen backbone" if freezes_backbone(cfg.freeze) else "LoRA" if cfg.lora else "full fine-tuning"
-    epochs, sentence, token, read = KIND_DEFAULTS[kind]
+    kind = kind_of_run(cfg)
+    _, sentence, token, read = KIND_DEFAULTS[kind]
     all_layers = encoder_config.num_hidden_layers + 1
     if cfg.layers is not None and cfg.layers > all_layers:
         raise UserError(f"--layers {cfg.layers}: the encoder has {all_layers} hidden states "
@@ -272,14 +286,14 @@ def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device, erase
                         "what the heads read)")
     schedule = UnfreezeSchedule(cfg.unfreeze_schedule, all_layers - 1) if cfg.unfreeze_schedule else None
     if word_shapes == "embeddings" and schedule and not cfg.lora and all(
-            "embeddings" in schedule.frozen_backbone(e) for e in range(1, (cfg.epochs or epochs) + 1)):
+            "embeddings" in schedule.frozen_backbone(e) for e in range(1, planned_epochs(cfg) + 1)):
         raise UserError(f"--word-shape adds its vectors to the input embeddings, which --unfreeze-schedule "
-                        f"{cfg.unfreeze_schedule} keeps frozen for all {cfg.epochs or epochs} epochs: they would never "
+                        f"{cfg.unfreeze_schedule} keeps frozen for all {planned_epochs(cfg)} epochs: they would never "
                         "learn (thaw the embeddings within the run, or use --freeze backbone to add them to what the "
                         "heads read)")
     lr, decay = CRF_DEFAULTS[cfg.crf]
     return Recipe(
-        kind, cfg.epochs or epochs, cfg.max_len or min(MAX_LEN, encoder_config.max_tokens),
+        kind, planned_epochs(cfg), cfg.max_len or min(MAX_LEN, encoder_config.max_tokens),
         {"backbone": cfg.lr_backbone or lr, "heads": cfg.lr_heads, "adapters": cfg.lr_lora},
         cfg.layer_decay or decay, heads, bf16_steps(cfg.precision, device, cached=False),
         bf16_steps(cfg.precision, device, cached=True), word_shapes,
