@@ -448,8 +448,17 @@ ALL_CASES = [
     resume_case("resume-setting-missing", "{d}/out: ", "lacks settings this version has: layer_decay",
                 damage=state(lambda s: s["config"].pop("layer_decay"))),
     resume_case("resume-without-state", "{d}/out: ", "nothing to resume: no resume/state.json",
+                damage=lambda run, d, env: (interrupted(run), shutil.rmtree(run / "resume"))),
+    resume_case("resume-finished-state-dropped", "{d}/out: ", "its resume/ state was dropped at the end: nothing "
+                "to resume (a run started with --keep-resume keeps it", args=["--epochs", "3"],
                 damage=lambda run, d, env: shutil.rmtree(run / "resume")),
-    resume_case("resume-with-another-flag", "--resume", "drop --epochs", args=["--epochs", "3"]),
+    resume_case("resume-epochs-not-more", "{d}/out: ", "--epochs 1: this run has trained 1 epoch already",
+                args=["--epochs", "1"]),
+    resume_case("resume-epochs-its-own", "{d}/out: ", "--epochs 3 is the total this run trains to already",
+                args=["--epochs", "3"], damage=lambda run, d, env: interrupted(run)),
+    resume_case("resume-keep-resume-kept", "{d}/out: ", "--keep-resume: this run keeps its resume state already",
+                args=["--keep-resume"]),
+    resume_case("resume-with-another-flag", "--resume", "drop --batch-size", args=["--batch-size", "8"]),
     # --- a config.json with impossible values: train --weights and infer --checkpoint ---
     train_case("weights-attention-heads-zero", "{d}/weights/config.json: ", "num_attention_heads must be positive",
                weights=lambda d, e: weights_copy(d, e, bert_edit(num_attention_heads=0))),
@@ -662,13 +671,14 @@ def run_into_closed_pipe(d, argv, cwd, protected):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_data, tiny_weights):
-    """A valid checkpoint, trained for one epoch on the tiny data with the tiny weights."""
+    """A valid checkpoint, trained for one epoch on the tiny data with the tiny weights; it keeps its resume state,
+    which the --resume cases damage."""
     out = tmp_path_factory.mktemp("trained") / "ckpt"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         train(RunConfig(data=[str(tiny_data)], weights=str(tiny_weights), out=str(out), epochs=1, batch_size=16,
-                          device="cpu"), log=lambda *a: None)
+                          device="cpu", keep_resume=True), log=lambda *a: None)
     finally:
         torch.set_num_threads(threads)
     return out

@@ -408,7 +408,7 @@ def test_a_run_with_both_scores_as_seqeval_and_as_infer_evaluate(tiny_documents,
     examples = load_split(tiny_documents, "dev")[0]
     source = replace(source, splits=replace(source.splits, dev=examples),
                      ids={"dev": encode_examples(load_tokenizer(tmp_path / "run"), examples, None, source.tags,
-                                              512, word_shapes=True, context=cfg.max_len)})
+                                              512, word_shapes=True, context=meta["max_len"])})
     _, tags = predict(model, source, "dev")
     assert results["dev"]["entity_f1"] == pytest.approx(f1_score([list(ex.tags) for ex in examples], tags))
 

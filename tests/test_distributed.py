@@ -108,10 +108,11 @@ def test_two_processes_train_like_one_with_the_same_global_batch(joint_data, no_
     # float32: the processes and the single run split their matrix products across threads differently, and
     # under bf16 autocast such a difference can flip an output's last bf16 bit, far above the tolerances.
     settings = dict(data=[str(joint_data)], weights=str(no_dropout_weights), epochs=6, batch_size=8,
-                    lr_backbone=3e-3, lr_heads=5e-2, dropout=0.0, patience=0, device="cpu", precision="fp32")
+                    lr_backbone=3e-3, lr_heads=5e-2, dropout=0.0, patience=0, device="cpu", precision="fp32",
+                    keep_resume=True)  # the resume states are compared below
     args = ["--data", joint_data, "--weights", no_dropout_weights, "--out", tmp_path / "ddp", "--epochs", 6,
             "--batch-size", 8, "--grad-accum", 3, "--lr-backbone", 3e-3, "--lr-heads", 5e-2, "--dropout", 0,
-            "--patience", 0, "--device", "cpu", "--precision", "fp32"]
+            "--patience", 0, "--device", "cpu", "--precision", "fp32", "--keep-resume"]
     done, writes = torchrun(args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "global batch: 8 sentences x 2 processes x 3 accumulated = 48 per optimizer step" in done.stdout
@@ -155,7 +156,7 @@ def test_a_killed_process_stops_the_other_and_the_run_resumes_exactly(two_source
     # Frozen backbone (feature cache, DDP around the heads only) on two corpora, each batch teaching one head;
     # dropout is on, so the resumed run can only match if each process's random stream is restored too.
     args = ["--data", two_sources[0], "--data", two_sources[1], "--weights", tiny_weights, "--freeze", "backbone",
-            "--epochs", 3, "--batch-size", 8, "--patience", 0, "--device", "cpu"]
+            "--epochs", 3, "--batch-size", 8, "--patience", 0, "--device", "cpu", "--keep-resume"]
     whole, writes = torchrun([*args, "--out", tmp_path / "whole"], tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert whole.stdout.count("feature cache: backbone frozen") == 1 and writes[1] == []

@@ -105,11 +105,11 @@ def test_cli_json_is_results_json(joint, tiny_data):
 
 def gold_and_predicted_tags(out, data):
     """The test split's gold tags and the saved model's predictions, built exactly as training builds them."""
-    model, _ = load_checkpoint(out)
+    model, meta = load_checkpoint(out)
     sources = load_sources([data])
     aligner = load_tokenizer(out, model.bert.config.vocab_size)
     cfg = RunConfig(data=[str(data)])
-    encode_sources(sources, aligner, vocabularies(sources), cfg, model.bert.config.max_position_embeddings,
+    encode_sources(sources, aligner, vocabularies(sources), cfg, meta["max_len"], model.bert.config.max_tokens,
                    lambda _: None, word_shapes=word_shapes_of(model) is not None)
     _, predicted = predict(model, sources[0], "test")
     return [list(ex.tags) for ex in sources[0].splits.test], predicted

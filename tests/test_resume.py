@@ -49,6 +49,7 @@ def without_timings(record):
 def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(tiny_data, tiny_weights, tmp_path, overrides, request):
     if overrides.get("context"):  # data in documents, so that the context is there
         tiny_data = request.getfixturevalue("tiny_documents")
+    overrides = {**overrides, "keep_resume": True}  # the finished runs' states are compared below
     whole = train(config(tiny_data, tiny_weights, tmp_path / "whole", **overrides), log=lambda _: None)
     with pytest.raises(Interrupted, match="the state after epoch 1 is saved"):
         train(config(tiny_data, tiny_weights, tmp_path / "cut", **overrides), log=stop_after_epoch(1))
@@ -71,8 +72,124 @@ def test_nothing_to_resume_is_a_clear_error(tiny_data, tiny_weights, tmp_path):
     with pytest.raises(UserError, match="nothing to resume"):
         resume_config(tmp_path)
     train(config(tiny_data, tiny_weights, tmp_path / "done", epochs=1), log=lambda _: None)
-    with pytest.raises(UserError, match="already finished"):
+    with pytest.raises(UserError, match="this run finished, and its resume/ state was dropped at the end: nothing "
+                                        "to resume"):
         train(resume_config(tmp_path / "done"), log=lambda _: None, resume=True)
+    train(config(tiny_data, tiny_weights, tmp_path / "kept", epochs=1, keep_resume=True), log=lambda _: None)
+    with pytest.raises(UserError, match=r"already finished: nothing to resume \(--epochs N, more than its 1, "):
+        train(resume_config(tmp_path / "kept"), log=lambda _: None, resume=True)
+
+
+def tree_bytes(directory):
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+
+
+def test_a_finished_run_drops_its_resume_state_and_says_how_to_keep_it(tiny_data, tiny_weights, tmp_path):
+    lines = []
+    train(config(tiny_data, tiny_weights, tmp_path / "run", epochs=1), log=lines.append)
+    out = tmp_path / "run"
+    assert not (out / "resume").exists() and json.loads((out / "run.json").read_text())["finished"] is True
+    # What is left is the checkpoint and its logs: the weights and a few small files. The state held the trained
+    # weights again and AdamW's two moments of each, three times the weights.
+    assert tree_bytes(out) < 1.5 * (out / "model.safetensors").stat().st_size
+    [said] = [line for line in lines if "resume" in line and "--keep-resume" in line]
+    assert said.startswith(f"removed {out / 'resume'} (") and f"--resume {out} --epochs N" in said
+    assert lines[-1] == said  # the run's last word: after the test scores, the marker and the calibration
+
+
+def test_keep_resume_keeps_the_state_of_a_finished_run(tiny_data, tiny_weights, tmp_path):
+    lines = []
+    train(config(tiny_data, tiny_weights, tmp_path / "run", epochs=1, keep_resume=True), log=lines.append)
+    out = tmp_path / "run"
+    assert json.loads((out / "resume" / "state.json").read_text())["epoch"] == 1
+    assert tree_bytes(out / "resume") > 2 * (out / "model.safetensors").stat().st_size
+    assert lines[-1].startswith(f"kept {out / 'resume'} (") and f"--resume {out} --epochs N trains" in lines[-1]
+
+
+@pytest.fixture(scope="module")
+def kept_run(tmp_path_factory, tiny_data, tiny_weights):
+    """A finished 2-epoch run that kept its resume state (--keep-resume). Tests copy it before changing it."""
+    out = tmp_path_factory.mktemp("kept") / "run"
+    train(config(tiny_data, tiny_weights, out, epochs=2, keep_resume=True), log=lambda _: None)
+    return out
+
+
+def test_more_epochs_train_a_kept_finished_run_further_and_it_ends_finished_again(kept_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(kept_run, out)
+    before = (out / "metrics.jsonl").read_text().splitlines()
+    lines = []
+    results = train(resume_config(out, epochs=4), log=lines.append, resume=True)
+    assert "resuming after epoch 2 of 4" in "\n".join(lines)
+    assert any(line.startswith("epoch  3/4") for line in lines) and any(line.startswith("epoch  4/4") for line in lines)
+    after = (out / "metrics.jsonl").read_text().splitlines()
+    assert after[:2] == before and [json.loads(line)["epoch"] for line in after] == [1, 2, 3, 4]
+    # The best epoch is chosen across all four: the first with the highest selection score.
+    scores = [json.loads(line)["select"] for line in after]
+    assert results["best_epoch"] == scores.index(max(scores)) + 1
+    assert json.loads((out / "results.json").read_text())["best_epoch"] == results["best_epoch"]
+    assert json.loads((out / "run.json").read_text())["finished"] is True
+    state = json.loads((out / "resume" / "state.json").read_text())  # kept again: --keep-resume is the run's
+    assert state["epoch"] == 4 and state["config"]["epochs"] == 4 and state["config"]["keep_resume"] is True
+    assert lines[-1].startswith(f"kept {out / 'resume'}")
+
+
+def test_an_extension_interrupted_before_its_first_save_is_an_interrupted_run_of_the_new_total(kept_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(kept_run, out)
+
+    def stop_at_start(line):  # the recipe is logged with the run directory held, before the first step
+        if line.startswith("recipe:"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match=f"the state after epoch 2 is saved; continue with: python train.py "
+                                          f"--resume {out}$"):
+        train(resume_config(out, epochs=3), log=stop_at_start, resume=True)
+    assert json.loads((out / "run.json").read_text())["finished"] is False
+    assert json.loads((out / "resume" / "state.json").read_text())["config"]["epochs"] == 3
+    results = train(resume_config(out), log=lambda _: None, resume=True)  # what that message says to run
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3 and results["best_epoch"] in (1, 2, 3)
+    assert json.loads((out / "run.json").read_text())["finished"] is True
+
+
+def test_epochs_that_would_train_nothing_or_change_nothing_are_refused(kept_run, interrupted_run, tmp_path):
+    with pytest.raises(UserError, match=r"--epochs 2: this run has trained 2 epochs already; give more"):
+        resume_config(kept_run, epochs=2)
+    with pytest.raises(UserError, match=r"--epochs 1: this run has trained 1 epoch already"):
+        resume_config(interrupted_run, epochs=1)
+    with pytest.raises(UserError, match=r"--epochs 3 is the total this run trains to already: drop it"):
+        resume_config(interrupted_run, epochs=3)  # a run of 3 epochs, stopped after its first
+    with pytest.raises(UserError, match=r"--keep-resume: this run keeps its resume state already"):
+        resume_config(kept_run, epochs=3, keep_resume=True)
+    # Another total for an interrupted run is its new total; --keep-resume keeps its state at the end.
+    cfg = resume_config(interrupted_run, epochs=2, keep_resume=True)
+    assert (cfg.epochs, cfg.keep_resume) == (2, True)
+
+
+def test_an_early_stopped_run_is_not_extended(kept_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(kept_run, out)
+    # As a run with --patience 1 leaves it when its second epoch was no better than its first.
+    state = json.loads((out / "resume" / "state.json").read_text())
+    state["config"].update(patience=1, epochs=5)
+    state.update(best_epoch=1, best=state["history"][0]["select"])
+    (out / "resume" / "state.json").write_text(json.dumps(state))
+    with pytest.raises(UserError, match=r"--epochs 6: this run stopped early \(no better dev score than epoch 1's "
+                                        r"for --patience 1\), and would stop again after one more epoch unless"):
+        resume_config(out, epochs=6)
+
+
+def test_a_dropped_state_is_one_line_exit_2_saying_how_to_keep_it(tiny_data, tiny_weights, tmp_path):
+    out = tmp_path / "run"
+    train(config(tiny_data, tiny_weights, out, epochs=1), log=lambda _: None)
+    before = sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    done = subprocess.run([sys.executable, "train.py", "--resume", str(out), "--epochs", "3"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.splitlines() == [f"error: {out}: this run finished, and its resume/ state was dropped at the "
+                                        "end: nothing to resume (a run started with --keep-resume keeps it, and "
+                                        "--resume DIR --epochs N then trains it further)"]
+    assert sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file()) == before
 
 
 def start_training(tiny_data, checkpoint_dir, out, epochs):

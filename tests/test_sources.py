@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from test_resume import stop_after_epoch, without_timings
 
 from minimtl import UserError
-from minimtl.machinery.settings import RunConfig
+from minimtl.machinery.settings import MAX_LEN, RunConfig
 from minimtl.evaluation import evaluate
 from minimtl.machinery.checkpoint import load_checkpoint
 from minimtl.machinery.data import LabelVocab
@@ -85,7 +85,8 @@ def corpora(tmp_path_factory, tiny_data):
 def encoded(corpora, tiny_weights):
     """Both sources loaded, given the run's vocabularies and encoded, as `train` does before its first epoch."""
     sources = load_sources([str(p) for p in corpora])
-    encode_sources(sources, load_tokenizer(tiny_weights), vocabularies(sources), RunConfig(), 512, QUIET)
+    encode_sources(sources, load_tokenizer(tiny_weights), vocabularies(sources), RunConfig(), MAX_LEN, 512,
+                   QUIET)
     return sources
 
 
@@ -104,7 +105,7 @@ def two_source_run(tmp_path_factory, corpora, tiny_weights):
 def alone(path, tokenizer_dir):
     """One source loaded and encoded on its own, as a single-source run would: its own vocabulary only."""
     [source] = load_sources([str(path)])
-    encode_sources([source], load_tokenizer(tokenizer_dir), vocabularies([source]), RunConfig(), 512,
+    encode_sources([source], load_tokenizer(tokenizer_dir), vocabularies([source]), RunConfig(), MAX_LEN, 512,
                    QUIET)
     return source
 
@@ -290,7 +291,7 @@ def test_test_metrics_keep_the_source_name_when_only_one_source_has_a_test_split
 def test_resuming_a_two_source_run_equals_the_uninterrupted_run_bit_for_bit(corpora, tiny_weights, tmp_path,
                                                                              sampling):
     def run_settings(name):
-        return settings_for(corpora, tiny_weights, tmp_path / name, epochs=2, sampling=sampling)
+        return settings_for(corpora, tiny_weights, tmp_path / name, epochs=2, sampling=sampling, keep_resume=True)
 
     whole = train(run_settings("whole"), log=QUIET)
     with pytest.raises(Interrupted, match="the state after epoch 1 is saved"):

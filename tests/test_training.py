@@ -141,7 +141,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 def test_lora_trains_adapters_only_and_saves_merged_weights(tiny_data, tiny_weights, tmp_path):
     _, lines = run(tiny_data, tiny_weights, tmp_path / "out", lora=4, lora_targets=["query", "value"], epochs=1,
-                   lr_lora=1e-2)
+                   lr_lora=1e-2, keep_resume=True)
     table = next(line for line in lines if line.startswith("group"))
     row = next(line.split() for line in table.splitlines() if line.startswith("adapters"))
     assert row[2] == f"{2 * 2 * 4 * (32 + 32):,}"  # layers x targets x r (in + out)
@@ -167,3 +167,34 @@ def test_weights_that_are_a_run_give_their_encoder_and_say_the_heads_are_new(tin
     train(cfg, log=lines.append)
     assert f"--weights {tmp_path / 'first'} is a minimtl run: this run starts from its encoder, with new heads " \
            "(its trained heads are not used; --resume continues a run itself)" in lines
+
+
+@pytest.fixture(scope="module")
+def few_positions(tmp_path_factory, tiny_weights):
+    """The tiny weights with a position table of 64 rows: a model that numbers fewer positions than 128."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("few-positions")
+    shutil.copytree(tiny_weights, path, dirs_exist_ok=True)
+    tensors = load_file(tiny_weights / "model.safetensors")
+    [name] = [k for k in tensors if k.endswith("position_embeddings.weight")]
+    tensors[name] = tensors[name][:64].contiguous()
+    save_file(tensors, path / "model.safetensors")
+    config = json.loads((tiny_weights / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
+    return path
+
+
+def test_max_len_defaults_to_the_models_positions_where_it_has_fewer_than_128(tiny_data, few_positions, tiny_weights,
+                                                                              tmp_path):
+    from minimtl.machinery.checkpoint import load_checkpoint
+
+    run(tiny_data, few_positions, tmp_path / "short", epochs=1)
+    assert load_checkpoint(tmp_path / "short")[1]["max_len"] == 64
+    run(tiny_data, tiny_weights, tmp_path / "long", epochs=1)  # 512 positions: the default is 128
+    assert load_checkpoint(tmp_path / "long")[1]["max_len"] == 128
+    with pytest.raises(UserError, match=f"--max-len 100: the model in {few_positions} has only 64 positions"):
+        run(tiny_data, few_positions, tmp_path / "refused", epochs=1, max_len=100)
+    assert not (tmp_path / "refused").exists()

@@ -48,7 +48,7 @@ runpy.run_path("train.py", run_name="__main__")
 
 def train_args(tiny_data, tiny_weights, out):
     return ["--data", tiny_data, "--weights", tiny_weights, "--out", out, "--epochs", "2", "--batch-size", "8",
-            "--device", "cpu", "--seed", "0"]
+            "--device", "cpu", "--seed", "0", "--keep-resume"]  # the resume state is compared
 
 
 def start(argv):

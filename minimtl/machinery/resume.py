@@ -11,22 +11,26 @@ the run, so the state on disk always belongs to one finished epoch:
 Random states matter for exact resumption: dropout draws from torch's generator, so a resumed run must
 continue the same stream to reproduce the uninterrupted run bit for bit. No pickle anywhere: tensors in
 safetensors, the rest in JSON.
+
+A run that finishes drops this state (rundir.drop_state), three times the size of what it trains and of no use
+to `--resume` on a finished run, unless it was started with `--keep-resume`: then `--resume OUT --epochs N`
+trains it further (`resume_config`, `reopen`).
 """
 
 import json
 import random
 import types
 import typing
-from dataclasses import fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .settings import RunConfig
+from .settings import RunConfig, planned_epochs
 from ..guards.errors import UserError, quote, read_json
 from ..guards.files import read_state_dict
-from .rundir import check_out, is_finished, save_tensors
+from .rundir import check_out, is_finished, save_tensors, write_marker, write_whole
 
 STATE_DIR = "resume"
 
@@ -58,6 +62,10 @@ def read_progress(run_dir):
     """The state.json of an interrupted run in `run_dir`, validated enough to build the run again: every
     value has its type, and the random states are ones Python and NumPy take back."""
     path = Path(run_dir) / STATE_DIR / "state.json"
+    if not path.is_file() and is_finished(run_dir):
+        raise UserError(f"this run finished, and its {STATE_DIR}/ state was dropped at the end: nothing to resume "
+                        "(a run started with --keep-resume keeps it, and --resume DIR --epochs N then trains it "
+                        "further)", run_dir)
     if not path.is_file():
         raise UserError(f"nothing to resume: no {STATE_DIR}/state.json (only runs of this version that "
                         "finished at least one epoch can be resumed)", run_dir)
@@ -196,9 +204,12 @@ def _described(tensor):
     return f"{str(tensor.dtype).removeprefix('torch.')} of shape {tuple(tensor.shape)}{shown}"
 
 
-def resume_config(run_dir):
-    """The settings of the interrupted run in `run_dir`: a resumed run must use exactly the same ones."""
-    saved = read_progress(run_dir)["config"]
+def resume_config(run_dir, epochs=None, keep_resume=False):
+    """The settings of the interrupted run in `run_dir`: a resumed run must use exactly the same ones, but for
+    `epochs`, a new total to train to (a finished run whose state was kept trains further: `extended`), and
+    `keep_resume`, which changes only what the run leaves on disk when it finishes."""
+    state = read_progress(run_dir)
+    saved = state["config"]
     known = {f.name: f for f in fields(RunConfig)}
     unknown = set(saved) - set(known)
     if unknown:
@@ -226,7 +237,50 @@ def resume_config(run_dir):
         cfg.check()
     except UserError as e:
         raise UserError(f"a saved setting is impossible ({e}): the training state is damaged", path) from None
-    return cfg
+    if keep_resume and cfg.keep_resume:
+        raise UserError("--keep-resume: this run keeps its resume state already (drop the flag: it would change "
+                        "nothing)", run_dir)
+    return replace(extended(cfg, state, epochs, run_dir), keep_resume=cfg.keep_resume or keep_resume)
+
+
+def extended(cfg, state, epochs, run_dir):
+    """`cfg` training to `epochs` (None: the run's own total), or a UserError when that is no training to do.
+
+    Allowed: more epochs than a finished run trained (its kept state is where they start), or another total
+    than an interrupted run's, above the epochs it trained (its learning rate then follows the new total's
+    schedule from the step it stopped at). Refused: a run that stopped early. Its patience rule would stop the
+    extension after the first epoch that fails to beat the best, which is not the N epochs asked for; a new run
+    with a larger --patience is what such a run needs."""
+    done, planned, finished = state["epoch"], planned_epochs(cfg), is_finished(run_dir)
+    if epochs is None:
+        if finished or done >= planned:
+            raise UserError(f"this run already finished: nothing to resume (--epochs N, more than its {done}, "
+                            "trains it further)", run_dir)
+        return cfg
+    if epochs <= done:
+        raise UserError(f"--epochs {epochs}: this run has trained {done} epoch{'s' * (done != 1)} already; give "
+                        "more to train it further", run_dir)
+    if epochs == planned and not finished:
+        raise UserError(f"--epochs {epochs} is the total this run trains to already: drop it (it would change "
+                        "nothing)", run_dir)
+    if finished and cfg.patience and done - state["best_epoch"] >= cfg.patience:
+        raise UserError(f"--epochs {epochs}: this run stopped early (no better dev score than epoch "
+                        f"{state['best_epoch']}'s for --patience {cfg.patience}), and would stop again after one more "
+                        "epoch unless it beat that: train a new run with a larger --patience instead", run_dir)
+    return replace(cfg, epochs=epochs)
+
+
+def reopen(out, cfg):
+    """Record, before the first step, the settings a resumed run in `out` changed (--epochs, --keep-resume): from
+    then on it is an interrupted run of those settings, which a plain --resume continues. The marker first: a
+    crash before the state is rewritten leaves an interrupted run whose --epochs is still to give."""
+    path = Path(out) / STATE_DIR / "state.json"
+    state = read_json(path)
+    settings = {**asdict(cfg), "out": state["config"]["out"]}  # where it is now read from changes nothing
+    if settings == state["config"]:
+        return
+    write_marker(out, finished=False)
+    write_whole(path, json.dumps({**state, "config": settings}) + "\n")
 
 
 def claim_run_directory(cfg, resume, sources, epochs, world=1, weights_sha256=None, resumed_epoch=None):
@@ -246,7 +300,8 @@ def claim_run_directory(cfg, resume, sources, epochs, world=1, weights_sha256=No
     if resumed_epoch is not None and saved["epoch"] != resumed_epoch:
         raise UserError(f"another process saved epoch {saved['epoch']} of this run while its epoch {resumed_epoch} "
                         "was being read: is it still training? Resume it once that one stops", out)
-    if is_finished(out) or saved["epoch"] >= epochs:
+    extending = cfg.epochs != saved["config"]["epochs"]  # --epochs N: resume_config allowed it
+    if is_finished(out) and not extending or saved["epoch"] >= epochs:
         raise UserError("this run already finished: nothing to resume", out)
     if saved["data_sha256"] != {s.name: s.sha256 for s in sources}:
         raise UserError("the data changed since this run was interrupted: resume it with the data it started "

@@ -39,8 +39,8 @@ from .download import resolve_weights, sha256
 from .interrupts import Checked, ctrl_c_between_batches, what_is_saved
 from .plots import write_reliability
 from .report import entity_tables, parameter_table
-from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, save_state
-from .rundir import RunLock, write_marker
+from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, reopen, save_state
+from .rundir import RunLock, drop_state, write_marker
 from .progress_line import CURVE_POINTS, ProgressLine
 from .threads import Paced
 from .sources import check_tasks, encode_sources, load_sources, vocabularies
@@ -72,8 +72,8 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
     out, device = Path(cfg.out), next(model.parameters()).device
     # Where the frozen backbone's features go is decided before anything is written: a budget too small for
     # them is a bad flag like any other.
-    place = cache_place(model, sources, cfg, ddp.world, log) if set(backbone_units(len(model.bert.layers))) <= first \
-        and not cfg.lora else "off"
+    place = cache_place(model, sources, cfg, recipe.max_len, ddp.world, log) \
+        if set(backbone_units(len(model.bert.layers))) <= first and not cfg.lora else "off"
     progress = Progress()
     if ddp.main or resume:  # before the lock file is made beside --out: a refused --out is left exactly as it was
         claim_run_directory(cfg, resume, sources, recipe.epochs, ddp.world, weights_sha256)
@@ -158,10 +158,11 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
                     write_temperatures(out, results["calibration"]["temperature"])
                     write_reliability(out / "reliability.svg", pooled, results["calibration"]["temperature"], drawn)
                     write_json(out / "results.json", results)
-                    write_marker(out, finished=True)  # --resume now refuses: the run is complete
+                    write_marker(out, finished=True)  # complete: --resume refuses it, but for more --epochs
                 except OSError as e:  # a full disk, say
                     raise UserError(f"cannot write the run's test results ({e.strerror or e}); its best checkpoint "
                                     "is saved there, whole, for infer.py", out) from None
+            log(drop_state(out / STATE_DIR, out, cfg.keep_resume))  # only now: the run is finished, on disk
     return results
 
 
@@ -203,6 +204,8 @@ def claimed(cfg, resume, sources, recipe, ddp, weights_sha256, resumed_epoch):
     with ddp.main_only(RunLock(cfg.out)):
         if ddp.main:
             claim_run_directory(cfg, resume, sources, recipe.epochs, ddp.world, weights_sha256, resumed_epoch)
+            if resume:  # --epochs / --keep-resume: on disk before the first step, for a Ctrl-C's --resume to hold
+                reopen(cfg.out, cfg)
         ddp.barrier()  # the others go on once rank 0 holds the run directory
         yield
 
@@ -214,8 +217,8 @@ def build(cfg, log):
     weights_dir = resolve_weights(cfg.weights)
     encoder = load_pretrained(weights_dir, log)
     tokenizer = load_tokenizer(weights_dir, encoder.config.vocab_size, encoder.config.model_type)
-    positions = encoder.config.max_tokens
-    if cfg.max_len > positions:
+    positions = encoder.config.max_tokens  # an explicit --max-len must fit; the default does (settings.recipe)
+    if cfg.max_len is not None and cfg.max_len > positions:
         raise UserError(f"--max-len {cfg.max_len}: the model in {weights_dir} has only {positions} positions")
     vocab = vocabularies(sources)
     check_tasks(sources, cfg)
@@ -226,7 +229,8 @@ def build(cfg, log):
     recipe = resolve_recipe(cfg, encoder.config, trained_pooling(weights_dir), len(vocab.labels or []),
                             len(vocab.tags or []), device, erases_case=erases_case)
     # Evaluation never cuts a sentence short: only the model's position table limits it.
-    encode_sources(sources, tokenizer, vocab, cfg, positions, log, word_shapes=recipe.word_shapes is not None)
+    encode_sources(sources, tokenizer, vocab, cfg, recipe.max_len, positions, log,
+                   word_shapes=recipe.word_shapes is not None)
     model = build_model(encoder, recipe.heads, vocab.tags and vocab.tags.names, recipe.word_shapes, cfg.context)
     if cfg.lora:  # wraps the target Linears; with adapters in the model, freezing.py freezes the backbone
         add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
@@ -290,7 +294,8 @@ class Progress:
         # The optimizer of the last finished epoch: what it trained is a function of the settings and epoch.
         optimizer = optimizer_for_epoch(model, cfg, recipe.learning_rates, recipe.layer_decay, self.epoch)
         load_state(out, model, optimizer, saved)
-        log(f"resuming after epoch {self.epoch} (best dev score {self.best:.4f} at epoch {self.best_epoch})")
+        log(f"resuming after epoch {self.epoch} of {recipe.epochs} (best dev score {self.best:.4f} at epoch "
+            f"{self.best_epoch})")
         return optimizer
 
 
@@ -298,7 +303,7 @@ def meta(cfg, recipe, sources, weights_dir, weights_sha256, dev, ddp):
     """The "minimtl" section of a checkpoint's config.json: what inference needs, and where it came from."""
     labels = next((s.labels.names for s in sources if s.labels), None)
     tags = next((s.tags.names for s in sources if s.tags), None)
-    return {"labels": labels, "tags": tags, "max_len": cfg.max_len, "dev": dev, "weights": str(weights_dir),
+    return {"labels": labels, "tags": tags, "max_len": recipe.max_len, "dev": dev, "weights": str(weights_dir),
             "sources": {s.name: s.tasks for s in sources}, "train_args": asdict(cfg), "recipe": asdict(recipe),
             "word_shapes": recipe.word_shapes, "context": cfg.context,
             "data_sha256": {s.name: s.sha256 for s in sources}, "weights_sha256": weights_sha256,

@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import stat
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,13 +92,34 @@ def write_marker(directory, finished):
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "about": "written by minimtl's train.py: this folder is a training run, which --overwrite replaces whole",
     }
-    path = Path(directory) / MARKER
-    tmp = path.with_name(f".{MARKER}.tmp-{os.getpid()}")
+    write_whole(Path(directory) / MARKER, json.dumps(marker, indent=2) + "\n")
+
+
+def write_whole(path, text):
+    """Replace the file `path` by `text` atomically: a reader finds the old contents or the new, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(marker, indent=2) + "\n")
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())  # the rename below must not be able to reach the disk before the contents
     os.replace(tmp, path)
+
+
+def drop_state(directory, out, keep):
+    """The end of the finished run `out`, whose marker and best checkpoint are written: remove its resume state
+    `directory`, which --resume cannot use, unless `keep` (--keep-resume). Returns the line that says which."""
+    size = f"{sum(f.stat().st_size for f in directory.iterdir()) / 2**20:,.1f} MiB"
+    if keep:
+        return f"kept {directory} ({size}, --keep-resume): --resume {out} --epochs N trains this run further"
+    try:
+        # state.json first: the rest is no state without it, so a crash halfway leaves a run whose state was
+        # dropped, never one whose state is half there.
+        (directory / "state.json").unlink()
+        shutil.rmtree(directory)
+    except OSError as e:
+        return f"could not remove {directory} ({e.strerror or e}): the run is finished and whole; remove it by hand"
+    return (f"removed {directory} ({size}): a finished run is not resumed; --keep-resume keeps it, so that "
+            f"--resume {out} --epochs N can train the run further")
 
 
 def read_marker(path):

@@ -33,6 +33,7 @@ RUN, LORA = "data and run directory", "LoRA"
 GROUPS = (RUN, FREEZING, LORA, OPTIMISATION, MODEL)  # the order of train.py --help
 MAX_BATCH = 4096  # sentences of a micro-batch: more would fit in no machine's memory with the encoder's gradients
 MAX_ACCUM = 1_000_000  # beyond, the loss scale 1 / grad_accum is no longer a number torch can hold
+MAX_LEN = 128  # sub-tokens a training sentence keeps by default, where the model numbers that many positions
 
 
 def known_device(v):
@@ -58,6 +59,10 @@ class RunConfig(TrainConfig):
     out: str = setting("runs/latest", "run directory: best checkpoint, logs, resumable state; must be new, empty, "
                        "or an earlier run (with --overwrite)", RUN)
     overwrite: bool = setting(False, "replace the earlier minimtl run in --out (never anything else)", RUN)
+    keep_resume: bool = setting(False, "keep --out's resume/ (the trained weights and AdamW's two moments of each, "
+                                "three times their size) when the run finishes, so that --resume OUT --epochs N "
+                                "can train it further; without it a finished run drops it (an interrupted one "
+                                "always keeps it)", RUN)
     feature_cache: str = setting("auto", "where the frozen backbone's features are kept: auto = in memory within "
                                  "--cache-memory, else in a temporary file beside --out (removed when the run "
                                  "ends) within half of the free disk space there, else nowhere; disk = in that "
@@ -88,6 +93,9 @@ class RunConfig(TrainConfig):
     lora_targets: list[str] = setting(list(DEFAULT_TARGETS), "Linears to adapt in every layer", LORA,
                                       choices=tuple(TARGETS))
     lr_lora: float = setting(5e-4, "learning rate of the adapters", LORA, positive)
+    max_len: int | None = setting(None, "training sentences are cut to this many sub-tokens, and the cut ones "
+                                  f"counted (default: {MAX_LEN}, or the model's position count where it has fewer)",
+                                  MODEL, positive)
     epochs: int | None = setting(None, "default: by the kind of run (the recipe logged at the start; "
                                  "docs/recipes.md)", OPTIMISATION, positive)
     lr_backbone: float | None = setting(None, "learning rate of the encoder (of its top layer, with --layer-decay); "
@@ -154,7 +162,7 @@ class RunConfig(TrainConfig):
         if self.batch_size > MAX_BATCH or self.grad_accum > MAX_ACCUM:
             raise UserError(f"--batch-size must be at most {MAX_BATCH} and --grad-accum at most {MAX_ACCUM:,}, not "
                             f"{self.batch_size} and {self.grad_accum}")
-        if self.max_len < 3:
+        if self.max_len is not None and self.max_len < 3:
             raise UserError("--max-len must be at least 3 ([CLS], one sub-token, [SEP])")
         if self.w_cls == 0 and self.w_ner == 0:
             raise UserError("--w-cls and --w-ner are both 0: no task would be learned")
@@ -195,6 +203,7 @@ class Recipe:
 
     kind: str  # one of KIND_DEFAULTS
     epochs: int
+    max_len: int  # the sub-tokens a training sentence keeps (--max-len)
     learning_rates: dict  # unit kind -> peak rate: "backbone" (its top layer's), "heads", "adapters"
     layer_decay: float  # 1 = one backbone rate; D < 1: each backbone unit trains at D times the one above
     heads: HeadConfig
@@ -231,12 +240,22 @@ SHAPES_WHERE = {
 }
 
 
+def kind_of_run(cfg):
+    """Which of KIND_DEFAULTS `cfg` trains."""
+    return "frozen backbone" if freezes_backbone(cfg.freeze) else "LoRA" if cfg.lora else "full fine-tuning"
+
+
+def planned_epochs(cfg):
+    """The epochs `cfg` trains: --epochs, or its kind's default (which needs no model: resume.py asks it)."""
+    return cfg.epochs or KIND_DEFAULTS[kind_of_run(cfg)][0]
+
+
 def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device, erases_case=False):
     """The Recipe `cfg` asks for with this encoder (its config), its pretrained pooling ("cls" or "mean"),
     the data's label and tag counts, on `device`. `erases_case`: the tokenizer lower-cases training text
     that has capital letters. Refuses settings that do not fit the encoder."""
-    kind = "frozen backbone" if freezes_backbone(cfg.freeze) else "LoRA" if cfg.lora else "full fine-tuning"
-    epochs, sentence, token, read = KIND_DEFAULTS[kind]
+    kind = kind_of_run(cfg)
+    _, sentence, token, read = KIND_DEFAULTS[kind]
     all_layers = encoder_config.num_hidden_layers + 1
     if cfg.layers is not None and cfg.layers > all_layers:
         raise UserError(f"--layers {cfg.layers}: the encoder has {all_layers} hidden states "
@@ -267,14 +286,14 @@ def recipe(cfg, encoder_config, trained_pooling, n_labels, n_tags, device, erase
                         "what the heads read)")
     schedule = UnfreezeSchedule(cfg.unfreeze_schedule, all_layers - 1) if cfg.unfreeze_schedule else None
     if word_shapes == "embeddings" and schedule and not cfg.lora and all(
-            "embeddings" in schedule.frozen_backbone(e) for e in range(1, (cfg.epochs or epochs) + 1)):
+            "embeddings" in schedule.frozen_backbone(e) for e in range(1, planned_epochs(cfg) + 1)):
         raise UserError(f"--word-shape adds its vectors to the input embeddings, which --unfreeze-schedule "
-                        f"{cfg.unfreeze_schedule} keeps frozen for all {cfg.epochs or epochs} epochs: they would never "
+                        f"{cfg.unfreeze_schedule} keeps frozen for all {planned_epochs(cfg)} epochs: they would never "
                         "learn (thaw the embeddings within the run, or use --freeze backbone to add them to what the "
                         "heads read)")
     lr, decay = CRF_DEFAULTS[cfg.crf]
     return Recipe(
-        kind, cfg.epochs or epochs,
+        kind, planned_epochs(cfg), cfg.max_len or min(MAX_LEN, encoder_config.max_tokens),
         {"backbone": cfg.lr_backbone or lr, "heads": cfg.lr_heads, "adapters": cfg.lr_lora},
         cfg.layer_decay or decay, heads, bf16_steps(cfg.precision, device, cached=False),
         bf16_steps(cfg.precision, device, cached=True), word_shapes,

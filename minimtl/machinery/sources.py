@@ -81,10 +81,10 @@ def vocabularies(sources):
     return Vocabularies(labels, tags)
 
 
-def encode_sources(sources, tokenizer, vocab, cfg, eval_len, log, word_shapes=False):
-    """Token ids and label ids for every split; training sentences are cut at --max-len, the others only
-    at the model's position limit (evaluation never cuts a sentence short). `word_shapes`: with each
-    position's word shape (the recipe's, config.recipe)."""
+def encode_sources(sources, tokenizer, vocab, cfg, max_len, eval_len, log, word_shapes=False):
+    """Token ids and label ids for every split; training sentences are cut at `max_len` (--max-len, as the
+    recipe resolved it), the others only at the model's position limit `eval_len` (evaluation never cuts a
+    sentence short). `word_shapes`: with each position's word shape (the recipe's, config.recipe)."""
     for s in sources:
         s.labels = labels = vocab.labels if s.splits.has_labels else None
         s.tags = tags = vocab.tags if s.splits.has_tags else None
@@ -93,19 +93,19 @@ def encode_sources(sources, tokenizer, vocab, cfg, eval_len, log, word_shapes=Fa
         for split in ("train", "dev", "test"):
             examples = getattr(s.splits, split)
             if examples is not None:
-                s.ids[split] = encode_examples(tokenizer, examples, labels, tags, cfg.max_len if split == "train" else
+                s.ids[split] = encode_examples(tokenizer, examples, labels, tags, max_len if split == "train" else
                                                eval_len, cfg.label_all_subtokens, word_shapes,
-                                               cfg.max_len if cfg.context else None)
+                                               max_len if cfg.context else None)
         if cfg.context:
             documents = len({ex.document for ex in s.splits.train} - {None})
             log(f"note: {s.name}: " + (f"each sentence is read in its document ({documents} in train), with as many "
-                                       f"neighbouring words as fit in --max-len {cfg.max_len}" if documents else
+                                       f"neighbouring words as fit in --max-len {max_len}" if documents else
                                        "no documents (-DOCSTART-): --context reads its sentences alone"))
         cut = s.ids["train"].n_truncated
         test = len(s.splits.test) if s.splits.test is not None else "no"
         log(f"data: {s.splits.source}: {len(s.splits.train)} train / {len(s.splits.dev)} dev / {test} test "
             f"sentences; {len(labels or [])} labels, {len(tags or [])} tags"
-            + (f"; {cut} train sentences cut at --max-len {cfg.max_len}" if cut else ""))
+            + (f"; {cut} train sentences cut at --max-len {max_len}" if cut else ""))
 
 
 def encode_examples(tokenizer, examples, label_vocab, tag_vocab, max_len, all_subtokens=False, word_shapes=False,

@@ -26,7 +26,7 @@ def features_for_epoch(model, sources, features, log=print, file=None, pace=lamb
     return features or FeatureCache(model, sources, ("train", "dev"), log, file=file, pace=pace)
 
 
-def cache_place(model, sources, cfg, world, log):
+def cache_place(model, sources, cfg, max_len, world, log):
     """Where the frozen backbone's feature cache is kept: "memory", "disk" or "off" (not built: the frozen
     encoder runs in every step, under no_grad, which costs time instead of space). Never start what would run
     the machine out of memory or fill its disk: the cache's size is known exactly before it is built
@@ -35,10 +35,10 @@ def cache_place(model, sources, cfg, world, log):
     Each of the job's processes builds its own cache, so they share both budgets. Says which, and why."""
     size = FeatureCache.size(model, sources, ("train", "dev"))
     budget = cfg.cache_memory * 2**30 if cfg.cache_memory is not None else available_memory() / (2 * world)
-    one_batch = cfg.batch_size * cfg.max_len * FeatureCache.token_bytes(model)
+    one_batch = cfg.batch_size * max_len * FeatureCache.token_bytes(model)
     if cfg.cache_memory is not None and budget < one_batch:
         raise UserError(f"--cache-memory {cfg.cache_memory:g} GiB cannot hold even one batch of features "
-                        f"({one_batch / 2**20:,.1f} MiB for --batch-size {cfg.batch_size} at --max-len {cfg.max_len})")
+                        f"({one_batch / 2**20:,.1f} MiB for --batch-size {cfg.batch_size} at --max-len {max_len})")
     if cfg.feature_cache == "auto" and size <= budget:
         return "memory"  # the cache's own line says so when it is built
     disk = shutil.disk_usage(cache_dir(Path(cfg.out))).free / (2 * world)

@@ -4,6 +4,7 @@
     python train.py --data ../shared/data/snips         # full fine-tuning on SNIPS
     python train.py --data ../shared/data/conll2003 --data ../shared/data/ag_news   # NER + topics, two corpora
     python train.py --resume runs/latest                # continue an interrupted run exactly
+    python train.py --resume runs/latest --epochs 8     # train a finished run further (it needs --keep-resume)
     torchrun --standalone --nproc_per_node 2 train.py   # the same training in 2 processes (README: torchrun)
 
 Every flag below is a field of minimtl/config.py:TrainConfig (the core's) or minimtl/machinery/settings.py:
@@ -31,7 +32,9 @@ KINDS = {bool: "True or False", int: "a whole number", float: "a number", str: "
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own settings "
-                        "(from the end of its last finished epoch; give no other option)")
+                        "(from the end of its last finished epoch). Other options are refused but two: --epochs N, "
+                        "a new total (for a finished run, which then trains further from the state that "
+                        "--keep-resume kept), and --keep-resume")
     add_config_flags(parser)
     args = parser.parse_args(argv)
     settings = given(args)
@@ -41,10 +44,9 @@ def main(argv=None):
     who = f"rank {os.environ['RANK']}: " if os.environ.get("RANK", "0") != "0" else ""
     try:
         if args.resume:
-            if settings:
-                raise UserError(f"--resume continues a run with its own settings: drop --{next(iter(settings))}"
-                                .replace("_", "-"))
-            _run(resume_config(args.resume), resume=True)
+            if other := next((name for name in settings if name not in ("epochs", "keep_resume")), None):
+                raise UserError(f"--resume continues a run with its own settings: drop --{other}".replace("_", "-"))
+            _run(resume_config(args.resume, **settings), resume=True)
         else:
             _run(RunConfig(**settings))
     except UserError as e:
