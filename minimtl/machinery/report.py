@@ -133,13 +133,13 @@ def calibration_lines(calibration):
     """ECE before -> after the checkpoint's temperatures, one line per task (none when nothing was predicted)."""
     temperatures, ece = calibration["temperature"], calibration["ece"]
     tasks = (("label", "sentence labels", "cls"), ("entity", "entities", "ner"))
-    rows = [(kind, name, head) for kind, name, head in tasks if f"{kind}_ece_before" in ece]
+    rows = [(task, name, head) for task, name, head in tasks if f"{task}_ece_before" in ece]
     if not rows:
         return []
     lines = [f"calibration: expected calibration error ({ECE_BINS} bins), uncalibrated -> with the checkpoint's "
              f"temperature" + ("" if temperatures else " (it has none: T = 1)")]
-    for kind, name, head in rows:
-        lines.append(f"  {name:<15}  {_pct(ece[kind + '_ece_before']):>6}% -> {_pct(ece[kind + '_ece_after']):>6}%"
+    for task, name, head in rows:
+        lines.append(f"  {name:<15}  {_pct(ece[task + '_ece_before']):>6}% -> {_pct(ece[task + '_ece_after']):>6}%"
                      f"  (T = {temperatures.get(head, 1.0):.3f})")
     return lines
 
@@ -151,7 +151,7 @@ def entity_table(scores, prefix=""):
         return ""
     marker = prefix + "entity_support/"
     types = [key[len(marker):] for key in scores if key.startswith(marker)]
-    rows = [(kind, f"entity_{{}}/{kind}") for kind in types] + [("micro avg", "entity_{}")]
+    rows = [(t, f"entity_{{}}/{t}") for t in types] + [("micro avg", "entity_{}")]
     width = max(len("type"), *(len(name) for name, _ in rows))
     lines = [f"  {'type':<{width}}  precision  recall      F1  support"]
     for name, key in rows:
