@@ -10,9 +10,10 @@ Rows (each one `minimtl.machinery.run.train` call with the default weights; test
   shared-frozen-shape-crf / -shape-context                      one change from it: + --crf, + --context
   shared-full-shape-crf                                         full fine-tuning, --word-shape --crf, 6 epochs
   shared-full-shape / shared-full-crf                           one change from it: no --crf, no --word-shape
-  recipe-frozen[-context][-crf][-noshape][-64]                  the frozen recipe as train.py runs it now (3 epochs,
+  recipe-frozen[-context][-crf][-noshape][-64][-e6]             the frozen recipe as train.py runs it now (3 epochs,
                                                                 word shapes on cased data), trained with document
-                                                                context, a CRF, without shapes, --max-len 64
+                                                                context, a CRF, without shapes, --max-len 64,
+                                                                6 epochs
   recipe-full-context[-64]                                      full fine-tuning, --word-shape --crf --context
 
     python tests/benchmarks/bench_topic_ner.py [--quick] [--epochs N] [--only ROW ...] [--seeds N ...] [--runs DIR]
@@ -61,7 +62,8 @@ ROWS = {
     **{f"recipe-frozen{name}": (["conll2003", "ag_news"], {"freeze": ["backbone"], **more}) for name, more in [
         ("", {}), ("-context", {"context": True}), ("-context-64", {"context": True, "max_len": 64}),
         ("-crf", {"crf": True}), ("-context-crf", {"context": True, "crf": True}),
-        ("-noshape", {"word_shape": False}), ("-context-noshape", {"context": True, "word_shape": False})]},
+        ("-noshape", {"word_shape": False}), ("-context-noshape", {"context": True, "word_shape": False}),
+        ("-e6", {"epochs": 6}), ("-context-e6", {"context": True, "epochs": 6})]},
     **{f"recipe-full-context{name}": (["conll2003", "ag_news"], {"word_shape": True, "crf": True, "context": True,
                                                                  "epochs": 4, **more})
        for name, more in [("", {}), ("-64", {"max_len": 64})]},
