@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from minimtl import UserError, load_encoder
 from minimtl.machinery.assemble import HeadConfig, build_model
 from minimtl.machinery.settings import RunConfig
-from minimtl.machinery.run import train
+from minimtl.machinery.run import build, train
 from minimtl.training import lr_factor, seed_everything
 
 
@@ -158,15 +158,52 @@ def test_lora_trains_adapters_only_and_saves_merged_weights(tiny_data, tiny_weig
     assert load_encoder(out).config.hidden_size == 32  # a merged checkpoint is a plain BERT checkpoint
 
 
-def test_weights_that_are_a_run_give_their_encoder_and_say_the_heads_are_new(tiny_data, tiny_weights, tmp_path):
-    # Issue 38: `--weights RUN` silently trained fresh heads on the run's encoder.
-    run(tiny_data, tiny_weights, tmp_path / "first", epochs=1)
-    cfg = RunConfig(data=[str(tiny_data)], weights=str(tmp_path / "first"), out=str(tmp_path / "second"), epochs=1,
-                    batch_size=8)
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory, tiny_data, tiny_weights):
+    """A finished one-epoch run and its saved tensors: what `--weights RUN` starts from."""
+    out = tmp_path_factory.mktemp("earlier") / "run"
+    run(tiny_data, tiny_weights, out, epochs=1)
+    return out, load_file(out / "model.safetensors")
+
+
+def started_from(earlier, data, tmp_path, **overrides):
+    """The model a run with `--weights earlier` builds before its first step, and its log."""
+    cfg = RunConfig(data=[str(data)], weights=str(earlier), out=str(tmp_path / "next"), epochs=1, **overrides)
     lines = []
-    train(cfg, log=lines.append)
-    assert f"--weights {tmp_path / 'first'} is a minimtl run: this run starts from its encoder, with new heads " \
-           "(its trained heads are not used; --resume continues a run itself)" in lines
+    model = build(cfg, lines.append)[0]
+    return model.state_dict(), next(line for line in lines if line.startswith("--weights"))
+
+
+def same_as_saved(state, saved, prefix):
+    keys = [k for k in state if k.startswith(prefix)]
+    return bool(keys) and all(torch.equal(state[k], saved[k]) for k in keys)
+
+
+def test_weights_that_are_a_run_start_from_its_encoder_and_its_trained_heads(earlier_run, tiny_data, tmp_path):
+    # Issue 38: `--weights RUN` silently trained fresh heads on the run's encoder.
+    earlier, saved = earlier_run
+    state, line = started_from(earlier, tiny_data, tmp_path)
+    assert all(same_as_saved(state, saved, prefix) for prefix in ("bert.", "cls_head.", "ner_head."))
+    assert line == (f"--weights {earlier} is a minimtl run: this run starts from its encoder and its trained "
+                    "cls_head, ner_head (--resume continues a run itself)")
+
+
+def test_a_head_whose_classes_or_layout_differ_starts_new_and_the_log_says_why(earlier_run, tiny_data, tmp_path):
+    earlier, saved = earlier_run
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for split in ("train", "dev", "test"):  # the same sentences and tags, every sentence label renamed
+        records = [json.loads(line) for line in (tiny_data / f"{split}.jsonl").read_text().splitlines()]
+        (renamed / f"{split}.jsonl").write_text("".join(json.dumps({**r, "label": "new-" + r["label"]}) + "\n"
+                                                        for r in records))
+    state, line = started_from(earlier, renamed, tmp_path)
+    assert same_as_saved(state, saved, "ner_head.") and not same_as_saved(state, saved, "cls_head.")
+    assert line.startswith(f"--weights {earlier} is a minimtl run: this run starts from its encoder and its trained "
+                           "ner_head; new: cls_head (the run's labels are [")
+    state, line = started_from(earlier, tiny_data, tmp_path, crf=True)
+    assert same_as_saved(state, saved, "cls_head.") and not same_as_saved(state, saved, "ner_head.")
+    assert line.endswith("its trained cls_head; new: ner_head (built otherwise: --pooling, --layers, "
+                         "--sentence-head/--token-head or --crf differ) (--resume continues a run itself)")
 
 
 @pytest.fixture(scope="module")

@@ -252,11 +252,11 @@ def earlier_name(name, version):
             "head_shapes.weight": "head_input.weight"}.get(name, name)
 
 
-def load_pretrained(directory, log=print):
+def load_pretrained(directory):
     """The encoder of the checkpoint in `directory`, as --weights takes it (families.load_encoder), its sizes
     checked against the weights file first. A run whose encoder adds word shapes to its input embeddings is
-    refused: its encoder alone would silently lose them. Of any other run only the encoder is taken, and
-    `log` says so: its heads were trained for its own labels."""
+    refused: its encoder alone would silently lose them. Of any other run this is the encoder; its heads are
+    warm_start.keep_trained_heads'."""
     path, weights = Path(directory) / "config.json", Path(directory) / "model.safetensors"
     if path.is_file():  # else load_encoder says what is missing
         raw = read_json(path)
@@ -266,9 +266,6 @@ def load_pretrained(directory, log=print):
                             "input embeddings, which a plain encoder would silently lose; it cannot be used as "
                             "--weights", weights)
         check_weights_fit(read_config(raw, path), weights)
-        if isinstance(meta, dict):
-            log(f"--weights {directory} is a minimtl run: this run starts from its encoder, with new heads (its "
-                "trained heads are not used; --resume continues a run itself)")
     return load_encoder(directory)
 
 

@@ -43,6 +43,7 @@ from .resume import STATE_DIR, claim_run_directory, load_state, read_progress, r
 from .rundir import RunLock, drop_state, write_marker
 from .progress_line import CURVE_POINTS, ProgressLine
 from .threads import Paced
+from .warm_start import keep_trained_heads
 from .sources import check_tasks, encode_sources, load_sources, vocabularies
 from ..extensions.family_tokenizers import load_tokenizer
 
@@ -215,7 +216,7 @@ def build(cfg, log):
     seed_everything(cfg.seed)
     sources = load_sources(cfg.data, cfg.text_column, cfg.label_column)
     weights_dir = resolve_weights(cfg.weights)
-    encoder = load_pretrained(weights_dir, log)
+    encoder = load_pretrained(weights_dir)
     tokenizer = load_tokenizer(weights_dir, encoder.config.vocab_size, encoder.config.model_type)
     positions = encoder.config.max_tokens  # an explicit --max-len must fit; the default does (settings.recipe)
     if cfg.max_len is not None and cfg.max_len > positions:
@@ -232,6 +233,7 @@ def build(cfg, log):
     encode_sources(sources, tokenizer, vocab, cfg, recipe.max_len, positions, log,
                    word_shapes=recipe.word_shapes is not None)
     model = build_model(encoder, recipe.heads, vocab.tags and vocab.tags.names, recipe.word_shapes, cfg.context)
+    keep_trained_heads(model, weights_dir, vocab, log)  # --weights RUN: its heads, where they fit this run
     if cfg.lora:  # wraps the target Linears; with adapters in the model, freezing.py freezes the backbone
         add_lora(encoder, cfg.lora, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     return model.to(device), sources, weights_dir, recipe

@@ -55,7 +55,8 @@ class RunConfig(TrainConfig):
                               "JSONL, CoNLL columns or CSV; give --data again to train on several sources at once, "
                               "each bringing the task(s) it has (default: the shipped demo set)", RUN)
     weights: str = setting(DEFAULT_NAME, "a checkpoint directory (BERT, RoBERTa, XLM-R, DistilBERT or ELECTRA: "
-                           "docs/families.md), or a name under weights/ (the default is fetched on first use)", RUN)
+                           "docs/families.md), or a name under weights/ (the default is fetched on first use); a minimtl run gives "
+                           "its encoder and the heads that fit this run's classes and layout", RUN)
     out: str = setting("runs/latest", "run directory: best checkpoint, logs, resumable state; must be new, empty, "
                        "or an earlier run (with --overwrite)", RUN)
     overwrite: bool = setting(False, "replace the earlier minimtl run in --out (never anything else)", RUN)
