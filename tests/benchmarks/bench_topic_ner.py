@@ -63,7 +63,8 @@ ROWS = {
         ("", {}), ("-context", {"context": True}), ("-context-64", {"context": True, "max_len": 64}),
         ("-crf", {"crf": True}), ("-context-crf", {"context": True, "crf": True}),
         ("-noshape", {"word_shape": False}), ("-context-noshape", {"context": True, "word_shape": False}),
-        ("-e6", {"epochs": 6}), ("-context-e6", {"context": True, "epochs": 6})]},
+        ("-e6", {"epochs": 6}), ("-context-e6", {"context": True, "epochs": 6}),
+        ("-context-crf-e6", {"context": True, "crf": True, "epochs": 6})]},
     **{f"recipe-full-context{name}": (["conll2003", "ag_news"], {"word_shape": True, "crf": True, "context": True,
                                                                  "epochs": 4, **more})
        for name, more in [("", {}), ("-64", {"max_len": 64})]},
