@@ -49,7 +49,7 @@ from .assemble import WORD_SHAPES, HeadConfig, build_model
 from .predictor import Predictor
 from .plots import write_curves
 from .reading import NO_CHECKPOINT, TOKENIZER_FILES, check_weights_fit, copy_tokenizer, one_version
-from .rundir import save_tensors, stale_temporaries
+from .rundir import save_tensors, stale_temporaries, write_whole
 from ..extensions.family_tokenizers import load_tokenizer
 
 FORMAT_VERSION = 6  # 2: "heads" is HeadConfig as a dict; 3: with layers, token_head and crf; 4: sentence_head;
@@ -283,12 +283,7 @@ def format_4_name(name):
 
 def write_json(path, value):
     """`value` as `path`, replaced whole: a crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(value, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename makes it the file
-    os.replace(tmp, path)
+    write_whole(path, json.dumps(value, indent=2) + "\n")
 
 
 def write_temperatures(directory, temperatures):
