@@ -76,10 +76,10 @@ class Teachers:
         topics, tags = self.targets(batch, net)
         terms = []
         if topics is not None:  # (B, C)
-            terms.append(soft_cross_entropy(out.cls_logits, topics).mean())
+            terms.append(softened_kl(out.cls_logits, topics).mean())
         emissions, real = at_words(out.ner_logits, batch.words) if tags is not None else (None, None)
         if tags is not None and real.any():  # (B, W, K), (B, W)
-            terms.append(soft_cross_entropy(emissions, tags)[real].mean())
+            terms.append(softened_kl(emissions, tags)[real].mean())
         return WEIGHT * TEMPERATURE**2 * sum(terms, torch.zeros((), device=batch.input_ids.device))
 
     def targets(self, batch, net):
@@ -101,8 +101,9 @@ class Teachers:
         topics, tags = [], []
         with torch.autocast(batch.input_ids.device.type, enabled=False):  # the same numbers on every CPU
             for model, meta in self.runs:
-                same_features = meta.get("recipe", {}).get("kind") == "frozen backbone" and isinstance(inner, CachedModel) \
-                    and model.layers == inner.model.layers
+                # A teacher that froze the same pretrained encoder (weights_sha256, checked) reads the same states.
+                frozen = meta.get("recipe", {}).get("kind") == "frozen backbone"
+                same_features = frozen and isinstance(inner, CachedModel) and model.layers == inner.model.layers
                 out = (CachedModel(model, inner.cache) if same_features else model)(batch)
                 if out.cls_logits is not None:
                     topics.append(F.softmax(out.cls_logits.float() / TEMPERATURE, -1))  # (B, C)
@@ -115,7 +116,7 @@ class Teachers:
                 for b in range(len(batch.index))]
 
 
-def soft_cross_entropy(logits, probabilities):
+def softened_kl(logits, probabilities):
     """KL(teachers || student) at temperature T, per row: logits (..., K), the teachers' probabilities (..., K).
     The cross-entropy minus the teachers' own entropy, a constant, so that a student equal to them scores 0."""
     log_q = F.log_softmax(logits.float() / TEMPERATURE, -1)
