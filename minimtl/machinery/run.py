@@ -22,7 +22,6 @@ from torch.nn.parallel import DistributedDataParallel
 from ..guards.errors import UserError
 from ..evaluation import format_scores, selection_score
 from ..extensions.calibration import calibration_report, fit_temperatures
-from ..extensions.distill import Teachers
 from ..extensions.lora import add_lora
 from ..extensions.features import CachedModel
 from ..freezing import backbone_units, frozen_in_epoch, units
@@ -31,7 +30,8 @@ from .assemble import build_model
 from .sampling import epoch_batches, evaluate_sources, outputs_of, steps_per_epoch
 from .steps import labelled, precision_for_epoch, scoring, shown_scoring, step_loss, summed
 from .storage import cache_dir, cache_place, features_for_epoch
-from .settings import recipe as resolve_recipe, trained_pooling
+from .settings import recipe as resolve_recipe
+from .settings import trained_pooling
 from .checkpoint import (MODEL_FILES, atomic_directory, load_checkpoint, load_pretrained, write_json,
                          write_logs, write_model, write_temperatures)
 from .distributed import Processes
@@ -61,12 +61,8 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
         "state to resume from are written there")
     model, sources, weights_dir, recipe = build(cfg, log)  # every input file is read and checked here
     weights_sha256 = sha256(weights_dir / "model.safetensors")  # a resumed run must start from the same
-    teachers = Teachers({d: load_checkpoint(d) for d in cfg.distill}, meta(cfg, recipe, sources, weights_dir,
-                        weights_sha256, None, ddp)).to(next(model.parameters()).device) if cfg.distill else None
     first = frozen_in_epoch(model, cfg, 1)  # checks --freeze against this model, too
     if set(units(model)) <= first and not cfg.unfreeze_schedule:
-        if cfg.distill:
-            raise UserError("--distill: with everything frozen, nothing would learn from the teachers")
         log("--freeze all: nothing can learn, so this only evaluates the untrained heads on the backbone")
         results = {"best_epoch": None, "dev": evaluate_sources(model, sources, "dev"),
                    "test": evaluate_sources(model, sources, "test") or None}
@@ -91,10 +87,10 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
         cache_file = files.enter_context(tempfile.TemporaryFile(dir=cache_dir(out))) if place == "disk" else None
         log(parameter_table(model, frozen_in_epoch(model, cfg, progress.epoch + 1), recipe.learning_rates,
                             recipe.layer_decay))
-        log(recipe.describe() + (teachers.describe() if teachers else ""))
+        log(recipe.describe())
         if ddp.launched:
             log(f"global batch: {cfg.batch_size} sentences x {ddp.world} processes x {cfg.grad_accum} accumulated "
-                f"= {cfg.batch_size * ddp.world * cfg.grad_accum} per optimizer step")
+                f"= {global_batch(cfg, ddp)} per optimizer step")
         total_steps = steps_per_epoch(sources, cfg, ddp.world) * recipe.epochs  # optimizer steps of the whole job
         schedule = partial(lr_factor, total=total_steps, warmup_steps=max(1, round(cfg.warmup * total_steps)))
         features, bf16 = None, None
@@ -124,7 +120,7 @@ def train(cfg, log=print, resume=False, ddp=Processes()):
                                    f"epoch {epoch}/{recipe.epochs}", log, quiet, CURVE_POINTS // recipe.epochs)
             try:
                 progress.step, stats = train_epoch(model, optimizer, batches, schedule, progress.step, cfg,
-                                                   shown(step_loss(model, net, cfg, bf16, ddp.launched, teachers), batches))
+                                                   shown(step_loss(model, net, cfg, bf16, ddp.launched), batches))
             except FloatingPointError as e:
                 raise UserError(not_finite(*e.args, epoch, cfg)) from None
             dev = evaluate_sources(model, sources, "dev", shown_scoring(model, sources, "dev", log, quiet, features))
@@ -250,6 +246,11 @@ def not_finite(value, step, epoch, cfg):
             + " (check the learning rates and loss weights)")
 
 
+def global_batch(cfg, ddp):
+    """Sentences per optimizer step (at most: a source's last batch may be smaller)."""
+    return cfg.batch_size * ddp.world * cfg.grad_accum
+
+
 def epoch_line(record, recipe):
     return (f"epoch {record['epoch']:>2}/{recipe.epochs}  loss {record['loss']:.4f}  dev {format_scores(record['dev'])}"
             f"  {record['sentences_per_second']:.0f} sent/s  padding {record['padding']:.1%}  "
@@ -308,8 +309,8 @@ def meta(cfg, recipe, sources, weights_dir, weights_sha256, dev, ddp):
             "sources": {s.name: s.tasks for s in sources}, "train_args": asdict(cfg), "recipe": asdict(recipe),
             "word_shapes": recipe.word_shapes, "context": cfg.context,
             "data_sha256": {s.name: s.sha256 for s in sources}, "weights_sha256": weights_sha256,
-            # sentences per optimizer step (at most: a source's last batch may be smaller)
-            "world_size": ddp.world, "global_batch": cfg.batch_size * ddp.world * cfg.grad_accum}
+            "world_size": ddp.world,
+            "global_batch": global_batch(cfg, ddp)}
 
 
 def save_epoch(model, optimizer, progress, checkpoint_meta):

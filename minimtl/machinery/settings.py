@@ -87,8 +87,6 @@ class RunConfig(TrainConfig):
                             "many neighbouring words of its document as fit in --max-len, as infer.py reads a "
                             "text of several sentences; only the sentence's own words are labelled and scored",
                             RUN)
-    distill: list[str] = setting([], "finished runs (teachers) whose mean predictions this run also learns, on "
-                                 "every training sentence of every source (extensions/distill.py)", OPTIMISATION)
     lora: int = setting(0, "train rank-R adapters on a frozen backbone instead of the backbone itself (0 = off); "
                         "checkpoints hold the merged weights", LORA, non_negative)
     lora_alpha: float = setting(16.0, "adapter scale is alpha / R", LORA, positive)

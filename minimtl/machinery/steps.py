@@ -34,10 +34,10 @@ def labelled(micro_batches, cfg, ddp):
     return out
 
 
-def step_loss(model, net, cfg, bf16, ddp, teachers=None):
+def step_loss(model, net, cfg, bf16, ddp):
     """The loss of one training micro-batch as this run computes it (training.train_epoch's `loss_of`): through
     `net` (the model, the heads on the feature cache, or either in DistributedDataParallel when `ddp`), under
-    bf16 autocast when `bf16`, plus what `teachers` (extensions/distill.py) add. Under torchrun the loop changes in two explicit places, as in nanoGPT: gradients
+    bf16 autocast when `bf16`. Under torchrun the loop changes in two explicit places, as in nanoGPT: gradients
     are exchanged only on the micro-batch that ends a step (`no_sync` on the others: DDP decides at the forward
     pass), and a filler counts 0 while still sending a gradient for every watched parameter."""
     device = next(model.parameters()).device
@@ -45,11 +45,7 @@ def step_loss(model, net, cfg, bf16, ddp, teachers=None):
     def loss_of(batch):
         with net.no_sync() if ddp and not batch.ends_step else nullcontext():
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                out = net(batch)
-                loss, parts = multitask_loss(model, out, batch, cfg.w_cls, cfg.w_ner)
-                if teachers is not None:
-                    parts["distill"] = teachers.loss(out, batch, net)
-                    loss = loss + parts["distill"]
+                loss, parts = multitask_loss(model, net(batch), batch, cfg.w_cls, cfg.w_ner)
         if ddp:  # every process must send every watched gradient at each exchange: zeros, not none
             loss = loss * batch.counts + 0.0 * sum(p.sum() for p in net.parameters() if p.requires_grad)
             parts = parts if batch.counts else {}
@@ -78,7 +74,7 @@ def summed(stats, device):
     the whole is their sum (all-reduced on `device`)."""
     if not dist.is_initialized():
         return stats
-    tasks = ("cls", "ner", "distill")
+    tasks = ("cls", "ner")
     totals = torch.tensor([stats.sums.get(t, 0.0) for t in tasks] + [float(t in stats.sums) for t in tasks]
                           + [stats.sentences, stats.positions, stats.real], dtype=torch.float64, device=device)
     dist.all_reduce(totals)

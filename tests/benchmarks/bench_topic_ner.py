@@ -14,8 +14,9 @@ Rows (each one `minimtl.machinery.run.train` call with the default weights; test
                                                                 word shapes on cased data), trained with document
                                                                 context, a CRF, without shapes, --max-len 64,
                                                                 6 epochs
-  recipe-frozen-context-e6-distill                              the same, --distill the three seeds of
-                                                                recipe-frozen-context-e6 (kept under --runs DIR)
+  recipe-frozen-context-e6-distill                              in the results only: the same with --distill of the
+                                                                three recipe-frozen-context-e6 seeds, an extension
+                                                                measured at commit d7e830f and not kept (results.md)
   recipe-full-context[-64][-e6]                                 full fine-tuning, --word-shape --crf --context
                                                                 (4 epochs), --max-len 64, 6 epochs
 
@@ -49,8 +50,6 @@ FULL_EPOCHS = 2  # what fits: a shared full fine-tuning epoch over 18k sentences
 # the row asks, so that each row's command gives its committed numbers. bench_frozen_cost.py measures the recipe as
 # it is.
 FROZEN = {"freeze": ["backbone"], "epochs": 5, "word_shape": False}
-# A distilled row's teachers: rows whose run directories an earlier call kept under the same --runs DIR.
-TEACHERS = ["recipe-frozen-context-e6", "recipe-frozen-context-e6/seed1", "recipe-frozen-context-e6/seed2"]
 ROWS = {
     "shared-frozen": (["conll2003", "ag_news"], FROZEN),
     "conll-frozen": (["conll2003"], FROZEN),
@@ -69,8 +68,7 @@ ROWS = {
         ("-crf", {"crf": True}), ("-context-crf", {"context": True, "crf": True}),
         ("-noshape", {"word_shape": False}), ("-context-noshape", {"context": True, "word_shape": False}),
         ("-e6", {"epochs": 6}), ("-context-e6", {"context": True, "epochs": 6}),
-        ("-context-crf-e6", {"context": True, "crf": True, "epochs": 6}),
-        ("-context-e6-distill", {"context": True, "epochs": 6, "distill": TEACHERS})]},
+        ("-context-crf-e6", {"context": True, "crf": True, "epochs": 6})]},
     **{f"recipe-full-context{name}": (["conll2003", "ag_news"], {"word_shape": True, "crf": True, "context": True,
                                                                  "epochs": 4, **more})
        for name, more in [("", {}), ("-64", {"max_len": 64}), ("-64-e6", {"max_len": 64, "epochs": 6})]},
@@ -102,10 +100,6 @@ def run_row(name, data, settings, out):
         lines.append(str(line))
         print(f"  [{name}] {line}", flush=True)
     start = time.perf_counter()
-    if teachers := [out.parent / row.replace("/", "-") for row in settings.get("distill", [])]:
-        if missing := [str(t) for t in teachers if not (t / "model.safetensors").is_file()]:
-            raise SystemExit(f"{name}: run its teacher rows first, with the same --runs DIR ({', '.join(missing)})")
-        settings = {**settings, "distill": [str(t) for t in teachers]}
     cfg = RunConfig(data=[str(d) for d in data], out=str(out), **settings)
     results = train(cfg, log=log)
     wall = time.perf_counter() - start
