@@ -17,8 +17,8 @@ Rows (each one `minimtl.machinery.run.train` call with the default weights; test
   recipe-frozen-context-e6-distill                              in the results only: the same with --distill of the
                                                                 three recipe-frozen-context-e6 seeds, an extension
                                                                 measured at commit d7e830f and not kept (results.md)
-  recipe-full-context[-e5][-64][-e6]                            full fine-tuning, --word-shape --crf --context
-                                                                (4 epochs), 5 epochs, --max-len 64, 6 epochs
+  recipe-full-context[-e5 | -64 | -64-e6]                       full fine-tuning, --word-shape --crf --context
+                                                                (4 epochs); 5 epochs; --max-len 64; both 64 and 6
 
     python tests/benchmarks/bench_topic_ner.py [--quick] [--epochs N] [--only ROW ...] [--seeds N ...] [--runs DIR]
 
