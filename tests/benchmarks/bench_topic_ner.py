@@ -18,7 +18,8 @@ Rows (each one `minimtl.machinery.run.train` call with the default weights; test
                                                                 three recipe-frozen-context-e6 seeds, an extension
                                                                 measured at commit d7e830f and not kept (results.md)
   recipe-full-context[-e5 | -64 | -64-e6]                       full fine-tuning, --word-shape --crf --context
-                                                                (4 epochs); 5 epochs; --max-len 64; both 64 and 6
+                                                                (4 epochs); 5 epochs; --max-len 64; --max-len 64
+                                                                and 6 epochs
 
     python tests/benchmarks/bench_topic_ner.py [--quick] [--epochs N] [--only ROW ...] [--seeds N ...] [--runs DIR]
 
